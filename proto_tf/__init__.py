@@ -1,0 +1,16 @@
+"""ProtoAttend (attention-based prototypical learning) in Keras 3 / TensorFlow 2."""
+
+from proto_tf import metrics
+from proto_tf.attention import NORMALIZATIONS, PrototypeAttention
+from proto_tf.model import ATTENTIONS, PrototypeDatabase, ProtoAttend
+from proto_tf.sparsemax import sparsemax
+
+__all__ = [
+    "ATTENTIONS",
+    "NORMALIZATIONS",
+    "PrototypeAttention",
+    "PrototypeDatabase",
+    "ProtoAttend",
+    "metrics",
+    "sparsemax",
+]

@@ -1,0 +1,115 @@
+"""PrototypeAttention: relational attention between inputs and a candidate database."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+from proto_tf.sparsemax import sparsemax
+
+NORMALIZATIONS = ("softmax", "sparsemax")
+
+
+def masked_softmax(logits):
+    """Softmax over the last axis where `-inf` logits get 0 and a row of only `-inf`
+    maps to zeros (plain softmax would give NaN there)."""
+    row_max = tf.reduce_max(logits, axis=-1, keepdims=True)
+    row_max = tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max))
+    unnormalized = tf.exp(logits - row_max)
+    return tf.math.divide_no_nan(
+        unnormalized, tf.reduce_sum(unnormalized, axis=-1, keepdims=True)
+    )
+
+
+def normalize(logits, normalization):
+    """Applies the named attention normalisation over the last axis, in float32."""
+    logits = tf.cast(logits, tf.float32)
+    if normalization == "softmax":
+        return masked_softmax(logits)
+    if normalization == "sparsemax":
+        return sparsemax(logits)
+    raise ValueError(
+        f"Unknown attention normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}."
+    )
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class PrototypeAttention(keras.layers.Layer):
+    """Scaled dot-product attention of a batch over a candidate database.
+
+    `weights = n(queries @ keys^T / sqrt(d_att))` with `n` softmax or sparsemax,
+    and the output is `weights @ values`. The layer has no trainable weights.
+
+    Args:
+      normalization: "softmax" or "sparsemax".
+
+    Call args:
+      queries: `[B, d_att]`.
+      keys: `[D, d_att]`, one row per candidate.
+      values: `[D, d_val]`.
+      candidate_mask: optional bool `[D]` or `[B, D]`; False marks candidates that
+        must get weight 0.
+
+    Returns:
+      `(weighted_values [B, d_val], weights [B, D])`; weights are float32.
+
+    Example:
+      >>> layer = PrototypeAttention("sparsemax")
+      >>> out, w = layer(tf.ones([2, 16]), tf.eye(4, 16), tf.ones([4, 8]))
+      >>> w.shape
+      TensorShape([2, 4])
+    """
+
+    def __init__(self, normalization="softmax", **kwargs):
+        super().__init__(**kwargs)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"Unknown attention normalization {normalization!r}; valid: "
+                f"{', '.join(NORMALIZATIONS)}."
+            )
+        self.normalization = normalization
+        self.built = True  # Nothing to build: the layer is parameter-free.
+
+    def call(self, queries, keys, values, candidate_mask=None):
+        _check_shapes(queries, keys, values)
+        attention_size = queries.shape[-1]
+        logits = tf.matmul(queries, keys, transpose_b=True)
+        logits = tf.cast(logits, tf.float32) / math.sqrt(attention_size)
+        if candidate_mask is not None:
+            mask = tf.broadcast_to(tf.cast(candidate_mask, tf.bool), tf.shape(logits))
+            logits = tf.where(mask, logits, tf.constant(-float("inf"), logits.dtype))
+        weights = normalize(logits, self.normalization)
+        weighted_values = tf.matmul(tf.cast(weights, values.dtype), values)
+        return weighted_values, weights
+
+    def compute_output_shape(self, queries_shape, keys_shape, values_shape):
+        return (
+            (queries_shape[0], values_shape[-1]),
+            (queries_shape[0], keys_shape[0]),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"normalization": self.normalization})
+        return config
+
+
+def _check_shapes(queries, keys, values):
+    """Raises a ValueError naming both shapes when static dimensions disagree."""
+    for name, tensor in (("queries", queries), ("keys", keys), ("values", values)):
+        if tensor.shape.rank != 2:
+            raise ValueError(f"{name} must have rank 2, got shape {tensor.shape}.")
+    if queries.shape[-1] is None:
+        raise ValueError(
+            f"queries must have a known attention size (last dimension), got {queries.shape}."
+        )
+    if keys.shape[-1] is not None and keys.shape[-1] != queries.shape[-1]:
+        raise ValueError(
+            f"queries and keys must share the attention size: queries {queries.shape}, "
+            f"keys {keys.shape}."
+        )
+    if None not in (keys.shape[0], values.shape[0]) and keys.shape[0] != values.shape[0]:
+        raise ValueError(
+            f"keys and values must have one row per candidate: keys {keys.shape}, "
+            f"values {values.shape}."
+        )

@@ -1,0 +1,158 @@
+"""ResNet image encoder of Appendix A.1 (MNIST, Fashion-MNIST, CIFAR-10, Fruits, ISIC)."""
+
+import keras
+
+_BN_MOMENTUM = 0.997  # The TF-era official ResNet value.
+
+
+def _conv(filters, kernel_size, strides, weight_decay, name):
+    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,  # Followed by batch norm, which has its own offset.
+        kernel_initializer="he_normal",
+        kernel_regularizer=regularizer,
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class ResidualBlock(keras.layers.Layer):
+    """Two 3x3 conv + BN + ReLU, added to a 1x1-conv projection of the input.
+
+    Appendix A: "each convolution is followed by batch normalization and ReLU" and
+    "the transformed output is added to the input after a 1x1 convolution". The
+    projection is followed by batch norm but no ReLU, so the shortcut stays linear.
+    """
+
+    def __init__(self, filters, strides=1, weight_decay=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.strides = strides
+        self.weight_decay = weight_decay
+        self.conv1 = _conv(filters, 3, strides, weight_decay, "conv1")
+        self.bn1 = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn1")
+        self.conv2 = _conv(filters, 3, 1, weight_decay, "conv2")
+        self.bn2 = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn2")
+        self.projection = _conv(filters, 1, strides, weight_decay, "projection")
+        self.projection_bn = keras.layers.BatchNormalization(
+            momentum=_BN_MOMENTUM, name="projection_bn"
+        )
+
+    def call(self, x, training=False):
+        y = keras.ops.relu(self.bn1(self.conv1(x), training=training))
+        y = keras.ops.relu(self.bn2(self.conv2(y), training=training))
+        return y + self.projection_bn(self.projection(x), training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"filters": self.filters, "strides": self.strides, "weight_decay": self.weight_decay}
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class ResNet(keras.Model):
+    """CIFAR-style ResNet of depth 6n + 2 with dense feature layers on top.
+
+    One 3x3 conv (16 filters) stem, three stages of n residual blocks with 16, 32,
+    64 filters (stride 2 at the first block of stages 2 and 3: 4x downsampling),
+    global average pooling (7x7 for 28x28 inputs, 8x8 for 32x32), then for each
+    entry of `dense_units` a Dense + ReLU + LayerNorm. Depth counts the stem, the
+    2n convs of each stage and one dense layer: 32 -> n = 5, 50 -> n = 8.
+
+    Args:
+      depth: 32 (MNIST, Fashion-MNIST, Fruits) or 50 (CIFAR-10, ISIC); any 6n + 2.
+      dense_units: (256,) for the MNISTs, (256, 512) for CIFAR-10, (128,) for Fruits/ISIC.
+      downsample_stem: the stride-2 conv(16) + stride-2 max-pool used for the large
+        Fruits (100x100 -> 25x25) and ISIC (128x128 -> 32x32) images.
+      weight_decay: L2 factor on conv kernels (1e-4 for Fruits, else 0).
+      base_filters: filters of the first stage (16 in the paper).
+
+    Example:
+      >>> encoder = ResNet(depth=32)
+      >>> encoder(np.zeros([2, 28, 28, 1], "float32")).shape
+      TensorShape([2, 256])
+    """
+
+    def __init__(
+        self,
+        depth=32,
+        dense_units=(256,),
+        downsample_stem=False,
+        weight_decay=0.0,
+        base_filters=16,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(f"ResNet depth must be 6n + 2 with n >= 1 (e.g. 32, 50), got {depth}.")
+        self.depth = depth
+        self.dense_units = tuple(dense_units)
+        self.downsample_stem = downsample_stem
+        self.weight_decay = weight_decay
+        self.base_filters = base_filters
+        blocks_per_stage = (depth - 2) // 6
+
+        self.stem_layers = []
+        if downsample_stem:
+            self.stem_layers += [
+                _conv(base_filters, 3, 2, weight_decay, "downsample_conv"),
+                keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name="downsample_bn"),
+                keras.layers.ReLU(name="downsample_relu"),
+                keras.layers.MaxPooling2D(3, strides=2, padding="same", name="downsample_pool"),
+            ]
+        self.stem_layers += [
+            _conv(base_filters, 3, 1, weight_decay, "stem_conv"),
+            keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name="stem_bn"),
+            keras.layers.ReLU(name="stem_relu"),
+        ]
+        self.blocks = []
+        for stage in range(3):
+            for index in range(blocks_per_stage):
+                strides = 2 if stage > 0 and index == 0 else 1
+                self.blocks.append(
+                    ResidualBlock(
+                        base_filters * 2**stage,
+                        strides,
+                        weight_decay,
+                        name=f"stage{stage + 1}_block{index + 1}",
+                    )
+                )
+        self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
+        self.dense_layers = []
+        for index, units in enumerate(self.dense_units):
+            self.dense_layers.append(
+                (
+                    keras.layers.Dense(units, activation="relu", name=f"dense{index + 1}"),
+                    keras.layers.LayerNormalization(name=f"dense{index + 1}_norm"),
+                )
+            )
+
+    def call(self, images, training=False):
+        x = images
+        for layer in self.stem_layers:
+            x = layer(x, training=training)
+        for block in self.blocks:
+            x = block(x, training=training)
+        x = self.pool(x)
+        for dense, norm in self.dense_layers:
+            x = norm(dense(x))
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "depth": self.depth,
+                "dense_units": list(self.dense_units),
+                "downsample_stem": self.downsample_stem,
+                "weight_decay": self.weight_decay,
+                "base_filters": self.base_filters,
+            }
+        )
+        return config

@@ -1,0 +1,54 @@
+"""Confidence (Eq. 3) and prototype counts (Table 2) from attention weights."""
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_THRESHOLDS = (0.5, 0.9, 0.95)
+
+
+def class_weights(weights, labels, num_classes):
+    """Total prototype weight per class: `weights [B, D] @ one_hot(labels) -> [B, C]`."""
+    weights = tf.convert_to_tensor(weights)
+    one_hot = tf.one_hot(tf.convert_to_tensor(labels), num_classes, dtype=weights.dtype)
+    return tf.matmul(weights, one_hot)
+
+
+def confidence(weights, labels, num_classes):
+    """Eq. 3: `C(p, y) = max_m sum_i p_i [y_i = m]`, per example.
+
+    Args:
+      weights: `[B, D]` prototype weights (rows sum to 1).
+      labels: `[D]` integer labels of the candidates.
+      num_classes: number of classes.
+
+    Returns:
+      `[B]` confidences in [0, 1]; 1 iff all non-zero weights share one label.
+    """
+    return tf.reduce_max(class_weights(weights, labels, num_classes), axis=-1)
+
+
+def prototype_counts(weights, thresholds=DEFAULT_THRESHOLDS):
+    """Smallest number of largest weights whose sum reaches each threshold.
+
+    Args:
+      weights: `[B, D]` prototype weights.
+      thresholds: fractions of the total weight, e.g. (0.5, 0.9, 0.95).
+
+    Returns:
+      int32 `[B, len(thresholds)]`. A threshold a row never reaches (e.g. a fully
+      masked row) counts all D candidates.
+    """
+    weights = tf.convert_to_tensor(weights)
+    cumulative = tf.cumsum(tf.sort(weights, axis=-1, direction="DESCENDING"), axis=-1)
+    num_candidates = tf.shape(weights)[-1]
+    counts = []
+    for threshold in thresholds:
+        below = tf.reduce_sum(tf.cast(cumulative < threshold, tf.int32), axis=-1)
+        counts.append(tf.minimum(below + 1, num_candidates))
+    return tf.stack(counts, axis=-1)
+
+
+def median_prototype_counts(weights, thresholds=DEFAULT_THRESHOLDS):
+    """Median over examples of `prototype_counts`, as `{threshold: median}` (Table 2)."""
+    counts = np.asarray(prototype_counts(weights, thresholds))
+    return {t: float(np.median(counts[:, i])) for i, t in enumerate(thresholds)}

@@ -1,0 +1,379 @@
+"""ProtoAttend: an encoder whose decisions are attention-weighted sums of prototypes.
+
+Architecture (Sections 3.2 and 4.1): a shared encoder maps inputs and candidates to
+features; dense heads map features to queries and keys (Dense + ReLU) and values
+(Dense + ReLU + LayerNorm); PrototypeAttention weighs the candidates' values; a
+bias-free dense layer turns a value vector into logits.
+
+Training (Eq. 1 + Eq. 2), per example with label y and candidate weights p:
+  L(y, g(v)) + L(y, g(sum_j p_j v_j)) + L(y, g(alpha v + (1 - alpha) sum_j p_j v_j))
+  + sparsity_weight * (-sum_j p_j log(p_j + eps)).
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from proto_tf import metrics
+from proto_tf.attention import NORMALIZATIONS, PrototypeAttention
+
+ATTENTIONS = NORMALIZATIONS + ("none",)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrototypeDatabase:
+    """Encoded candidates used at inference: keys `[D, d_att]`, values `[D, d_val]`,
+    labels `[D]`, and optionally each candidate's index in the training split."""
+
+    keys: tf.Tensor
+    values: tf.Tensor
+    labels: tf.Tensor
+    indices: tf.Tensor | None = None
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class ProtoAttend(keras.Model):
+    """Attention-based prototypical classifier around any Keras encoder.
+
+    Args:
+      encoder: a Keras layer/model mapping a batch of inputs to `[B, features]`.
+      num_classes: number of output classes.
+      attention: "softmax", "sparsemax", or "none" for the baseline: the encoder
+        followed by the decision layer, trained with the plain loss only (the
+        paper's "Baseline enc." rows).
+      attention_size: size of keys and queries (16 in every experiment of the paper).
+      value_size: size of values (64 for most datasets, 128 for CIFAR-10, 16 for Adult).
+      sparsity_weight: lambda of the entropy regulariser (Eq. 2); 0 disables it.
+      alpha_range: `(low, high)`; alpha of Eq. 1's third term is drawn uniformly
+        from it at each step. `low == high` fixes alpha.
+      entropy_epsilon: epsilon of Eq. 2.
+      seed: seed of the per-step alpha draws (a stateless function of seed and step,
+        so every replica draws the same alpha and runs are reproducible).
+
+    Training data for `train_step` is a dict with `inputs [B, ...]`, `labels [B]`,
+    `candidate_inputs [D, ...]` and, optionally, `candidate_labels [D]`. Under a
+    `tf.distribute` strategy each replica encodes its slice of the candidates and the
+    slices are all-gathered, so every query attends over the whole database.
+
+    Example:
+      >>> encoder = keras.Sequential([keras.layers.Dense(32, activation="relu")])
+      >>> model = ProtoAttend(encoder, num_classes=3, attention="sparsemax")
+      >>> model.build((None, 5))
+      >>> keys, values = model.encode_database(np.random.rand(100, 5).astype("float32"))
+      >>> model.set_database(keys, values, labels=np.arange(100) % 3)
+      >>> model(np.random.rand(4, 5).astype("float32"))["confidence"].shape
+      TensorShape([4])
+    """
+
+    def __init__(
+        self,
+        encoder,
+        num_classes,
+        attention="softmax",
+        attention_size=16,
+        value_size=64,
+        sparsity_weight=0.0,
+        alpha_range=(0.45, 0.5),
+        entropy_epsilon=1e-6,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if attention not in ATTENTIONS:
+            raise ValueError(
+                f"Unknown attention {attention!r}; valid: {', '.join(ATTENTIONS)}."
+            )
+        low, high = (float(a) for a in alpha_range)
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(
+                f"alpha_range must satisfy 0 <= low <= high <= 1, got {alpha_range}."
+            )
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
+        if sparsity_weight < 0:
+            raise ValueError(f"sparsity_weight must be >= 0, got {sparsity_weight}.")
+
+        # === Config ===
+        self.encoder = encoder
+        self.num_classes = int(num_classes)
+        self.attention = attention
+        self.attention_size = int(attention_size)
+        self.value_size = int(value_size)
+        self.sparsity_weight = float(sparsity_weight)
+        self.alpha_range = (low, high)
+        self.entropy_epsilon = float(entropy_epsilon)
+        self.seed = int(seed)
+        self.database = None
+
+        # === Layers ===
+        if not self.is_baseline:
+            self.query_head = keras.layers.Dense(
+                attention_size, activation="relu", name="query_head"
+            )
+            self.key_head = keras.layers.Dense(attention_size, activation="relu", name="key_head")
+            self.value_head = keras.layers.Dense(value_size, activation="relu", name="value_head")
+            self.value_norm = keras.layers.LayerNormalization(name="value_norm")
+            self.prototype_attention = PrototypeAttention(attention, name="prototype_attention")
+        self.decision = keras.layers.Dense(num_classes, use_bias=False, name="decision")
+
+        # === Metrics ===
+        names = ["loss", "plain_loss", "plain_accuracy"]
+        if not self.is_baseline:
+            names += [
+                "prototype_loss",
+                "mixed_loss",
+                "sparsity_loss",
+                "prototype_accuracy",
+                "mean_max_weight",
+            ]
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    @property
+    def is_baseline(self):
+        """True when the model is the plain encoder + decision (attention="none")."""
+        return self.attention == "none"
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    # === Building ===
+
+    def build(self, input_shape, input_dtype="float32"):
+        """Creates every weight by running one zero example through all layers.
+
+        Every layer must exist before an optimizer is built for the model, and
+        `call` alone never touches the key head, so the model builds itself here.
+        """
+        if self.built:
+            return
+        example = tf.zeros([1] + list(input_shape)[1:], dtype=input_dtype)
+        features = self.encoder(example, training=False)
+        if self.is_baseline:
+            self.decision(features)
+        else:
+            queries, keys, values = self._heads(features)
+            self.prototype_attention(queries, keys, values)
+            self.decision(values)
+        self.built = True
+
+    # === Forward ===
+
+    def _heads(self, features):
+        queries = self.query_head(features)
+        keys = self.key_head(features)
+        values = self.value_norm(self.value_head(features))
+        return queries, keys, values
+
+    def encode(self, inputs, training=False):
+        """Encodes inputs to `(queries, keys, values)`."""
+        if self.is_baseline:
+            raise ValueError("A baseline model (attention='none') has no keys or values.")
+        return self._heads(self.encoder(inputs, training=training))
+
+    def encode_database(self, candidate_inputs, batch_size=1024):
+        """Encodes candidates without augmentation or dropout, in batches.
+
+        Returns `(keys [D, d_att], values [D, d_val])` as tensors.
+        """
+        dataset = tf.data.Dataset.from_tensor_slices(candidate_inputs).batch(batch_size)
+        keys, values = [], []
+        for batch in dataset:
+            _, batch_keys, batch_values = self.encode(batch, training=False)
+            keys.append(batch_keys)
+            values.append(batch_values)
+        return tf.concat(keys, axis=0), tf.concat(values, axis=0)
+
+    def set_database(self, keys, values, labels, indices=None):
+        """Sets the encoded candidate database that `call` attends over."""
+        keys = tf.convert_to_tensor(keys)
+        values = tf.convert_to_tensor(values)
+        labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+        sizes = {keys.shape[0], values.shape[0], labels.shape[0]}
+        if indices is not None:
+            indices = tf.cast(tf.convert_to_tensor(indices), tf.int64)
+            sizes.add(indices.shape[0])
+        if len(sizes) != 1:
+            raise ValueError(
+                "Database keys, values, labels (and indices) need one row per candidate, "
+                f"got keys {keys.shape}, values {values.shape}, labels {labels.shape}"
+                + (f", indices {indices.shape}." if indices is not None else ".")
+            )
+        self.database = PrototypeDatabase(keys, values, labels, indices)
+
+    def call(self, inputs, training=False):
+        """Predicts with the database set by `set_database`.
+
+        Returns a dict: `logits` (from the prototypes; from the encoder for the
+        baseline) and, with attention, `plain_logits`, `weights [B, D]` and
+        `confidence [B]` (Eq. 3).
+        """
+        features = self.encoder(inputs, training=training)
+        if self.is_baseline:
+            return {"logits": self.decision(features)}
+        if self.database is None:
+            raise ValueError(
+                "No prototype database is set: call "
+                "model.set_database(*model.encode_database(candidates), labels) first."
+            )
+        queries, _, values = self._heads(features)
+        weighted_values, weights = self.prototype_attention(
+            queries, self.database.keys, self.database.values
+        )
+        return {
+            "logits": self.decision(weighted_values),
+            "plain_logits": self.decision(values),
+            "weights": weights,
+            "confidence": metrics.confidence(weights, self.database.labels, self.num_classes),
+        }
+
+    # === Training ===
+
+    def sample_alpha(self, step):
+        """Alpha of Eq. 1 for `step`: uniform in `alpha_range`, the same on all replicas."""
+        low, high = self.alpha_range
+        if low == high:
+            return tf.constant(low, tf.float32)
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
+        return tf.random.stateless_uniform([], seed, minval=low, maxval=high)
+
+    def forward_train(self, data, alpha, training=True):
+        """Logits of the three paths of Eq. 1 and the attention weights, per replica."""
+        inputs = data["inputs"]
+        if self.is_baseline:
+            return {"plain_logits": self.decision(self.encoder(inputs, training=training))}
+        candidate_inputs = data["candidate_inputs"]
+        batch_size = tf.shape(tf.nest.flatten(inputs)[0])[0]
+        # One encoder pass over inputs and candidates together: batch-norm statistics
+        # cover both, and the work is one large batch instead of two.
+        joint = tf.nest.map_structure(
+            lambda a, b: tf.concat([a, b], axis=0), inputs, candidate_inputs
+        )
+        features = self.encoder(joint, training=training)
+        input_features, candidate_features = features[:batch_size], features[batch_size:]
+        queries = self.query_head(input_features)
+        values = self.value_norm(self.value_head(input_features))
+        candidate_keys = _all_gather(self.key_head(candidate_features))
+        candidate_values = _all_gather(self.value_norm(self.value_head(candidate_features)))
+        weighted_values, weights = self.prototype_attention(
+            queries, candidate_keys, candidate_values
+        )
+        mixed_values = alpha * values + (1.0 - alpha) * weighted_values
+        return {
+            "plain_logits": self.decision(values),
+            "prototype_logits": self.decision(weighted_values),
+            "mixed_logits": self.decision(mixed_values),
+            "weights": weights,
+        }
+
+    def loss_terms(self, labels, outputs):
+        """Each term of Eq. 1 and Eq. 2 as a mean over the (per-replica) batch, and
+        their weighted sum as `loss`."""
+        labels = tf.cast(labels, tf.int32)
+        terms = {"plain_loss": _cross_entropy(labels, outputs["plain_logits"])}
+        if self.is_baseline:
+            terms["loss"] = terms["plain_loss"]
+            return terms
+        weights = outputs["weights"]
+        terms["prototype_loss"] = _cross_entropy(labels, outputs["prototype_logits"])
+        terms["mixed_loss"] = _cross_entropy(labels, outputs["mixed_logits"])
+        # Eq. 2 is the entropy of p: it is smallest for a one-hot p, so adding it to
+        # the loss pushes towards few prototypes (the paper's text has the extremes of
+        # Eq. 2 swapped; minimising it is what the regulariser is for).
+        entropy = -tf.reduce_sum(weights * tf.math.log(weights + self.entropy_epsilon), axis=-1)
+        terms["sparsity_loss"] = tf.reduce_mean(entropy)
+        terms["loss"] = (
+            terms["plain_loss"]
+            + terms["prototype_loss"]
+            + terms["mixed_loss"]
+            + self.sparsity_weight * terms["sparsity_loss"]
+        )
+        return terms
+
+    def train_step(self, data):
+        alpha = self.sample_alpha(self.optimizer.iterations)
+        with tf.GradientTape() as tape:
+            outputs = self.forward_train(data, alpha, training=True)
+            terms = self.loss_terms(data["labels"], outputs)
+            total = terms["loss"]
+            if self.losses:
+                total += tf.add_n(self.losses)  # Weight decay of the encoder.
+            # Replicas' gradients are summed by the optimizer: scale so the update is
+            # the one of the global batch, whatever the replica count.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = total / replicas
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        terms["loss"] = total
+        self._update_trackers(data["labels"], outputs, terms)
+        return self.get_metrics_result()
+
+    def test_step(self, data):
+        outputs = self.forward_train(data, self.sample_alpha(0), training=False)
+        terms = self.loss_terms(data["labels"], outputs)
+        self._update_trackers(data["labels"], outputs, terms)
+        return self.get_metrics_result()
+
+    def _update_trackers(self, labels, outputs, terms):
+        labels = tf.cast(labels, tf.int32)
+        for name, value in terms.items():
+            self._trackers[name].update_state(value)
+        self._trackers["plain_accuracy"].update_state(
+            _accuracy(labels, outputs["plain_logits"])
+        )
+        if not self.is_baseline:
+            self._trackers["prototype_accuracy"].update_state(
+                _accuracy(labels, outputs["prototype_logits"])
+            )
+            self._trackers["mean_max_weight"].update_state(
+                tf.reduce_mean(tf.reduce_max(outputs["weights"], axis=-1))
+            )
+
+    # === Config ===
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "num_classes": self.num_classes,
+                "attention": self.attention,
+                "attention_size": self.attention_size,
+                "value_size": self.value_size,
+                "sparsity_weight": self.sparsity_weight,
+                "alpha_range": list(self.alpha_range),
+                "entropy_epsilon": self.entropy_epsilon,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)
+
+
+def _all_gather(tensor):
+    """Concatenates a per-replica tensor over replicas (identity on one replica)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tensor
+    return context.all_gather(tensor, axis=0)
+
+
+def _cross_entropy(labels, logits):
+    return tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=labels, logits=tf.cast(logits, tf.float32)
+        )
+    )
+
+
+def _accuracy(labels, logits):
+    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    return tf.reduce_mean(tf.cast(tf.equal(predictions, labels), tf.float32))

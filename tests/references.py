@@ -1,0 +1,47 @@
+"""Independent NumPy references used by the tests (float64, no sorting trick)."""
+
+import numpy as np
+
+
+def sparsemax_bisection(logits, iterations=100):
+    """Sparsemax of each row (last axis) by bisection on tau: sum(max(z - tau, 0)) = 1.
+
+    A different algorithm from the library's sort-and-cumsum: it solves the
+    defining equation of the simplex projection directly, in float64. -inf entries
+    get 0; a fully masked row gives zeros.
+    """
+    z = np.asarray(logits, np.float64)
+    with np.errstate(invalid="ignore"):
+        row_max = z.max(axis=-1)
+        masked_row = ~np.isfinite(row_max)
+        row_max = np.where(masked_row, 0.0, row_max)
+        low, high = row_max - 1.0, row_max  # mass(low) >= 1 >= mass(high) = 0
+        for _ in range(iterations):
+            tau = 0.5 * (low + high)
+            mass = np.maximum(z - tau[..., None], 0).sum(-1)
+            low, high = np.where(mass > 1, tau, low), np.where(mass > 1, high, tau)
+        # Polish tau on the support found, so ties at the threshold come out exact.
+        support = z > (0.5 * (low + high))[..., None]
+        tau = (np.where(support, z, 0).sum(-1) - 1.0) / np.maximum(support.sum(-1), 1)
+        out = np.maximum(z - tau[..., None], 0)
+    out[masked_row] = 0.0
+    return out
+
+
+def softmax(logits):
+    logits = np.asarray(logits, np.float64)
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def layer_norm(x, gamma, beta, epsilon=1e-3):
+    mean = x.mean(axis=-1, keepdims=True)
+    variance = x.var(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(variance + epsilon) * gamma + beta
+
+
+def cross_entropy(labels, logits):
+    logits = np.asarray(logits, np.float64)
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs = log_probs - np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    return -log_probs[np.arange(len(labels)), labels].mean()

@@ -1,0 +1,55 @@
+import numpy as np
+
+from proto_tf import metrics
+
+
+def _random_weights(rng, batch, candidates, sparse=True):
+    weights = rng.random((batch, candidates))
+    if sparse:
+        weights[rng.random(weights.shape) < 0.7] = 0.0
+        weights[:, 0] += 1e-3  # Keep every row non-empty.
+    return (weights / weights.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def test_confidence_matches_brute_force():
+    rng = np.random.default_rng(0)
+    weights = _random_weights(rng, 200, 30)
+    labels = rng.integers(0, 4, 30)
+    got = metrics.confidence(weights, labels, 4).numpy()
+    for row, value in zip(weights, got):
+        per_class = [sum(w for w, y in zip(row, labels) if y == m) for m in range(4)]
+        assert abs(value - max(per_class)) < 1e-6
+
+
+def test_confidence_hand_cases():
+    labels = np.array([0, 0, 1, 2])
+    weights = np.array([[0.5, 0.5, 0, 0], [0.2, 0.2, 0.6, 0], [0.25, 0.25, 0.25, 0.25]], np.float32)
+    np.testing.assert_allclose(metrics.confidence(weights, labels, 3), [1.0, 0.6, 0.5])
+
+
+def test_prototype_counts_match_brute_force():
+    rng = np.random.default_rng(1)
+    weights = _random_weights(rng, 300, 25)
+    thresholds = (0.5, 0.9, 0.95)
+    got = metrics.prototype_counts(weights, thresholds).numpy()
+    for row, counts in zip(weights, got):
+        for threshold, count in zip(thresholds, counts):
+            expected = next(
+                k for k in range(1, len(row) + 1)
+                if np.sort(row)[::-1][:k].sum(dtype=np.float32) >= threshold
+            )
+            assert count == expected
+
+
+def test_prototype_counts_hand_case_and_medians():
+    weights = np.array(
+        [[0.6, 0.3, 0.1, 0.0], [0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]], np.float32
+    )
+    np.testing.assert_array_equal(
+        metrics.prototype_counts(weights), [[1, 2, 3], [2, 4, 4], [1, 1, 1]]
+    )
+    assert metrics.median_prototype_counts(weights) == {0.5: 1.0, 0.9: 2.0, 0.95: 3.0}
+
+
+def test_unreachable_threshold_counts_every_candidate():
+    np.testing.assert_array_equal(metrics.prototype_counts(np.zeros([1, 7]), (0.5,)), [[7]])

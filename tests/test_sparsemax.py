@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from proto_tf import sparsemax
+from references import sparsemax_bisection
+
+
+def _random_rows(rng, rows=3000, width=40):
+    """Rows whose scales range from near-uniform to one dominant logit, so that the
+    support takes every size from 1 to `width`."""
+    scales = np.logspace(-3, 2.5, rows)[:, None]
+    return rng.normal(size=(rows, width)) * scales
+
+
+def test_matches_reference_on_random_rows_with_every_support_size():
+    rng = np.random.default_rng(0)
+    logits = _random_rows(rng).astype(np.float32)  # The reference sees the same inputs.
+    expected = sparsemax_bisection(logits)
+    got = sparsemax(tf.constant(logits)).numpy()
+    # Logits reach ~1e3, where one float32 ulp is 6e-5: allow about one ulp.
+    np.testing.assert_allclose(got, expected, atol=6e-5)
+    np.testing.assert_allclose(got[:1000], expected[:1000], atol=1e-6)  # Small logits.
+    support_sizes = set((expected > 0).sum(-1))
+    assert support_sizes == set(range(1, 41))
+    assert (got >= 0).all()
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-4)
+
+
+def test_ties_and_masked_entries():
+    rng = np.random.default_rng(1)
+    logits = rng.integers(-3, 3, size=(2000, 12)).astype(np.float64) / 4  # Many ties.
+    logits[rng.random(logits.shape) < 0.3] = -np.inf
+    logits[:, 0] = np.maximum(logits[:, 0], -0.5)  # Keep one finite entry per row.
+    got = sparsemax(tf.constant(logits, tf.float32)).numpy()
+    np.testing.assert_allclose(got, sparsemax_bisection(logits), atol=1e-6)
+    assert (got[np.isinf(logits)] == 0).all()
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-6)
+
+
+def test_known_values_where_keras_sparsemax_fails():
+    # keras.ops.sparsemax (<= 3.15.1) returns zeros here; the exact answer is tau = 0.0667.
+    np.testing.assert_allclose(
+        sparsemax([0.5, 0.4, 0.3]).numpy(), [13 / 30, 10 / 30, 7 / 30], atol=1e-6
+    )
+    np.testing.assert_allclose(sparsemax([3.0, 1.0, 0.0]).numpy(), [1.0, 0.0, 0.0])
+
+
+def test_fully_masked_row_is_zero_with_finite_gradient():
+    logits = tf.Variable([[-np.inf] * 4, [0.0, -np.inf, 1.0, 0.5]], dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        out = sparsemax(logits)
+        loss = tf.reduce_sum(out * [[1.0, 2.0, 3.0, 4.0]])
+    grad = tape.gradient(loss, logits).numpy()
+    np.testing.assert_array_equal(out.numpy()[0], 0.0)
+    np.testing.assert_allclose(out.numpy()[1], [0.0, 0.0, 0.75, 0.25], atol=1e-6)
+    assert np.isfinite(grad).all()
+    np.testing.assert_array_equal(grad[0], 0.0)
+
+
+def test_gradient_matches_finite_differences_of_reference():
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(50, 7)) * 2
+    upstream = rng.normal(size=logits.shape)
+    x = tf.Variable(logits, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(sparsemax(x) * upstream)
+    got = tape.gradient(loss, x).numpy()
+
+    step = 1e-6
+    numeric = np.zeros_like(logits)
+    for j in range(logits.shape[1]):
+        delta = np.zeros_like(logits)
+        delta[:, j] = step
+        plus = (sparsemax_bisection(logits + delta) * upstream).sum(-1)
+        minus = (sparsemax_bisection(logits - delta) * upstream).sum(-1)
+        numeric[:, j] = (plus - minus) / (2 * step)
+    np.testing.assert_allclose(got, numeric, atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", [tf.float16, tf.bfloat16])
+def test_low_precision_inputs_keep_their_dtype(dtype):
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(64, 300)).astype(np.float32)
+    rounded = tf.cast(tf.constant(logits), dtype)
+    got = sparsemax(rounded)
+    assert got.dtype == dtype
+    expected = sparsemax_bisection(tf.cast(rounded, tf.float64).numpy())
+    np.testing.assert_allclose(tf.cast(got, tf.float64).numpy(), expected, atol=1e-2)
+
+
+def test_other_axis_equals_transposed_last_axis():
+    rng = np.random.default_rng(4)
+    logits = tf.constant(rng.normal(size=(3, 5, 6)), tf.float32)
+    np.testing.assert_allclose(
+        sparsemax(logits, axis=1).numpy(),
+        np.transpose(sparsemax(tf.transpose(logits, [0, 2, 1])).numpy(), [0, 2, 1]),
+        atol=1e-7,
+    )
+
+
+def test_row_of_a_million_logits():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(2, 1_000_000)) * 3
+    got = sparsemax(tf.constant(logits, tf.float32)).numpy()
+    expected = sparsemax_bisection(logits)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-4)
+    assert ((got > 0).sum(-1) < 1000).all()
+
+
+def test_rejects_bad_inputs():
+    with pytest.raises(TypeError, match="floating"):
+        sparsemax(tf.constant([1, 2, 3]))
+    with pytest.raises(ValueError, match="rank"):
+        sparsemax(tf.constant(1.0))
+    with pytest.raises(ValueError, match="axis=2"):
+        sparsemax(tf.zeros([2, 3]), axis=2)
