@@ -1,0 +1,178 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from proto_tf import ProtoAttend, metrics
+from references import cross_entropy, layer_norm, softmax, sparsemax_bisection
+
+
+def _dense_model(attention, **kwargs):
+    model = ProtoAttend(keras.layers.Dense(6, name="encoder"), 3, attention, value_size=5, **kwargs)
+    model.build((None, 4))
+    return model
+
+
+def _numpy_forward(model, x, normalization):
+    """The model's forward pass written out in NumPy from its weights."""
+    def dense(layer, inputs, relu=True):
+        out = inputs @ layer.kernel.numpy() + layer.bias.numpy()
+        return np.maximum(out, 0) if relu else out
+
+    features = dense(model.encoder, x, relu=False)
+    queries = dense(model.query_head, features)
+    keys = dense(model.key_head, features)
+    values = layer_norm(
+        dense(model.value_head, features),
+        model.value_norm.gamma.numpy(),
+        model.value_norm.beta.numpy(),
+        model.value_norm.epsilon,
+    )
+    return queries, keys, values
+
+
+@pytest.mark.parametrize(
+    "attention,reference", [("softmax", softmax), ("sparsemax", sparsemax_bisection)]
+)
+def test_loss_terms_match_numpy(attention, reference):
+    rng = np.random.default_rng(0)
+    model = _dense_model(attention, alpha_range=(0.47, 0.47), sparsity_weight=0.01)
+    data = {
+        "inputs": rng.normal(size=(8, 4)).astype(np.float32),
+        "labels": rng.integers(0, 3, 8),
+        "candidate_inputs": rng.normal(size=(20, 4)).astype(np.float32),
+    }
+    outputs = model.forward_train(data, model.sample_alpha(0), training=True)
+    terms = {k: float(v) for k, v in model.loss_terms(data["labels"], outputs).items()}
+
+    queries, _, values = _numpy_forward(model, data["inputs"], attention)
+    _, candidate_keys, candidate_values = _numpy_forward(model, data["candidate_inputs"], attention)
+    weights = reference(queries @ candidate_keys.T / np.sqrt(16))
+    decision = model.decision.kernel.numpy()
+    weighted = weights @ candidate_values
+    labels = data["labels"]
+    expected = {
+        "plain_loss": cross_entropy(labels, values @ decision),
+        "prototype_loss": cross_entropy(labels, weighted @ decision),
+        "mixed_loss": cross_entropy(labels, (0.47 * values + 0.53 * weighted) @ decision),
+        "sparsity_loss": np.mean(-(weights * np.log(weights + 1e-6)).sum(-1)),
+    }
+    expected["loss"] = (
+        expected["plain_loss"] + expected["prototype_loss"] + expected["mixed_loss"]
+        + 0.01 * expected["sparsity_loss"]
+    )
+    for name, value in expected.items():
+        assert terms[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    assert model.decision.use_bias is False
+
+
+def test_alpha_is_uniform_in_range_per_step_and_reproducible():
+    model = _dense_model("softmax", seed=3)
+    alphas = np.array([float(model.sample_alpha(step)) for step in range(400)])
+    assert alphas.min() >= 0.45 and alphas.max() <= 0.5
+    assert alphas.std() == pytest.approx(0.05 / np.sqrt(12), rel=0.15)
+    assert float(model.sample_alpha(17)) == float(_dense_model("softmax", seed=3).sample_alpha(17))
+    assert float(_dense_model("softmax", alpha_range=(0.5, 0.5)).sample_alpha(9)) == 0.5
+
+
+def test_baseline_is_plain_encoder_and_decision():
+    rng = np.random.default_rng(1)
+    model = _dense_model("none")
+    x = rng.normal(size=(5, 4)).astype(np.float32)
+    logits = model(x)["logits"].numpy()
+    expected = (x @ model.encoder.kernel.numpy() + model.encoder.bias.numpy()) @ model.decision.kernel.numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+    terms = model.loss_terms(np.array([0, 1, 2, 0, 1]), model.forward_train({"inputs": x}, 0.5))
+    assert set(terms) == {"plain_loss", "loss"}
+    assert {m.name for m in model.metrics} == {"loss", "plain_loss", "plain_accuracy"}
+
+
+def test_inference_with_database_returns_weights_and_confidence():
+    rng = np.random.default_rng(2)
+    model = _dense_model("sparsemax")
+    with pytest.raises(ValueError, match="set_database"):
+        model(np.zeros([1, 4], np.float32))
+    candidates = rng.normal(size=(30, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, 30)
+    keys, values = model.encode_database(candidates, batch_size=7)
+    model.set_database(keys, values, labels)
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    out = model(x)
+    queries, _, _ = _numpy_forward(model, x, "sparsemax")
+    _, expected_keys, expected_values = _numpy_forward(model, candidates, "sparsemax")
+    expected_weights = sparsemax_bisection(queries @ expected_keys.T / 4.0)
+    np.testing.assert_allclose(out["weights"].numpy(), expected_weights, atol=1e-5)
+    np.testing.assert_allclose(
+        out["logits"].numpy(),
+        expected_weights @ expected_values @ model.decision.kernel.numpy(),
+        atol=1e-4,
+    )
+    np.testing.assert_allclose(
+        out["confidence"].numpy(), metrics.confidence(expected_weights, labels, 3), atol=1e-5
+    )
+    with pytest.raises(ValueError, match=r"labels \(29,\)"):
+        model.set_database(keys, values, labels[:29])
+
+
+def test_constructor_errors_list_valid_values():
+    with pytest.raises(ValueError, match="softmax, sparsemax, none"):
+        ProtoAttend(keras.layers.Dense(2), 3, attention="entmax")
+    with pytest.raises(ValueError, match="alpha_range"):
+        ProtoAttend(keras.layers.Dense(2), 3, alpha_range=(0.6, 0.4))
+
+
+def test_config_round_trip_gives_same_outputs():
+    rng = np.random.default_rng(4)
+    model = _dense_model("softmax", sparsity_weight=0.1, alpha_range=(0.4, 0.5))
+    clone = ProtoAttend.from_config(model.get_config())
+    clone.build((None, 4))
+    clone.set_weights(model.get_weights())
+    assert clone.sparsity_weight == 0.1 and clone.alpha_range == (0.4, 0.5)
+    candidates = rng.normal(size=(10, 4)).astype(np.float32)
+    for m in (model, clone):
+        m.set_database(*m.encode_database(candidates), labels=np.arange(10) % 3)
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_allclose(clone(x)["logits"].numpy(), model(x)["logits"].numpy(), atol=1e-6)
+
+
+def _toy_problem(seed=0, num_classes=4, dims=8):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(num_classes, dims)) * 2
+
+    def sample(n):
+        labels = rng.integers(0, num_classes, n)
+        return (centers[labels] + rng.normal(size=(n, dims))).astype(np.float32), labels
+
+    return sample(2000), sample(400)
+
+
+@pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
+def test_toy_training_learns_and_sparsemax_is_sparse(attention):
+    (x_train, y_train), (x_test, y_test) = _toy_problem()
+    tf.random.set_seed(0)
+    model = ProtoAttend(
+        keras.Sequential([keras.layers.Dense(32, activation="relu")]), 4, attention, value_size=16
+    )
+    model.build((None, 8))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3, clipvalue=20.0))
+
+    def batch(_):
+        inputs = tf.random.uniform([64], 0, 2000, tf.int32)
+        candidates = tf.random.shuffle(tf.range(2000))[:256]
+        return {
+            "inputs": tf.gather(x_train, inputs),
+            "labels": tf.gather(y_train, inputs),
+            "candidate_inputs": tf.gather(x_train, candidates),
+        }
+
+    history = model.fit(tf.data.Dataset.range(250).map(batch), verbose=0)
+    assert history.history["loss"][-1] < 1.0
+    model.set_database(*model.encode_database(x_train[:1024]), labels=y_train[:1024])
+    out = model(x_test)
+    accuracy = np.mean(np.argmax(out["logits"].numpy(), -1) == y_test)
+    assert accuracy > 0.9  # Chance is 0.25.
+    count_95 = metrics.median_prototype_counts(out["weights"])[0.95]
+    if attention == "sparsemax":
+        assert count_95 < 20  # Out of 1024 candidates.
+    else:
+        assert count_95 > 20  # Softmax spreads weight over many candidates.
