@@ -1,0 +1,141 @@
+"""Per-step training batches with a fresh candidate database, and fixed inference databases.
+
+Every training step `s` is a pure function of `(seed, s)`: its batch comes from a
+per-epoch permutation of the training split, its candidate database is a uniform
+sample of `database_size` distinct training examples drawn independently of the
+batch, and both get the training augmentation. A resumed run therefore sees exactly
+the data an uninterrupted run would, and any number of replicas see the same global
+step (each takes its contiguous slice of the batch and of the database).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from proto_tf.data.common import Split
+
+
+def _seed_pair(seed, step, stream):
+    """An independent stateless seed for each (seed, step, stream)."""
+    base = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
+    return tf.random.experimental.stateless_fold_in(base, stream)
+
+
+def sample_without_replacement(population, count, seed):
+    """`count` distinct indices in `[0, population)`, uniformly at random."""
+    keys = tf.random.stateless_uniform([population], seed)
+    return tf.math.top_k(keys, k=count, sorted=False).indices
+
+
+def _balanced_sample(class_positions, shares, count, seed):
+    """A sample with `round(share * count)` examples of each class (the last class
+    takes the remainder), distinct within each class."""
+    parts, taken = [], 0
+    for label, (positions, share) in enumerate(zip(class_positions, shares)):
+        size = count - taken if label == len(shares) - 1 else int(round(share * count))
+        taken += size
+        chosen = sample_without_replacement(
+            len(positions), size, tf.random.experimental.stateless_fold_in(seed, label)
+        )
+        parts.append(tf.gather(positions, chosen))
+    return tf.random.experimental.stateless_shuffle(tf.concat(parts, 0), seed)
+
+
+def training_batches(
+    split,
+    augment,
+    batch_size,
+    database_size,
+    seed=0,
+    start_step=0,
+    num_steps=None,
+    class_shares=None,
+):
+    """A `tf.data.Dataset` of training steps, starting at `start_step`.
+
+    Each element is a dict: `inputs [B, ...]`, `labels [B]`, `candidate_inputs
+    [D, ...]`, `candidate_labels [D]` (model inputs after augmentation).
+
+    Args:
+      split: the training `Split` (stored inputs).
+      augment: `augment(stored_inputs, seed) -> model inputs`.
+      batch_size, database_size: B and D of the global step.
+      seed: the run's seed.
+      start_step: first step to produce (a resumed run passes its restored step).
+      num_steps: how many steps; None for unbounded.
+      class_shares: optional per-class shares (e.g. ISIC's (0.6, 0.4)) for
+        class-balanced batches and databases; None samples uniformly.
+    """
+    population = len(split)
+    if database_size > population or batch_size > population:
+        raise ValueError(
+            f"batch_size ({batch_size}) and database_size ({database_size}) cannot exceed "
+            f"the training split's {population} examples."
+        )
+    inputs = tf.constant(split.inputs)
+    labels = tf.constant(split.labels)
+    steps_per_epoch = population // batch_size
+    class_positions = None
+    if class_shares is not None:
+        class_positions = [
+            tf.constant(np.flatnonzero(split.labels == label), tf.int32)
+            for label in range(len(class_shares))
+        ]
+
+    def make_step(step):
+        if class_positions is None:
+            epoch, position = step // steps_per_epoch, step % steps_per_epoch
+            permutation = tf.random.experimental.stateless_shuffle(
+                tf.range(population), _seed_pair(seed, epoch, 0)
+            )
+            batch = permutation[position * batch_size:(position + 1) * batch_size]
+            candidates = sample_without_replacement(
+                population, database_size, _seed_pair(seed, step, 1)
+            )
+        else:
+            batch = _balanced_sample(class_positions, class_shares, batch_size, _seed_pair(seed, step, 0))
+            candidates = _balanced_sample(
+                class_positions, class_shares, database_size, _seed_pair(seed, step, 1)
+            )
+        return {
+            "inputs": augment(tf.gather(inputs, batch), _seed_pair(seed, step, 2)),
+            "labels": tf.gather(labels, batch),
+            "candidate_inputs": augment(tf.gather(inputs, candidates), _seed_pair(seed, step, 3)),
+            "candidate_labels": tf.gather(labels, candidates),
+        }
+
+    stop = None if num_steps is None else start_step + num_steps
+    steps = tf.data.Dataset.range(start_step, stop if stop is not None else np.iinfo(np.int64).max)
+    return steps.map(make_step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def inference_database(split, size, seed=0, class_shares=None):
+    """A fixed-seed sample of `size` training examples (all of them if `size` is
+    None or too large), stored form, keeping each one's index in the training file."""
+    if size is None or size >= len(split):
+        return split
+    rng = np.random.default_rng(seed)
+    if class_shares is None:
+        positions = rng.choice(len(split), size, replace=False)
+    else:
+        counts = [int(round(share * size)) for share in class_shares[:-1]]
+        counts.append(size - sum(counts))
+        positions = np.concatenate([
+            rng.choice(np.flatnonzero(split.labels == label), count, replace=False)
+            for label, count in enumerate(counts)
+        ])  # fmt: skip
+    return split.take(np.sort(positions))
+
+
+def evaluation_batches(split, preprocess, batch_size=512):
+    """`(model inputs, labels)` batches of a split, without augmentation, in order."""
+    dataset = tf.data.Dataset.from_tensor_slices((split.inputs, split.labels)).batch(batch_size)
+    return dataset.map(
+        lambda inputs, labels: (preprocess(inputs), labels), num_parallel_calls=tf.data.AUTOTUNE
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def as_split(inputs, labels):
+    """A Split of in-memory arrays, indexed 0..N-1."""
+    return Split(np.asarray(inputs), np.asarray(labels), np.arange(len(labels)))

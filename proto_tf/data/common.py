@@ -1,0 +1,76 @@
+"""Containers shared by the dataset loaders, and the error for missing data."""
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+
+class MissingDataError(FileNotFoundError):
+    """Data files are missing or unreadable; the message says what, where and how to fix."""
+
+
+def missing_data(dataset, looked_for, url, flag="--data_dir", detail=""):
+    """Builds a MissingDataError naming the files looked for, their source and the flag."""
+    files = ", ".join(str(path) for path in looked_for)
+    return MissingDataError(
+        f"{dataset} data not found{': ' + detail if detail else ''}. Looked for: {files}. "
+        f"Download it from {url} and point {flag} at the folder that holds it."
+    )
+
+
+@dataclasses.dataclass
+class Split:
+    """Examples in their stored form (uint8 images, int character codes, float
+    feature vectors), int32 labels, and each example's row in its source split."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, np.int32)
+        self.indices = np.asarray(self.indices, np.int64)
+        if not len(self.inputs) == len(self.labels) == len(self.indices):
+            raise ValueError(
+                f"inputs, labels and indices differ in length: {len(self.inputs)}, "
+                f"{len(self.labels)}, {len(self.indices)}."
+            )
+
+    def __len__(self):
+        return len(self.labels)
+
+    def take(self, positions):
+        """The sub-split at `positions`, keeping each example's source index."""
+        return Split(self.inputs[positions], self.labels[positions], self.indices[positions])
+
+
+@dataclasses.dataclass
+class LoadedDataset:
+    """A dataset ready for training and evaluation.
+
+    `augment(inputs, seed)` maps a batch of stored inputs to model inputs with the
+    training augmentation (a stateless function of `seed`, shape [2]);
+    `preprocess(inputs)` does the same without augmentation (evaluation, the
+    inference database, serving).
+    """
+
+    name: str
+    num_classes: int
+    class_names: tuple
+    train: Split
+    validation: Split | None
+    test: Split
+    augment: Callable
+    preprocess: Callable
+
+
+def carve_validation(split, fraction, seed):
+    """Splits off a fixed-seed random `fraction` of `split` as validation data."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}.")
+    if fraction == 0.0:
+        return split, None
+    order = np.random.default_rng(seed).permutation(len(split))
+    size = int(round(fraction * len(split)))
+    return split.take(np.sort(order[size:])), split.take(np.sort(order[:size]))

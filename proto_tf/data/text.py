@@ -1,0 +1,114 @@
+"""DBPedia (Appendix A.2.1): CSV rows -> character codes of the 69-character alphabet.
+
+Text is lower-cased and quantised per character with Zhang & LeCun's (2015) alphabet
+(26 letters, 10 digits, 32 symbols and the new line: 69 characters, codes 1..69).
+Every other character, the space included, maps to 0, as does padding: Zhang &
+LeCun quantise such characters to all-zero vectors. Texts are truncated or padded
+to 448 characters. All TF ops, so the same layer runs in a serving graph.
+"""
+
+import csv
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from proto_tf.data.common import Split, missing_data
+
+URL = "https://github.com/le-scientifique/torchDatasets/raw/master/dbpedia_csv.tar.gz"
+SEQUENCE_LENGTH = 448
+ALPHABET = tuple(dict.fromkeys("abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{}\n"))
+CLASS_NAMES = (
+    "Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder",
+    "MeanOfTransportation", "Building", "NaturalPlace", "Village", "Animal", "Plant",
+    "Album", "Film", "WrittenWork",
+)  # fmt: skip
+assert len(ALPHABET) == 69
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class CharacterQuantizer(keras.layers.Layer):
+    """Maps a `[B]` batch of strings to int32 codes `[B, sequence_length]`.
+
+    Invalid UTF-8 is replaced, characters outside the alphabet become 0, longer
+    texts are truncated and shorter ones padded with 0.
+    """
+
+    def __init__(self, sequence_length=SEQUENCE_LENGTH, **kwargs):
+        super().__init__(**kwargs)
+        self.sequence_length = sequence_length
+        self.lookup = keras.layers.StringLookup(
+            vocabulary=list(ALPHABET), num_oov_indices=1, name="alphabet"
+        )
+        self.built = True
+
+    def call(self, texts):
+        characters = tf.strings.unicode_split(
+            tf.strings.lower(texts), "UTF-8", errors="replace"
+        )[:, : self.sequence_length]
+        codes = tf.ragged.map_flat_values(self.lookup, characters)
+        return tf.cast(
+            codes.to_tensor(default_value=0, shape=[None, self.sequence_length]), tf.int32
+        )
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.sequence_length)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"sequence_length": self.sequence_length})
+        return config
+
+
+def read_dbpedia_csv(path):
+    """Rows `class,"title","content"` (classes 1-14) -> (texts, 0-based labels).
+    The text is the title and the content joined by a space."""
+    texts, labels = [], []
+    with open(path, newline="", encoding="utf-8") as handle:
+        for line_number, row in enumerate(csv.reader(handle), 1):
+            if not row:
+                continue
+            if len(row) != 3 or not row[0].strip().isdigit() or not 1 <= int(row[0]) <= 14:
+                raise ValueError(
+                    f"{path}:{line_number}: expected class (1-14),\"title\",\"content\"; got {row[:3]!r}."
+                )
+            labels.append(int(row[0]) - 1)
+            texts.append(f"{row[1]} {row[2]}")
+    return texts, np.asarray(labels, np.int32)
+
+
+def quantize(texts, batch_size=8192):
+    """Character codes `[N, 448]` (uint8) of a list of strings."""
+    quantizer = CharacterQuantizer()
+    parts = [
+        quantizer(tf.constant(texts[start:start + batch_size])).numpy().astype(np.uint8)
+        for start in range(0, len(texts), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros([0, SEQUENCE_LENGTH], np.uint8)
+
+
+def load_dbpedia(data_dir):
+    """Train and test splits from `train.csv` / `test.csv` in `data_dir` (or in its
+    `dbpedia_csv/` subfolder)."""
+    for folder in (data_dir, os.path.join(data_dir, "dbpedia_csv")):
+        paths = [os.path.join(folder, name) for name in ("train.csv", "test.csv")]
+        if all(os.path.isfile(path) for path in paths):
+            break
+    else:
+        raise missing_data("DBPedia", [os.path.join(data_dir, n) for n in ("train.csv", "test.csv")], URL)
+    splits = []
+    for path in paths:
+        texts, labels = read_dbpedia_csv(path)
+        splits.append(Split(quantize(texts), labels, np.arange(len(labels))))
+    return splits
+
+
+def text_augment(codes, seed):
+    """No augmentation for text (Appendix A.2.1)."""
+    del seed
+    return tf.cast(codes, tf.int32)
+
+
+def text_preprocess(codes):
+    return tf.cast(codes, tf.int32)
