@@ -1,0 +1,127 @@
+"""Typed experiment configuration and the model it describes."""
+
+import dataclasses
+
+import keras
+
+from proto_tf.data.registry import DatasetInfo
+from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
+from proto_tf.model import ATTENTIONS, ProtoAttend
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything one training run needs; `run/train.py` fills it from flags.
+
+    Defaults are the paper's shared settings (Appendix A): batch 128, Adam with a
+    staircase exponential decay, gradients clipped by value at 20, attention size 16.
+    """
+
+    dataset: str = "adult"
+    attention: str = "softmax"
+    data_dir: str | None = None
+    model_dir: str = "runs/adult_softmax"
+    download: bool = False
+    # Optimisation.
+    train_steps: int = 1000
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    decay_rate: float = 0.9
+    decay_steps: int = 2000
+    clip_value: float = 20.0
+    seed: int = 0
+    # Prototypical learning.
+    train_database_size: int = 1024
+    infer_database_size: int = 4096
+    attention_size: int = 16
+    value_size: int = 64
+    sparsity_weight: float = 0.0
+    alpha_min: float = 0.45
+    alpha_max: float = 0.5
+    # Data.
+    label_noise: float = 0.0
+    validation_fraction: float = 0.1
+    # Encoder (which ones apply depends on the dataset's kind).
+    resnet_depth: int = 32
+    resnet_filters: int = 16
+    dense_units: tuple = (256,)
+    downsample_stem: bool = False
+    weight_decay: float = 0.0
+    vdcnn_first_filters: int = 64
+    vdcnn_block_filters: tuple = (64, 64, 128, 128, 256, 256, 512, 512)
+    lstm_embedding_size: int = 64
+    lstm_dropout: float = 0.5
+    encoder_dropout: float = 0.0  # Images/text: dropout on the encoder output (Table 3).
+    # Running.
+    strategy: str = "auto"
+    checkpoint_every: int = 500
+    eval_every: int = 1000
+    log_every: int = 50
+    eval_batch_size: int = 512
+    deterministic: bool = False
+
+    def __post_init__(self):
+        if self.attention not in ATTENTIONS:
+            raise ValueError(
+                f"Unknown attention {self.attention!r}; valid: {', '.join(ATTENTIONS)}."
+            )
+        for name in ("train_steps", "batch_size", "train_database_size", "decay_steps",
+                     "checkpoint_every", "eval_every", "log_every"):  # fmt: skip
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        self.dense_units = tuple(self.dense_units)
+        self.vdcnn_block_filters = tuple(self.vdcnn_block_filters)
+
+
+def build_encoder(config, info: DatasetInfo):
+    """The Appendix A encoder for the dataset's kind, sized by `config`.
+
+    Images and text take an optional dropout on the encoder output (0 by default;
+    Table 3's "Dropout" baseline sets it). The LSTM has its own dropout (0.5).
+    """
+    if info.kind == "tabular":
+        return TabularLSTM(config.lstm_embedding_size, dropout=config.lstm_dropout, name="encoder")
+    if info.kind == "text":
+        core = VDCNN(
+            first_filters=config.vdcnn_first_filters,
+            block_filters=config.vdcnn_block_filters,
+            dense_units=config.dense_units,
+            name="vdcnn",
+        )
+    else:
+        core = ResNet(
+            config.resnet_depth,
+            config.dense_units,
+            downsample_stem=config.downsample_stem,
+            weight_decay=config.weight_decay,
+            base_filters=config.resnet_filters,
+            name="resnet",
+        )
+    if not config.encoder_dropout:
+        return core
+    return keras.Sequential([core, keras.layers.Dropout(config.encoder_dropout)], name="encoder")
+
+
+def build_model(config, info: DatasetInfo, num_classes):
+    """A built ProtoAttend model for the experiment (baseline when attention='none')."""
+    model = ProtoAttend(
+        build_encoder(config, info),
+        num_classes,
+        attention=config.attention,
+        attention_size=config.attention_size,
+        value_size=config.value_size,
+        sparsity_weight=config.sparsity_weight,
+        alpha_range=(config.alpha_min, config.alpha_max),
+        seed=config.seed,
+        name="proto_attend",
+    )
+    model.build((None,) + tuple(info.input_shape), input_dtype=info.input_dtype)
+    return model
+
+
+def build_optimizer(config):
+    """Adam with staircase exponential decay and clipping by value (Appendix A)."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, config.decay_steps, config.decay_rate, staircase=True
+    )
+    return keras.optimizers.Adam(schedule, clipvalue=config.clip_value)

@@ -1,0 +1,76 @@
+"""Evaluating a trained model on a split with a fixed inference database."""
+
+import numpy as np
+import tensorflow as tf
+
+from proto_tf import metrics
+from proto_tf.data.candidates import evaluation_batches
+
+
+class Evaluator:
+    """Encodes inference databases and predicts splits with one traced function each,
+    so repeated evaluations during training do not retrace."""
+
+    def __init__(self, model, preprocess, batch_size=512):
+        self.model = model
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self._encode = tf.function(
+            lambda x: model.encode(x, training=False)[1:], reduce_retracing=True
+        )
+        self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def set_database(self, database_split):
+        """Encodes `database_split` (no augmentation) and sets it as the model's database."""
+        keys, values = [], []
+        for inputs, _ in evaluation_batches(database_split, self.preprocess, self.batch_size):
+            batch_keys, batch_values = self._encode(inputs)
+            keys.append(batch_keys)
+            values.append(batch_values)
+        self.model.set_database(
+            tf.concat(keys, 0), tf.concat(values, 0), database_split.labels, database_split.indices
+        )
+
+    def predict(self, split, thresholds=metrics.DEFAULT_THRESHOLDS):
+        """Per-example predictions on a split, as NumPy arrays.
+
+        Returns a dict with `labels`, `predictions` and, with attention,
+        `plain_predictions`, `confidence` and `prototype_counts [N, len(thresholds)]`.
+        """
+        collected = {}
+        for inputs, labels in evaluation_batches(split, self.preprocess, self.batch_size):
+            outputs = self._predict(inputs)
+            batch = {"labels": labels, "predictions": tf.argmax(outputs["logits"], -1)}
+            if "weights" in outputs:
+                batch["plain_predictions"] = tf.argmax(outputs["plain_logits"], -1)
+                batch["confidence"] = outputs["confidence"]
+                batch["prototype_counts"] = metrics.prototype_counts(outputs["weights"], thresholds)
+            for key, value in batch.items():
+                collected.setdefault(key, []).append(np.asarray(value))
+        return {key: np.concatenate(parts) for key, parts in collected.items()}
+
+    def evaluate(self, split, database_split=None):
+        """Sets the database (when given and the model has attention) and summarises
+        the model's predictions on `split`."""
+        if database_split is not None and not self.model.is_baseline:
+            self.set_database(database_split)
+        return summarize(self.predict(split))
+
+
+def summarize(predictions, thresholds=metrics.DEFAULT_THRESHOLDS):
+    """Accuracy of both paths, median prototype counts, mean confidence of right and
+    wrong decisions (plain floats, ready for JSON)."""
+    correct = predictions["predictions"] == predictions["labels"]
+    summary = {"accuracy": float(correct.mean()), "examples": int(len(correct))}
+    if "confidence" in predictions:
+        summary["plain_accuracy"] = float(
+            (predictions["plain_predictions"] == predictions["labels"]).mean()
+        )
+        for index, threshold in enumerate(thresholds):
+            summary[f"median_prototypes_{int(round(threshold * 100))}"] = float(
+                np.median(predictions["prototype_counts"][:, index])
+            )
+        confidence = predictions["confidence"]
+        summary["confidence_right"] = float(confidence[correct].mean()) if correct.any() else None
+        summary["confidence_wrong"] = float(confidence[~correct].mean()) if (~correct).any() else None
+    return summary

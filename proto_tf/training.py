@@ -1,0 +1,242 @@
+"""The training loop: distributed steps, checkpoints that survive a kill, validation,
+TensorBoard scalars and a final JSON summary."""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+import tensorflow as tf
+
+from proto_tf import config as config_lib
+from proto_tf import distribute, evaluation
+from proto_tf.data import candidates
+from proto_tf.data.registry import dataset_info, load_dataset
+
+SUMMARY_FILE = "summary.json"
+BEST_FILE = "best.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def load_experiment_dataset(config):
+    """The dataset named by `config`, with its label noise and validation split."""
+    return load_dataset(
+        config.dataset,
+        config.data_dir,
+        validation_fraction=config.validation_fraction,
+        label_noise=config.label_noise,
+        seed=config.seed,
+        download=config.download,
+    )
+
+
+class Trainer:
+    """Trains one experiment in `config.model_dir`, resuming from its last checkpoint.
+
+    Args:
+      config: an ExperimentConfig.
+      dataset: a LoadedDataset; loaded from `config` when None.
+      strategy: a tf.distribute strategy; made from `config.strategy` when None.
+      verbose: show a progress bar.
+    """
+
+    def __init__(self, config, dataset=None, strategy=None, verbose=True):
+        self.config = config
+        self.info = dataset_info(config.dataset)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+        self.dataset = dataset or load_experiment_dataset(config)
+        self.strategy = strategy or distribute.make_strategy(config.strategy)
+        self.verbose = verbose
+        self.is_chief = distribute.is_chief()
+        self.write_dir = config.model_dir if self.is_chief else os.path.join(
+            config.model_dir, f".worker_{json.loads(os.environ['TF_CONFIG'])['task']['index']}"
+        )
+        with self.strategy.scope():
+            self.model = config_lib.build_model(config, self.info, self.dataset.num_classes)
+            self.optimizer = config_lib.build_optimizer(config)
+            self.model.compile(optimizer=self.optimizer)
+            self.optimizer.build(self.model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        self.latest = tf.train.CheckpointManager(
+            checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=2
+        )
+        self.best = tf.train.CheckpointManager(
+            checkpoint, os.path.join(self.write_dir, "best"), max_to_keep=1
+        )
+        self.checkpoint = checkpoint
+        self.evaluator = evaluation.Evaluator(
+            self.model, self.dataset.preprocess, config.eval_batch_size
+        )
+        self.inference_split = candidates.inference_database(
+            self.dataset.train, config.infer_database_size, config.seed, self.info.class_shares
+        )
+
+    @property
+    def step(self):
+        return int(self.optimizer.iterations.numpy())
+
+    def restore(self):
+        """Restores the last checkpoint, if any; returns the step it was taken at."""
+        if self.latest.latest_checkpoint:
+            self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
+        return self.step
+
+    def _distributed_steps(self, start):
+        config = self.config
+
+        def global_steps():
+            return candidates.training_batches(
+                self.dataset.train,
+                self.dataset.augment,
+                config.batch_size,
+                config.train_database_size,
+                seed=config.seed,
+                start_step=start,
+                num_steps=config.train_steps - start,
+                class_shares=self.info.class_shares,
+            )
+
+        return distribute.distribute_steps(
+            self.strategy, global_steps, config.batch_size, config.train_database_size
+        )
+
+    def _make_step_function(self):
+        strategy, model = self.strategy, self.model
+
+        @tf.function
+        def train_step(iterator):
+            logs = strategy.run(model.train_step, args=(next(iterator),))
+            return {
+                name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for name, value in logs.items()
+            }
+
+        return train_step
+
+    def evaluate(self, split):
+        """Summary metrics of the current weights on `split`, with the inference database."""
+        return self.evaluator.evaluate(split, self.inference_split)
+
+    def train(self):
+        """Runs (or resumes) training to `config.train_steps`; returns the summary dict."""
+        config = self.config
+        start = self.restore()
+        best_state = self._read_best()
+        writers = self._summary_writers()
+        progress = keras.utils.Progbar(config.train_steps, verbose=1 if self.verbose else 0)
+        if start:
+            print(f"Resuming from step {start} ({self.latest.latest_checkpoint}).")
+        if start < config.train_steps:
+            iterator = iter(self._distributed_steps(start))
+            train_step = self._make_step_function()
+            started, window_start, window_step = time.time(), time.time(), start
+            for step in range(start + 1, config.train_steps + 1):
+                logs = train_step(iterator)
+                loss = float(logs["loss"])
+                if not math.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"Loss is {loss} at step {step}; stopping. The last good checkpoint "
+                        f"({self.latest.latest_checkpoint}) is kept: lower --learning_rate "
+                        "or --clip_value and run again to resume from it."
+                    )
+                if step % config.log_every == 0 or step == config.train_steps:
+                    steps_per_second = (step - window_step) / (time.time() - window_start)
+                    window_start, window_step = time.time(), step
+                    scalars = {name: float(value) for name, value in logs.items()}
+                    scalars["steps_per_second"] = steps_per_second
+                    scalars["learning_rate"] = float(
+                        self.optimizer.learning_rate
+                        if not callable(self.optimizer.learning_rate)
+                        else self.optimizer.learning_rate(step)
+                    )
+                    self._write(writers, "train", scalars, step)
+                    progress.update(step, [(k, scalars[k]) for k in ("loss", "steps_per_second")])
+                    for metric in self.model.metrics:
+                        metric.reset_state()
+                if step % config.checkpoint_every == 0:
+                    self.latest.save(checkpoint_number=step)
+                if self.dataset.validation is not None and (
+                    step % config.eval_every == 0 or step == config.train_steps
+                ):
+                    best_state = self._validate(step, writers, best_state)
+            self.latest.save(checkpoint_number=config.train_steps)
+            train_seconds = time.time() - started
+        else:
+            train_seconds = 0.0
+        summary = self._final_summary(train_seconds, start, best_state)
+        self._cleanup()
+        return summary
+
+    def _validate(self, step, writers, best_state):
+        result = self.evaluate(self.dataset.validation)
+        self._write(writers, "validation", result, step)
+        if best_state is None or result["accuracy"] > best_state["accuracy"]:
+            best_state = {"step": step, **result}
+            self.best.save(checkpoint_number=step)
+            if self.is_chief:
+                with open(os.path.join(self.write_dir, BEST_FILE), "w") as handle:
+                    json.dump(best_state, handle, indent=2)
+        return best_state
+
+    def _final_summary(self, train_seconds, start, best_state):
+        summary = {
+            "config": dataclasses.asdict(self.config),
+            "steps": self.step,
+            "resumed_from_step": start,
+            "train_seconds": round(train_seconds, 2),
+            "replicas": self.strategy.num_replicas_in_sync,
+            "test_last": self.evaluate(self.dataset.test),
+        }
+        if best_state is not None:
+            summary["best_validation"] = best_state
+            if best_state["step"] == self.step:
+                summary["test_best"] = summary["test_last"]
+            else:
+                self.checkpoint.restore(self.best.latest_checkpoint).assert_existing_objects_matched()
+                summary["test_best"] = self.evaluate(self.dataset.test)
+        if self.is_chief:
+            with open(os.path.join(self.config.model_dir, SUMMARY_FILE), "w") as handle:
+                json.dump(summary, handle, indent=2, default=str)
+        return summary
+
+    def _read_best(self):
+        path = os.path.join(self.write_dir, BEST_FILE)
+        if os.path.exists(path):
+            with open(path) as handle:
+                return json.load(handle)
+        return None
+
+    def _summary_writers(self):
+        if not self.is_chief:
+            return {}
+        return {
+            name: tf.summary.create_file_writer(os.path.join(self.config.model_dir, "logs", name))
+            for name in ("train", "validation")
+        }
+
+    @staticmethod
+    def _write(writers, name, scalars, step):
+        if name not in writers:
+            return
+        with writers[name].as_default(step=step):
+            for key, value in scalars.items():
+                if isinstance(value, (int, float)) and value is not None:
+                    tf.summary.scalar(key, value)
+            writers[name].flush()
+
+    def _cleanup(self):
+        if not self.is_chief:
+            shutil.rmtree(self.write_dir, ignore_errors=True)
+
+
+def train(config, dataset=None, strategy=None, verbose=True):
+    """Trains the experiment of `config` (resuming when possible); returns its summary."""
+    return Trainer(config, dataset, strategy, verbose).train()

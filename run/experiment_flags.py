@@ -1,0 +1,93 @@
+"""absl flags for an ExperimentConfig, with the experiment's flagfile loaded first.
+
+`--dataset=D --attention=A` loads `flags/D_A.cfg` (`D_baseline.cfg` for
+attention=none), or `--experiment=NAME` loads `flags/NAME.cfg`; `--small` adds
+`flags/small/D.cfg`. Flags given on the command line override both.
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import flags
+
+from proto_tf.config import ExperimentConfig
+from proto_tf.data.registry import DATASETS
+from proto_tf.distribute import STRATEGIES
+from proto_tf.model import ATTENTIONS
+
+FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
+_ENUMS = {"dataset": list(DATASETS), "attention": list(ATTENTIONS), "strategy": list(STRATEGIES)}
+_HELP = {
+    "dataset": "Dataset of Table 1.",
+    "attention": "Attention normalisation; none trains the baseline encoder.",
+    "model_dir": "Where checkpoints, logs and summary.json go (default runs/<experiment>).",
+    "data_dir": "Folder of the dataset's files (default: the dataset's usual place).",
+    "sparsity_weight": "Lambda of the entropy regulariser (Eq. 2).",
+    "label_noise": "Share of training labels replaced by another class (Table 3).",
+    "strategy": "auto, one_device, mirrored, or multi_worker (from TF_CONFIG).",
+    "train_database_size": "Candidates sampled at every training step (D_train).",
+    "infer_database_size": "Candidates in the evaluation/inference database (D_infer).",
+}
+
+
+def define_flags():
+    """Defines one flag per ExperimentConfig field, plus --experiment and --small."""
+    defaults = ExperimentConfig()
+    for field in dataclasses.fields(ExperimentConfig):
+        name, default = field.name, getattr(defaults, field.name)
+        help_text = _HELP.get(name, name.replace("_", " ") + ".")
+        if name == "model_dir":
+            flags.DEFINE_string(name, None, help_text)
+        elif name in _ENUMS:
+            flags.DEFINE_enum(name, default, _ENUMS[name], help_text)
+        elif isinstance(default, bool):
+            flags.DEFINE_bool(name, default, help_text)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(name, default, help_text)
+        elif isinstance(default, float):
+            flags.DEFINE_float(name, default, help_text)
+        elif isinstance(default, tuple):
+            flags.DEFINE_list(name, [str(v) for v in default], help_text)
+        else:
+            flags.DEFINE_string(name, default, help_text)
+    flags.DEFINE_string(
+        "experiment", None, "Flagfile name in flags/ (default <dataset>_<attention>)."
+    )
+    flags.DEFINE_bool("small", False, "Apply flags/small/<dataset>.cfg: a CPU-sized run.")
+
+
+def experiment_name(dataset, attention):
+    return f"{dataset}_{'baseline' if attention == 'none' else attention}"
+
+
+def parse_with_flagfiles(argv):
+    """absl flags parser that puts the experiment's flagfiles before the user's flags."""
+    user = flags.FLAGS
+    user(argv, known_only=True)
+    name = user.experiment or experiment_name(user.dataset, user.attention)
+    flagfile = os.path.join(FLAGS_DIR, name + ".cfg")
+    if not os.path.isfile(flagfile):
+        valid = sorted(f[:-4] for f in os.listdir(FLAGS_DIR) if f.endswith(".cfg"))
+        sys.exit(f"No flagfile {flagfile}. Valid experiments: {', '.join(valid)}.")
+    prefix = [f"--flagfile={flagfile}"]
+    user.unparse_flags()
+    user([argv[0]] + prefix + argv[1:], known_only=True)
+    if user.small:
+        prefix.append(f"--flagfile={os.path.join(FLAGS_DIR, 'small', user.dataset + '.cfg')}")
+    user.unparse_flags()
+    return user([argv[0]] + prefix + argv[1:])
+
+
+def config_from_flags():
+    """The ExperimentConfig described by the parsed flags."""
+    values = {}
+    for field in dataclasses.fields(ExperimentConfig):
+        value = flags.FLAGS[field.name].value
+        if isinstance(getattr(ExperimentConfig(), field.name), tuple):
+            value = tuple(int(v) for v in value)
+        values[field.name] = value
+    if values["model_dir"] is None:
+        name = flags.FLAGS.experiment or experiment_name(values["dataset"], values["attention"])
+        values["model_dir"] = os.path.join("runs", name + ("_small" if flags.FLAGS.small else ""))
+    return ExperimentConfig(**values)

@@ -1,0 +1,31 @@
+"""Trains a ProtoAttend (or baseline) model with the paper's settings for an experiment.
+
+  python run/train.py --dataset=dbpedia --attention=softmax --data_dir=~/dbpedia_csv
+  python run/train.py --dataset=adult --attention=sparsemax --small
+  python run/train.py --experiment=fashion_mnist_sparsemax_sparsity
+
+Running the same command again after an interruption resumes from the last checkpoint.
+"""
+
+import json
+
+from absl import app, logging
+
+import experiment_flags
+from proto_tf import training
+
+experiment_flags.define_flags()
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # Keep the progress bar readable.
+    config = experiment_flags.config_from_flags()
+    summary = training.train(config)
+    test = summary.get("test_best", summary["test_last"])
+    print(json.dumps({"model_dir": config.model_dir, "steps": summary["steps"], "test": test}, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=experiment_flags.parse_with_flagfiles)
