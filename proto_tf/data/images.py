@@ -225,8 +225,11 @@ def load_tfds(name, data_dir, download, looked_for=()):
             builder.download_and_prepare()
         splits = []
         for split in ("train", "test"):
-            data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-            splits.append(Split(data["image"], data["label"], np.arange(len(data["label"]))))
+            # Batches rather than batch_size=-1, which aborts on generator-backed data.
+            batches = list(tfds.as_numpy(builder.as_dataset(split=split).batch(8192)))
+            images = np.concatenate([b["image"] for b in batches])
+            labels = np.concatenate([b["label"] for b in batches])
+            splits.append(Split(images, labels, np.arange(len(labels))))
         return splits
     except (AssertionError, FileNotFoundError, OSError) as error:
         raise missing_data(

@@ -1,0 +1,123 @@
+"""Writers of small datasets in the real on-disk formats, for the tests."""
+
+import csv
+import gzip
+import os
+import pickle
+import struct
+
+import numpy as np
+import tensorflow as tf
+
+ADULT_ROWS = [
+    "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, Male, 2174, 0, 40, United-States, <=50K",
+    "50, Self-emp-not-inc, 83311, Bachelors, 13, Married-civ-spouse, Exec-managerial, Husband, White, Male, 0, 0, 13, United-States, >50K",
+    "38, ?, 215646, HS-grad, 9, Divorced, ?, Not-in-family, White, Female, 0, 1902, 40, ?, <=50K",
+    "28, Private, 338409, Masters, 14, Married-civ-spouse, Prof-specialty, Wife, Black, Female, 14084, 0, 45, Cuba, >50K",
+]  # fmt: skip
+
+
+def write_adult(folder, train_rows=200, test_rows=60, seed=0):
+    """adult.data / adult.test with the test file's header and trailing '.' labels.
+    Rows cycle through ADULT_ROWS with the age changed so that rows differ."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+
+    def rows(count, test):
+        for index in range(count):
+            fields = ADULT_ROWS[index % len(ADULT_ROWS)].split(", ")
+            if index >= len(ADULT_ROWS):
+                fields[0] = str(int(rng.integers(17, 90)))
+            line = ", ".join(fields)
+            yield line + ("." if test else "")
+
+    with open(os.path.join(folder, "adult.data"), "w") as handle:
+        handle.write("\n".join(rows(train_rows, False)) + "\n\n")
+    with open(os.path.join(folder, "adult.test"), "w") as handle:
+        handle.write("|1x3 Cross validator\n" + "\n".join(rows(test_rows, True)) + "\n")
+    return folder
+
+
+def write_idx(path, array):
+    """An IDX file (gzipped when `path` ends in .gz) of a uint8 array."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as handle:
+        handle.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def write_mnist(folder, train=120, test=40, seed=0):
+    """The four IDX files of MNIST/Fashion-MNIST; returns the arrays written."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    arrays = {}
+    for split, count in (("train", train), ("t10k", test)):
+        images = rng.integers(0, 256, size=(count, 28, 28), dtype=np.uint8)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        write_idx(os.path.join(folder, f"{split}-images-idx3-ubyte.gz"), images)
+        write_idx(os.path.join(folder, f"{split}-labels-idx1-ubyte.gz"), labels)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+def write_cifar10(folder, per_batch=20, binary=False, seed=0):
+    """cifar-10-batches-py (pickles) or cifar-10-batches-bin; returns the first batch."""
+    rng = np.random.default_rng(seed)
+    sub = os.path.join(folder, "cifar-10-batches-bin" if binary else "cifar-10-batches-py")
+    os.makedirs(sub, exist_ok=True)
+    first = None
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
+        labels = list(rng.integers(0, 10, per_batch))
+        if binary:
+            records = np.concatenate([np.asarray(labels, np.uint8)[:, None], data], axis=1)
+            records.tofile(os.path.join(sub, name + ".bin"))
+        else:
+            with open(os.path.join(sub, name), "wb") as handle:
+                pickle.dump({b"data": data, b"labels": labels}, handle)
+        first = first or (data, labels)
+    return first
+
+
+def _write_png(path, image):
+    tf.io.write_file(path, tf.io.encode_png(image))
+
+
+def write_fruits(folder, classes=("Apple", "Banana", "Cherry"), per_class=6, seed=0):
+    rng = np.random.default_rng(seed)
+    for split in ("Training", "Test"):
+        for class_name in classes:
+            class_dir = os.path.join(folder, split, class_name)
+            os.makedirs(class_dir, exist_ok=True)
+            for index in range(per_class):
+                size = 100 if index else 120  # One image needs resizing.
+                image = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+                _write_png(os.path.join(class_dir, f"{index}_100.png"), image)
+    return folder
+
+
+def write_isic(folder, train=20, test=10, melanoma_every=4, seed=0):
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train), ("test", test)):
+        os.makedirs(os.path.join(folder, split), exist_ok=True)
+        with open(os.path.join(folder, split + ".csv"), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["image_id", "label"])
+            for index in range(count):
+                image_id = f"ISIC_{index:07d}"
+                label = "malignant" if index % melanoma_every == 0 else "benign"
+                writer.writerow([image_id, label])
+                image = rng.integers(0, 256, size=(150, 140, 3), dtype=np.uint8)
+                _write_png(os.path.join(folder, split, image_id + ".png"), image)
+    return folder
+
+
+def write_dbpedia(folder, train=70, test=28):
+    os.makedirs(folder, exist_ok=True)
+    for name, count in (("train.csv", train), ("test.csv", test)):
+        with open(os.path.join(folder, name), "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+            for index in range(count):
+                label = index % 14 + 1
+                writer.writerow([label, f"Title {index}", f"Content of class {label}, row {index}. Caf\u00e9!"])
+    return folder
