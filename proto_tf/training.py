@@ -44,9 +44,11 @@ class Trainer:
       dataset: a LoadedDataset; loaded from `config` when None.
       strategy: a tf.distribute strategy; made from `config.strategy` when None.
       verbose: show a progress bar.
+      make_optimizer: a function returning the Keras optimizer; the paper's Adam with
+        staircase decay and clipping (`config.build_optimizer`) when None.
     """
 
-    def __init__(self, config, dataset=None, strategy=None, verbose=True):
+    def __init__(self, config, dataset=None, strategy=None, verbose=True, make_optimizer=None):
         self.config = config
         self.info = dataset_info(config.dataset)
         if config.deterministic:
@@ -61,7 +63,7 @@ class Trainer:
         )
         with self.strategy.scope():
             self.model = config_lib.build_model(config, self.info, self.dataset.num_classes)
-            self.optimizer = config_lib.build_optimizer(config)
+            self.optimizer = (make_optimizer or (lambda: config_lib.build_optimizer(config)))()
             self.model.compile(optimizer=self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
         checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
@@ -152,11 +154,8 @@ class Trainer:
                     window_start, window_step = time.time(), step
                     scalars = {name: float(value) for name, value in logs.items()}
                     scalars["steps_per_second"] = steps_per_second
-                    scalars["learning_rate"] = float(
-                        self.optimizer.learning_rate
-                        if not callable(self.optimizer.learning_rate)
-                        else self.optimizer.learning_rate(step)
-                    )
+                    # Keras returns the schedule's value at the current step.
+                    scalars["learning_rate"] = float(tf.identity(self.optimizer.learning_rate))
                     self._write(writers, "train", scalars, step)
                     progress.update(step, [(k, scalars[k]) for k in ("loss", "steps_per_second")])
                     for metric in self.model.metrics:

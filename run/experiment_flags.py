@@ -62,7 +62,17 @@ def experiment_name(dataset, attention):
 
 
 def parse_with_flagfiles(argv):
-    """absl flags parser that puts the experiment's flagfiles before the user's flags."""
+    """absl flags parser that puts the experiment's flagfiles before the user's flags.
+
+    Exits with a one-line message (valid values included) on a bad flag.
+    """
+    try:
+        return _parse_with_flagfiles(argv)
+    except flags.Error as error:
+        sys.exit(f"Flag error: {error}\nRun with --helpfull to list every flag.")
+
+
+def _parse_with_flagfiles(argv):
     user = flags.FLAGS
     user(argv, known_only=True)
     name = user.experiment or experiment_name(user.dataset, user.attention)

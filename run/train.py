@@ -8,11 +8,14 @@ Running the same command again after an interruption resumes from the last check
 """
 
 import json
+import os
 
-from absl import app, logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
 
-import experiment_flags
-from proto_tf import training
+from absl import app, logging  # noqa: E402
+
+import experiment_flags  # noqa: E402
+from proto_tf import training  # noqa: E402
 
 experiment_flags.define_flags()
 

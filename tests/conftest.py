@@ -1,7 +1,15 @@
-"""Test setup: the tests directory on the path for `references`, quiet TF logs."""
+"""Test setup: `tests/` on the path for shared helpers, quiet TF logs, and two logical
+CPU devices so that tf.distribute tests run real 2-replica steps on one CPU."""
 
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(__file__))
+
+import tensorflow as tf  # noqa: E402  (after the log level is set)
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)

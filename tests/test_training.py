@@ -1,0 +1,148 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_files import write_adult
+from proto_tf.config import ExperimentConfig
+from proto_tf.training import NonFiniteLossError, Trainer, load_experiment_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tiny_config(tmp_path, name, **overrides):
+    values = dict(
+        dataset="adult",
+        attention="sparsemax",
+        data_dir=write_adult(str(tmp_path / "adult")),
+        model_dir=str(tmp_path / name),
+        train_steps=2,
+        batch_size=8,
+        train_database_size=16,
+        infer_database_size=32,
+        value_size=8,
+        lstm_embedding_size=8,
+        lstm_dropout=0.0,  # Dropout masks differ per replica: off for exact comparisons.
+        validation_fraction=0.0,
+        log_every=1,
+        eval_batch_size=64,
+        learning_rate=0.01,
+    )
+    values.update(overrides)
+    return ExperimentConfig(**values)
+
+
+@pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
+def test_two_replicas_match_one_device(tmp_path, attention):
+    weights = {}
+    for name, strategy in (
+        ("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
+        ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
+    ):
+        config = _tiny_config(tmp_path, name, attention=attention, train_steps=1, sparsity_weight=0.1)
+        # Plain SGD: its update is proportional to the gradient, so a wrong loss scale
+        # or a missing gradient through the all-gather shows (Adam would hide a scale).
+        trainer = Trainer(
+            config, strategy=strategy, verbose=False, make_optimizer=lambda: keras.optimizers.SGD(0.5)
+        )
+        assert trainer.strategy.num_replicas_in_sync == (2 if name == "two" else 1)
+        initial = [v.numpy().copy() for v in trainer.model.trainable_variables]
+        trainer.train()
+        weights[name] = (initial, [v.numpy() for v in trainer.model.trainable_variables])
+    for before_one, before_two in zip(weights["one"][0], weights["two"][0]):
+        np.testing.assert_array_equal(before_one, before_two)
+    names = [v.path for v in trainer.model.trainable_variables]
+    for name, before, one, two in zip(names, weights["one"][0], weights["one"][1], weights["two"][1]):
+        assert not np.allclose(before, one), f"{name} was not updated"
+        np.testing.assert_allclose(two - before, one - before, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_same_seed_gives_same_weights(tmp_path):
+    results = []
+    for name in ("a", "b"):
+        config = _tiny_config(tmp_path, name, lstm_dropout=0.5, train_steps=3, deterministic=True)
+        trainer = Trainer(config, verbose=False)
+        trainer.train()
+        results.append([v.numpy() for v in trainer.model.weights])
+    for first, second in zip(*results):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_summary_and_best_checkpoint(tmp_path):
+    config = _tiny_config(tmp_path, "run", train_steps=4, validation_fraction=0.25, eval_every=2)
+    summary = Trainer(config, verbose=False).train()
+    with open(os.path.join(config.model_dir, "summary.json")) as handle:
+        on_disk = json.load(handle)
+    assert on_disk["steps"] == 4 and summary["steps"] == 4
+    assert 0.0 <= on_disk["test_best"]["accuracy"] <= 1.0
+    assert on_disk["best_validation"]["step"] in (2, 4)
+    assert set(os.listdir(os.path.join(config.model_dir, "logs"))) == {"train", "validation"}
+    # Running the finished experiment again resumes at the end and trains nothing.
+    again = Trainer(config, verbose=False).train()
+    assert again["resumed_from_step"] == 4 and again["train_seconds"] == 0.0
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    config = _tiny_config(tmp_path, "nan", train_steps=50, checkpoint_every=1, learning_rate=1e30, clip_value=1e30)
+    trainer = Trainer(config, verbose=False)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint") as error:
+        trainer.train()
+    bad_step = trainer.step
+    saved = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+    assert saved is not None and int(saved.rsplit("-", 1)[1]) == bad_step - 1
+    assert saved in str(error.value)
+
+
+def _train_command(tmp_path, *extra):
+    data_dir = write_adult(str(tmp_path / "adult"), train_rows=400)
+    return [
+        sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult",
+        "--attention=softmax", "--small", f"--data_dir={data_dir}",
+        f"--model_dir={tmp_path / 'run'}", "--train_database_size=64", "--infer_database_size=64",
+        "--validation_fraction=0", *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+    command = _train_command(tmp_path, "--train_steps=100000", "--checkpoint_every=20")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not tf.train.latest_checkpoint(str(checkpoints)):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved_step = int(tf.train.latest_checkpoint(str(checkpoints)).rsplit("-", 1)[1])
+    assert saved_step >= 20
+    resumed = subprocess.run(
+        _train_command(tmp_path, f"--train_steps={saved_step + 5}", "--checkpoint_every=20"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"Resuming from step {saved_step}" in resumed.stdout
+    with open(tmp_path / "run" / "summary.json") as handle:
+        summary = json.load(handle)
+    assert summary["resumed_from_step"] == saved_step and summary["steps"] == saved_step + 5
+
+
+def test_cli_errors_list_valid_values(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=imagenet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "<mnist|fashion_mnist|cifar10|fruits|isic|dbpedia|adult>" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult", "--no_such_flag=1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0 and "no_such_flag" in result.stderr
