@@ -15,13 +15,18 @@ import tensorflow as tf
 _COMPUTE_DTYPE = tf.float32
 
 
-def sparsemax(logits, axis=-1):
+def sparsemax(logits, axis=-1, top_k=None):
     """Sparsemax of `logits` along `axis`.
 
     Args:
       logits: floating tensor of any rank >= 1. Entries equal to `-inf` are masked:
         they get probability 0. A row whose entries are all `-inf` maps to zeros.
       axis: the axis to normalise over.
+      top_k: None sorts each whole row (O(n log n)). An integer k finds the
+        threshold from the k largest logits instead, and doubles k until every row
+        is certified exact (the (k+1)-th largest logit is at or below the threshold
+        found), so the result is the same; it is much faster when supports are small
+        compared to the row, as they are over large prototype databases.
 
     Returns:
       A tensor of the dtype and shape of `logits`, non-negative, each row summing
@@ -44,6 +49,8 @@ def sparsemax(logits, axis=-1):
         )
     if not -rank <= axis < rank:
         raise ValueError(f"axis={axis} is out of range for logits of rank {rank}.")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k}.")
     axis %= rank
 
     x = tf.cast(logits, _COMPUTE_DTYPE)
@@ -51,47 +58,93 @@ def sparsemax(logits, axis=-1):
         perm = list(range(rank))
         perm[axis], perm[-1] = perm[-1], perm[axis]
         x = tf.transpose(x, perm)
-    probabilities = _sparsemax_last_axis(x)
+    if top_k is None:
+        tau = sparsemax_threshold(x)
+    else:
+        tau = sparsemax_threshold_top_k(x, top_k)
+    probabilities = _project(x, tf.stop_gradient(tau))
     if axis != rank - 1:
         probabilities = tf.transpose(probabilities, perm)  # A swap is its own inverse.
     return tf.cast(probabilities, logits.dtype)
 
 
-def sparsemax_threshold(logits):
-    """The threshold tau of sparsemax along the last axis, shape `[..., 1]`.
-
-    `sparsemax(z) = max(z - tau, 0)`. Rows that are entirely `-inf` get `+inf`, so
-    that every output of such a row is 0. `logits` must be float32.
-    """
-    row_max = tf.reduce_max(logits, axis=-1, keepdims=True)
-    # Shifting by the row maximum is exact for sparsemax and keeps the cumulative
-    # sums small; a fully masked row has max -inf and is shifted by 0 instead.
-    shift = tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max))
-    shifted = logits - shift
-    sorted_desc = tf.sort(shifted, axis=-1, direction="DESCENDING")
+def _threshold_from_sorted(sorted_desc, shift):
+    """tau and the support size from logits sorted in descending order, already
+    shifted by `shift` (the row maximum). Works on any prefix of the sorted row."""
     cumulative = tf.cumsum(sorted_desc, axis=-1)
-    ranks = tf.cast(tf.range(1, tf.shape(logits)[-1] + 1), logits.dtype)
+    ranks = tf.cast(tf.range(1, tf.shape(sorted_desc)[-1] + 1), sorted_desc.dtype)
     # k is in the support iff 1 + k * z_(k) > sum_{j <= k} z_(j); the condition holds
     # for a prefix of the sorted order, so the support size is its count. -inf
     # entries never satisfy it.
     in_support = ranks * sorted_desc > cumulative - 1.0
     support_size = tf.reduce_sum(tf.cast(in_support, tf.int32), axis=-1, keepdims=True)
     cumulative_at_support = tf.gather(
-        cumulative, tf.maximum(support_size - 1, 0), batch_dims=logits.shape.rank - 1
+        cumulative, tf.maximum(support_size - 1, 0), batch_dims=sorted_desc.shape.rank - 1
     )
-    tau = (cumulative_at_support - 1.0) / tf.cast(tf.maximum(support_size, 1), logits.dtype)
-    masked_row = tf.fill(tf.shape(tau), tf.constant(float("inf"), logits.dtype))
+    tau = (cumulative_at_support - 1.0) / tf.cast(tf.maximum(support_size, 1), sorted_desc.dtype)
+    masked_row = tf.fill(tf.shape(tau), tf.constant(float("inf"), sorted_desc.dtype))
     return tf.where(support_size > 0, tau + shift, masked_row)
 
 
-@tf.custom_gradient
-def _sparsemax_last_axis(logits):
-    """Sparsemax over the last axis of float32 `logits`, with its exact gradient."""
-    tau = sparsemax_threshold(logits)
-    # -inf - (+inf) is NaN, so masked entries are zeroed explicitly.
-    probabilities = tf.where(
-        logits > tau, logits - tau, tf.zeros_like(logits)
+def _row_shift(row_max):
+    # Shifting by the row maximum is exact for sparsemax and keeps the cumulative
+    # sums small; a fully masked row has max -inf and is shifted by 0 instead.
+    return tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max))
+
+
+def sparsemax_threshold(logits):
+    """The threshold tau of sparsemax along the last axis, shape `[..., 1]`, by a
+    full sort. `sparsemax(z) = max(z - tau, 0)`; rows that are entirely `-inf` get
+    `+inf`, so every output of such a row is 0. `logits` must be float32."""
+    shift = _row_shift(tf.reduce_max(logits, axis=-1, keepdims=True))
+    return _threshold_from_sorted(tf.sort(logits - shift, axis=-1, direction="DESCENDING"), shift)
+
+
+def sparsemax_threshold_top_k(logits, initial_k):
+    """The threshold of `sparsemax_threshold`, from the top-k logits of each row.
+
+    With z_(1) >= z_(2) >= ... and tau_k the threshold computed from the first k,
+    the true support lies within the top k iff z_(k+1) <= tau_k; then tau_k is the
+    exact threshold. Otherwise k doubles (up to the row length) and the check is
+    repeated, so the answer is always exact.
+    """
+    num_logits = tf.shape(logits)[-1]
+    k = tf.minimum(tf.constant(initial_k, tf.int32), num_logits)
+
+    def threshold_and_certified(k):
+        # One extra logit to check the (k+1)-th against the threshold.
+        top = tf.math.top_k(logits, k=tf.minimum(k + 1, num_logits), sorted=True).values
+        shift = _row_shift(top[..., :1])
+        tau = _threshold_from_sorted(top[..., :k] - shift, shift)
+        tau = tf.ensure_shape(tau, logits.shape[:-1].concatenate([1]))
+        next_is_out = top[..., -1:] <= tau
+        certified = tf.logical_or(k >= num_logits, tf.reduce_all(next_is_out))
+        return tau, certified
+
+    tau, certified = threshold_and_certified(k)
+
+    def grow(k, tau, certified):
+        k = tf.minimum(2 * k, num_logits)
+        return (k, *threshold_and_certified(k))
+
+    _, tau, _ = tf.while_loop(
+        lambda k, tau, certified: tf.logical_not(certified),
+        grow,
+        (k, tau, certified),
+        shape_invariants=(k.shape, tau.shape, certified.shape),
     )
+    return tau
+
+
+@tf.custom_gradient
+def _project(logits, tau):
+    """max(logits - tau, 0) for float32 logits, with sparsemax's exact gradient.
+
+    `tau` must be sparsemax's threshold of `logits`: the gradient treats it as the
+    function of the logits it is (its own gradient flows through this formula).
+    """
+    # -inf - (+inf) is NaN, so masked entries are zeroed explicitly.
+    probabilities = tf.where(logits > tau, logits - tau, tf.zeros_like(logits))
 
     def grad(upstream):
         # The Jacobian is diag(s) - s s^T / |s| with s the support indicator:
@@ -101,6 +154,6 @@ def _sparsemax_last_axis(logits):
         support_mean = tf.math.divide_no_nan(
             tf.reduce_sum(upstream * support, axis=-1, keepdims=True), support_size
         )
-        return support * (upstream - support_mean)
+        return support * (upstream - support_mean), tf.zeros_like(tau)
 
     return probabilities, grad

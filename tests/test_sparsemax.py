@@ -116,3 +116,50 @@ def test_rejects_bad_inputs():
         sparsemax(tf.constant(1.0))
     with pytest.raises(ValueError, match="axis=2"):
         sparsemax(tf.zeros([2, 3]), axis=2)
+
+
+@pytest.mark.parametrize("top_k", [1, 4, 64])
+def test_top_k_equals_full_sort_on_random_and_adversarial_rows(top_k):
+    rng = np.random.default_rng(6)
+    random_rows = _random_rows(rng, rows=500, width=300).astype(np.float32)
+    # Near-uniform rows put almost every logit in the support: k must grow to the end.
+    uniform_rows = (1.0 + 1e-4 * rng.normal(size=(20, 300))).astype(np.float32)
+    # A plateau of ten equal logits: the support ends inside a run of ties.
+    tied_rows = np.zeros((20, 300), np.float32)
+    tied_rows[:, :10] = 0.1
+    tied_rows[:, 10:] = -0.5
+    masked_rows = random_rows[:20].copy()
+    masked_rows[:, ::3] = -np.inf
+    masked_rows[0] = -np.inf
+    logits = np.concatenate([random_rows, uniform_rows, tied_rows, masked_rows])
+    full = sparsemax(tf.constant(logits)).numpy()
+    fast = sparsemax(tf.constant(logits), top_k=top_k).numpy()
+    np.testing.assert_array_equal(fast, full)
+    np.testing.assert_allclose(full[520:540], sparsemax_bisection(tied_rows), atol=1e-7)
+    assert ((full[500:520] > 0).sum(-1) > 250).all()  # Those rows needed k near 300.
+
+
+def test_top_k_gradient_equals_full_gradient():
+    rng = np.random.default_rng(7)
+    x = tf.Variable(rng.normal(size=(30, 200)) * 3, dtype=tf.float32)
+    upstream = tf.constant(rng.normal(size=(30, 200)), tf.float32)
+    gradients = []
+    for top_k in (None, 8):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(sparsemax(x, top_k=top_k) * upstream)
+        gradients.append(tape.gradient(loss, x).numpy())
+    np.testing.assert_array_equal(gradients[0], gradients[1])
+
+
+def test_top_k_inside_tf_function_with_unknown_width():
+    fn = tf.function(
+        lambda z: sparsemax(z, top_k=2), input_signature=[tf.TensorSpec([None, None], tf.float32)]
+    )
+    logits = np.array([[0.5, 0.4, 0.3, -2.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
+    np.testing.assert_allclose(fn(logits).numpy(), sparsemax_bisection(logits), atol=1e-6)
+
+
+def test_top_k_inside_tf_function_with_known_shape():
+    logits = tf.Variable(np.random.default_rng(8).normal(size=(16, 500)), dtype=tf.float32)
+    fn = tf.function(lambda: sparsemax(logits, top_k=4))
+    np.testing.assert_allclose(fn().numpy(), sparsemax(logits).numpy(), atol=1e-7)
