@@ -31,49 +31,53 @@ _HELP = {
 }
 
 
-def define_flags():
+def define_flags(flag_values=flags.FLAGS):
     """Defines one flag per ExperimentConfig field, plus --experiment and --small."""
     defaults = ExperimentConfig()
     for field in dataclasses.fields(ExperimentConfig):
         name, default = field.name, getattr(defaults, field.name)
         help_text = _HELP.get(name, name.replace("_", " ") + ".")
         if name == "model_dir":
-            flags.DEFINE_string(name, None, help_text)
+            flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
         elif name in _ENUMS:
-            flags.DEFINE_enum(name, default, _ENUMS[name], help_text)
+            flags.DEFINE_enum(name, default, _ENUMS[name], help_text, flag_values=flag_values)
         elif isinstance(default, bool):
-            flags.DEFINE_bool(name, default, help_text)
+            flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
         elif isinstance(default, int):
-            flags.DEFINE_integer(name, default, help_text)
+            flags.DEFINE_integer(name, default, help_text, flag_values=flag_values)
         elif isinstance(default, float):
-            flags.DEFINE_float(name, default, help_text)
+            flags.DEFINE_float(name, default, help_text, flag_values=flag_values)
         elif isinstance(default, tuple):
-            flags.DEFINE_list(name, [str(v) for v in default], help_text)
+            flags.DEFINE_list(name, [str(v) for v in default], help_text, flag_values=flag_values)
         else:
-            flags.DEFINE_string(name, default, help_text)
+            flags.DEFINE_string(name, default, help_text, flag_values=flag_values)
     flags.DEFINE_string(
-        "experiment", None, "Flagfile name in flags/ (default <dataset>_<attention>)."
+        "experiment",
+        None,
+        "Flagfile name in flags/ (default <dataset>_<attention>).",
+        flag_values=flag_values,
     )
-    flags.DEFINE_bool("small", False, "Apply flags/small/<dataset>.cfg: a CPU-sized run.")
+    flags.DEFINE_bool(
+        "small", False, "Apply flags/small/<dataset>.cfg: a CPU-sized run.", flag_values=flag_values
+    )
 
 
 def experiment_name(dataset, attention):
     return f"{dataset}_{'baseline' if attention == 'none' else attention}"
 
 
-def parse_with_flagfiles(argv):
+def parse_with_flagfiles(argv, flag_values=flags.FLAGS):
     """absl flags parser that puts the experiment's flagfiles before the user's flags.
 
     Exits with a one-line message (valid values included) on a bad flag.
     """
     try:
-        return _parse_with_flagfiles(argv)
+        return _parse_with_flagfiles(argv, flag_values)
     except flags.Error as error:
         sys.exit(f"Flag error: {error}\nRun with --helpfull to list every flag.")
 
 
-def _parse_with_flagfiles(argv):
-    user = flags.FLAGS
+def _parse_with_flagfiles(argv, user):
     user(argv, known_only=True)
     name = user.experiment or experiment_name(user.dataset, user.attention)
     flagfile = os.path.join(FLAGS_DIR, name + ".cfg")
@@ -89,15 +93,15 @@ def _parse_with_flagfiles(argv):
     return user([argv[0]] + prefix + argv[1:])
 
 
-def config_from_flags():
+def config_from_flags(flag_values=flags.FLAGS):
     """The ExperimentConfig described by the parsed flags."""
     values = {}
     for field in dataclasses.fields(ExperimentConfig):
-        value = flags.FLAGS[field.name].value
+        value = flag_values[field.name].value
         if isinstance(getattr(ExperimentConfig(), field.name), tuple):
             value = tuple(int(v) for v in value)
         values[field.name] = value
     if values["model_dir"] is None:
-        name = flags.FLAGS.experiment or experiment_name(values["dataset"], values["attention"])
-        values["model_dir"] = os.path.join("runs", name + ("_small" if flags.FLAGS.small else ""))
+        name = flag_values.experiment or experiment_name(values["dataset"], values["attention"])
+        values["model_dir"] = os.path.join("runs", name + ("_small" if flag_values.small else ""))
     return ExperimentConfig(**values)

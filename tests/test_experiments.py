@@ -1,0 +1,89 @@
+"""Every dataset trains end to end through its real flagfiles (small variant), on small
+files in the real on-disk formats."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+
+from data_files import write_adult, write_cifar10, write_dbpedia, write_fruits, write_isic, write_mnist
+from proto_tf.training import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "run"))
+import experiment_flags  # noqa: E402
+
+WRITERS = {
+    "mnist": lambda d: write_mnist(d, train=60, test=20),
+    "fashion_mnist": lambda d: write_mnist(d, train=60, test=20),
+    "cifar10": lambda d: write_cifar10(d, per_batch=12),
+    "fruits": lambda d: write_fruits(d, per_class=8),
+    "isic": lambda d: write_isic(d, train=40, test=10, melanoma_every=3),
+    "dbpedia": lambda d: write_dbpedia(d, train=70, test=28),
+    "adult": lambda d: write_adult(d, train_rows=200, test_rows=40),
+}
+
+
+def _config(argv):
+    flag_values = flags.FlagValues()
+    experiment_flags.define_flags(flag_values)
+    experiment_flags.parse_with_flagfiles(["train.py"] + argv, flag_values)
+    return experiment_flags.config_from_flags(flag_values)
+
+
+def test_flagfiles_hold_the_paper_values_and_command_line_overrides():
+    config = _config(["--dataset=fashion_mnist", "--attention=sparsemax"])
+    assert (config.learning_rate, config.decay_rate, config.decay_steps) == (0.001, 0.9, 8000)
+    assert (config.train_steps, config.batch_size, config.clip_value) == (392000, 128, 20.0)
+    assert (config.train_database_size, config.infer_database_size) == (1024, 32768)
+    assert config.model_dir == os.path.join("runs", "fashion_mnist_sparsemax")
+    small = _config(["--dataset=cifar10", "--attention=none", "--small", "--train_steps=7"])
+    assert small.resnet_depth == 8 and small.dense_units == (256, 512) and small.train_steps == 7
+    noisy = _config(["--experiment=cifar10_noise60_sparsemax_sparsity"])
+    assert (noisy.label_noise, noisy.sparsity_weight, noisy.train_steps) == (0.6, 0.0005, 92000)
+
+
+# Each dataset with one attention, cycling through the three.
+CASES = [
+    ("mnist", "sparsemax"), ("fashion_mnist", "none"), ("cifar10", "softmax"),
+    ("fruits", "sparsemax"), ("isic", "softmax"), ("dbpedia", "none"), ("adult", "sparsemax"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dataset,attention", CASES)
+def test_small_variant_trains_end_to_end(tmp_path, dataset, attention):
+    WRITERS[dataset](str(tmp_path / "data"))
+    config = _config([
+        f"--dataset={dataset}", f"--attention={attention}", "--small",
+        f"--data_dir={tmp_path / 'data'}", f"--model_dir={tmp_path / 'run'}",
+        "--train_steps=2", "--batch_size=8", "--train_database_size=8",
+        "--infer_database_size=16", "--validation_fraction=0.2", "--eval_every=2",
+    ])  # fmt: skip
+    assert config.data_dir == str(tmp_path / "data")
+    summary = Trainer(config, verbose=False).train()
+    assert summary["steps"] == 2
+    assert 0.0 <= summary["test_best"]["accuracy"] <= 1.0
+    if attention != "none":
+        assert 1 <= summary["test_best"]["median_prototypes_95"] <= 16
+
+
+@pytest.mark.slow
+def test_dbpedia_softmax_command_runs_end_to_end(tmp_path):
+    write_dbpedia(str(tmp_path / "dbpedia_csv"))
+    result = subprocess.run(
+        [
+            sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=dbpedia",
+            "--attention=softmax", f"--data_dir={tmp_path / 'dbpedia_csv'}", "--small",
+            f"--model_dir={tmp_path / 'run'}", "--train_steps=3", "--batch_size=8",
+            "--train_database_size=16", "--infer_database_size=32",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "run" / "summary.json") as handle:
+        summary = json.load(handle)
+    assert summary["steps"] == 3 and summary["config"]["dataset"] == "dbpedia"
+    assert summary["config"]["learning_rate"] == 0.0008  # From flags/dbpedia_softmax.cfg.
