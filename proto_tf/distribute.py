@@ -17,17 +17,19 @@ def make_strategy(name="auto"):
     """
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}.")
+    if name == "multi_worker":
+        # Before anything else: listing devices would start the runtime, and collective
+        # ops must be configured before it starts.
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("strategy=multi_worker needs the TF_CONFIG environment variable.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "one_device"
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-    if name == "mirrored":
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
-    if "TF_CONFIG" not in os.environ:
-        raise ValueError("strategy=multi_worker needs the TF_CONFIG environment variable.")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
 
 
 def is_chief():

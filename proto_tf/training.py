@@ -51,11 +51,12 @@ class Trainer:
     def __init__(self, config, dataset=None, strategy=None, verbose=True, make_optimizer=None):
         self.config = config
         self.info = dataset_info(config.dataset)
+        # First: a multi-worker strategy must exist before any TensorFlow op runs.
+        self.strategy = strategy or distribute.make_strategy(config.strategy)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
         self.dataset = dataset or load_experiment_dataset(config)
-        self.strategy = strategy or distribute.make_strategy(config.strategy)
         self.verbose = verbose
         self.is_chief = distribute.is_chief()
         self.write_dir = config.model_dir if self.is_chief else os.path.join(

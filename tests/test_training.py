@@ -146,3 +146,41 @@ def test_cli_errors_list_valid_values(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode != 0 and "no_such_flag" in result.stderr
+
+
+def _free_ports(count):
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_train_together(tmp_path):
+    data_dir = write_adult(str(tmp_path / "adult"), train_rows=300)
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        ))  # fmt: skip
+        command = [
+            sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult",
+            "--attention=sparsemax", "--small", "--strategy=multi_worker",
+            f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", "--train_steps=4",
+            "--batch_size=16", "--train_database_size=32", "--infer_database_size=64",
+            "--validation_fraction=0",
+        ]  # fmt: skip
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-3000:]
+    with open(tmp_path / "run" / "summary.json") as handle:
+        summary = json.load(handle)
+    assert summary["steps"] == 4 and summary["replicas"] == 2
+    assert not [name for name in os.listdir(tmp_path / "run") if name.startswith(".worker")]
