@@ -178,6 +178,8 @@ class Trainer:
     def _validate(self, step, writers, best_state):
         result = self.evaluate(self.dataset.validation)
         self._write(writers, "validation", result, step)
+        if self.info.kind == "image" and not self.model.is_baseline and "validation" in writers:
+            self._write_prototype_images(writers["validation"], step)
         if best_state is None or result["accuracy"] > best_state["accuracy"]:
             best_state = {"step": step, **result}
             self.best.save(checkpoint_number=step)
@@ -185,6 +187,22 @@ class Trainer:
                 with open(os.path.join(self.write_dir, BEST_FILE), "w") as handle:
                     json.dump(best_state, handle, indent=2)
         return best_state
+
+    def _write_prototype_images(self, writer, step, examples=4, prototypes=3):
+        """Validation images next to their top prototypes (the database is set)."""
+        inputs = self.dataset.validation.inputs[:examples]
+        weights = self.model(self.dataset.preprocess(inputs), training=False)["weights"]
+        top = tf.math.top_k(weights, k=min(prototypes, weights.shape[-1]))
+        rows = []
+        for image, indices in zip(inputs, top.indices.numpy()):
+            rows.append(tf.concat([image] + [self.inference_split.inputs[i] for i in indices], axis=1))
+        description = "; ".join(
+            "weights " + ", ".join(f"{w:.2f}" for w in row) for row in top.values.numpy()
+        )
+        with writer.as_default(step=step):
+            tf.summary.image(
+                "input_and_prototypes", tf.stack(rows), max_outputs=examples, description=description
+            )
 
     def _final_summary(self, train_seconds, start, best_state):
         summary = {

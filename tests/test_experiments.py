@@ -68,6 +68,18 @@ def test_small_variant_trains_end_to_end(tmp_path, dataset, attention):
     assert 0.0 <= summary["test_best"]["accuracy"] <= 1.0
     if attention != "none":
         assert 1 <= summary["test_best"]["median_prototypes_95"] <= 16
+    if attention != "none" and dataset in ("mnist", "fruits", "isic", "cifar10"):
+        assert "input_and_prototypes" in _logged_tags(tmp_path / "run" / "logs" / "validation")
+
+
+def _logged_tags(folder):
+    import tensorflow as tf
+
+    tags = set()
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
+            tags.update(value.tag for value in event.summary.value)
+    return tags
 
 
 @pytest.mark.slow
