@@ -13,11 +13,13 @@ import tensorflow as tf
 
 from proto_tf import config as config_lib
 from proto_tf import distribute, evaluation
+from proto_tf.checkpoints import make_checkpoint
 from proto_tf.data import candidates
 from proto_tf.data.registry import dataset_info, load_dataset
 
 SUMMARY_FILE = "summary.json"
 BEST_FILE = "best.json"
+CONFIG_FILE = "config.json"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -67,7 +69,7 @@ class Trainer:
             self.optimizer = (make_optimizer or (lambda: config_lib.build_optimizer(config)))()
             self.model.compile(optimizer=self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
-        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        checkpoint = make_checkpoint(self.model, self.optimizer)
         self.latest = tf.train.CheckpointManager(
             checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=2
         )
@@ -89,7 +91,7 @@ class Trainer:
     def restore(self):
         """Restores the last checkpoint, if any; returns the step it was taken at."""
         if self.latest.latest_checkpoint:
-            self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
+            self.checkpoint.restore(self.latest.latest_checkpoint).assert_consumed()
         return self.step
 
     def _distributed_steps(self, start):
@@ -131,6 +133,10 @@ class Trainer:
     def train(self):
         """Runs (or resumes) training to `config.train_steps`; returns the summary dict."""
         config = self.config
+        if self.is_chief:
+            os.makedirs(config.model_dir, exist_ok=True)
+            with open(os.path.join(config.model_dir, CONFIG_FILE), "w") as handle:
+                json.dump(dataclasses.asdict(config), handle, indent=2)
         start = self.restore()
         best_state = self._read_best()
         writers = self._summary_writers()
@@ -218,7 +224,7 @@ class Trainer:
             if best_state["step"] == self.step:
                 summary["test_best"] = summary["test_last"]
             else:
-                self.checkpoint.restore(self.best.latest_checkpoint).assert_existing_objects_matched()
+                self.checkpoint.restore(self.best.latest_checkpoint).assert_consumed()
                 summary["test_best"] = self.evaluate(self.dataset.test)
         if self.is_chief:
             with open(os.path.join(self.config.model_dir, SUMMARY_FILE), "w") as handle:
@@ -258,3 +264,31 @@ class Trainer:
 def train(config, dataset=None, strategy=None, verbose=True):
     """Trains the experiment of `config` (resuming when possible); returns its summary."""
     return Trainer(config, dataset, strategy, verbose).train()
+
+
+def read_config(model_dir):
+    """The ExperimentConfig a run in `model_dir` was trained with."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No {CONFIG_FILE} in {model_dir}: is it a run/train.py model_dir?")
+    with open(path) as handle:
+        values = json.load(handle)
+    return config_lib.ExperimentConfig(**values)
+
+
+def load_trained_model(model_dir, dataset, checkpoint="best"):
+    """The model of a finished (or running) experiment, from its `best` checkpoint
+    (the last one when there is no best) or its `last` checkpoint."""
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}.")
+    config = read_config(model_dir)
+    model = config_lib.build_model(config, dataset_info(config.dataset), dataset.num_classes)
+    path = None
+    if checkpoint == "best":
+        path = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
+    path = path or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if path is None:
+        raise FileNotFoundError(f"No checkpoint under {model_dir}/best or {model_dir}/checkpoints.")
+    # Only the model: the optimizer's variables in the checkpoint are not needed.
+    make_checkpoint(model).restore(path).expect_partial().assert_existing_objects_matched()
+    return config, model, path

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_files import write_adult
+from data_files import write_adult, write_mnist
 from proto_tf.config import ExperimentConfig
 from proto_tf.training import NonFiniteLossError, Trainer, load_experiment_dataset
 
@@ -184,3 +184,18 @@ def test_two_workers_on_loopback_train_together(tmp_path):
         summary = json.load(handle)
     assert summary["steps"] == 4 and summary["replicas"] == 2
     assert not [name for name in os.listdir(tmp_path / "run") if name.startswith(".worker")]
+
+
+@pytest.mark.parametrize("dataset", ["adult", "mnist"])
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, dataset):
+    common = dict(attention="softmax", deterministic=True, learning_rate=0.05)
+    if dataset == "mnist":  # ResNet: its blocks live in a Python list.
+        common.update(dataset="mnist", data_dir=str(tmp_path / "mnist"), resnet_depth=8, dense_units=(8,))
+        write_mnist(common["data_dir"], train=64, test=16)
+    straight = Trainer(_tiny_config(tmp_path, "straight", train_steps=4, **common), verbose=False)
+    straight.train()
+    Trainer(_tiny_config(tmp_path, "split", train_steps=2, **common), verbose=False).train()
+    resumed = Trainer(_tiny_config(tmp_path, "split", train_steps=4, **common), verbose=False)
+    assert resumed.train()["resumed_from_step"] == 2
+    for expected, got in zip(straight.model.weights, resumed.model.weights):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6, err_msg=expected.path)

@@ -1,0 +1,198 @@
+"""Exported SavedModels: same outputs as the in-memory model when loaded without
+proto_tf, graph contents TF Serving can run, and clear errors for bad requests."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_files import write_adult, write_dbpedia, write_mnist
+from proto_tf import export
+from proto_tf.config import ExperimentConfig
+from proto_tf.data import adult, text
+from proto_tf.training import Trainer
+
+TINY = dict(
+    train_steps=2, batch_size=8, train_database_size=16, infer_database_size=40,
+    validation_fraction=0.0, value_size=8, resnet_depth=8, dense_units=(16,),
+    vdcnn_first_filters=8, vdcnn_block_filters=(8,) * 8, lstm_embedding_size=8, eval_batch_size=64,
+)  # fmt: skip
+
+LOADER = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+path, inputs_file, outputs_file, signature = sys.argv[1:5]
+loaded = tf.saved_model.load(path)
+raw = dict(np.load(inputs_file))
+feed = {k: tf.constant(v.astype(object) if v.dtype.kind == "U" else v) for k, v in raw.items()}
+feed = {k: tf.cast(v, tf.string) if v.dtype == tf.string else v for k, v in feed.items()}
+outputs = loaded.signatures[signature](**feed)
+np.savez(outputs_file, **{k: v.numpy() for k, v in outputs.items()})
+assert not any(name.startswith("proto_tf") for name in sys.modules), "proto_tf was imported"
+"""
+
+
+def _train_and_export(tmp_path, dataset, attention="sparsemax"):
+    writers = {"adult": write_adult, "mnist": write_mnist, "dbpedia": write_dbpedia}
+    data_dir = str(tmp_path / f"{dataset}_data")
+    writers[dataset](data_dir)
+    config = ExperimentConfig(
+        dataset=dataset, attention=attention, data_dir=data_dir,
+        model_dir=str(tmp_path / f"{dataset}_{attention}"), **TINY,
+    )  # fmt: skip
+    trainer = Trainer(config, verbose=False)
+    trainer.train()
+    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last")
+    return trainer, path, data_dir
+
+
+def _raw_test_inputs(dataset, trainer, data_dir, count=6):
+    """Raw serving inputs for the first test examples, and their stored form."""
+    test = trainer.dataset.test
+    if dataset == "mnist":
+        return {"images": test.inputs[:count]}, test.inputs[:count]
+    if dataset == "dbpedia":
+        texts, _ = text.read_dbpedia_csv(os.path.join(data_dir, "test.csv"))
+        return {"texts": np.array(texts[:count])}, test.inputs[:count]
+    columns, _ = adult.read_adult_csv(os.path.join(data_dir, "adult.test"))
+    raw = {
+        name.replace("-", "_"): column[:count].astype(np.float32 if name in adult.CONTINUOUS else str)
+        for name, column in columns.items()
+    }
+    return raw, test.inputs[:count]
+
+
+def _expected(trainer, stored_inputs, top_k=5):
+    model = trainer.model
+    out = model(trainer.dataset.preprocess(stored_inputs), training=False)
+    top = tf.math.top_k(out["weights"], k=top_k)
+    return {
+        "class_ids": np.argmax(out["logits"].numpy(), -1),
+        "probabilities": tf.nn.softmax(out["logits"]).numpy(),
+        "confidence": out["confidence"].numpy(),
+        "prototype_weights": top.values.numpy(),
+        "prototype_indices": tf.gather(model.database.indices, top.indices).numpy(),
+    }
+
+
+@pytest.mark.slow
+def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_path):
+    for dataset in ("mnist", "dbpedia", "adult"):
+        trainer, path, data_dir = _train_and_export(tmp_path, dataset)
+        assert path == str(tmp_path / "exports" / f"{dataset}_sparsemax" / "1")
+        raw, stored = _raw_test_inputs(dataset, trainer, data_dir)
+        np.savez(tmp_path / "inputs.npz", **raw)
+        result = subprocess.run(
+            [sys.executable, "-c", LOADER, path, str(tmp_path / "inputs.npz"),
+             str(tmp_path / "outputs.npz"), "serving_default"],
+            capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=""),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        served = dict(np.load(tmp_path / "outputs.npz"))
+        # The in-memory model attends over the same database as the export.
+        trainer.evaluator.set_database(trainer.inference_split)
+        expected = _expected(trainer, stored)
+        np.testing.assert_array_equal(served["class_ids"], expected["class_ids"], err_msg=dataset)
+        for key in ("probabilities", "confidence", "prototype_weights"):
+            np.testing.assert_allclose(served[key], expected[key], atol=1e-5, err_msg=f"{dataset} {key}")
+        # Ties in weights may order equal-weight prototypes differently: compare as sets.
+        for served_row, expected_row, weights in zip(
+            served["prototype_indices"], expected["prototype_indices"], expected["prototype_weights"]
+        ):
+            positive = weights > 0
+            assert set(served_row[positive]) == set(expected_row[positive]), dataset
+
+
+@pytest.fixture(scope="module")
+def adult_export(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("adult_export")
+    trainer, path, data_dir = _train_and_export(tmp_path, "adult")
+    return trainer, path, data_dir, tmp_path
+
+
+def test_graph_has_no_python_ops_and_cli_lists_the_signature(adult_export):
+    _, path, _, _ = adult_export
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        saved_model.ParseFromString(handle.read())
+    ops = set()
+    for graph in saved_model.meta_graphs:
+        ops.update(node.op for node in graph.graph_def.node)
+        for function in graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    assert ops and not {op for op in ops if "PyFunc" in op}
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for name in ("serving_default", "abstain", "tensorflow/serving/predict", "hours_per_week",
+                 "native_country", "class_ids", "confidence", "prototype_indices",
+                 "prototype_weights", "prototype_labels", "probabilities", "confidence_threshold"):  # fmt: skip
+        assert name in shown.stdout, name
+
+
+def test_outputs_are_consistent_and_abstain_follows_the_threshold(adult_export):
+    trainer, path, data_dir, _ = adult_export
+    loaded = tf.saved_model.load(path)
+    raw, _ = _raw_test_inputs("adult", trainer, data_dir, count=20)
+    feed = {k: tf.constant(v) for k, v in raw.items()}
+    out = loaded.signatures["serving_default"](**feed)
+    weights = out["prototype_weights"].numpy()
+    assert (weights >= 0).all() and (weights.sum(-1) <= 1 + 1e-5).all()
+    confidence = out["confidence"].numpy()
+    assert ((confidence >= 0) & (confidence <= 1 + 1e-6)).all()
+    train = trainer.dataset.train
+    labels_by_index = dict(zip(train.indices, train.labels))
+    for indices, labels in zip(out["prototype_indices"].numpy(), out["prototype_labels"].numpy()):
+        assert [labels_by_index[i] for i in indices] == list(labels)
+    threshold = np.full([20], np.median(confidence), np.float32)
+    abstaining = loaded.signatures["abstain"](**feed, confidence_threshold=tf.constant(threshold))
+    abstained = abstaining["abstained"].numpy()
+    np.testing.assert_array_equal(abstained, confidence < threshold)
+    np.testing.assert_array_equal(
+        abstaining["class_ids"].numpy(), np.where(abstained, -1, out["class_ids"].numpy())
+    )
+
+
+def test_bad_requests_get_clear_errors_and_text_is_always_answered(tmp_path, adult_export):
+    trainer, path, data_dir, _ = adult_export
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    raw, _ = _raw_test_inputs("adult", trainer, data_dir, count=2)
+    feed = {k: tf.constant(v) for k, v in raw.items()}
+    with pytest.raises(TypeError, match="native_country"):
+        serve(**{k: v for k, v in feed.items() if k != "native_country"})
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError)):
+        serve(**dict(feed, age=tf.constant(["old", "young"])))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch"):
+        serve(**{k: v[:0] for k, v in feed.items()})
+
+    mnist_trainer, mnist_path, _ = _train_and_export(tmp_path, "mnist", attention="softmax")
+    images = tf.saved_model.load(mnist_path).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"images must have shape \[N, 28, 28, 1\]"):
+        images(images=tf.zeros([2, 32, 32, 1], tf.uint8))
+    with pytest.raises((TypeError, ValueError)):
+        images(images=tf.zeros([2, 28, 28, 1], tf.float32))
+    with pytest.raises((TypeError, ValueError)):
+        images(images=tf.zeros([28, 28, 1], tf.uint8))
+
+    _, text_path, _ = _train_and_export(tmp_path, "dbpedia", attention="softmax")
+    texts = tf.saved_model.load(text_path).signatures["serving_default"]
+    odd = tf.constant(["caf\u00e9 \u65e5\u672c \U0001f600", "x" * 100_000, "", b"\xff\xfe invalid utf-8"])
+    out = texts(texts=odd)
+    assert out["class_ids"].shape == (4,) and np.isfinite(out["probabilities"].numpy()).all()
+
+
+def test_versions_increase_and_baseline_exports(tmp_path):
+    trainer, first, _ = _train_and_export(tmp_path, "adult", attention="none")
+    second = export.export_model_dir(
+        trainer.config.model_dir, str(tmp_path / "exports"), checkpoint="last"
+    )
+    assert first.endswith(os.path.join("adult_baseline", "1")) or first.endswith("1")
+    assert second.endswith("2")
+    outputs = tf.saved_model.load(second).signatures["serving_default"].structured_outputs
+    assert set(outputs) == {"class_ids", "probabilities"}
