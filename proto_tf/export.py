@@ -61,17 +61,7 @@ def _raw_to_model_inputs(info, preprocess):
     the dataset's own `preprocess`; texts through the character quantiser; Adult
     columns through AdultFeatures."""
     if info.kind == "image":
-        expected = tf.constant(info.input_shape, tf.int32)
-
-        def images_to_inputs(raw):
-            images = raw["images"]
-            tf.debugging.assert_equal(
-                tf.shape(images)[1:], expected,
-                message=f"images must have shape [N, {', '.join(map(str, info.input_shape))}]",
-            )  # fmt: skip
-            return preprocess(images)
-
-        return images_to_inputs, []
+        return (lambda raw: preprocess(raw["images"])), []
     if info.kind == "text":
         quantizer = text.CharacterQuantizer(info.input_shape[0])
         return (lambda raw: preprocess(quantizer(raw["texts"]))), [quantizer]
@@ -88,9 +78,10 @@ def build_serving_function(model, info, preprocess, database, top_k=5):
     """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`."""
     to_inputs, preprocessing_layers = _raw_to_model_inputs(info, preprocess)
 
+    signature = raw_input_signature(info)
+
     def serve(raw, confidence_threshold=None):
-        batch_size = tf.shape(tf.nest.flatten(raw)[0])[0]
-        tf.debugging.assert_positive(batch_size, message="empty batch: send at least one instance")
+        raw = _checked(raw, signature)
         inputs = to_inputs(raw)
         if model.is_baseline:
             logits = model(inputs, training=False)["logits"]
@@ -119,6 +110,21 @@ def build_serving_function(model, info, preprocess, database, top_k=5):
         return outputs
 
     return serve, preprocessing_layers
+
+
+def _checked(raw, signature):
+    """The raw inputs, each made to depend on a check of its shape and of a non-empty
+    batch, so that a bad request fails with InvalidArgument before any computation
+    (a loaded signature does not enforce its own static shapes)."""
+    checked = {}
+    for name, spec in signature.items():
+        value = tf.ensure_shape(raw[name], spec.shape)  # "Shape of tensor ... is not compatible"
+        non_empty = tf.debugging.assert_positive(
+            tf.shape(value)[0], message="empty batch: send at least one instance"
+        )
+        with tf.control_dependencies([non_empty]):
+            checked[name] = tf.identity(value)
+    return checked
 
 
 def next_version_dir(export_dir, model_name):
