@@ -18,7 +18,17 @@ class Evaluator:
         self._encode = tf.function(
             lambda x: model.encode(x, training=False)[1:], reduce_retracing=True
         )
-        self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        # The database is an argument, not a capture: a traced function would otherwise
+        # keep the database of its first call after the model sets a new one.
+        if model.is_baseline:
+            self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        else:
+            self._predict = tf.function(
+                lambda x, keys, values, labels: model.predict_with_database(
+                    x, keys, values, labels, training=False
+                ),
+                reduce_retracing=True,
+            )
 
     def set_database(self, database_split):
         """Encodes `database_split` (no augmentation) and sets it as the model's database."""
@@ -39,7 +49,11 @@ class Evaluator:
         """
         collected = {}
         for inputs, labels in evaluation_batches(split, self.preprocess, self.batch_size):
-            outputs = self._predict(inputs)
+            if self.model.is_baseline:
+                outputs = self._predict(inputs)
+            else:
+                database = self.model.database
+                outputs = self._predict(inputs, database.keys, database.values, database.labels)
             batch = {"labels": labels, "predictions": tf.argmax(outputs["logits"], -1)}
             if "weights" in outputs:
                 batch["plain_predictions"] = tf.argmax(outputs["plain_logits"], -1)

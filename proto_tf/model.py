@@ -209,24 +209,32 @@ class ProtoAttend(keras.Model):
         Returns a dict: `logits` (from the prototypes; from the encoder for the
         baseline) and, with attention, `plain_logits`, `weights [B, D]` and
         `confidence [B]` (Eq. 3).
+
+        A `tf.function` that calls the model captures the database as a constant when
+        it is traced; to change databases without retracing, pass them explicitly
+        to `predict_with_database` instead.
         """
-        features = self.encoder(inputs, training=training)
         if self.is_baseline:
-            return {"logits": self.decision(features)}
+            return {"logits": self.decision(self.encoder(inputs, training=training))}
         if self.database is None:
             raise ValueError(
                 "No prototype database is set: call "
                 "model.set_database(*model.encode_database(candidates), labels) first."
             )
-        queries, _, values = self._heads(features)
-        weighted_values, weights = self.prototype_attention(
-            queries, self.database.keys, self.database.values
+        return self.predict_with_database(
+            inputs, self.database.keys, self.database.values, self.database.labels, training
         )
+
+    def predict_with_database(self, inputs, keys, values, labels, training=False):
+        """`call` with an explicit database: keys `[D, d_att]`, values `[D, d_val]`,
+        labels `[D]`."""
+        queries, _, input_values = self._heads(self.encoder(inputs, training=training))
+        weighted_values, weights = self.prototype_attention(queries, keys, values)
         return {
             "logits": self.decision(weighted_values),
-            "plain_logits": self.decision(values),
+            "plain_logits": self.decision(input_values),
             "weights": weights,
-            "confidence": metrics.confidence(weights, self.database.labels, self.num_classes),
+            "confidence": metrics.confidence(weights, labels, self.num_classes),
         }
 
     # === Training ===
