@@ -88,3 +88,27 @@ def summarize(predictions, thresholds=metrics.DEFAULT_THRESHOLDS):
         summary["confidence_right"] = float(confidence[correct].mean()) if correct.any() else None
         summary["confidence_wrong"] = float(confidence[~correct].mean()) if (~correct).any() else None
     return summary
+
+
+COVERAGE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+SHIFT_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def confidence_report(predictions, thresholds=COVERAGE_THRESHOLDS):
+    """Summary metrics plus the confidence-controlled accuracy curve (Fig. 6)."""
+    report = summarize(predictions)
+    if "confidence" in predictions:
+        correct = predictions["predictions"] == predictions["labels"]
+        report["coverage_curve"] = metrics.coverage_curve(
+            predictions["confidence"], correct, thresholds
+        )
+    return report
+
+
+def shift_report(evaluator, named_splits, levels=SHIFT_LEVELS):
+    """Share of examples above each confidence level, per (possibly shifted) split
+    (Fig. 8): `{name: [share at each level]}`."""
+    return {
+        name: metrics.fraction_above(evaluator.predict(split)["confidence"], levels)
+        for name, split in named_splits.items()
+    }

@@ -52,3 +52,25 @@ def median_prototype_counts(weights, thresholds=DEFAULT_THRESHOLDS):
     """Median over examples of `prototype_counts`, as `{threshold: median}` (Table 2)."""
     counts = np.asarray(prototype_counts(weights, thresholds))
     return {t: float(np.median(counts[:, i])) for i, t in enumerate(thresholds)}
+
+
+def coverage_curve(confidence, correct, thresholds):
+    """Accuracy against the share of examples kept when predicting only where the
+    confidence is at least each threshold (Fig. 6).
+
+    Returns a list of dicts `{threshold, kept, accuracy}`; `accuracy` is None when
+    nothing is kept.
+    """
+    confidence, correct = np.asarray(confidence), np.asarray(correct, bool)
+    curve = []
+    for threshold in thresholds:
+        kept = confidence >= threshold
+        accuracy = float(correct[kept].mean()) if kept.any() else None
+        curve.append({"threshold": float(threshold), "kept": float(kept.mean()), "accuracy": accuracy})
+    return curve
+
+
+def fraction_above(confidence, levels):
+    """Share of examples whose confidence is at least each level (Fig. 8)."""
+    confidence = np.asarray(confidence)
+    return [float((confidence >= level).mean()) for level in levels]

@@ -53,3 +53,13 @@ def test_prototype_counts_hand_case_and_medians():
 
 def test_unreachable_threshold_counts_every_candidate():
     np.testing.assert_array_equal(metrics.prototype_counts(np.zeros([1, 7]), (0.5,)), [[7]])
+
+
+def test_coverage_curve_hand_case():
+    confidence = np.array([0.9, 0.8, 0.6, 0.5, 0.3])
+    correct = np.array([True, True, False, True, False])
+    curve = metrics.coverage_curve(confidence, correct, [0.0, 0.55, 0.85, 0.95])
+    assert [c["kept"] for c in curve] == [1.0, 0.6, 0.2, 0.0]
+    assert curve[0]["accuracy"] == 0.6 and abs(curve[1]["accuracy"] - 2 / 3) < 1e-12
+    assert curve[2]["accuracy"] == 1.0 and curve[3]["accuracy"] is None
+    assert metrics.fraction_above(confidence, [0.5, 0.85, 1.0]) == [0.8, 0.2, 0.0]

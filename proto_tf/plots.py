@@ -1,0 +1,40 @@
+"""PNG plots of the evaluation curves (matplotlib, headless)."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # No display on servers and CI.
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_coverage(curves, path, title="Accuracy against the share of predictions made"):
+    """Fig. 6: one line per `{label: coverage_curve}`; x = share kept, y = accuracy."""
+    figure, axes = plt.subplots(figsize=(5, 4))
+    for label, curve in curves.items():
+        points = [(c["kept"], c["accuracy"]) for c in curve if c["accuracy"] is not None]
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    axes.set_xlabel("share of test samples predicted")
+    axes.set_ylabel("accuracy")
+    axes.set_title(title)
+    axes.invert_xaxis()
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_shift(shares, levels, path, title="Share of samples above each confidence level"):
+    """Fig. 8: one line per `{set name: shares}` against the confidence level."""
+    figure, axes = plt.subplots(figsize=(5, 4))
+    for label, values in shares.items():
+        axes.plot(levels, values, marker="o", label=label)
+    axes.set_xlabel("confidence level")
+    axes.set_ylabel("share of samples above the level")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

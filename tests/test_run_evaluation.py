@@ -1,0 +1,50 @@
+import json
+import os
+
+import matplotlib.image
+import numpy as np
+
+from data_files import write_mnist
+from proto_tf import run_evaluation
+from proto_tf.config import ExperimentConfig
+from proto_tf.data import shift
+from proto_tf.training import Trainer
+
+
+def test_evaluation_writes_report_and_plots(tmp_path):
+    data_dir = str(tmp_path / "fashion")
+    write_mnist(data_dir, train=80, test=30)
+    config = ExperimentConfig(
+        dataset="fashion_mnist", attention="softmax", data_dir=data_dir,
+        model_dir=str(tmp_path / "run"), train_steps=2, batch_size=8, train_database_size=16,
+        infer_database_size=40, validation_fraction=0.0, value_size=8, resnet_depth=8,
+        dense_units=(8,), eval_batch_size=32,
+    )  # fmt: skip
+    Trainer(config, verbose=False).train()
+    report = run_evaluation.evaluate_model_dir(
+        config.model_dir, checkpoint="last", shift_data_dirs={"mnist": data_dir}
+    )
+    with open(tmp_path / "run" / "evaluation" / "evaluation.json") as handle:
+        assert json.load(handle)["test"] == report["test"]
+    curve = report["test"]["coverage_curve"]
+    assert curve[0]["threshold"] == 0.0 and curve[0]["kept"] == 1.0
+    assert curve[0]["accuracy"] == report["test"]["accuracy"]
+    assert all(a["kept"] >= b["kept"] for a, b in zip(curve, curve[1:]))
+    assert set(report["shift"]) == {"fashion_mnist (test)", "rotated fashion_mnist", "mnist"}
+    for shares in report["shift"].values():
+        assert all(1 >= a >= b >= 0 for a, b in zip(shares, shares[1:]))
+    for key in ("coverage_png", "shift_png"):
+        image = matplotlib.image.imread(report[key])
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+        assert os.path.getsize(report[key]) > 10_000
+
+
+def test_rotation_and_grey_conversion():
+    images = np.arange(2 * 32 * 32 * 3, dtype=np.uint8).reshape(2, 32, 32, 3)
+    from proto_tf.data import Split
+
+    split = Split(images, np.array([0, 1]), np.array([0, 1]))
+    grey = shift.as_fashion_mnist_inputs(split)
+    assert grey.inputs.shape == (2, 28, 28, 1) and grey.inputs.dtype == np.uint8
+    square = Split(images[..., :1], np.array([0, 1]), np.array([0, 1]))
+    np.testing.assert_array_equal(shift.rotated(square).inputs[0, :, :, 0], np.rot90(images[0, :, :, 0]))
