@@ -1,0 +1,81 @@
+"""Side-by-side tables of the paper's numbers and a run's own."""
+
+import json
+import os
+import platform
+
+from proto_tf.paper import REPORTED
+
+
+def experiment_key(config):
+    """The paper's name for the experiment a config describes (see paper.REPORTED)."""
+    method = "baseline" if config["attention"] == "none" else config["attention"]
+    if config.get("label_noise"):
+        noise = f"noise{int(round(config['label_noise'] * 100))}"
+        if config["attention"] == "none":
+            method = "dropout" if config.get("encoder_dropout") else "baseline"
+        else:
+            method = "sparsemax_sparsity"
+        return f"{config['dataset']}_{noise}_{method}"
+    if config["attention"] == "sparsemax" and config.get("sparsity_weight"):
+        method = "sparsemax_sparsity"
+    return f"{config['dataset']}_{method}"
+
+
+def read_summary(model_dir):
+    with open(os.path.join(model_dir, "summary.json")) as handle:
+        return json.load(handle)
+
+
+def comparison_row(summary):
+    """One row: the paper's accuracy and prototype counts next to the run's, with the
+    scale the run had."""
+    config = summary["config"]
+    key = experiment_key(config)
+    test = summary.get("test_best", summary["test_last"])
+    paper = REPORTED.get(key, {})
+    ours = 100 * test["accuracy"]
+    row = {
+        "experiment": key,
+        "paper_accuracy": paper.get("accuracy"),
+        "accuracy": round(ours, 2),
+        "gap": None if "accuracy" not in paper else round(ours - paper["accuracy"], 2),
+        "paper_prototypes": paper.get("prototypes"),
+        "prototypes": None,
+        "steps": summary["steps"],
+        "database": f"{config['train_database_size']}/{config['infer_database_size']}",
+        "train_minutes": round(summary["train_seconds"] / 60, 1),
+    }
+    if "median_prototypes_95" in test:
+        row["prototypes"] = tuple(
+            int(test[f"median_prototypes_{p}"]) for p in (50, 90, 95)
+        )
+    return row
+
+
+def markdown_table(rows, hardware=None):
+    """Rows of `comparison_row` as a Markdown table."""
+    hardware = hardware or f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    lines = [
+        f"Hardware: {hardware}. Prototypes: median count for 50/90/95 % of the weight; "
+        "database: D_train/D_infer.",
+        "",
+        "| experiment | paper acc. % | ours % | gap | paper prototypes | ours | steps | database | train min |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def show(value):
+        if value is None:
+            return "–"
+        if isinstance(value, (tuple, list)):
+            return "/".join(str(v) for v in value)
+        return str(value)
+
+    for row in rows:
+        gap = "–" if row["gap"] is None else f"{row['gap']:+.2f}"
+        lines.append(
+            f"| {row['experiment']} | {show(row['paper_accuracy'])} | {row['accuracy']:.2f} | {gap} | "
+            f"{show(row['paper_prototypes'])} | {show(row['prototypes'])} | {row['steps']} | "
+            f"{row['database']} | {row['train_minutes']} |"
+        )
+    return "\n".join(lines)

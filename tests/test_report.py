@@ -1,0 +1,30 @@
+from proto_tf import report
+
+
+def _summary(**config):
+    base = {"dataset": "adult", "attention": "sparsemax", "sparsity_weight": 0.0,
+            "label_noise": 0.0, "encoder_dropout": 0.0, "train_database_size": 4096,
+            "infer_database_size": 15360}  # fmt: skip
+    base.update(config)
+    test = {"accuracy": 0.8512, "median_prototypes_50": 18.0, "median_prototypes_90": 50.0,
+            "median_prototypes_95": 61.0}  # fmt: skip
+    return {"config": base, "steps": 11500, "train_seconds": 1200.0, "test_last": test}
+
+
+def test_experiment_keys_match_the_paper_tables():
+    assert report.experiment_key({"dataset": "adult", "attention": "none"}) == "adult_baseline"
+    assert report.experiment_key(
+        {"dataset": "fashion_mnist", "attention": "sparsemax", "sparsity_weight": 3e-4}
+    ) == "fashion_mnist_sparsemax_sparsity"
+    assert report.experiment_key(
+        {"dataset": "cifar10", "attention": "none", "label_noise": 0.6, "encoder_dropout": 0.3}
+    ) == "cifar10_noise60_dropout"
+
+
+def test_row_and_table_show_the_gap():
+    row = report.comparison_row(_summary())
+    assert row["paper_accuracy"] == 85.58 and row["accuracy"] == 85.12 and row["gap"] == -0.46
+    assert row["paper_prototypes"] == (20, 57, 67) and row["prototypes"] == (18, 50, 61)
+    table = report.markdown_table([row], hardware="test machine")
+    assert "| adult_sparsemax | 85.58 | 85.12 | -0.46 | 20/57/67 | 18/50/61 | 11500 | 4096/15360 | 20.0 |" in table
+    assert "test machine" in table
