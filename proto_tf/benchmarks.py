@@ -3,7 +3,6 @@
 import tempfile
 import time
 
-import numpy as np
 
 from proto_tf.data import candidates
 from proto_tf.training import Trainer

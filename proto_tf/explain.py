@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from proto_tf.data import adult, dataset_info, images, load_dataset, text  # noqa: E402
+from proto_tf.data import adult, dataset_info, load_dataset, text  # noqa: E402
 
 
 def load_raw(dataset, data_dir):

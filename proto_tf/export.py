@@ -194,11 +194,7 @@ def export_model_dir(
     from proto_tf import training  # Heavy; only this entry point needs it.
     from proto_tf.data import dataset_info, inference_database
 
-    config = training.read_config(model_dir)
-    if data_dir is not None:
-        config.data_dir = data_dir
-    dataset = training.load_experiment_dataset(config)
-    config, model, _ = training.load_trained_model(model_dir, dataset, checkpoint)
+    config, dataset, model, _ = training.load_run(model_dir, checkpoint, data_dir)
     info = dataset_info(config.dataset)
     database = inference_database(
         dataset.train, infer_database_size or config.infer_database_size, config.seed,

@@ -13,7 +13,6 @@ Training (Eq. 1 + Eq. 2), per example with label y and candidate weights p:
 import dataclasses
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from proto_tf import metrics

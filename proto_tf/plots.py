@@ -12,16 +12,8 @@ def plot_coverage(curves, path, title="Accuracy against the share of predictions
     for label, curve in curves.items():
         points = [(c["kept"], c["accuracy"]) for c in curve if c["accuracy"] is not None]
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-    axes.set_xlabel("share of test samples predicted")
-    axes.set_ylabel("accuracy")
-    axes.set_title(title)
     axes.invert_xaxis()
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, axes, "share of test samples predicted", "accuracy", title, path)
 
 
 def plot_shift(shares, levels, path, title="Share of samples above each confidence level"):
@@ -29,8 +21,12 @@ def plot_shift(shares, levels, path, title="Share of samples above each confiden
     figure, axes = plt.subplots(figsize=(5, 4))
     for label, values in shares.items():
         axes.plot(levels, values, marker="o", label=label)
-    axes.set_xlabel("confidence level")
-    axes.set_ylabel("share of samples above the level")
+    return _save(figure, axes, "confidence level", "share of samples above the level", title, path)
+
+
+def _save(figure, axes, xlabel, ylabel, title, path):
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()

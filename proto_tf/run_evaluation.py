@@ -20,11 +20,7 @@ def evaluate_model_dir(
     each confidence level on shifted sets (rotated Fashion-MNIST, and MNIST / CIFAR-10
     when `shift_data_dirs` names their folders). Writes `evaluation.json` and PNGs
     to `output_dir` (default `<model_dir>/evaluation`); returns the report dict."""
-    config = training.read_config(model_dir)
-    if data_dir is not None:
-        config.data_dir = data_dir
-    dataset = training.load_experiment_dataset(config)
-    config, model, checkpoint_path = training.load_trained_model(model_dir, dataset, checkpoint)
+    config, dataset, model, checkpoint_path = training.load_run(model_dir, checkpoint, data_dir)
     info = dataset_info(config.dataset)
     size = infer_database_size or config.infer_database_size
     evaluator = evaluation.Evaluator(model, dataset.preprocess, config.eval_batch_size)

@@ -292,3 +292,14 @@ def load_trained_model(model_dir, dataset, checkpoint="best"):
     # Only the model: the optimizer's variables in the checkpoint are not needed.
     make_checkpoint(model).restore(path).expect_partial().assert_existing_objects_matched()
     return config, model, path
+
+
+def load_run(model_dir, checkpoint="best", data_dir=None):
+    """`(config, dataset, model, checkpoint_path)` of a run in `model_dir`, its data
+    read from `data_dir` when given (else from where the run read it)."""
+    config = read_config(model_dir)
+    if data_dir is not None:
+        config.data_dir = data_dir
+    dataset = load_experiment_dataset(config)
+    config, model, path = load_trained_model(model_dir, dataset, checkpoint)
+    return config, dataset, model, path

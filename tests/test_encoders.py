@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from proto_tf.encoders import VDCNN, KMaxPooling, ResNet, TabularLSTM
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from data_files import write_adult, write_mnist
 from proto_tf.config import ExperimentConfig
-from proto_tf.training import NonFiniteLossError, Trainer, load_experiment_dataset
+from proto_tf.training import NonFiniteLossError, Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

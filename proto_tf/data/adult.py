@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.data.common import LoadedDataset, Split, missing_data
+from proto_tf.data.common import Split, missing_data
 
 URL = "https://archive.ics.uci.edu/static/public/2/adult.zip"
 TRAIN_FILE, TEST_FILE = "adult.data", "adult.test"
@@ -161,15 +161,3 @@ def load(data_dir):
         columns, labels = read_adult_csv(path)
         splits.append(Split(featurize(columns), labels, np.arange(len(labels))))
     return splits
-
-
-def identity_augment(inputs, seed):
-    """No augmentation for tabular data (Appendix A.3.1)."""
-    del seed
-    return tf.cast(inputs, tf.float32)
-
-
-def identity_preprocess(inputs):
-    return tf.cast(inputs, tf.float32)
-
-

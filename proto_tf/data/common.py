@@ -4,6 +4,7 @@ import dataclasses
 from typing import Callable
 
 import numpy as np
+import tensorflow as tf
 
 
 class MissingDataError(FileNotFoundError):
@@ -63,6 +64,20 @@ class LoadedDataset:
     test: Split
     augment: Callable
     preprocess: Callable
+
+
+def cast_only(dtype):
+    """`(augment, preprocess)` for data used as stored (text, tabular: Appendix A
+    applies no augmentation): both only cast to `dtype`."""
+
+    def preprocess(inputs):
+        return tf.cast(inputs, dtype)
+
+    def augment(inputs, seed):
+        del seed
+        return preprocess(inputs)
+
+    return augment, preprocess
 
 
 def carve_validation(split, fraction, seed):

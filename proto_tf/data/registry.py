@@ -4,7 +4,7 @@ import dataclasses
 import os
 
 from proto_tf.data import adult, images, text
-from proto_tf.data.common import LoadedDataset, carve_validation
+from proto_tf.data.common import LoadedDataset, carve_validation, cast_only
 from proto_tf.data.images import ImageAugmentation
 from proto_tf.data.noise import with_label_noise
 
@@ -113,10 +113,8 @@ def load_dataset(
     train, validation = carve_validation(train, validation_fraction, seed)
     if info.kind == "image":
         augment, preprocess = info.augmentation.augment, info.augmentation.preprocess
-    elif info.kind == "text":
-        augment, preprocess = text.text_augment, text.text_preprocess
     else:
-        augment, preprocess = adult.identity_augment, adult.identity_preprocess
+        augment, preprocess = cast_only(info.input_dtype)
     return LoadedDataset(
         name, num_classes, tuple(class_names), train, validation, test, augment, preprocess
     )

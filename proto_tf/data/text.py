@@ -102,13 +102,3 @@ def load_dbpedia(data_dir):
         texts, labels = read_dbpedia_csv(path)
         splits.append(Split(quantize(texts), labels, np.arange(len(labels))))
     return splits
-
-
-def text_augment(codes, seed):
-    """No augmentation for text (Appendix A.2.1)."""
-    del seed
-    return tf.cast(codes, tf.int32)
-
-
-def text_preprocess(codes):
-    return tf.cast(codes, tf.int32)

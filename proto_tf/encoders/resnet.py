@@ -2,6 +2,8 @@
 
 import keras
 
+from proto_tf.encoders.layers import DenseNormStack
+
 _BN_MOMENTUM = 0.997  # The TF-era official ResNet value.
 
 
@@ -124,14 +126,7 @@ class ResNet(keras.Model):
                     )
                 )
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
-        self.dense_layers = []
-        for index, units in enumerate(self.dense_units):
-            self.dense_layers.append(
-                (
-                    keras.layers.Dense(units, activation="relu", name=f"dense{index + 1}"),
-                    keras.layers.LayerNormalization(name=f"dense{index + 1}_norm"),
-                )
-            )
+        self.head = DenseNormStack(self.dense_units, name="head")
 
     def call(self, images, training=False):
         x = images
@@ -139,10 +134,7 @@ class ResNet(keras.Model):
             x = layer(x, training=training)
         for block in self.blocks:
             x = block(x, training=training)
-        x = self.pool(x)
-        for dense, norm in self.dense_layers:
-            x = norm(dense(x))
-        return x
+        return self.head(self.pool(x))
 
     def get_config(self):
         config = super().get_config()

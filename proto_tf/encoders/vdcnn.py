@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from proto_tf.encoders.layers import DenseNormStack
+
 # 69 characters (Zhang & LeCun, 2015); code 0 is padding and unknown characters.
 VOCABULARY_SIZE = 70
 
@@ -86,13 +88,7 @@ class VDCNN(keras.Model):
                 )
         self.k_max_pooling = KMaxPooling(k, name="k_max_pooling")
         self.flatten = keras.layers.Flatten(name="flatten")
-        self.dense_layers = [
-            (
-                keras.layers.Dense(units, activation="relu", name=f"dense{index + 1}"),
-                keras.layers.LayerNormalization(name=f"dense{index + 1}_norm"),
-            )
-            for index, units in enumerate(self.dense_units)
-        ]
+        self.head = DenseNormStack(self.dense_units, name="head")
 
     def _conv_bn(self, filters, strides, name):
         regularizer = keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
@@ -115,10 +111,7 @@ class VDCNN(keras.Model):
         for group in self.conv_layers:
             for layer in group:
                 x = layer(x, training=training)
-        x = self.flatten(self.k_max_pooling(x))
-        for dense, norm in self.dense_layers:
-            x = norm(dense(x))
-        return x
+        return self.head(self.flatten(self.k_max_pooling(x)))
 
     def get_config(self):
         config = super().get_config()
