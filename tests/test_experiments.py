@@ -99,3 +99,24 @@ def test_dbpedia_softmax_command_runs_end_to_end(tmp_path):
         summary = json.load(handle)
     assert summary["steps"] == 3 and summary["config"]["dataset"] == "dbpedia"
     assert summary["config"]["learning_rate"] == 0.0008  # From flags/dbpedia_softmax.cfg.
+
+
+@pytest.mark.slow
+def test_label_noise_command_writes_the_table(tmp_path):
+    write_cifar10(str(tmp_path / "cifar"), per_batch=12)
+    result = subprocess.run(
+        [
+            sys.executable, os.path.join(REPO, "run", "label_noise.py"), "--noise_levels=0.4",
+            "--small", f"--data_dir={tmp_path / 'cifar'}", f"--runs_dir={tmp_path / 'runs'}",
+            f"--output={tmp_path / 'table.md'}", "--", "--train_steps=2", "--batch_size=8",
+            "--train_database_size=8", "--infer_database_size=16", "--validation_fraction=0",
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (tmp_path / "table.md").read_text()
+    for method, paper in (("baseline", "77.47"), ("dropout", "78.99"), ("sparsemax_sparsity", "80.04")):
+        assert f"| cifar10_noise40_{method} | {paper} |" in table
+    with open(tmp_path / "runs" / "cifar10_noise40_dropout_small" / "summary.json") as handle:
+        config = json.load(handle)["config"]
+    assert config["label_noise"] == 0.4 and config["encoder_dropout"] == 0.5
