@@ -15,8 +15,12 @@ class Evaluator:
         self.model = model
         self.preprocess = preprocess
         self.batch_size = batch_size
+        self.database_split = None  # The split behind the model's database, once set.
         self._encode = tf.function(
             lambda x: model.encode(x, training=False)[1:], reduce_retracing=True
+        )
+        self._features = tf.function(
+            lambda x: _encoder_features_and_values(model, x), reduce_retracing=True
         )
         # The database is an argument, not a capture: a traced function would otherwise
         # keep the database of its first call after the model sets a new one.
@@ -30,6 +34,15 @@ class Evaluator:
                 reduce_retracing=True,
             )
 
+    def features(self, split):
+        """Per-layer features for deep k-NN: `[encoder output, values]` as NumPy arrays."""
+        encoder_outputs, values = [], []
+        for inputs, _ in evaluation_batches(split, self.preprocess, self.batch_size):
+            batch_features = self._features(inputs)
+            encoder_outputs.append(batch_features[0].numpy())
+            values.append(batch_features[1].numpy())
+        return [np.concatenate(encoder_outputs), np.concatenate(values)]
+
     def set_database(self, database_split):
         """Encodes `database_split` (no augmentation) and sets it as the model's database."""
         keys, values = [], []
@@ -40,6 +53,7 @@ class Evaluator:
         self.model.set_database(
             tf.concat(keys, 0), tf.concat(values, 0), database_split.labels, database_split.indices
         )
+        self.database_split = database_split
 
     def predict(self, split, thresholds=metrics.DEFAULT_THRESHOLDS):
         """Per-example predictions on a split, as NumPy arrays.
@@ -69,6 +83,11 @@ class Evaluator:
         if database_split is not None and not self.model.is_baseline:
             self.set_database(database_split)
         return summarize(self.predict(split))
+
+
+def _encoder_features_and_values(model, inputs):
+    features = model.encoder(inputs, training=False)
+    return features, model.value_norm(model.value_head(features))
 
 
 def summarize(predictions, thresholds=metrics.DEFAULT_THRESHOLDS):

@@ -3,7 +3,7 @@
 import json
 import os
 
-from proto_tf import evaluation, plots, training
+from proto_tf import dknn, evaluation, metrics, plots, training
 from proto_tf.data import candidates, dataset_info, load_dataset, shift
 
 
@@ -14,11 +14,15 @@ def evaluate_model_dir(
     infer_database_size=None,
     data_dir=None,
     shift_data_dirs=None,
+    dknn_neighbours=0,
 ):
     """Test accuracy of both paths, median prototype counts, the confidence curve, the
     confidence of right and wrong decisions, and for Fashion-MNIST the shares above
     each confidence level on shifted sets (rotated Fashion-MNIST, and MNIST / CIFAR-10
-    when `shift_data_dirs` names their folders). Writes `evaluation.json` and PNGs
+    when `shift_data_dirs` names their folders). With `dknn_neighbours` > 0, also the
+    curves of deep k-NN confidence and credibility on the same encoder (Fig. 7), with
+    the inference database as its training points and the validation split for
+    calibration. Writes `evaluation.json` and PNGs
     to `output_dir` (default `<model_dir>/evaluation`); returns the report dict."""
     config, dataset, model, checkpoint_path = training.load_run(model_dir, checkpoint, data_dir)
     info = dataset_info(config.dataset)
@@ -39,10 +43,11 @@ def evaluate_model_dir(
     output_dir = output_dir or os.path.join(model_dir, "evaluation")
     os.makedirs(output_dir, exist_ok=True)
     if "coverage_curve" in report["test"]:
-        report["coverage_png"] = plots.plot_coverage(
-            {f"{config.dataset} {config.attention}": report["test"]["coverage_curve"]},
-            os.path.join(output_dir, "coverage.png"),
-        )
+        curves = {f"ProtoAttend ({config.attention})": report["test"]["coverage_curve"]}
+        if dknn_neighbours and dataset.validation is not None:
+            report["dknn"] = _dknn_curves(evaluator, dataset, dknn_neighbours)
+            curves.update(report["dknn"])
+        report["coverage_png"] = plots.plot_coverage(curves, os.path.join(output_dir, "coverage.png"))
         if config.dataset == "fashion_mnist":
             shifted = _shifted_sets(dataset, shift_data_dirs or {})
             report["shift_levels"] = list(evaluation.SHIFT_LEVELS)
@@ -53,6 +58,21 @@ def evaluate_model_dir(
     with open(os.path.join(output_dir, "evaluation.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     return report
+
+
+def _dknn_curves(evaluator, dataset, neighbours):
+    database = evaluator.database_split
+    model = dknn.DeepKNN(
+        evaluator.features(database), database.labels,
+        evaluator.features(dataset.validation), dataset.validation.labels,
+        dataset.num_classes, k=min(neighbours, len(database)),
+    )  # fmt: skip
+    predictions, confidence, credibility = model.predict(evaluator.features(dataset.test))
+    correct = predictions == dataset.test.labels
+    return {
+        f"dkNN confidence (k={model.k})": metrics.coverage_curve(confidence, correct, evaluation.COVERAGE_THRESHOLDS),
+        f"dkNN credibility (k={model.k})": metrics.coverage_curve(credibility, correct, evaluation.COVERAGE_THRESHOLDS),
+    }
 
 
 def _shifted_sets(dataset, shift_data_dirs):

@@ -23,6 +23,7 @@ flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.
 flags.DEFINE_list(
     "shift_data_dirs", [], "For Fashion-MNIST: name=folder pairs of shifted sets (mnist, cifar10)."
 )
+flags.DEFINE_integer("dknn_neighbours", 0, "k of a deep k-NN comparison (Fig. 7); 0 skips it.")
 FLAGS = flags.FLAGS
 
 
@@ -32,7 +33,7 @@ def main(argv):
     shift_dirs = dict(pair.split("=", 1) for pair in FLAGS.shift_data_dirs)
     report = run_evaluation.evaluate_model_dir(
         FLAGS.model_dir, FLAGS.output_dir, FLAGS.checkpoint, FLAGS.infer_database_size,
-        FLAGS.data_dir, shift_dirs,
+        FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours,
     )  # fmt: skip
     print(json.dumps(report, indent=2))
 

@@ -17,13 +17,16 @@ def test_evaluation_writes_report_and_plots(tmp_path):
     config = ExperimentConfig(
         dataset="fashion_mnist", attention="softmax", data_dir=data_dir,
         model_dir=str(tmp_path / "run"), train_steps=2, batch_size=8, train_database_size=16,
-        infer_database_size=40, validation_fraction=0.0, value_size=8, resnet_depth=8,
+        infer_database_size=40, validation_fraction=0.25, value_size=8, resnet_depth=8,
         dense_units=(8,), eval_batch_size=32,
     )  # fmt: skip
     Trainer(config, verbose=False).train()
     report = run_evaluation.evaluate_model_dir(
-        config.model_dir, checkpoint="last", shift_data_dirs={"mnist": data_dir}
+        config.model_dir, checkpoint="last", shift_data_dirs={"mnist": data_dir}, dknn_neighbours=5
     )
+    assert set(report["dknn"]) == {"dkNN confidence (k=5)", "dkNN credibility (k=5)"}
+    for curve in report["dknn"].values():
+        assert curve[0]["kept"] == 1.0 and 0.0 <= curve[0]["accuracy"] <= 1.0
     with open(tmp_path / "run" / "evaluation" / "evaluation.json") as handle:
         assert json.load(handle)["test"] == report["test"]
     curve = report["test"]["coverage_curve"]
