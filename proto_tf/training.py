@@ -140,46 +140,51 @@ class Trainer:
         start = self.restore()
         best_state = self._read_best()
         writers = self._summary_writers()
-        progress = keras.utils.Progbar(config.train_steps, verbose=1 if self.verbose else 0)
         if start:
             print(f"Resuming from step {start} ({self.latest.latest_checkpoint}).")
+        started = time.time()
         if start < config.train_steps:
-            iterator = iter(self._distributed_steps(start))
-            train_step = self._make_step_function()
-            started, window_start, window_step = time.time(), time.time(), start
-            for step in range(start + 1, config.train_steps + 1):
-                logs = train_step(iterator)
-                loss = float(logs["loss"])
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"Loss is {loss} at step {step}; stopping. The last good checkpoint "
-                        f"({self.latest.latest_checkpoint}) is kept: lower --learning_rate "
-                        "or --clip_value and run again to resume from it."
-                    )
-                if step % config.log_every == 0 or step == config.train_steps:
-                    steps_per_second = (step - window_step) / (time.time() - window_start)
-                    window_start, window_step = time.time(), step
-                    scalars = {name: float(value) for name, value in logs.items()}
-                    scalars["steps_per_second"] = steps_per_second
-                    # Keras returns the schedule's value at the current step.
-                    scalars["learning_rate"] = float(tf.identity(self.optimizer.learning_rate))
-                    self._write(writers, "train", scalars, step)
-                    progress.update(step, [(k, scalars[k]) for k in ("loss", "steps_per_second")])
-                    for metric in self.model.metrics:
-                        metric.reset_state()
-                if step % config.checkpoint_every == 0:
-                    self.latest.save(checkpoint_number=step)
-                if self.dataset.validation is not None and (
-                    step % config.eval_every == 0 or step == config.train_steps
-                ):
-                    best_state = self._validate(step, writers, best_state)
-            self.latest.save(checkpoint_number=config.train_steps)
-            train_seconds = time.time() - started
-        else:
-            train_seconds = 0.0
+            best_state = self._run_steps(start, writers, best_state)
+        train_seconds = time.time() - started if start < config.train_steps else 0.0
         summary = self._final_summary(train_seconds, start, best_state)
         self._cleanup()
         return summary
+
+    def _run_steps(self, start, writers, best_state):
+        """Steps `start + 1 .. train_steps` with logging, checkpoints and validation;
+        returns the best validation state."""
+        config = self.config
+        progress = keras.utils.Progbar(config.train_steps, verbose=1 if self.verbose else 0)
+        iterator = iter(self._distributed_steps(start))
+        train_step = self._make_step_function()
+        window = (time.time(), start)  # Start time and step of the steps/s window.
+        for step in range(start + 1, config.train_steps + 1):
+            logs = train_step(iterator)
+            loss = float(logs["loss"])
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"Loss is {loss} at step {step}; stopping. The last good checkpoint "
+                    f"({self.latest.latest_checkpoint}) is kept: lower --learning_rate "
+                    "or --clip_value and run again to resume from it."
+                )
+            if step % config.log_every == 0 or step == config.train_steps:
+                scalars = {name: float(value) for name, value in logs.items()}
+                scalars["steps_per_second"] = (step - window[1]) / (time.time() - window[0])
+                # Keras returns the schedule's value at the current step.
+                scalars["learning_rate"] = float(tf.identity(self.optimizer.learning_rate))
+                self._write(writers, "train", scalars, step)
+                progress.update(step, [(k, scalars[k]) for k in ("loss", "steps_per_second")])
+                for metric in self.model.metrics:
+                    metric.reset_state()  # Logged values are means over the window.
+                window = (time.time(), step)
+            if step % config.checkpoint_every == 0:
+                self.latest.save(checkpoint_number=step)
+            if self.dataset.validation is not None and (
+                step % config.eval_every == 0 or step == config.train_steps
+            ):
+                best_state = self._validate(step, writers, best_state)
+        self.latest.save(checkpoint_number=config.train_steps)
+        return best_state
 
     def _validate(self, step, writers, best_state):
         result = self.evaluate(self.dataset.validation)
