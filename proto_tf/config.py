@@ -38,6 +38,7 @@ class ExperimentConfig:
     sparsity_weight: float = 0.0
     alpha_min: float = 0.45
     alpha_max: float = 0.5
+    candidate_gradients: bool = True  # False: candidates encoded forward-only (faster).
     # Data.
     label_noise: float = 0.0
     validation_fraction: float = 0.1
@@ -113,6 +114,7 @@ def build_model(config, info: DatasetInfo, num_classes):
         sparsity_weight=config.sparsity_weight,
         alpha_range=(config.alpha_min, config.alpha_max),
         seed=config.seed,
+        candidate_gradients=config.candidate_gradients,
         name="proto_attend",
     )
     model.build((None,) + tuple(info.input_shape), input_dtype=info.input_dtype)

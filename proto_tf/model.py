@@ -50,6 +50,10 @@ class ProtoAttend(keras.Model):
       entropy_epsilon: epsilon of Eq. 2.
       seed: seed of the per-step alpha draws (a stateless function of seed and step,
         so every replica draws the same alpha and runs are reproducible).
+      candidate_gradients: True (the paper) back-propagates through the encoder for
+        the candidate database; False encodes candidates forward-only (the key and
+        value heads still learn from them), a cheaper step in the spirit of Section
+        5.1's "less frequent updates" of candidate keys and values.
 
     Training data for `train_step` is a dict with `inputs [B, ...]`, `labels [B]`,
     `candidate_inputs [D, ...]` and, optionally, `candidate_labels [D]`. Under a
@@ -77,6 +81,7 @@ class ProtoAttend(keras.Model):
         alpha_range=(0.45, 0.5),
         entropy_epsilon=1e-6,
         seed=0,
+        candidate_gradients=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -104,6 +109,7 @@ class ProtoAttend(keras.Model):
         self.alpha_range = (low, high)
         self.entropy_epsilon = float(entropy_epsilon)
         self.seed = int(seed)
+        self.candidate_gradients = bool(candidate_gradients)
         self.database = None
 
         # === Layers ===
@@ -252,14 +258,18 @@ class ProtoAttend(keras.Model):
         if self.is_baseline:
             return {"plain_logits": self.decision(self.encoder(inputs, training=training))}
         candidate_inputs = data["candidate_inputs"]
-        batch_size = tf.shape(tf.nest.flatten(inputs)[0])[0]
-        # One encoder pass over inputs and candidates together: batch-norm statistics
-        # cover both, and the work is one large batch instead of two.
-        joint = tf.nest.map_structure(
-            lambda a, b: tf.concat([a, b], axis=0), inputs, candidate_inputs
-        )
-        features = self.encoder(joint, training=training)
-        input_features, candidate_features = features[:batch_size], features[batch_size:]
+        if self.candidate_gradients:
+            batch_size = tf.shape(tf.nest.flatten(inputs)[0])[0]
+            # One encoder pass over inputs and candidates together: batch-norm statistics
+            # cover both, and the work is one large batch instead of two.
+            joint = tf.nest.map_structure(
+                lambda a, b: tf.concat([a, b], axis=0), inputs, candidate_inputs
+            )
+            features = self.encoder(joint, training=training)
+            input_features, candidate_features = features[:batch_size], features[batch_size:]
+        else:
+            input_features = self.encoder(inputs, training=training)
+            candidate_features = tf.stop_gradient(self.encoder(candidate_inputs, training=training))
         queries = self.query_head(input_features)
         values = self.value_norm(self.value_head(input_features))
         candidate_keys = _all_gather(self.key_head(candidate_features))
@@ -354,6 +364,7 @@ class ProtoAttend(keras.Model):
                 "alpha_range": list(self.alpha_range),
                 "entropy_epsilon": self.entropy_epsilon,
                 "seed": self.seed,
+                "candidate_gradients": self.candidate_gradients,
             }
         )
         return config

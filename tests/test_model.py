@@ -176,3 +176,28 @@ def test_toy_training_learns_and_sparsemax_is_sparse(attention):
         assert count_95 < 20  # Out of 1024 candidates.
     else:
         assert count_95 > 20  # Softmax spreads weight over many candidates.
+
+
+def test_forward_only_candidates_stop_gradients_into_the_encoder():
+    rng = np.random.default_rng(5)
+    data = {
+        "inputs": rng.normal(size=(6, 4)).astype(np.float32),
+        "labels": rng.integers(0, 3, 6),
+        "candidate_inputs": rng.normal(size=(12, 4)).astype(np.float32),
+    }
+    faithful = _dense_model("softmax", seed=1)
+    fast = _dense_model("softmax", seed=1, candidate_gradients=False)
+    fast.set_weights(faithful.get_weights())
+    results = {}
+    for name, model in (("faithful", faithful), ("fast", fast)):
+        with tf.GradientTape() as tape:
+            outputs = model.forward_train(data, 0.5, training=True)
+            loss = model.loss_terms(data["labels"], outputs)["loss"]
+        grads = tape.gradient(loss, [model.encoder.kernel, model.key_head.kernel])
+        results[name] = (float(loss), [g.numpy() for g in grads])
+    assert results["fast"][0] == pytest.approx(results["faithful"][0])  # Same forward pass.
+    encoder_fast, key_fast = results["fast"][1]
+    encoder_faithful, key_faithful = results["faithful"][1]
+    np.testing.assert_allclose(key_fast, key_faithful, atol=1e-6)  # Heads still learn.
+    assert np.abs(encoder_fast - encoder_faithful).max() > 1e-4  # The candidate path is cut.
+    assert ProtoAttend.from_config(fast.get_config()).candidate_gradients is False
