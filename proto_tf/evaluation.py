@@ -109,7 +109,8 @@ def summarize(predictions, thresholds=metrics.DEFAULT_THRESHOLDS):
     return summary
 
 
-COVERAGE_THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+COVERAGE_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 1.0, 0.02)) + (0.99, 0.995, 0.999)
+KEPT_FRACTIONS = (0.99, 0.97, 0.95, 0.9, 0.8, 0.5)
 SHIFT_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
@@ -120,6 +121,9 @@ def confidence_report(predictions, thresholds=COVERAGE_THRESHOLDS):
         correct = predictions["predictions"] == predictions["labels"]
         report["coverage_curve"] = metrics.coverage_curve(
             predictions["confidence"], correct, thresholds
+        )
+        report["accuracy_when_keeping"] = metrics.accuracy_when_keeping(
+            predictions["confidence"], correct, KEPT_FRACTIONS
         )
     return report
 

@@ -74,3 +74,13 @@ def fraction_above(confidence, levels):
     """Share of examples whose confidence is at least each level (Fig. 8)."""
     confidence = np.asarray(confidence)
     return [float((confidence >= level).mean()) for level in levels]
+
+
+def accuracy_when_keeping(confidence, correct, fractions):
+    """Accuracy on the `fraction` most confident examples, for each fraction (the
+    paper's "error reached by refraining from x % of predictions")."""
+    order = np.argsort(-np.asarray(confidence), kind="stable")
+    correct = np.asarray(correct, bool)[order]
+    return {
+        float(f): float(correct[: max(1, int(round(f * len(correct))))].mean()) for f in fractions
+    }

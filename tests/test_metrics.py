@@ -63,3 +63,11 @@ def test_coverage_curve_hand_case():
     assert curve[0]["accuracy"] == 0.6 and abs(curve[1]["accuracy"] - 2 / 3) < 1e-12
     assert curve[2]["accuracy"] == 1.0 and curve[3]["accuracy"] is None
     assert metrics.fraction_above(confidence, [0.5, 0.85, 1.0]) == [0.8, 0.2, 0.0]
+
+
+def test_accuracy_when_keeping_the_most_confident():
+    confidence = np.array([0.9, 0.8, 0.6, 0.5, 0.3])
+    correct = np.array([True, True, False, True, False])
+    assert metrics.accuracy_when_keeping(confidence, correct, [1.0, 0.6, 0.4, 0.01]) == {
+        1.0: 0.6, 0.6: 2 / 3, 0.4: 1.0, 0.01: 1.0
+    }
