@@ -122,9 +122,8 @@ def confidence_report(predictions, thresholds=COVERAGE_THRESHOLDS):
         report["coverage_curve"] = metrics.coverage_curve(
             predictions["confidence"], correct, thresholds
         )
-        report["accuracy_when_keeping"] = metrics.accuracy_when_keeping(
-            predictions["confidence"], correct, KEPT_FRACTIONS
-        )
+        kept = metrics.accuracy_when_keeping(predictions["confidence"], correct, KEPT_FRACTIONS)
+        report["accuracy_when_keeping"] = {str(k): v for k, v in kept.items()}  # JSON keys.
     return report
 
 
