@@ -19,9 +19,9 @@ def load_raw(dataset, data_dir):
     info = dataset_info(dataset)
     data_dir = os.path.expanduser(data_dir or info.default_data_dir)
     if dataset == "dbpedia":
-        folder = data_dir if os.path.isfile(os.path.join(data_dir, "train.csv")) else os.path.join(data_dir, "dbpedia_csv")
-        train_texts, train_labels = text.read_dbpedia_csv(os.path.join(folder, "train.csv"))
-        test_texts, test_labels = text.read_dbpedia_csv(os.path.join(folder, "test.csv"))
+        train_path, test_path = text.dbpedia_files(data_dir)
+        train_texts, train_labels = text.read_dbpedia_csv(train_path)
+        test_texts, test_labels = text.read_dbpedia_csv(test_path)
         return {"train": np.array(train_texts), "test": np.array(test_texts),
                 "train_labels": train_labels, "test_labels": test_labels,
                 "class_names": text.CLASS_NAMES}  # fmt: skip

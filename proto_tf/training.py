@@ -257,7 +257,7 @@ class Trainer:
             return
         with writers[name].as_default(step=step):
             for key, value in scalars.items():
-                if isinstance(value, (int, float)) and value is not None:
+                if isinstance(value, (int, float)):  # Skips None (e.g. no wrong decisions).
                     tf.summary.scalar(key, value)
             writers[name].flush()
 
@@ -281,12 +281,11 @@ def read_config(model_dir):
     return config_lib.ExperimentConfig(**values)
 
 
-def load_trained_model(model_dir, dataset, checkpoint="best"):
-    """The model of a finished (or running) experiment, from its `best` checkpoint
-    (the last one when there is no best) or its `last` checkpoint."""
+def load_trained_model(model_dir, config, dataset, checkpoint="best"):
+    """The model of an experiment with `config`, from the `best` checkpoint in
+    `model_dir` (the last one when there is no best) or its `last` checkpoint."""
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}.")
-    config = read_config(model_dir)
     model = config_lib.build_model(config, dataset_info(config.dataset), dataset.num_classes)
     path = None
     if checkpoint == "best":
@@ -296,7 +295,7 @@ def load_trained_model(model_dir, dataset, checkpoint="best"):
         raise FileNotFoundError(f"No checkpoint under {model_dir}/best or {model_dir}/checkpoints.")
     # Only the model: the optimizer's variables in the checkpoint are not needed.
     make_checkpoint(model).restore(path).expect_partial().assert_existing_objects_matched()
-    return config, model, path
+    return model, path
 
 
 def load_run(model_dir, checkpoint="best", data_dir=None):
@@ -306,5 +305,5 @@ def load_run(model_dir, checkpoint="best", data_dir=None):
     if data_dir is not None:
         config.data_dir = data_dir
     dataset = load_experiment_dataset(config)
-    config, model, path = load_trained_model(model_dir, dataset, checkpoint)
+    model, path = load_trained_model(model_dir, config, dataset, checkpoint)
     return config, dataset, model, path

@@ -27,15 +27,6 @@ flags.DEFINE_integer("train_steps_timed", 10, "Training steps timed per dataset.
 FLAGS = flags.FLAGS
 
 
-def _paper_config(dataset, attention):
-    flag_values = flags.FlagValues()
-    experiment_flags.define_flags(flag_values)
-    experiment_flags.parse_with_flagfiles(
-        ["benchmark", f"--dataset={dataset}", f"--attention={attention}"], flag_values
-    )
-    return experiment_flags.config_from_flags(flag_values)
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -45,7 +36,7 @@ def main(argv):
     print("| dataset | batch | D_train | input steps/s | train steps/s | input / train |")
     print("| --- | --- | --- | --- | --- | --- |")
     for dataset in FLAGS.datasets:
-        config = _paper_config(dataset, FLAGS.attention)
+        config = experiment_flags.config_for([f"--dataset={dataset}", f"--attention={FLAGS.attention}"])
         data = load_experiment_dataset(config)
         info = dataset_info(dataset)
         train_rate = benchmarks.training_step_rate(config, data, FLAGS.train_steps_timed)

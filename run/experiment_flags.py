@@ -93,6 +93,15 @@ def _parse_with_flagfiles(argv, user):
     return user([argv[0]] + prefix + argv[1:])
 
 
+def config_for(args):
+    """The ExperimentConfig that `run/train.py ARGS` would train, parsed into a fresh
+    FlagValues (so callers can build several configs in one process)."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    parse_with_flagfiles(["train.py"] + list(args), flag_values)
+    return config_from_flags(flag_values)
+
+
 def config_from_flags(flag_values=flags.FLAGS):
     """The ExperimentConfig described by the parsed flags."""
     values = {}

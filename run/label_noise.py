@@ -27,15 +27,12 @@ FLAGS = flags.FLAGS
 
 
 def _config(experiment, extra):
-    flag_values = flags.FlagValues()
-    experiment_flags.define_flags(flag_values)
-    argv = ["label_noise", f"--experiment={experiment}"] + (["--small"] if FLAGS.small else [])
+    argv = [f"--experiment={experiment}"] + (["--small"] if FLAGS.small else [])
     if FLAGS.data_dir:
         argv.append(f"--data_dir={FLAGS.data_dir}")
     name = experiment + ("_small" if FLAGS.small else "")
     argv.append(f"--model_dir={os.path.join(FLAGS.runs_dir, name)}")
-    experiment_flags.parse_with_flagfiles(argv + list(extra), flag_values)
-    return experiment_flags.config_from_flags(flag_values)
+    return experiment_flags.config_for(argv + list(extra))
 
 
 def main(argv):

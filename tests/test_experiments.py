@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from absl import flags
 
 from data_files import write_adult, write_cifar10, write_dbpedia, write_fruits, write_isic, write_mnist
 from proto_tf.training import Trainer
@@ -27,22 +26,15 @@ WRITERS = {
 }
 
 
-def _config(argv):
-    flag_values = flags.FlagValues()
-    experiment_flags.define_flags(flag_values)
-    experiment_flags.parse_with_flagfiles(["train.py"] + argv, flag_values)
-    return experiment_flags.config_from_flags(flag_values)
-
-
 def test_flagfiles_hold_the_paper_values_and_command_line_overrides():
-    config = _config(["--dataset=fashion_mnist", "--attention=sparsemax"])
+    config = experiment_flags.config_for(["--dataset=fashion_mnist", "--attention=sparsemax"])
     assert (config.learning_rate, config.decay_rate, config.decay_steps) == (0.001, 0.9, 8000)
     assert (config.train_steps, config.batch_size, config.clip_value) == (392000, 128, 20.0)
     assert (config.train_database_size, config.infer_database_size) == (1024, 32768)
     assert config.model_dir == os.path.join("runs", "fashion_mnist_sparsemax")
-    small = _config(["--dataset=cifar10", "--attention=none", "--small", "--train_steps=7"])
+    small = experiment_flags.config_for(["--dataset=cifar10", "--attention=none", "--small", "--train_steps=7"])
     assert small.resnet_depth == 8 and small.dense_units == (256, 512) and small.train_steps == 7
-    noisy = _config(["--experiment=cifar10_noise60_sparsemax_sparsity"])
+    noisy = experiment_flags.config_for(["--experiment=cifar10_noise60_sparsemax_sparsity"])
     assert (noisy.label_noise, noisy.sparsity_weight, noisy.train_steps) == (0.6, 0.0005, 92000)
 
 
@@ -56,7 +48,7 @@ CASES = [
 @pytest.mark.parametrize("dataset,attention", CASES)
 def test_small_variant_trains_end_to_end(tmp_path, dataset, attention):
     WRITERS[dataset](str(tmp_path / "data"))
-    config = _config([
+    config = experiment_flags.config_for([
         f"--dataset={dataset}", f"--attention={attention}", "--small",
         f"--data_dir={tmp_path / 'data'}", f"--model_dir={tmp_path / 'run'}",
         "--train_steps=2", "--batch_size=8", "--train_database_size=8",

@@ -11,7 +11,6 @@ step (each takes its contiguous slice of the batch and of the database).
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.data.common import Split
 
 
 def _seed_pair(seed, step, stream):
@@ -135,7 +134,3 @@ def evaluation_batches(split, preprocess, batch_size=512):
         lambda inputs, labels: (preprocess(inputs), labels), num_parallel_calls=tf.data.AUTOTUNE
     ).prefetch(tf.data.AUTOTUNE)
 
-
-def as_split(inputs, labels):
-    """A Split of in-memory arrays, indexed 0..N-1."""
-    return Split(np.asarray(inputs), np.asarray(labels), np.arange(len(labels)))

@@ -88,17 +88,19 @@ def quantize(texts, batch_size=8192):
     return np.concatenate(parts) if parts else np.zeros([0, SEQUENCE_LENGTH], np.uint8)
 
 
-def load_dbpedia(data_dir):
-    """Train and test splits from `train.csv` / `test.csv` in `data_dir` (or in its
-    `dbpedia_csv/` subfolder)."""
+def dbpedia_files(data_dir):
+    """Paths of `train.csv` and `test.csv` in `data_dir` or its `dbpedia_csv/` subfolder."""
     for folder in (data_dir, os.path.join(data_dir, "dbpedia_csv")):
         paths = [os.path.join(folder, name) for name in ("train.csv", "test.csv")]
         if all(os.path.isfile(path) for path in paths):
-            break
-    else:
-        raise missing_data("DBPedia", [os.path.join(data_dir, n) for n in ("train.csv", "test.csv")], URL)
+            return paths
+    raise missing_data("DBPedia", [os.path.join(data_dir, n) for n in ("train.csv", "test.csv")], URL)
+
+
+def load_dbpedia(data_dir):
+    """Train and test splits from `train.csv` / `test.csv` (see `dbpedia_files`)."""
     splits = []
-    for path in paths:
+    for path in dbpedia_files(data_dir):
         texts, labels = read_dbpedia_csv(path)
         splits.append(Split(quantize(texts), labels, np.arange(len(labels))))
     return splits
