@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import metrics
+from proto_tf import blockwise, metrics
 from proto_tf.data import adult, text
 
 SERVING_SIGNATURE = "serving_default"
@@ -94,14 +94,18 @@ def build_serving_function(model, info, preprocess, database, top_k=5):
         )
         logits = tf.cast(model.decision(weighted_values), tf.float32)
         confidence = metrics.confidence(weights, database.labels, model.num_classes)
-        top = tf.math.top_k(weights, k=min(top_k, int(database.keys.shape[0])))
+        # Block-wise: a selection over every weight would cost more than the
+        # attention itself over millions of prototypes.
+        top_weights, top_indices = blockwise.top_k(
+            weights, min(top_k, int(database.keys.shape[0]))
+        )
         outputs = {
             "class_ids": tf.argmax(logits, -1, output_type=tf.int32),
             "probabilities": tf.nn.softmax(logits),
             "confidence": confidence,
-            "prototype_indices": tf.gather(database.indices, top.indices),
-            "prototype_weights": top.values,
-            "prototype_labels": tf.gather(database.labels, top.indices),
+            "prototype_indices": tf.gather(database.indices, top_indices),
+            "prototype_weights": top_weights,
+            "prototype_labels": tf.gather(database.labels, top_indices),
         }
         if confidence_threshold is not None:
             abstained = confidence < tf.cast(confidence_threshold, tf.float32)

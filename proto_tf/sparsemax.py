@@ -10,6 +10,8 @@ one logit is in the support, so the library uses this implementation only.
 
 import tensorflow as tf
 
+from proto_tf import blockwise
+
 # Computation dtype: low-precision inputs are upcast, since the cumulative sums
 # over thousands of candidates lose the threshold in float16/bfloat16.
 _COMPUTE_DTYPE = tf.float32
@@ -107,7 +109,41 @@ def sparsemax_threshold_top_k(logits, initial_k):
     the true support lies within the top k iff z_(k+1) <= tau_k; then tau_k is the
     exact threshold. Otherwise k doubles (up to the row length) and the check is
     repeated, so the answer is always exact.
+
+    Rows longer than `_MIN_BLOCKED_LENGTH` are first reduced to the blocks that can
+    hold the support (`_support_blocks`), so no selection runs over a whole row.
     """
+    length = logits.shape[-1]
+    if length is None or length < _MIN_BLOCKED_LENGTH:
+        return _threshold_by_doubling(logits, initial_k)
+    rows = tf.reshape(logits, [-1, length])
+    tau = _threshold_by_doubling(_support_blocks(rows, initial_k), initial_k)
+    return tf.reshape(tau, tf.concat([tf.shape(logits)[:-1], [1]], 0))
+
+
+# Rows this long (a database of 8192 candidates or more) are reduced block-wise.
+_MIN_BLOCKED_LENGTH = 64 * blockwise.DEFAULT_BLOCK_SIZE
+
+
+def _support_blocks(rows, initial_k):
+    """The entries of the blocks of `rows` `[R, n]` that may hold sparsemax support.
+
+    The block maxima are a subset of each row, and the threshold of any subset is a
+    lower bound of the row's threshold (dropping entries can only lower it). A block
+    whose maximum is at or below that bound has no entry in the support, and no
+    entry that changes the threshold computed from the kept blocks. Exact for every
+    row; it saves work when the support is spread over few blocks.
+    """
+    blocks, maxima = blockwise.block_maxima(rows)
+    lower_bound = _threshold_by_doubling(maxima, initial_k)
+    needed = tf.reduce_sum(tf.cast(maxima > lower_bound, tf.int32), axis=-1)
+    # At least one block, so that a fully masked row still has a (-inf) entry.
+    kept = tf.math.top_k(maxima, tf.maximum(tf.reduce_max(needed), 1)).indices
+    return blockwise.gather_blocks(blocks, kept)[0]
+
+
+def _threshold_by_doubling(logits, initial_k):
+    """`sparsemax_threshold_top_k` over whole rows."""
     num_logits = tf.shape(logits)[-1]
     k = tf.minimum(tf.constant(initial_k, tf.int32), num_logits)
 

@@ -163,3 +163,54 @@ def test_top_k_inside_tf_function_with_known_shape():
     logits = tf.Variable(np.random.default_rng(8).normal(size=(16, 500)), dtype=tf.float32)
     fn = tf.function(lambda: sparsemax(logits, top_k=4))
     np.testing.assert_allclose(fn().numpy(), sparsemax(logits).numpy(), atol=1e-7)
+
+
+def _long_adversarial_rows(rng, width=20000):
+    """Rows long enough for the block-wise reduction, built to stress it."""
+    spread = rng.normal(size=width) * 3.0  # Ordinary: a support of a few logits.
+    flat = 1.0 + 1e-4 * rng.normal(size=width)  # Every block holds support.
+    concentrated = rng.normal(size=width)
+    concentrated[:50] = 20.0  # Fifty tied logits, all in the first block.
+    scattered = rng.normal(size=width)
+    scattered[::400] = 10.0  # Fifty tied logits, each in a different block.
+    tied_at_threshold = np.full(width, -1.0)
+    tied_at_threshold[[5, 3000, 19999]] = 0.5  # Support ends inside a run of ties...
+    tied_at_threshold[7000] = 1.5  # ...here the threshold is exactly 0.5.
+    masked = rng.normal(size=width)
+    masked[::3] = -np.inf
+    fully_masked = np.full(width, -np.inf)
+    return np.stack(
+        [spread, flat, concentrated, scattered, tied_at_threshold, masked, fully_masked]
+    ).astype(np.float32)
+
+
+@pytest.mark.parametrize("top_k", [1, 64])
+def test_block_wise_top_k_equals_full_sort_on_long_adversarial_rows(top_k):
+    logits = _long_adversarial_rows(np.random.default_rng(9))
+    full = sparsemax(tf.constant(logits)).numpy()
+    fast = sparsemax(tf.constant(logits), top_k=top_k).numpy()
+    np.testing.assert_array_equal(fast, full)
+    # Independent reference (bisection) on the hand-built rows, and their supports.
+    np.testing.assert_allclose(full[:6], sparsemax_bisection(logits[:6]), atol=1e-6)
+    assert (full[1] > 0).sum() > 10000 and (full[2] > 0).sum() == 50
+    assert (full[3] > 0).sum() == 50 and np.flatnonzero(full[4]).tolist() == [7000]
+    assert not full[6].any()
+
+
+def test_block_wise_top_k_on_higher_rank_and_inside_tf_function():
+    logits = np.random.default_rng(10).normal(size=(2, 3, 9000)).astype(np.float32)
+    fn = tf.function(lambda z: sparsemax(z, axis=-1, top_k=8))
+    np.testing.assert_array_equal(fn(logits).numpy(), sparsemax(logits).numpy())
+
+
+def test_block_wise_top_k_gradient_equals_full_gradient():
+    rng = np.random.default_rng(11)
+    x = tf.Variable(rng.normal(size=(4, 10000)) * 3, dtype=tf.float32)
+    upstream = tf.constant(rng.normal(size=(4, 10000)), tf.float32)
+    gradients = []
+    for top_k in (None, 8):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(sparsemax(x, top_k=top_k) * upstream)
+        gradients.append(tape.gradient(loss, x).numpy())
+    np.testing.assert_array_equal(gradients[0], gradients[1])
+    assert np.abs(gradients[0]).sum() > 0
