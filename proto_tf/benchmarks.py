@@ -1,11 +1,17 @@
 """Throughput measurements (run by run/benchmark.py, never by tests)."""
 
+import dataclasses
+import os
+import shutil
 import tempfile
 import time
 
+import numpy as np
+import tensorflow as tf
 
-from proto_tf.data import candidates
-from proto_tf.training import Trainer
+from proto_tf import explain, export, training
+from proto_tf.data import Split, candidates, class_names, dataset_info, text
+from proto_tf.data.common import LoadedDataset, cast_only
 
 
 def _rate(step, steps, warmup):
@@ -36,9 +42,104 @@ def training_step_rate(config, dataset, steps=10, warmup=2):
     with tempfile.TemporaryDirectory() as model_dir:
         config.model_dir = model_dir
         config.train_steps = steps + warmup
-        trainer = Trainer(config, dataset=dataset, verbose=False)
+        trainer = training.Trainer(config, dataset=dataset, verbose=False)
         iterator = iter(trainer._distributed_steps(0))
         step_function = trainer._make_step_function()
         return _rate(lambda: float(step_function(iterator)["loss"]), steps, warmup)
 
 
+
+
+def synthetic_dataset(config, size=4096, seed=0):
+    """A dataset of random examples in the stored form of `config.dataset`, for timing
+    when its files are absent (a step's cost does not depend on the data's content).
+    Tabular and text datasets only."""
+    info = dataset_info(config.dataset)
+    rng = np.random.default_rng(seed)
+    if info.kind == "text":
+        inputs = rng.integers(0, text.len(text.ALPHABET) + 1, size=(size, *info.input_shape))
+    elif info.kind == "tabular":
+        inputs = rng.normal(size=(size, *info.input_shape))
+    else:
+        raise ValueError(f"No synthetic {info.kind} data; use the real {config.dataset} files.")
+    num_classes = len(class_names(config.dataset))
+    split = Split(inputs.astype(info.input_dtype), rng.integers(0, num_classes, size), np.arange(size))
+    augment, preprocess = cast_only(info.input_dtype)
+    return LoadedDataset(config.dataset, num_classes, class_names(config.dataset), split, None,
+                         split, augment, preprocess)  # fmt: skip
+
+
+def jittered_database(split, size, seed=0, scale=0.05):
+    """`size` rows drawn with replacement from a tabular `split`, each feature vector
+    jittered by N(0, scale^2): a stand-in for a larger database of the same kind, in
+    which copies of a row are near, not identical (exact copies would tie)."""
+    rng = np.random.default_rng(seed)
+    positions = rng.integers(0, len(split), size)
+    inputs = split.inputs[positions] + rng.normal(scale=scale, size=(size, split.inputs.shape[1]))
+    return Split(inputs.astype(split.inputs.dtype), split.labels[positions], split.indices[positions])
+
+
+def seconds_per_call(call, min_calls=3, min_seconds=1.0, warmup=2):
+    """Median wall time of `call()` after `warmup` untimed calls, over at least
+    `min_calls` calls and `min_seconds`."""
+    for _ in range(warmup):
+        call()
+    times = []
+    while len(times) < min_calls or sum(times) < min_seconds:
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
+    """Serving latency of a trained tabular run against the database size: for each
+    attention (softmax, sparsemax: the run's weights, either normalisation), D and
+    batch, seconds per call of the attention alone, of the serving function in
+    memory, and of the same function loaded from the exported SavedModel.
+
+    Yields one dict per (attention, D, batch).
+    """
+    config = training.read_config(model_dir)
+    dataset = training.load_experiment_dataset(config)
+    info = dataset_info(config.dataset)
+    if info.kind != "tabular":
+        raise ValueError(f"The inference benchmark takes a tabular run, got {config.dataset}.")
+    models = {}
+    for attention in ("softmax", "sparsemax"):
+        attention_config = dataclasses.replace(config, attention=attention)
+        models[attention] = training.load_trained_model(model_dir, attention_config, dataset)[0]
+    raw_test = explain.load_raw(config.dataset, config.data_dir)["test"]
+    for size in database_sizes:
+        database_split = jittered_database(dataset.train, size, config.seed)
+        database = export.encode_database(models["sparsemax"], dataset.preprocess, database_split)
+        for attention, model in models.items():
+            serve = tf.function(
+                lambda raw, model=model: export.build_serving_function(
+                    model, info, dataset.preprocess, database
+                )[0](raw)
+            )
+            path = os.path.join(export_root, f"{attention}_{size}")
+            export.export_saved_model(model, info, dataset.preprocess, database, path)
+            loaded = tf.saved_model.load(path).signatures[export.SERVING_SIGNATURE]
+            attend = tf.function(
+                lambda queries, model=model: model.prototype_attention(
+                    queries, database.keys, database.values
+                )[0]
+            )
+            for batch_size in batch_sizes:
+                raw = explain.serving_inputs(info.kind, explain.take(raw_test, np.arange(batch_size)))
+                queries = model.encode(dataset.preprocess(dataset.test.inputs[:batch_size]))[0]
+                yield {
+                    "attention": attention,
+                    "database_size": size,
+                    "batch_size": batch_size,
+                    "attention_seconds": seconds_per_call(lambda: attend(queries).numpy()),
+                    "in_memory_seconds": seconds_per_call(
+                        lambda: serve(raw)["class_ids"].numpy()
+                    ),
+                    "saved_model_seconds": seconds_per_call(
+                        lambda: loaded(**raw)["class_ids"].numpy()
+                    ),
+                }
+            shutil.rmtree(path)

@@ -60,6 +60,7 @@ class ExperimentConfig:
     log_every: int = 50
     eval_batch_size: int = 512
     deterministic: bool = False
+    jit_compile: bool = False  # XLA for the per-replica step (BENCHMARKS.md: slower on CPU).
 
     def __post_init__(self):
         if self.attention not in ATTENTIONS:

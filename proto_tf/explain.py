@@ -36,13 +36,15 @@ def load_raw(dataset, data_dir):
             "class_names": loaded.class_names}  # fmt: skip
 
 
-def _take(raw, positions):
+def take(raw, positions):
+    """The raw examples at `positions` (a dict of columns for Adult)."""
     if isinstance(raw, dict):
         return {name: column[positions] for name, column in raw.items()}
     return raw[positions]
 
 
-def _serving_inputs(kind, examples):
+def serving_inputs(kind, examples):
+    """Raw examples as the tensors a `serving_default` call takes."""
     if kind == "image":
         return {"images": tf.constant(examples, tf.uint8)}
     if kind == "text":
@@ -60,7 +62,7 @@ def explain(saved_model_path, dataset, raw, positions, batch_size=256):
     positions = np.asarray(positions)
     for start in range(0, len(positions), batch_size):
         chunk = positions[start:start + batch_size]
-        out = {k: v.numpy() for k, v in serve(**_serving_inputs(kind, _take(raw["test"], chunk))).items()}
+        out = {k: v.numpy() for k, v in serve(**serving_inputs(kind, take(raw["test"], chunk))).items()}
         for row, position in enumerate(chunk):
             results.append({
                 "position": int(position),

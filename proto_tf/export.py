@@ -138,29 +138,30 @@ def next_version_dir(export_dir, model_name):
     return os.path.join(base, str(max(versions, default=0) + 1))
 
 
-def export_saved_model(
-    model, info, preprocess, database_split, path, top_k=5, batch_size=512
-):
+def encode_database(model, preprocess, database_split, batch_size=512):
+    """The database split (stored form) encoded without augmentation, as the layer
+    that a SavedModel keeps it in; also set as the model's database."""
+    from proto_tf.evaluation import Evaluator  # Avoid a cycle at import time.
+
+    Evaluator(model, preprocess, batch_size).set_database(database_split)
+    return PrototypeDatabaseLayer(
+        model.database.keys.numpy(),
+        model.database.values.numpy(),
+        database_split.labels,
+        database_split.indices,
+        name="prototype_database",
+    )
+
+
+def export_saved_model(model, info, preprocess, database, path, top_k=5):
     """Writes a SavedModel to `path` for TF Serving.
 
-    The database split (stored form) is encoded once without augmentation and baked
-    in. Signatures: `serving_default` (raw inputs -> class_ids, probabilities,
+    `database` (from `encode_database`; None for a baseline) is baked in.
+    Signatures: `serving_default` (raw inputs -> class_ids, probabilities,
     confidence, prototype_indices/weights/labels) and `abstain` (the same inputs plus
     a per-instance `confidence_threshold`; class_ids is -1 and `abstained` True where
     the confidence is below it). A baseline model returns class_ids and probabilities.
     """
-    from proto_tf.evaluation import Evaluator  # Avoid a cycle at import time.
-
-    database = None
-    if not model.is_baseline:
-        Evaluator(model, preprocess, batch_size).set_database(database_split)
-        database = PrototypeDatabaseLayer(
-            model.database.keys.numpy(),
-            model.database.values.numpy(),
-            database_split.labels,
-            database_split.indices,
-            name="prototype_database",
-        )
     serve, preprocessing_layers = build_serving_function(model, info, preprocess, database, top_k)
     signature = raw_input_signature(info)
 
@@ -200,9 +201,12 @@ def export_model_dir(
 
     config, dataset, model, _ = training.load_run(model_dir, checkpoint, data_dir)
     info = dataset_info(config.dataset)
-    database = inference_database(
-        dataset.train, infer_database_size or config.infer_database_size, config.seed,
-        info.class_shares,
-    )  # fmt: skip
+    database = None
+    if not model.is_baseline:
+        database_split = inference_database(
+            dataset.train, infer_database_size or config.infer_database_size, config.seed,
+            info.class_shares,
+        )  # fmt: skip
+        database = encode_database(model, dataset.preprocess, database_split)
     path = next_version_dir(export_dir, model_name or os.path.basename(os.path.normpath(model_dir)))
     return export_saved_model(model, info, dataset.preprocess, database, path, top_k)

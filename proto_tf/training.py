@@ -115,10 +115,16 @@ class Trainer:
 
     def _make_step_function(self):
         strategy, model = self.strategy, self.model
+        # XLA compiles the per-replica step; the cross-replica reduction stays outside.
+        replica_step = (
+            tf.function(model.train_step, jit_compile=True)
+            if self.config.jit_compile
+            else model.train_step
+        )
 
         @tf.function
         def train_step(iterator):
-            logs = strategy.run(model.train_step, args=(next(iterator),))
+            logs = strategy.run(replica_step, args=(next(iterator),))
             return {
                 name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                 for name, value in logs.items()

@@ -28,6 +28,9 @@ _HELP = {
     "strategy": "auto, one_device, mirrored, or multi_worker (from TF_CONFIG).",
     "train_database_size": "Candidates sampled at every training step (D_train).",
     "infer_database_size": "Candidates in the evaluation/inference database (D_infer).",
+    "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "
+    "--nocandidate_gradients encodes them forward-only.",
+    "jit_compile": "Compile the training step with XLA.",
 }
 
 

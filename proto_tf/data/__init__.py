@@ -4,7 +4,7 @@ sample a fresh candidate database at every training step."""
 from proto_tf.data.candidates import evaluation_batches, inference_database, training_batches
 from proto_tf.data.common import LoadedDataset, MissingDataError, Split
 from proto_tf.data.noise import corrupt_labels
-from proto_tf.data.registry import DATASETS, DatasetInfo, dataset_info, load_dataset
+from proto_tf.data.registry import DATASETS, DatasetInfo, class_names, dataset_info, load_dataset
 
 __all__ = [
     "DATASETS",
@@ -12,6 +12,7 @@ __all__ = [
     "LoadedDataset",
     "MissingDataError",
     "Split",
+    "class_names",
     "corrupt_labels",
     "dataset_info",
     "evaluation_batches",

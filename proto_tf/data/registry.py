@@ -65,6 +65,12 @@ _CLASS_NAMES = {
 }  # fmt: skip
 
 
+def class_names(name):
+    """The class names of dataset `name`, in label order."""
+    dataset_info(name)  # Validates the name.
+    return _CLASS_NAMES[name]
+
+
 def dataset_info(name):
     """The DatasetInfo of `name`; a ValueError lists the valid names."""
     if name not in DATASETS:
