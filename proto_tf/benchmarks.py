@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -48,6 +49,15 @@ def training_step_rate(config, dataset, steps=10, warmup=2):
         return _rate(lambda: float(step_function(iterator)["loss"]), steps, warmup)
 
 
+def training_step_seconds(config, dataset, steps=10, dtype_policy="float32"):
+    """Seconds per training step of `config` with the Keras `dtype_policy` (e.g.
+    "mixed_bfloat16"); the global policy is restored afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype_policy)
+    try:
+        return 1.0 / training_step_rate(config, dataset, steps)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def synthetic_dataset(config, size=4096, seed=0):
@@ -57,7 +67,7 @@ def synthetic_dataset(config, size=4096, seed=0):
     info = dataset_info(config.dataset)
     rng = np.random.default_rng(seed)
     if info.kind == "text":
-        inputs = rng.integers(0, text.len(text.ALPHABET) + 1, size=(size, *info.input_shape))
+        inputs = rng.integers(0, len(text.ALPHABET) + 1, size=(size, *info.input_shape))
     elif info.kind == "tabular":
         inputs = rng.normal(size=(size, *info.input_shape))
     else:

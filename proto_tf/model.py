@@ -277,6 +277,7 @@ class ProtoAttend(keras.Model):
         weighted_values, weights = self.prototype_attention(
             queries, candidate_keys, candidate_values
         )
+        alpha = tf.cast(alpha, values.dtype)  # Mixed precision: values are bfloat16/float16.
         mixed_values = alpha * values + (1.0 - alpha) * weighted_values
         return {
             "plain_logits": self.decision(values),

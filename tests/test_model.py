@@ -201,3 +201,33 @@ def test_forward_only_candidates_stop_gradients_into_the_encoder():
     np.testing.assert_allclose(key_fast, key_faithful, atol=1e-6)  # Heads still learn.
     assert np.abs(encoder_fast - encoder_faithful).max() > 1e-4  # The candidate path is cut.
     assert ProtoAttend.from_config(fast.get_config()).candidate_gradients is False
+
+
+def test_mixed_bfloat16_forward_matches_float32():
+    """Under a mixed policy the heads compute in bfloat16 while alpha is float32; the
+    mixed path must still be built (it raised a dtype error) and agree with float32."""
+    rng = np.random.default_rng(6)
+    data = {
+        "inputs": rng.normal(size=(6, 4)).astype(np.float32),
+        "labels": rng.integers(0, 3, 6),
+        "candidate_inputs": rng.normal(size=(12, 4)).astype(np.float32),
+    }
+    reference = _dense_model("sparsemax", seed=1)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = _dense_model("sparsemax", seed=1)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    mixed.set_weights(reference.get_weights())
+    outputs = {
+        name: model.forward_train(data, tf.constant(0.45), training=False)
+        for name, model in (("float32", reference), ("mixed", mixed))
+    }
+    assert outputs["mixed"]["mixed_logits"].dtype == tf.bfloat16
+    for key in ("mixed_logits", "prototype_logits"):
+        np.testing.assert_allclose(
+            tf.cast(outputs["mixed"][key], tf.float32).numpy(),
+            outputs["float32"][key].numpy(),
+            atol=0.05,
+            rtol=0.05,
+        )
