@@ -39,6 +39,9 @@ class ExperimentConfig:
     alpha_min: float = 0.45
     alpha_max: float = 0.5
     candidate_gradients: bool = True  # False: candidates encoded forward-only (faster).
+    # > 0: encode this many fresh candidates per step into a memory of the last
+    # train_database_size encodings, and attend over the memory (forward-only).
+    candidate_refresh: int = 0
     # Data.
     label_noise: float = 0.0
     validation_fraction: float = 0.1
@@ -62,6 +65,11 @@ class ExperimentConfig:
     deterministic: bool = False
     jit_compile: bool = False  # XLA for the per-replica step (BENCHMARKS.md: slower on CPU).
 
+    @property
+    def candidates_per_step(self):
+        """Candidates the input pipeline samples (and the encoder encodes) per step."""
+        return self.candidate_refresh or self.train_database_size
+
     def __post_init__(self):
         if self.attention not in ATTENTIONS:
             raise ValueError(
@@ -71,6 +79,11 @@ class ExperimentConfig:
                      "checkpoint_every", "eval_every", "log_every"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if not 0 <= self.candidate_refresh <= self.train_database_size:
+            raise ValueError(
+                f"candidate_refresh must be in [0, train_database_size={self.train_database_size}],"
+                f" got {self.candidate_refresh}."
+            )
         self.dense_units = tuple(self.dense_units)
         self.vdcnn_block_filters = tuple(self.vdcnn_block_filters)
 
@@ -115,7 +128,8 @@ def build_model(config, info: DatasetInfo, num_classes):
         sparsity_weight=config.sparsity_weight,
         alpha_range=(config.alpha_min, config.alpha_max),
         seed=config.seed,
-        candidate_gradients=config.candidate_gradients,
+        candidate_gradients=config.candidate_gradients and not config.candidate_refresh,
+        candidate_memory=config.train_database_size if config.candidate_refresh else 0,
         name="proto_attend",
     )
     model.build((None,) + tuple(info.input_shape), input_dtype=info.input_dtype)

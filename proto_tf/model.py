@@ -54,6 +54,12 @@ class ProtoAttend(keras.Model):
         the candidate database; False encodes candidates forward-only (the key and
         value heads still learn from them), a cheaper step in the spirit of Section
         5.1's "less frequent updates" of candidate keys and values.
+      candidate_memory: 0 (the paper) attends over the candidates of the step. N > 0
+        keeps a memory of the encoder outputs of the last N candidates: each step
+        encodes only its own candidates (forward-only) into the oldest slots and
+        attends over the whole memory, whose keys and values the heads recompute
+        (and learn from) every step. The rest of Section 5.1's idea: candidates are
+        encoded once, not once per step. Requires `candidate_gradients=False`.
 
     Training data for `train_step` is a dict with `inputs [B, ...]`, `labels [B]`,
     `candidate_inputs [D, ...]` and, optionally, `candidate_labels [D]`. Under a
@@ -82,6 +88,7 @@ class ProtoAttend(keras.Model):
         entropy_epsilon=1e-6,
         seed=0,
         candidate_gradients=True,
+        candidate_memory=0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -98,6 +105,12 @@ class ProtoAttend(keras.Model):
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
         if sparsity_weight < 0:
             raise ValueError(f"sparsity_weight must be >= 0, got {sparsity_weight}.")
+        if candidate_memory < 0 or (candidate_memory and candidate_gradients):
+            raise ValueError(
+                f"candidate_memory must be 0, or positive with candidate_gradients=False "
+                f"(remembered candidates have no gradient); got {candidate_memory} with "
+                f"candidate_gradients={candidate_gradients}."
+            )
 
         # === Config ===
         self.encoder = encoder
@@ -110,6 +123,7 @@ class ProtoAttend(keras.Model):
         self.entropy_epsilon = float(entropy_epsilon)
         self.seed = int(seed)
         self.candidate_gradients = bool(candidate_gradients)
+        self.candidate_memory = int(candidate_memory)
         self.database = None
 
         # === Layers ===
@@ -162,6 +176,26 @@ class ProtoAttend(keras.Model):
             queries, keys, values = self._heads(features)
             self.prototype_attention(queries, keys, values)
             self.decision(values)
+        if self.candidate_memory:
+            # Replica-local copies (on-read synchronisation): every replica writes the
+            # same all-gathered encodings, so no step needs a collective for them;
+            # checkpoints read the first replica's.
+            self.memory_features = keras.Variable(
+                "zeros",
+                shape=(self.candidate_memory, features.shape[-1]),
+                trainable=False,
+                aggregation="only_first_replica",
+                synchronization="on_read",
+                name="memory_features",
+            )
+            self.memory_writes = keras.Variable(
+                0,
+                dtype="int32",
+                trainable=False,
+                aggregation="only_first_replica",
+                synchronization="on_read",
+                name="memory_writes",
+            )
         self.built = True
 
     # === Forward ===
@@ -272,10 +306,18 @@ class ProtoAttend(keras.Model):
             candidate_features = tf.stop_gradient(self.encoder(candidate_inputs, training=training))
         queries = self.query_head(input_features)
         values = self.value_norm(self.value_head(input_features))
-        candidate_keys = _all_gather(self.key_head(candidate_features))
-        candidate_values = _all_gather(self.value_norm(self.value_head(candidate_features)))
+        candidate_mask = None
+        if self.candidate_memory:
+            candidate_features, candidate_mask = self._remember(
+                _all_gather(candidate_features), write=training
+            )
+            candidate_keys = self.key_head(candidate_features)
+            candidate_values = self.value_norm(self.value_head(candidate_features))
+        else:
+            candidate_keys = _all_gather(self.key_head(candidate_features))
+            candidate_values = _all_gather(self.value_norm(self.value_head(candidate_features)))
         weighted_values, weights = self.prototype_attention(
-            queries, candidate_keys, candidate_values
+            queries, candidate_keys, candidate_values, candidate_mask
         )
         alpha = tf.cast(alpha, values.dtype)  # Mixed precision: values are bfloat16/float16.
         mixed_values = alpha * values + (1.0 - alpha) * weighted_values
@@ -285,6 +327,21 @@ class ProtoAttend(keras.Model):
             "mixed_logits": self.decision(mixed_values),
             "weights": weights,
         }
+
+    def _remember(self, features, write):
+        """Writes `features [R, F]` over the oldest memory slots (when `write`);
+        returns the memory `[N, F]` and the mask of its filled slots."""
+        size = self.candidate_memory
+        if write:
+            slots = (self.memory_writes + tf.range(tf.shape(features)[0])) % size
+            self.memory_features.assign(
+                tf.tensor_scatter_nd_update(
+                    self.memory_features, slots[:, None], tf.cast(features, self.memory_features.dtype)
+                )
+            )
+            self.memory_writes.assign_add(tf.shape(features)[0])
+        filled = tf.range(size) < self.memory_writes
+        return tf.cast(self.memory_features, features.dtype), filled
 
     def loss_terms(self, labels, outputs):
         """Each term of Eq. 1 and Eq. 2 as a mean over the (per-replica) batch, and
@@ -366,6 +423,7 @@ class ProtoAttend(keras.Model):
                 "entropy_epsilon": self.entropy_epsilon,
                 "seed": self.seed,
                 "candidate_gradients": self.candidate_gradients,
+                "candidate_memory": self.candidate_memory,
             }
         )
         return config

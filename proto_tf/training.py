@@ -102,7 +102,7 @@ class Trainer:
                 self.dataset.train,
                 self.dataset.augment,
                 config.batch_size,
-                config.train_database_size,
+                config.candidates_per_step,
                 seed=config.seed,
                 start_step=start,
                 num_steps=config.train_steps - start,
@@ -110,7 +110,7 @@ class Trainer:
             )
 
         return distribute.distribute_steps(
-            self.strategy, global_steps, config.batch_size, config.train_database_size
+            self.strategy, global_steps, config.batch_size, config.candidates_per_step
         )
 
     def _make_step_function(self):

@@ -31,6 +31,9 @@ _HELP = {
     "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "
     "--nocandidate_gradients encodes them forward-only.",
     "jit_compile": "Compile the training step with XLA.",
+    "candidate_refresh": "0 (the paper): encode all D_train candidates every step. R > 0: "
+    "encode R fresh candidates per step (forward-only) into a memory of the last D_train "
+    "candidate encodings and attend over it.",
 }
 
 

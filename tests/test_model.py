@@ -231,3 +231,33 @@ def test_mixed_bfloat16_forward_matches_float32():
             atol=0.05,
             rtol=0.05,
         )
+
+
+def test_candidate_memory_attends_over_the_last_candidates_written():
+    """A memory of 8 written with 3 candidates per step wraps around: after three
+    steps it holds candidates 1..8 of the 9 written, and attending over it equals
+    attending over those candidates directly."""
+    rng = np.random.default_rng(7)
+    candidates = rng.normal(size=(9, 4)).astype(np.float32)
+    data = {"inputs": rng.normal(size=(5, 4)).astype(np.float32), "labels": rng.integers(0, 3, 5)}
+    memory = _dense_model("sparsemax", seed=2, candidate_gradients=False, candidate_memory=8)
+    direct = _dense_model("sparsemax", seed=2, candidate_gradients=False)
+    for layer_name in ("encoder", "query_head", "key_head", "value_head", "value_norm", "decision"):
+        getattr(direct, layer_name).set_weights(getattr(memory, layer_name).get_weights())
+    first = memory.forward_train({**data, "candidate_inputs": candidates[:3]}, 0.5, training=True)
+    # One write: only slots 0-2 are filled, the others get no weight.
+    assert not first["weights"].numpy()[:, 3:].any()
+    for start in (3, 6):
+        memory.forward_train({**data, "candidate_inputs": candidates[start:start + 3]}, 0.5)
+    # Slot 0 now holds candidate 8 (the wrap), slots 1-7 candidates 1-7.
+    expected = np.concatenate([candidates[8:9], candidates[1:8]])
+    np.testing.assert_allclose(
+        memory.memory_features.numpy(), memory.encoder(expected).numpy(), rtol=1e-6
+    )
+    remembered = memory.forward_train({**data, "candidate_inputs": candidates[:0]}, 0.5, training=False)
+    reference = direct.forward_train({**data, "candidate_inputs": expected}, 0.5, training=False)
+    for key in ("weights", "prototype_logits", "mixed_logits"):
+        np.testing.assert_allclose(remembered[key].numpy(), reference[key].numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="candidate_gradients=False"):
+        _dense_model("softmax", candidate_memory=8)
+    assert ProtoAttend.from_config(memory.get_config()).candidate_memory == 8
