@@ -8,6 +8,7 @@ softmax it returns exact zeros, which is what makes ProtoAttend's prototypes few
 one logit is in the support, so the library uses this implementation only.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from proto_tf import blockwise
@@ -139,7 +140,7 @@ def _support_candidates(rows, initial_k):
       computed from them is the one computed from the whole row, bit for bit.
     """
     blocks, maxima = blockwise.block_maxima(rows)
-    lower_bound = _threshold_by_doubling(maxima, initial_k)
+    lower_bound = _subset_lower_bound(maxima)
     needed = tf.reduce_sum(tf.cast(maxima > lower_bound, tf.int32), axis=-1)
     # At least one block, so that a fully masked row still has a (-inf) entry.
     kept = tf.math.top_k(maxima, tf.maximum(tf.reduce_max(needed), 1)).indices
@@ -149,6 +150,32 @@ def _support_candidates(rows, initial_k):
     return candidates.to_tensor(
         default_value=-float("inf"), shape=tf.stack([tf.cast(tf.shape(rows)[0], tf.int64), width])
     )
+
+
+def _subset_lower_bound(subset, iterations=4):
+    """A lower bound of the sparsemax threshold of the rows that hold `subset`
+    (`[R, m]`), without sorting.
+
+    From t = max - 1, each step sets t to the threshold of {z > t} as if that were
+    the support, (sum - 1) / count: Michelot's iteration, which rises toward the
+    subset's threshold and never passes it (the threshold of any set of entries is
+    at most the row's). A margin covers float32 rounding of the sums, so the bound
+    stays a bound; it may be loose, never too high.
+    """
+    row_max = tf.reduce_max(subset, axis=-1, keepdims=True)
+    shift = _row_shift(row_max)
+    shifted = subset - shift  # Entries above t are in [-1, 0]: sums are well-conditioned.
+    t = tf.fill(tf.shape(row_max), tf.constant(-1.0, subset.dtype))
+    for _ in range(iterations):
+        above = shifted > t
+        count = tf.reduce_sum(tf.cast(above, subset.dtype), axis=-1, keepdims=True)
+        total = tf.reduce_sum(tf.where(above, shifted, tf.zeros_like(shifted)), axis=-1, keepdims=True)
+        t = tf.where(count > 0, (total - 1.0) / tf.maximum(count, 1.0), t)
+    # The mean of `count` terms in [-1, 0] is off by at most count * eps.
+    margin = 2.0 * tf.maximum(count, 1.0) * np.finfo(np.float32).eps
+    bound = t - margin + shift
+    # A fully masked row: no entry is above any bound.
+    return tf.where(tf.math.is_finite(row_max), bound, tf.fill(tf.shape(bound), float("inf")))
 
 
 def _threshold_by_doubling(logits, initial_k):
