@@ -23,8 +23,24 @@ def experiment_key(config):
 
 
 def read_summary(model_dir):
-    with open(os.path.join(model_dir, "summary.json")) as handle:
+    """The `summary.json` that `run/train.py` writes at the end of a run."""
+    path = os.path.join(model_dir, "summary.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No {path}: {model_dir} is not a finished run of run/train.py "
+            "(the summary is written when training ends)."
+        )
+    with open(path) as handle:
         return json.load(handle)
+
+
+def _mode(config):
+    """How the run departs from the paper's training step, if it does."""
+    if config.get("candidate_refresh"):
+        return f" (memory, {config['candidate_refresh']} fresh/step)"
+    if config.get("candidate_gradients") is False and config["attention"] != "none":
+        return " (forward-only candidates)"
+    return ""
 
 
 def comparison_row(summary):
@@ -36,13 +52,14 @@ def comparison_row(summary):
     paper = REPORTED.get(key, {})
     ours = 100 * test["accuracy"]
     row = {
-        "experiment": key,
+        "experiment": key + _mode(config),
         "paper_accuracy": paper.get("accuracy"),
         "accuracy": round(ours, 2),
         "gap": None if "accuracy" not in paper else round(ours - paper["accuracy"], 2),
         "paper_prototypes": paper.get("prototypes"),
         "prototypes": None,
         "steps": summary["steps"],
+        "batch": config["batch_size"],
         "database": f"{config['train_database_size']}/{config['infer_database_size']}",
         "train_minutes": round(summary["train_seconds"] / 60, 1),
     }
@@ -60,8 +77,8 @@ def markdown_table(rows, hardware=None):
         f"Hardware: {hardware}. Prototypes: median count for 50/90/95 % of the weight; "
         "database: D_train/D_infer.",
         "",
-        "| experiment | paper acc. % | ours % | gap | paper prototypes | ours | steps | database | train min |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| experiment | paper acc. % | ours % | gap | paper prototypes | ours | steps | batch | database | train min |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def show(value):
@@ -75,7 +92,7 @@ def markdown_table(rows, hardware=None):
         gap = "–" if row["gap"] is None else f"{row['gap']:+.2f}"
         lines.append(
             f"| {row['experiment']} | {show(row['paper_accuracy'])} | {row['accuracy']:.2f} | {gap} | "
-            f"{show(row['paper_prototypes'])} | {show(row['prototypes'])} | {row['steps']} | "
+            f"{show(row['paper_prototypes'])} | {show(row['prototypes'])} | {row['steps']} | {row['batch']} | "
             f"{row['database']} | {row['train_minutes']} |"
         )
     return "\n".join(lines)

@@ -1,10 +1,12 @@
+import pytest
+
 from proto_tf import report
 
 
 def _summary(**config):
     base = {"dataset": "adult", "attention": "sparsemax", "sparsity_weight": 0.0,
             "label_noise": 0.0, "encoder_dropout": 0.0, "train_database_size": 4096,
-            "infer_database_size": 15360}  # fmt: skip
+            "infer_database_size": 15360, "batch_size": 128}  # fmt: skip
     base.update(config)
     test = {"accuracy": 0.8512, "median_prototypes_50": 18.0, "median_prototypes_90": 50.0,
             "median_prototypes_95": 61.0}  # fmt: skip
@@ -26,5 +28,18 @@ def test_row_and_table_show_the_gap():
     assert row["paper_accuracy"] == 85.58 and row["accuracy"] == 85.12 and row["gap"] == -0.46
     assert row["paper_prototypes"] == (20, 57, 67) and row["prototypes"] == (18, 50, 61)
     table = report.markdown_table([row], hardware="test machine")
-    assert "| adult_sparsemax | 85.58 | 85.12 | -0.46 | 20/57/67 | 18/50/61 | 11500 | 4096/15360 | 20.0 |" in table
+    assert "| adult_sparsemax | 85.58 | 85.12 | -0.46 | 20/57/67 | 18/50/61 | 11500 | 128 | 4096/15360 | 20.0 |" in table
     assert "test machine" in table
+
+
+def test_rows_name_the_cheaper_training_modes():
+    fast = report.comparison_row(_summary(candidate_gradients=False))
+    memory = report.comparison_row(_summary(candidate_gradients=True, candidate_refresh=128))
+    assert fast["experiment"] == "adult_sparsemax (forward-only candidates)"
+    assert memory["experiment"] == "adult_sparsemax (memory, 128 fresh/step)"
+    assert fast["paper_accuracy"] == 85.58  # Still compared with the paper's row.
+
+
+def test_missing_summary_names_the_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
+        report.read_summary(str(tmp_path))
