@@ -8,7 +8,8 @@ input: steps/s of the input pipeline alone against steps/s of a full training st
   the paper's batch size and D_train (each dataset's flagfile), in the same run.
 train: ms per training step of each encoder family (small variants, the paper's batch
   and D_train) for the baseline encoder, ProtoAttend as in the paper, with
-  candidates encoded forward-only, with XLA, and with mixed precision.
+  candidates encoded forward-only, with a candidate memory refreshed by 128 per step,
+  with XLA, and with mixed precision.
 inference: latency of a trained tabular run against D_infer, batch 1 and 128, softmax
   and sparsemax: the attention alone, the serving function in memory, and the same
   function from the exported SavedModel.
@@ -34,7 +35,8 @@ flags.DEFINE_list("datasets", ["adult", "fashion_mnist"], "input: datasets to me
 flags.DEFINE_string("attention", "softmax", "input, train: attention of the measured model.")
 flags.DEFINE_integer("train_steps_timed", 10, "input, train: training steps timed per row.")
 flags.DEFINE_list(
-    "train_modes", ["baseline", "faithful", "fast", "faithful_xla", "fast_xla", "faithful_bfloat16"],
+    "train_modes",
+    ["baseline", "faithful", "fast", "memory", "faithful_xla", "fast_xla", "faithful_bfloat16"],
     "train: modes to time (see TRAIN_MODES).",
 )
 flags.DEFINE_list(
@@ -52,6 +54,7 @@ TRAIN_MODES = {
     "baseline": (["--attention=none"], "float32"),
     "faithful": ([], "float32"),
     "fast": (["--nocandidate_gradients"], "float32"),
+    "memory": (["--candidate_refresh=128"], "float32"),
     "faithful_xla": (["--jit_compile"], "float32"),
     "fast_xla": (["--nocandidate_gradients", "--jit_compile"], "float32"),
     "faithful_bfloat16": ([], "mixed_bfloat16"),
