@@ -13,6 +13,16 @@ def _dense_model(attention, **kwargs):
     return model
 
 
+def _training_data(seed):
+    """A batch of 6 inputs with 12 candidates for the 4-feature dense models."""
+    rng = np.random.default_rng(seed)
+    return {
+        "inputs": rng.normal(size=(6, 4)).astype(np.float32),
+        "labels": rng.integers(0, 3, 6),
+        "candidate_inputs": rng.normal(size=(12, 4)).astype(np.float32),
+    }
+
+
 def _numpy_forward(model, x, normalization):
     """The model's forward pass written out in NumPy from its weights."""
     def dense(layer, inputs, relu=True):
@@ -179,12 +189,7 @@ def test_toy_training_learns_and_sparsemax_is_sparse(attention):
 
 
 def test_forward_only_candidates_stop_gradients_into_the_encoder():
-    rng = np.random.default_rng(5)
-    data = {
-        "inputs": rng.normal(size=(6, 4)).astype(np.float32),
-        "labels": rng.integers(0, 3, 6),
-        "candidate_inputs": rng.normal(size=(12, 4)).astype(np.float32),
-    }
+    data = _training_data(seed=5)
     faithful = _dense_model("softmax", seed=1)
     fast = _dense_model("softmax", seed=1, candidate_gradients=False)
     fast.set_weights(faithful.get_weights())
@@ -206,12 +211,7 @@ def test_forward_only_candidates_stop_gradients_into_the_encoder():
 def test_mixed_bfloat16_forward_matches_float32():
     """Under a mixed policy the heads compute in bfloat16 while alpha is float32; the
     mixed path must still be built (it raised a dtype error) and agree with float32."""
-    rng = np.random.default_rng(6)
-    data = {
-        "inputs": rng.normal(size=(6, 4)).astype(np.float32),
-        "labels": rng.integers(0, 3, 6),
-        "candidate_inputs": rng.normal(size=(12, 4)).astype(np.float32),
-    }
+    data = _training_data(seed=6)
     reference = _dense_model("sparsemax", seed=1)
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:

@@ -139,16 +139,19 @@ def test_top_k_equals_full_sort_on_random_and_adversarial_rows(top_k):
     assert ((full[500:520] > 0).sum(-1) > 250).all()  # Those rows needed k near 300.
 
 
-def test_top_k_gradient_equals_full_gradient():
-    rng = np.random.default_rng(7)
-    x = tf.Variable(rng.normal(size=(30, 200)) * 3, dtype=tf.float32)
-    upstream = tf.constant(rng.normal(size=(30, 200)), tf.float32)
+# 200 wide: the doubling top-k; 10000 wide: the block-wise reduction first.
+@pytest.mark.parametrize("seed, shape", [(7, (30, 200)), (11, (4, 10000))])
+def test_top_k_gradient_equals_full_gradient(seed, shape):
+    rng = np.random.default_rng(seed)
+    x = tf.Variable(rng.normal(size=shape) * 3, dtype=tf.float32)
+    upstream = tf.constant(rng.normal(size=shape), tf.float32)
     gradients = []
     for top_k in (None, 8):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(sparsemax(x, top_k=top_k) * upstream)
         gradients.append(tape.gradient(loss, x).numpy())
     np.testing.assert_array_equal(gradients[0], gradients[1])
+    assert np.abs(gradients[0]).sum() > 0
 
 
 def test_top_k_inside_tf_function_with_unknown_width():
@@ -201,16 +204,3 @@ def test_block_wise_top_k_on_higher_rank_and_inside_tf_function():
     logits = np.random.default_rng(10).normal(size=(2, 3, 9000)).astype(np.float32)
     fn = tf.function(lambda z: sparsemax(z, axis=-1, top_k=8))
     np.testing.assert_array_equal(fn(logits).numpy(), sparsemax(logits).numpy())
-
-
-def test_block_wise_top_k_gradient_equals_full_gradient():
-    rng = np.random.default_rng(11)
-    x = tf.Variable(rng.normal(size=(4, 10000)) * 3, dtype=tf.float32)
-    upstream = tf.constant(rng.normal(size=(4, 10000)), tf.float32)
-    gradients = []
-    for top_k in (None, 8):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(sparsemax(x, top_k=top_k) * upstream)
-        gradients.append(tape.gradient(loss, x).numpy())
-    np.testing.assert_array_equal(gradients[0], gradients[1])
-    assert np.abs(gradients[0]).sum() > 0
