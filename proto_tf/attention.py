@@ -42,9 +42,9 @@ class PrototypeAttention(keras.layers.Layer):
 
     Args:
       normalization: "softmax" or "sparsemax".
-      sparsemax_top_k: initial k of the exact top-k sparsemax (k grows until the
-        result is certified exact); None sorts every row in full. Outputs are the
-        same either way; top-k is several times faster over large databases.
+      sparsemax_top_k: `top_k` of `sparsemax` (its fast exact path; None sorts
+        every row in full). Outputs are the same either way; the fast path is
+        several times faster over large databases.
 
     Call args:
       queries: `[B, d_att]`.

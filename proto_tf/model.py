@@ -368,7 +368,11 @@ class ProtoAttend(keras.Model):
         return terms
 
     def train_step(self, data):
-        alpha = self.sample_alpha(self.optimizer.iterations)
+        return self.train_step_with_alpha(data, self.sample_alpha(self.optimizer.iterations))
+
+    def train_step_with_alpha(self, data, alpha):
+        """`train_step` with Eq. 1's alpha given (for steps compiled by XLA, whose
+        stateless random numbers differ from TensorFlow's for the same seed)."""
         with tf.GradientTape() as tape:
             outputs = self.forward_train(data, alpha, training=True)
             terms = self.loss_terms(data["labels"], outputs)

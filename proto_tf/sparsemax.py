@@ -25,11 +25,13 @@ def sparsemax(logits, axis=-1, top_k=None):
       logits: floating tensor of any rank >= 1. Entries equal to `-inf` are masked:
         they get probability 0. A row whose entries are all `-inf` maps to zeros.
       axis: the axis to normalise over.
-      top_k: None sorts each whole row (O(n log n)). An integer k finds the
-        threshold from the k largest logits instead, and doubles k until every row
-        is certified exact (the (k+1)-th largest logit is at or below the threshold
-        found), so the result is the same; it is much faster when supports are small
-        compared to the row, as they are over large prototype databases.
+      top_k: None sorts each whole row (O(n log n)). An integer k takes the fast
+        exact path: rows of known width sort only the entries above a sort-free
+        lower bound of the threshold; rows of unknown width start from the k
+        largest logits and double k until every row is certified exact (the
+        (k+1)-th largest logit is at or below the threshold found). The result is
+        the full sort's; it is much faster when supports are small compared to the
+        row, as they are over prototype databases.
 
     Returns:
       A tensor of the dtype and shape of `logits`, non-negative, each row summing
@@ -104,21 +106,23 @@ def sparsemax_threshold(logits):
 
 
 def sparsemax_threshold_top_k(logits, initial_k):
-    """The threshold of `sparsemax_threshold`, from the top-k logits of each row.
+    """The threshold of `sparsemax_threshold`, computed from few logits of each row.
 
-    With z_(1) >= z_(2) >= ... and tau_k the threshold computed from the first k,
-    the true support lies within the top k iff z_(k+1) <= tau_k; then tau_k is the
-    exact threshold. Otherwise k doubles (up to the row length) and the check is
-    repeated, so the answer is always exact.
+    Rows of known width are first reduced to the entries above a sort-free lower
+    bound of the threshold (`_support_candidates`): only they can be in the support,
+    and they are the first entries of the row in sorted order, so the threshold
+    sorted from them is the full sort's, bit for bit.
 
-    Rows longer than `_MIN_BLOCKED_LENGTH` are first reduced to the blocks that can
-    hold the support (`_support_blocks`), so no selection runs over a whole row.
+    Rows of unknown width use the top-k logits: with z_(1) >= z_(2) >= ... and tau_k
+    the threshold computed from the first k, the true support lies within the top k
+    iff z_(k+1) <= tau_k; then tau_k is the exact threshold. Otherwise k doubles (up
+    to the row length) and the check is repeated, so the answer is always exact.
     """
     length = logits.shape[-1]
-    if length is None or length < _MIN_BLOCKED_LENGTH:
+    if length is None:
         return _threshold_by_doubling(logits, initial_k)
     rows = tf.reshape(logits, [-1, length])
-    tau = sparsemax_threshold(_support_candidates(rows, initial_k))
+    tau = sparsemax_threshold(_support_candidates(rows))
     return tf.reshape(tau, tf.concat([tf.shape(logits)[:-1], [1]], 0))
 
 
@@ -126,25 +130,29 @@ def sparsemax_threshold_top_k(logits, initial_k):
 _MIN_BLOCKED_LENGTH = 64 * blockwise.DEFAULT_BLOCK_SIZE
 
 
-def _support_candidates(rows, initial_k):
+def _support_candidates(rows):
     """Few entries of each row of `rows` `[R, n]` that have the row's threshold.
 
-    The block maxima are a subset of the row, and the threshold of any subset is a
-    lower bound of the row's threshold (dropping entries can only lower it). Entries
-    at or below that bound are outside the support, and dropping them leaves the
-    threshold unchanged; only blocks whose maximum is above it are searched.
+    The threshold of any subset of a row is a lower bound of the row's threshold
+    (dropping entries can only lower it). Entries at or below such a bound are
+    outside the support, and dropping them leaves the threshold unchanged. Short
+    rows take the bound from all their entries; long rows from their block maxima,
+    and only blocks whose maximum is above it are searched.
 
     Returns:
       `[R, m]`: each row's entries above the bound, padded with `-inf` (m >= 1).
       They are the first entries of the row in sorted order, so the threshold
       computed from them is the one computed from the whole row, bit for bit.
     """
-    blocks, maxima = blockwise.block_maxima(rows)
-    lower_bound = _subset_lower_bound(maxima)
-    needed = tf.reduce_sum(tf.cast(maxima > lower_bound, tf.int32), axis=-1)
-    # At least one block, so that a fully masked row still has a (-inf) entry.
-    kept = tf.math.top_k(maxima, tf.maximum(tf.reduce_max(needed), 1)).indices
-    entries = blockwise.gather_blocks(blocks, kept)[0]
+    if rows.shape[-1] < _MIN_BLOCKED_LENGTH:
+        entries, lower_bound = rows, _subset_lower_bound(rows)
+    else:
+        blocks, maxima = blockwise.block_maxima(rows)
+        lower_bound = _subset_lower_bound(maxima)
+        needed = tf.reduce_sum(tf.cast(maxima > lower_bound, tf.int32), axis=-1)
+        # At least one block, so that a fully masked row still has a (-inf) entry.
+        kept = tf.math.top_k(maxima, tf.maximum(tf.reduce_max(needed), 1)).indices
+        entries = blockwise.gather_blocks(blocks, kept)[0]
     candidates = tf.ragged.boolean_mask(entries, entries > lower_bound)
     width = tf.maximum(tf.reduce_max(candidates.row_lengths()), 1)
     return candidates.to_tensor(

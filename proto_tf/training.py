@@ -115,12 +115,20 @@ class Trainer:
 
     def _make_step_function(self):
         strategy, model = self.strategy, self.model
-        # XLA compiles the per-replica step; the cross-replica reduction stays outside.
-        replica_step = (
-            tf.function(model.train_step, jit_compile=True)
-            if self.config.jit_compile
-            else model.train_step
-        )
+        replica_step = model.train_step
+        if self.config.jit_compile:
+            # XLA compiles the per-replica step; the cross-replica reduction stays outside,
+            # and so does alpha's draw: XLA's stateless random numbers differ from
+            # TensorFlow's for the same seed (tensorflow/tensorflow#121243).
+            compiled_step = tf.function(model.train_step_with_alpha, jit_compile=True)
+
+            def replica_step(data):
+                return compiled_step(data, model.sample_alpha(model.optimizer.iterations))
+
+            if not model.is_baseline:
+                # XLA needs static shapes, and sparsemax's fast path sizes its work by
+                # the data; the full sort gives the same weights.
+                model.prototype_attention.sparsemax_top_k = None
 
         @tf.function
         def train_step(iterator):

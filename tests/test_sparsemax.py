@@ -133,13 +133,18 @@ def test_top_k_equals_full_sort_on_random_and_adversarial_rows(top_k):
     masked_rows[0] = -np.inf
     logits = np.concatenate([random_rows, uniform_rows, tied_rows, masked_rows])
     full = sparsemax(tf.constant(logits)).numpy()
-    fast = sparsemax(tf.constant(logits), top_k=top_k).numpy()
-    np.testing.assert_array_equal(fast, full)
+    # Known width: the sort-free bound. Unknown width: k doubles until certified.
+    bounded = sparsemax(tf.constant(logits), top_k=top_k).numpy()
+    doubling = tf.function(
+        lambda z: sparsemax(z, top_k=top_k), input_signature=[tf.TensorSpec([None, None])]
+    )(logits).numpy()
+    np.testing.assert_array_equal(bounded, full)
+    np.testing.assert_array_equal(doubling, full)
     np.testing.assert_allclose(full[520:540], sparsemax_bisection(tied_rows), atol=1e-7)
     assert ((full[500:520] > 0).sum(-1) > 250).all()  # Those rows needed k near 300.
 
 
-# 200 wide: the doubling top-k; 10000 wide: the block-wise reduction first.
+# 200 wide: the bound from the whole row; 10000 wide: from the block maxima.
 @pytest.mark.parametrize("seed, shape", [(7, (30, 200)), (11, (4, 10000))])
 def test_top_k_gradient_equals_full_gradient(seed, shape):
     rng = np.random.default_rng(seed)
@@ -168,17 +173,17 @@ def test_top_k_inside_tf_function_with_known_shape():
     np.testing.assert_allclose(fn().numpy(), sparsemax(logits).numpy(), atol=1e-7)
 
 
-def _long_adversarial_rows(rng, width=20000):
-    """Rows long enough for the block-wise reduction, built to stress it."""
+def _adversarial_rows(rng, width):
+    """Rows built to stress the lower bound of the threshold (and its blocks)."""
     spread = rng.normal(size=width) * 3.0  # Ordinary: a support of a few logits.
-    flat = 1.0 + 1e-4 * rng.normal(size=width)  # Every block holds support.
+    flat = 1.0 + 1e-4 * rng.normal(size=width)  # Every entry (and block) holds support.
     concentrated = rng.normal(size=width)
     concentrated[:50] = 20.0  # Fifty tied logits, all in the first block.
     scattered = rng.normal(size=width)
-    scattered[::400] = 10.0  # Fifty tied logits, each in a different block.
+    scattered[:: width // 50] = 10.0  # Fifty tied logits, each in a different block.
     tied_at_threshold = np.full(width, -1.0)
-    tied_at_threshold[[5, 3000, 19999]] = 0.5  # Support ends inside a run of ties...
-    tied_at_threshold[7000] = 1.5  # ...here the threshold is exactly 0.5.
+    tied_at_threshold[[5, width // 7, width - 1]] = 0.5  # Support ends inside ties...
+    tied_at_threshold[width // 3] = 1.5  # ...here the threshold is exactly 0.5.
     masked = rng.normal(size=width)
     masked[::3] = -np.inf
     fully_masked = np.full(width, -np.inf)
@@ -187,16 +192,18 @@ def _long_adversarial_rows(rng, width=20000):
     ).astype(np.float32)
 
 
+# 3000 wide: the bound from the whole row; 20000 wide: from the block maxima.
 @pytest.mark.parametrize("top_k", [1, 64])
-def test_block_wise_top_k_equals_full_sort_on_long_adversarial_rows(top_k):
-    logits = _long_adversarial_rows(np.random.default_rng(9))
+@pytest.mark.parametrize("width", [3000, 20000])
+def test_fast_path_equals_full_sort_on_adversarial_rows(top_k, width):
+    logits = _adversarial_rows(np.random.default_rng(9), width)
     full = sparsemax(tf.constant(logits)).numpy()
     fast = sparsemax(tf.constant(logits), top_k=top_k).numpy()
     np.testing.assert_array_equal(fast, full)
     # Independent reference (bisection) on the hand-built rows, and their supports.
     np.testing.assert_allclose(full[:6], sparsemax_bisection(logits[:6]), atol=1e-6)
-    assert (full[1] > 0).sum() > 10000 and (full[2] > 0).sum() == 50
-    assert (full[3] > 0).sum() == 50 and np.flatnonzero(full[4]).tolist() == [7000]
+    assert (full[1] > 0).sum() > width // 2 and (full[2] > 0).sum() == 50
+    assert (full[3] > 0).sum() == 50 and np.flatnonzero(full[4]).tolist() == [width // 3]
     assert not full[6].any()
 
 

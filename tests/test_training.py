@@ -131,6 +131,20 @@ def test_two_replicas_match_one_device_with_a_candidate_memory(tmp_path):
     assert any(not np.allclose(one[f"arr_{i}"], one[f"arr_{i + count}"]) for i in range(count))
 
 
+def test_xla_step_trains_sparsemax_like_the_default_step(tmp_path):
+    weights = {}
+    for jit_compile in (False, True):
+        name = f"jit_{jit_compile}"
+        config = _tiny_config(tmp_path, name, train_steps=2, jit_compile=jit_compile)
+        trainer = Trainer(config, verbose=False, make_optimizer=lambda: keras.optimizers.SGD(0.5))
+        initial = [v.numpy().copy() for v in trainer.model.trainable_variables]
+        trainer.train()
+        weights[name] = [v.numpy() for v in trainer.model.trainable_variables]
+    for before, default, xla in zip(initial, weights["jit_False"], weights["jit_True"]):
+        assert not np.allclose(before, default)
+        np.testing.assert_allclose(xla, default, rtol=1e-4, atol=1e-5)
+
+
 def test_same_seed_gives_same_weights(tmp_path):
     results = []
     for name in ("a", "b"):
