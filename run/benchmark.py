@@ -138,14 +138,15 @@ def inference_suite():
     print("| attention | D_infer | batch | attention ms | serving in memory ms | "
           "SavedModel ms | SavedModel / in memory | examples/s (SavedModel) |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
     with tempfile.TemporaryDirectory() as export_root:
-        rows = benchmarks.inference_latencies(
+        for row in benchmarks.inference_latencies(
             FLAGS.model_dir,
             [int(size) for size in FLAGS.database_sizes],
             [int(size) for size in FLAGS.batch_sizes],
             export_root,
-        )
-        for row in rows:
+        ):
+            rows.append(row)
             print(
                 f"| {row['attention']} | {row['database_size']} | {row['batch_size']} | "
                 f"{1000 * row['attention_seconds']:.1f} | {1000 * row['in_memory_seconds']:.1f} | "
@@ -154,6 +155,24 @@ def inference_suite():
                 f"{row['batch_size'] / row['saved_model_seconds']:.0f} |",
                 flush=True,
             )
+    print_sparsemax_over_softmax(rows)
+
+
+def print_sparsemax_over_softmax(rows):
+    """The ratio of sparsemax's to softmax's latency at each D and batch, from `rows`
+    of one run."""
+    by_key = {(r["attention"], r["database_size"], r["batch_size"]): r for r in rows}
+    print("\n| D_infer | batch | sparsemax / softmax: attention | serving in memory | SavedModel |")
+    print("| --- | --- | --- | --- | --- |")
+    for (attention, size, batch), sparse in by_key.items():
+        dense = by_key.get(("softmax", size, batch))
+        if attention != "sparsemax" or dense is None:
+            continue
+        ratios = [
+            sparse[key] / dense[key]
+            for key in ("attention_seconds", "in_memory_seconds", "saved_model_seconds")
+        ]
+        print(f"| {size} | {batch} | " + " | ".join(f"{ratio:.2f}×" for ratio in ratios) + " |")
 
 
 def main(argv):
