@@ -11,9 +11,11 @@ def plain_accuracy(model, inputs, labels, batch_statistics=False, batch_size=192
     statistics (training mode, which also moves the moving statistics)."""
     predictions = []
     for start in range(0, len(inputs), batch_size):
-        features = model.encoder(inputs[start : start + batch_size], training=batch_statistics)
-        if not model.is_baseline:
-            features = model.value_norm(model.value_head(features))
+        batch = inputs[start : start + batch_size]
+        if model.is_baseline:
+            features = model.encoder(batch, training=batch_statistics)
+        else:
+            features = model.encode(batch, training=batch_statistics)[2]  # The values.
         predictions.append(np.argmax(model.decision(features), axis=-1))
     return float(np.mean(np.concatenate(predictions) == np.asarray(labels)))
 
