@@ -42,6 +42,10 @@ class ExperimentConfig:
     # > 0: encode this many fresh candidates per step into a memory of the last
     # train_database_size encodings, and attend over the memory (forward-only).
     candidate_refresh: int = 0
+    # Before each evaluation and the last checkpoint, BatchNorm's moving statistics are
+    # replaced by the mean batch statistics of this many training batches (0: keep the
+    # moving averages). See proto_tf/batchnorm.py.
+    batchnorm_batches: int = 100
     # Data.
     label_noise: float = 0.0
     validation_fraction: float = 0.1
@@ -79,6 +83,8 @@ class ExperimentConfig:
                      "checkpoint_every", "eval_every", "log_every"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.batchnorm_batches < 0:
+            raise ValueError(f"batchnorm_batches must be >= 0, got {self.batchnorm_batches}.")
         if not 0 <= self.candidate_refresh <= self.train_database_size:
             raise ValueError(
                 f"candidate_refresh must be in [0, train_database_size={self.train_database_size}],"

@@ -3,7 +3,7 @@
 import json
 import os
 
-from proto_tf import dknn, evaluation, metrics, plots, training
+from proto_tf import batchnorm, dknn, evaluation, metrics, plots, training
 from proto_tf.data import candidates, dataset_info, load_dataset, shift
 
 
@@ -15,6 +15,7 @@ def evaluate_model_dir(
     data_dir=None,
     shift_data_dirs=None,
     dknn_neighbours=0,
+    batchnorm_batches=0,
 ):
     """Test accuracy of both paths, median prototype counts, the confidence curve, the
     confidence of right and wrong decisions, and for Fashion-MNIST the shares above
@@ -22,9 +23,12 @@ def evaluate_model_dir(
     when `shift_data_dirs` names their folders). With `dknn_neighbours` > 0, also the
     curves of deep k-NN confidence and credibility on the same encoder (Fig. 7), with
     the inference database as its training points and the validation split for
-    calibration. Writes `evaluation.json` and PNGs
+    calibration. With `batchnorm_batches` > 0, BatchNorm statistics are first
+    re-estimated from that many training batches (proto_tf/batchnorm.py). Writes `evaluation.json` and PNGs
     to `output_dir` (default `<model_dir>/evaluation`); returns the report dict."""
     config, dataset, model, checkpoint_path = training.load_run(model_dir, checkpoint, data_dir)
+    if batchnorm_batches:
+        batchnorm.reestimate_from_training_split(model, dataset, config, batchnorm_batches)
     info = dataset_info(config.dataset)
     size = infer_database_size or config.infer_database_size
     evaluator = evaluation.Evaluator(model, dataset.preprocess, config.eval_batch_size)
@@ -35,6 +39,7 @@ def evaluate_model_dir(
     report = {
         "model_dir": model_dir,
         "checkpoint": checkpoint_path,
+        "batchnorm_batches": batchnorm_batches,
         "dataset": config.dataset,
         "attention": config.attention,
         "infer_database_size": None if model.is_baseline else min(size, len(dataset.train)),

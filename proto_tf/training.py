@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from proto_tf import config as config_lib
-from proto_tf import distribute, evaluation
+from proto_tf import batchnorm, distribute, evaluation
 from proto_tf.checkpoints import make_checkpoint
 from proto_tf.data import candidates
 from proto_tf.data.registry import dataset_info, load_dataset
@@ -83,6 +83,7 @@ class Trainer:
         self.inference_split = candidates.inference_database(
             self.dataset.train, config.infer_database_size, config.seed, self.info.class_shares
         )
+        self._statistics_step = None  # The step BatchNorm statistics were re-estimated at.
 
     @property
     def step(self):
@@ -142,7 +143,19 @@ class Trainer:
 
     def evaluate(self, split):
         """Summary metrics of the current weights on `split`, with the inference database."""
+        self.reestimate_batchnorm()
         return self.evaluator.evaluate(split, self.inference_split)
+
+    def reestimate_batchnorm(self):
+        """Sets BatchNorm's moving statistics to those of the current weights over
+        `config.batchnorm_batches` training batches (once per step; a fixed seed makes
+        them a function of the weights alone)."""
+        count = self.config.batchnorm_batches
+        if not count or self._statistics_step == self.step:
+            return
+        with self.strategy.scope():
+            batchnorm.reestimate_from_training_split(self.model, self.dataset, self.config, count)
+        self._statistics_step = self.step
 
     def train(self):
         """Runs (or resumes) training to `config.train_steps`; returns the summary dict."""
@@ -197,6 +210,7 @@ class Trainer:
                 step % config.eval_every == 0 or step == config.train_steps
             ):
                 best_state = self._validate(step, writers, best_state)
+        self.reestimate_batchnorm()  # The last checkpoint is what gets evaluated and exported.
         self.latest.save(checkpoint_number=config.train_steps)
         return best_state
 

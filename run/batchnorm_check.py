@@ -15,7 +15,7 @@ from proto_tf import batchnorm, training  # noqa: E402
 flags.DEFINE_string("model_dir", None, "A trained run (run/train.py).", required=True)
 flags.DEFINE_enum("checkpoint", "last", ["best", "last"], "Which checkpoint to load.")
 flags.DEFINE_integer("examples", 1024, "Training examples the accuracies are measured on.")
-flags.DEFINE_integer("reestimation_steps", 600, "Forward passes that re-estimate the statistics.")
+flags.DEFINE_integer("batchnorm_batches", 100, "Training batches the statistics are re-estimated from.")
 FLAGS = flags.FLAGS
 
 
@@ -29,11 +29,11 @@ def main(argv):
     batch = batchnorm.plain_accuracy(model, inputs, labels, batch_statistics=True)
     # A fresh copy: the batch-statistics pass above moved the moving statistics.
     model, _ = training.load_trained_model(FLAGS.model_dir, config, dataset, FLAGS.checkpoint)
-    batchnorm.reestimate_statistics(model, train_inputs, FLAGS.reestimation_steps)
+    batchnorm.reestimate_from_training_split(model, dataset, config, FLAGS.batchnorm_batches)
     reestimated = batchnorm.plain_accuracy(model, inputs, labels)
     print(f"{path}: plain-path accuracy on {len(labels)} training examples")
     print(f"  moving statistics {moving:.4f}, batch statistics {batch:.4f}, "
-          f"re-estimated ({FLAGS.reestimation_steps} passes) {reestimated:.4f}")  # fmt: skip
+          f"re-estimated ({FLAGS.batchnorm_batches} batches) {reestimated:.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":

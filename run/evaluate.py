@@ -24,6 +24,11 @@ flags.DEFINE_list(
     "shift_data_dirs", [], "For Fashion-MNIST: name=folder pairs of shifted sets (mnist, cifar10)."
 )
 flags.DEFINE_integer("dknn_neighbours", 0, "k of a deep k-NN comparison (Fig. 7); 0 skips it.")
+flags.DEFINE_integer(
+    "batchnorm_batches", 0,
+    "Re-estimate BatchNorm statistics from this many training batches before evaluating; "
+    "0 uses the checkpoint's (run/train.py already re-estimates them before saving).",
+)
 FLAGS = flags.FLAGS
 
 
@@ -33,7 +38,7 @@ def main(argv):
     shift_dirs = dict(pair.split("=", 1) for pair in FLAGS.shift_data_dirs)
     report = run_evaluation.evaluate_model_dir(
         FLAGS.model_dir, FLAGS.output_dir, FLAGS.checkpoint, FLAGS.infer_database_size,
-        FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours,
+        FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours, FLAGS.batchnorm_batches,
     )  # fmt: skip
     print(json.dumps(report, indent=2))
 

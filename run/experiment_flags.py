@@ -30,6 +30,9 @@ _HELP = {
     "infer_database_size": "Candidates in the evaluation/inference database (D_infer).",
     "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "
     "--nocandidate_gradients encodes them forward-only.",
+    "batchnorm_batches": "Before evaluating and before the last checkpoint, set BatchNorm's "
+    "moving statistics to the mean batch statistics of this many training batches; 0 keeps "
+    "the moving averages.",
     "jit_compile": "Compile the training step with XLA.",
     "candidate_refresh": "0 (the paper): encode all D_train candidates every step. R > 0: "
     "encode R fresh candidates per step (forward-only) into a memory of the last D_train "

@@ -1,7 +1,12 @@
 import keras
 import numpy as np
+import pytest
+import tensorflow as tf
 
+from data_files import write_mnist
 from proto_tf import ProtoAttend, batchnorm
+from proto_tf.config import ExperimentConfig
+from proto_tf.training import Trainer, load_run
 
 
 def _model_with_batchnorm():
@@ -14,14 +19,38 @@ def _model_with_batchnorm():
     return model
 
 
-def test_reestimated_statistics_reach_the_data_statistics():
+def test_reestimated_statistics_are_the_mean_batch_statistics():
     rng = np.random.default_rng(0)
-    inputs = (rng.normal(size=(4096, 2)) * [2.0, 0.5] + [3.0, -1.0]).astype(np.float32)
-    model = _model_with_batchnorm()
-    batchnorm.reestimate_statistics(model, inputs, steps=200, batch_size=512)
-    bn = model.encoder.layers[0]
-    np.testing.assert_allclose(bn.moving_mean.numpy(), inputs.mean(0), atol=0.05)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), inputs.var(0), rtol=0.05)
+    batches = [
+        (rng.normal(size=(size, 2)) * [2.0, 0.5] + [3.0, -1.0]).astype(np.float32)
+        for size in (5, 8, 13)
+    ]
+    encoder = _model_with_batchnorm().encoder
+    bn = encoder.layers[0]
+    bn.moving_mean.assign([100.0, 100.0])  # Old statistics must not leak into the result.
+    assert batchnorm.reestimate_statistics(encoder, iter(batches)) == 3
+    # Hand reference: the plain mean over batches of each batch's mean and (biased) variance.
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([b.mean(0) for b in batches], 0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([b.var(0) for b in batches], 0), rtol=1e-5)
+    assert bn.momentum == 0.9  # Restored for training.
+
+
+def test_reestimation_without_batchnorm_uses_no_batches():
+    encoder = keras.Sequential([keras.layers.Dense(2)])
+    encoder.build((None, 2))
+    assert batchnorm.reestimate_statistics(encoder, iter([np.zeros((4, 2), np.float32)])) == 0
+
+
+def test_random_batches_are_seeded_samples_without_repeats():
+    stored = np.arange(20)
+    first = [b.numpy() for b in batchnorm.random_batches(stored, tf.identity, 8, 3, seed=1)]
+    again = [b.numpy() for b in batchnorm.random_batches(stored, tf.identity, 8, 3, seed=1)]
+    assert len(first) == 3 and all(len(np.unique(b)) == 8 for b in first)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not all(np.array_equal(a, b) for a, b in zip(first[:-1], first[1:]))
+    # A split smaller than the batch gives the whole split.
+    assert sorted(next(batchnorm.random_batches(stored, tf.identity, 64, 1)).numpy()) == list(range(20))
 
 
 def test_plain_accuracy_with_moving_and_batch_statistics():
@@ -34,3 +63,29 @@ def test_plain_accuracy_with_moving_and_batch_statistics():
     # Batch means 10 and 1.5, stds sqrt(2) and sqrt(1.25): normalised rows
     # (0, -1.34), (1.41, -0.45), (-1.41, 1.34), (0, 0.45) → classes 0, 0, 1, 1.
     assert batchnorm.plain_accuracy(model, inputs, labels, batch_statistics=True) == 1.0
+
+
+def _moving_statistics(model):
+    layers = batchnorm.batchnorm_layers(model.encoder)
+    assert len(layers) == 10  # ResNet-8: stem + 3 blocks of (bn1, bn2, projection).
+    return [v.numpy().copy() for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
+
+
+@pytest.mark.parametrize("batches", [0, 3])
+def test_training_saves_statistics_reestimated_for_the_final_weights(tmp_path, batches):
+    data_dir = str(tmp_path / "mnist")
+    write_mnist(data_dir, train=64, test=16)
+    config = ExperimentConfig(
+        dataset="mnist", attention="softmax", data_dir=data_dir, model_dir=str(tmp_path / "run"),
+        train_steps=3, batch_size=8, train_database_size=8, infer_database_size=16,
+        resnet_depth=8, dense_units=(8,), value_size=8, validation_fraction=0.0,
+        learning_rate=0.05, eval_batch_size=32, batchnorm_batches=batches,
+    )  # fmt: skip
+    Trainer(config, verbose=False).train()
+    config, dataset, model, _ = load_run(config.model_dir, "last")
+    saved = _moving_statistics(model)
+    batchnorm.reestimate_from_training_split(model, dataset, config, 3)
+    reference = _moving_statistics(model)  # The same batches, the same final weights.
+    matches = [np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(saved, reference)]
+    # Three steps of moving averages (momentum 0.997) are far from the re-estimate.
+    assert all(matches) if batches else not any(matches)
