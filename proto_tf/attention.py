@@ -8,6 +8,7 @@ import tensorflow as tf
 from proto_tf.sparsemax import sparsemax
 
 NORMALIZATIONS = ("softmax", "sparsemax")
+SPARSEMAX_TOP_K = 64  # Sorted entries per row before sparsemax's exact fallback.
 
 
 def masked_softmax(logits):
@@ -63,7 +64,7 @@ class PrototypeAttention(keras.layers.Layer):
       TensorShape([2, 4])
     """
 
-    def __init__(self, normalization="softmax", sparsemax_top_k=64, **kwargs):
+    def __init__(self, normalization="softmax", sparsemax_top_k=SPARSEMAX_TOP_K, **kwargs):
         super().__init__(**kwargs)
         if normalization not in NORMALIZATIONS:
             raise ValueError(

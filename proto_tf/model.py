@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from proto_tf import metrics
-from proto_tf.attention import NORMALIZATIONS, PrototypeAttention
+from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttention
 
 ATTENTIONS = NORMALIZATIONS + ("none",)
 
@@ -60,6 +60,8 @@ class ProtoAttend(keras.Model):
         attends over the whole memory, whose keys and values the heads recompute
         (and learn from) every step. The rest of Section 5.1's idea: candidates are
         encoded once, not once per step. Requires `candidate_gradients=False`.
+      sparsemax_top_k: `top_k` of sparsemax's exact fast path (PrototypeAttention);
+        None sorts every row in full, which XLA needs (static shapes). Same weights.
 
     Training data for `train_step` is a dict with `inputs [B, ...]`, `labels [B]`,
     `candidate_inputs [D, ...]` and, optionally, `candidate_labels [D]`. Under a
@@ -89,6 +91,7 @@ class ProtoAttend(keras.Model):
         seed=0,
         candidate_gradients=True,
         candidate_memory=0,
+        sparsemax_top_k=SPARSEMAX_TOP_K,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -124,6 +127,7 @@ class ProtoAttend(keras.Model):
         self.seed = int(seed)
         self.candidate_gradients = bool(candidate_gradients)
         self.candidate_memory = int(candidate_memory)
+        self.sparsemax_top_k = sparsemax_top_k
         self.database = None
 
         # === Layers ===
@@ -134,7 +138,9 @@ class ProtoAttend(keras.Model):
             self.key_head = keras.layers.Dense(attention_size, activation="relu", name="key_head")
             self.value_head = keras.layers.Dense(value_size, activation="relu", name="value_head")
             self.value_norm = keras.layers.LayerNormalization(name="value_norm")
-            self.prototype_attention = PrototypeAttention(attention, name="prototype_attention")
+            self.prototype_attention = PrototypeAttention(
+                attention, sparsemax_top_k=sparsemax_top_k, name="prototype_attention"
+            )
         self.decision = keras.layers.Dense(num_classes, use_bias=False, name="decision")
 
         # === Metrics ===
@@ -428,6 +434,7 @@ class ProtoAttend(keras.Model):
                 "seed": self.seed,
                 "candidate_gradients": self.candidate_gradients,
                 "candidate_memory": self.candidate_memory,
+                "sparsemax_top_k": self.sparsemax_top_k,
             }
         )
         return config

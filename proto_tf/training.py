@@ -126,11 +126,6 @@ class Trainer:
             def replica_step(data):
                 return compiled_step(data, model.sample_alpha(model.optimizer.iterations))
 
-            if not model.is_baseline:
-                # XLA needs static shapes, and sparsemax's fast path sizes its work by
-                # the data; the full sort gives the same weights.
-                model.prototype_attention.sparsemax_top_k = None
-
         @tf.function
         def train_step(iterator):
             logs = strategy.run(replica_step, args=(next(iterator),))

@@ -133,11 +133,12 @@ def test_constructor_errors_list_valid_values():
 
 def test_config_round_trip_gives_same_outputs():
     rng = np.random.default_rng(4)
-    model = _dense_model("softmax", sparsity_weight=0.1, alpha_range=(0.4, 0.5))
+    model = _dense_model("softmax", sparsity_weight=0.1, alpha_range=(0.4, 0.5), sparsemax_top_k=8)
     clone = ProtoAttend.from_config(model.get_config())
     clone.build((None, 4))
     clone.set_weights(model.get_weights())
     assert clone.sparsity_weight == 0.1 and clone.alpha_range == (0.4, 0.5)
+    assert clone.prototype_attention.sparsemax_top_k == 8
     candidates = rng.normal(size=(10, 4)).astype(np.float32)
     for m in (model, clone):
         m.set_database(*m.encode_database(candidates), labels=np.arange(10) % 3)
