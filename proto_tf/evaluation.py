@@ -87,7 +87,7 @@ class Evaluator:
 
 def _encoder_features_and_values(model, inputs):
     features = model.encoder(inputs, training=False)
-    return features, model.value_norm(model.value_head(features))
+    return features, model.heads(features)[2]
 
 
 def summarize(predictions, thresholds=metrics.DEFAULT_THRESHOLDS):

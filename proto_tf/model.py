@@ -179,7 +179,7 @@ class ProtoAttend(keras.Model):
         if self.is_baseline:
             self.decision(features)
         else:
-            queries, keys, values = self._heads(features)
+            queries, keys, values = self.heads(features)
             self.prototype_attention(queries, keys, values)
             self.decision(values)
         if self.candidate_memory:
@@ -206,7 +206,8 @@ class ProtoAttend(keras.Model):
 
     # === Forward ===
 
-    def _heads(self, features):
+    def heads(self, features):
+        """Maps encoder outputs `[B, F]` to `(queries, keys, values)`."""
         queries = self.query_head(features)
         keys = self.key_head(features)
         values = self.value_norm(self.value_head(features))
@@ -216,7 +217,7 @@ class ProtoAttend(keras.Model):
         """Encodes inputs to `(queries, keys, values)`."""
         if self.is_baseline:
             raise ValueError("A baseline model (attention='none') has no keys or values.")
-        return self._heads(self.encoder(inputs, training=training))
+        return self.heads(self.encoder(inputs, training=training))
 
     def encode_database(self, candidate_inputs, batch_size=1024):
         """Encodes candidates without augmentation or dropout, in batches.
@@ -273,7 +274,7 @@ class ProtoAttend(keras.Model):
     def predict_with_database(self, inputs, keys, values, labels, training=False):
         """`call` with an explicit database: keys `[D, d_att]`, values `[D, d_val]`,
         labels `[D]`."""
-        queries, _, input_values = self._heads(self.encoder(inputs, training=training))
+        queries, _, input_values = self.heads(self.encoder(inputs, training=training))
         weighted_values, weights = self.prototype_attention(queries, keys, values)
         return {
             "logits": self.decision(weighted_values),
