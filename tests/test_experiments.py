@@ -93,22 +93,49 @@ def test_dbpedia_softmax_command_runs_end_to_end(tmp_path):
     assert summary["config"]["learning_rate"] == 0.0008  # From flags/dbpedia_softmax.cfg.
 
 
-@pytest.mark.slow
-def test_label_noise_command_writes_the_table(tmp_path):
-    write_cifar10(str(tmp_path / "cifar"), per_batch=12)
+def _label_noise_command(tmp_path, *flags):
     result = subprocess.run(
         [
             sys.executable, os.path.join(REPO, "run", "label_noise.py"), "--noise_levels=0.4",
-            "--small", f"--data_dir={tmp_path / 'cifar'}", f"--runs_dir={tmp_path / 'runs'}",
-            f"--output={tmp_path / 'table.md'}", "--", "--train_steps=2", "--batch_size=8",
-            "--train_database_size=8", "--infer_database_size=16", "--validation_fraction=0",
+            "--small", f"--runs_dir={tmp_path / 'runs'}", f"--output={tmp_path / 'table.md'}",
+            *flags, "--", "--train_steps=2", "--batch_size=8", "--train_database_size=8",
+            "--infer_database_size=16", "--validation_fraction=0",
         ],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    table = (tmp_path / "table.md").read_text()
+    return (tmp_path / "table.md").read_text()
+
+
+def _run_config(tmp_path, name):
+    with open(tmp_path / "runs" / name / "summary.json") as handle:
+        return json.load(handle)["config"]
+
+
+@pytest.mark.slow
+def test_label_noise_command_writes_the_table(tmp_path):
+    write_cifar10(str(tmp_path / "cifar"), per_batch=12)
+    table = _label_noise_command(tmp_path, f"--data_dir={tmp_path / 'cifar'}")
     for method, paper in (("baseline", "77.47"), ("dropout", "78.99"), ("sparsemax_sparsity", "80.04")):
         assert f"| cifar10_noise40_{method} | {paper} |" in table
-    with open(tmp_path / "runs" / "cifar10_noise40_dropout_small" / "summary.json") as handle:
-        config = json.load(handle)["config"]
+    config = _run_config(tmp_path, "cifar10_noise40_dropout_small")
     assert config["label_noise"] == 0.4 and config["encoder_dropout"] == 0.5
+
+
+@pytest.mark.slow
+def test_label_noise_command_on_another_dataset_uses_its_table_2_flagfiles(tmp_path):
+    write_mnist(str(tmp_path / "fmnist"), train=60, test=20)
+    table = _label_noise_command(
+        tmp_path, "--dataset=fashion_mnist", "--dropout=0.2", f"--data_dir={tmp_path / 'fmnist'}"
+    )
+    for method in ("baseline", "dropout", "sparsemax_sparsity"):
+        assert f"| fashion_mnist_noise40_{method} | – |" in table  # No paper number.
+    baseline, dropout, sparse = (
+        _run_config(tmp_path, f"fashion_mnist_noise40_{method}_small")
+        for method in ("baseline", "dropout", "sparsemax_sparsity")
+    )
+    assert {c["label_noise"] for c in (baseline, dropout, sparse)} == {0.4}
+    assert (baseline["encoder_dropout"], dropout["encoder_dropout"]) == (0.0, 0.2)
+    # From flags/fashion_mnist_baseline.cfg and flags/fashion_mnist_sparsemax_sparsity.cfg.
+    assert (baseline["learning_rate"], sparse["sparsity_weight"]) == (0.0015, 0.0003)
+    assert sparse["attention"] == "sparsemax" and baseline["attention"] == "none"
