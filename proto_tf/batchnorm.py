@@ -15,6 +15,7 @@ import tensorflow as tf
 
 def batchnorm_layers(model):
     """The BatchNormalization layers inside `model` (a layer or a model)."""
+    # Keras 3 has no public recursive walk; `layers` lists only direct children.
     return [
         layer
         for layer in model._flatten_layers(include_self=True, recursive=True)
