@@ -6,6 +6,7 @@ import tensorflow as tf
 from data_files import write_mnist
 from proto_tf import ProtoAttend, batchnorm
 from proto_tf.config import ExperimentConfig
+from proto_tf.run_evaluation import evaluate_model_dir
 from proto_tf.training import Trainer, load_run
 
 
@@ -71,21 +72,42 @@ def _moving_statistics(model):
     return [v.numpy().copy() for layer in layers for v in (layer.moving_mean, layer.moving_variance)]
 
 
-@pytest.mark.parametrize("batches", [0, 3])
-def test_training_saves_statistics_reestimated_for_the_final_weights(tmp_path, batches):
+def _tiny_mnist_run(tmp_path, name, batchnorm_batches):
     data_dir = str(tmp_path / "mnist")
     write_mnist(data_dir, train=64, test=16)
     config = ExperimentConfig(
-        dataset="mnist", attention="softmax", data_dir=data_dir, model_dir=str(tmp_path / "run"),
+        dataset="mnist", attention="softmax", data_dir=data_dir, model_dir=str(tmp_path / name),
         train_steps=3, batch_size=8, train_database_size=8, infer_database_size=16,
         resnet_depth=8, dense_units=(8,), value_size=8, validation_fraction=0.0,
-        learning_rate=0.05, eval_batch_size=32, batchnorm_batches=batches,
+        learning_rate=0.05, eval_batch_size=32, batchnorm_batches=batchnorm_batches,
     )  # fmt: skip
     Trainer(config, verbose=False).train()
-    config, dataset, model, _ = load_run(config.model_dir, "last")
+    return config.model_dir
+
+
+@pytest.mark.parametrize("batches", [0, 3])
+def test_training_saves_statistics_reestimated_for_the_final_weights(tmp_path, batches):
+    config, dataset, model, _ = load_run(_tiny_mnist_run(tmp_path, "run", batches), "last")
     saved = _moving_statistics(model)
     batchnorm.reestimate_from_training_split(model, dataset, config, 3)
     reference = _moving_statistics(model)  # The same batches, the same final weights.
     matches = [np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(saved, reference)]
     # Three steps of moving averages (momentum 0.997) are far from the re-estimate.
     assert all(matches) if batches else not any(matches)
+
+
+def test_evaluating_with_reestimation_matches_a_run_trained_with_it(tmp_path):
+    # Training never reads the moving statistics: both runs have the same weights.
+    plain = _tiny_mnist_run(tmp_path, "plain", batchnorm_batches=0)
+    built_in = _tiny_mnist_run(tmp_path, "built_in", batchnorm_batches=3)
+    stale = evaluate_model_dir(plain, str(tmp_path / "stale"), "last")
+    afterwards = evaluate_model_dir(plain, str(tmp_path / "after"), "last", batchnorm_batches=3)
+    trained = evaluate_model_dir(built_in, str(tmp_path / "trained"), "last")
+    assert afterwards["batchnorm_batches"] == 3
+
+    def kept_shares(report):  # The share of test images above each confidence threshold.
+        return np.array([point["kept"] for point in report["test"]["coverage_curve"]])
+
+    np.testing.assert_allclose(kept_shares(afterwards), kept_shares(trained), atol=1e-6)
+    assert afterwards["test"]["accuracy"] == trained["test"]["accuracy"]
+    assert not np.allclose(kept_shares(stale), kept_shares(trained), atol=1e-6)
