@@ -23,8 +23,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     config, dataset, model, path = training.load_run(FLAGS.model_dir, FLAGS.checkpoint)
-    train_inputs = dataset.preprocess(dataset.train.inputs)
-    inputs, labels = train_inputs[: FLAGS.examples], dataset.train.labels[: FLAGS.examples]
+    inputs = dataset.preprocess(dataset.train.inputs[: FLAGS.examples])
+    labels = dataset.train.labels[: FLAGS.examples]
     moving = batchnorm.plain_accuracy(model, inputs, labels)
     batch = batchnorm.plain_accuracy(model, inputs, labels, batch_statistics=True)
     # A fresh copy: the batch-statistics pass above moved the moving statistics.
