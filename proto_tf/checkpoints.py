@@ -17,10 +17,20 @@ def _by_position(variables):
     return {f"variable_{index:05d}": variable for index, variable in enumerate(variables)}
 
 
-def make_checkpoint(model, optimizer=None):
+def random_states(model):
+    """The states of the model's random seed generators (dropout masks): not weights,
+    but a resumed run needs them to draw the masks an uninterrupted one would."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def make_checkpoint(model, optimizer=None, run_state=None):
     """A tf.train.Checkpoint of all of `model.weights` (trainable or not, e.g. batch-norm
-    statistics) and, when given, all of the optimizer's variables (step, slots)."""
-    objects = {"model": _by_position(model.weights)}
+    statistics), the model's random states and, when given, all of the optimizer's
+    variables (step, slots) and a dict of other run-state variables (e.g. the
+    cumulative training time)."""
+    objects = {"model": _by_position(model.weights), "random": _by_position(random_states(model))}
     if optimizer is not None:
         objects["optimizer"] = _by_position(optimizer.variables)
+    if run_state:
+        objects["run"] = dict(run_state)
     return tf.train.Checkpoint(**objects)

@@ -1,12 +1,14 @@
 """Typed experiment configuration and the model it describes."""
 
 import dataclasses
+import math
 
 import keras
 
 from proto_tf.attention import SPARSEMAX_TOP_K
 from proto_tf.data.registry import DatasetInfo
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
+from proto_tf.errors import ConfigError
 from proto_tf.model import ATTENTIONS, ProtoAttend
 
 
@@ -67,6 +69,9 @@ class ExperimentConfig:
     eval_every: int = 1000
     log_every: int = 50
     eval_batch_size: int = 512
+    # Stop when the median loss of the last 20 steps exceeds this many times the lowest
+    # loss level seen (the first step's loss or a lower 20-step median); 0 disables.
+    divergence_factor: float = 10.0
     deterministic: bool = False
     jit_compile: bool = False  # XLA for the per-replica step (BENCHMARKS.md: slower on CPU).
 
@@ -76,21 +81,34 @@ class ExperimentConfig:
         return self.candidate_refresh or self.train_database_size
 
     def __post_init__(self):
+        """Checks every value before any work; a bad one raises ConfigError naming its flag."""
         if self.attention not in ATTENTIONS:
-            raise ValueError(
-                f"Unknown attention {self.attention!r}; valid: {', '.join(ATTENTIONS)}."
+            raise ConfigError(
+                f"--attention={self.attention!r} is not valid; valid: {', '.join(ATTENTIONS)}."
             )
-        for name in ("train_steps", "batch_size", "train_database_size", "decay_steps",
-                     "checkpoint_every", "eval_every", "log_every"):  # fmt: skip
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
-        if self.batchnorm_batches < 0:
-            raise ValueError(f"batchnorm_batches must be >= 0, got {self.batchnorm_batches}.")
-        if not 0 <= self.candidate_refresh <= self.train_database_size:
-            raise ValueError(
-                f"candidate_refresh must be in [0, train_database_size={self.train_database_size}],"
-                f" got {self.candidate_refresh}."
-            )
+        for name in ("train_steps", "batch_size", "train_database_size", "infer_database_size",
+                     "decay_steps", "checkpoint_every", "eval_every", "log_every",
+                     "eval_batch_size", "attention_size", "value_size"):  # fmt: skip
+            _check(self, name, getattr(self, name) > 0, "must be a positive integer")
+        for name in ("learning_rate", "clip_value"):
+            _check(self, name, math.isfinite(getattr(self, name)) and getattr(self, name) > 0,
+                   "must be a finite number > 0")  # fmt: skip
+        _check(self, "decay_rate", 0 < self.decay_rate <= 1, "must be in (0, 1]")
+        _check(self, "sparsity_weight", 0 <= self.sparsity_weight < math.inf, "must be >= 0")
+        _check(self, "alpha_min", 0 <= self.alpha_min <= self.alpha_max <= 1,
+               f"must satisfy 0 <= alpha_min <= alpha_max ({self.alpha_max}) <= 1")  # fmt: skip
+        _check(self, "label_noise", 0 <= self.label_noise < 1, "must be in [0, 1)")
+        _check(self, "validation_fraction", 0 <= self.validation_fraction < 1, "must be in [0, 1)")
+        for name in ("lstm_dropout", "encoder_dropout"):
+            _check(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
+        _check(self, "weight_decay", 0 <= self.weight_decay < math.inf, "must be >= 0")
+        _check(self, "batchnorm_batches", self.batchnorm_batches >= 0, "must be >= 0")
+        _check(self, "divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1,
+               "must be 0 (off) or > 1")  # fmt: skip
+        _check(
+            self, "candidate_refresh", 0 <= self.candidate_refresh <= self.train_database_size,
+            f"must be in [0, train_database_size={self.train_database_size}]",
+        )
         self.dense_units = tuple(self.dense_units)
         self.vdcnn_block_filters = tuple(self.vdcnn_block_filters)
 
@@ -151,3 +169,21 @@ def build_optimizer(config):
         config.learning_rate, config.decay_steps, config.decay_rate, staircase=True
     )
     return keras.optimizers.Adam(schedule, clipvalue=config.clip_value)
+
+
+def _check(config, name, valid, rule):
+    if not valid:
+        raise ConfigError(f"--{name}={getattr(config, name)!r} {rule}.")
+
+
+def check_against_data(config, train_examples):
+    """Checks the values that depend on the training split's size (after the
+    validation carve): every database and batch must fit in it."""
+    for name in ("batch_size", "train_database_size", "infer_database_size"):
+        value = getattr(config, name)
+        if value > train_examples:
+            raise ConfigError(
+                f"--{name}={value} exceeds the {train_examples} training examples of "
+                f"{config.dataset} (after holding out --validation_fraction="
+                f"{config.validation_fraction}); valid: 1..{train_examples}."
+            )

@@ -15,6 +15,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from proto_tf import health as health_lib
 from proto_tf import metrics
 from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttention
 
@@ -377,9 +378,15 @@ class ProtoAttend(keras.Model):
     def train_step(self, data):
         return self.train_step_with_alpha(data, self.sample_alpha(self.optimizer.iterations))
 
-    def train_step_with_alpha(self, data, alpha):
+    def train_step_with_alpha(self, data, alpha, health=False):
         """`train_step` with Eq. 1's alpha given (for steps compiled by XLA, whose
-        stateless random numbers differ from TensorFlow's for the same seed)."""
+        stateless random numbers differ from TensorFlow's for the same seed).
+
+        With `health`, the logs also hold this step's `step_loss` and the position in
+        `trainable_variables` of the first variable whose gradient
+        (`first_nonfinite_gradient`) or updated value (`first_nonfinite_weight`) holds
+        a NaN or infinity (the variable count when none does).
+        """
         with tf.GradientTape() as tape:
             outputs = self.forward_train(data, alpha, training=True)
             terms = self.loss_terms(data["labels"], outputs)
@@ -395,7 +402,15 @@ class ProtoAttend(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables))
         terms["loss"] = total
         self._update_trackers(data["labels"], outputs, terms)
-        return self.get_metrics_result()
+        logs = self.get_metrics_result()
+        if health:
+            logs = dict(logs)
+            logs["step_loss"] = tf.cast(total, tf.float32)
+            logs["first_nonfinite_gradient"] = health_lib.first_nonfinite(gradients)
+            logs["first_nonfinite_weight"] = health_lib.first_nonfinite(
+                [tf.convert_to_tensor(v) for v in variables]
+            )
+        return logs
 
     def test_step(self, data):
         outputs = self.forward_train(data, self.sample_alpha(0), training=False)

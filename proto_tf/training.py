@@ -3,7 +3,6 @@ TensorBoard scalars and a final JSON summary."""
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -12,8 +11,9 @@ import keras
 import tensorflow as tf
 
 from proto_tf import config as config_lib
-from proto_tf import batchnorm, distribute, evaluation
+from proto_tf import batchnorm, distribute, evaluation, health, run_directory
 from proto_tf.checkpoints import make_checkpoint
+from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.data import candidates
 from proto_tf.data.registry import dataset_info, load_dataset
 
@@ -22,8 +22,8 @@ BEST_FILE = "best.json"
 CONFIG_FILE = "config.json"
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+# The loss, a gradient or a weight became NaN or infinite (kept under its old name).
+NonFiniteLossError = health.NonFiniteError
 
 
 def load_experiment_dataset(config):
@@ -59,6 +59,7 @@ class Trainer:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
         self.dataset = dataset or load_experiment_dataset(config)
+        config_lib.check_against_data(config, len(self.dataset.train))
         self.verbose = verbose
         self.is_chief = distribute.is_chief()
         self.write_dir = config.model_dir if self.is_chief else os.path.join(
@@ -69,7 +70,11 @@ class Trainer:
             self.optimizer = (make_optimizer or (lambda: config_lib.build_optimizer(config)))()
             self.model.compile(optimizer=self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
-        checkpoint = make_checkpoint(self.model, self.optimizer)
+            # Cumulative training time over every resumed part of the run.
+            self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+        checkpoint = make_checkpoint(
+            self.model, self.optimizer, run_state={"train_seconds": self.train_seconds}
+        )
         self.latest = tf.train.CheckpointManager(
             checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=2
         )
@@ -84,16 +89,40 @@ class Trainer:
             self.dataset.train, config.infer_database_size, config.seed, self.info.class_shares
         )
         self._statistics_step = None  # The step BatchNorm statistics were re-estimated at.
+        self.restored_path = None  # The checkpoint `restore` resumed from.
 
     @property
     def step(self):
         return int(self.optimizer.iterations.numpy())
 
     def restore(self):
-        """Restores the last checkpoint, if any; returns the step it was taken at."""
-        if self.latest.latest_checkpoint:
-            self.checkpoint.restore(self.latest.latest_checkpoint).assert_consumed()
-        return self.step
+        """Restores the newest readable checkpoint, if any; returns its step.
+
+        Checkpoints are found from their files, so a damaged `checkpoint` state file
+        never restarts a run from step 0 over its checkpoints; a damaged newest
+        checkpoint falls back to the previous one with a warning. When checkpoints
+        exist but none can be read, a RunDirectoryError stops the run.
+        """
+        directory = os.path.join(self.write_dir, "checkpoints")
+        paths = run_directory.checkpoint_paths(directory)
+        failures = []
+        for path in paths:
+            try:
+                self.checkpoint.restore(path).assert_consumed()
+            # Damaged files surface as any of these (IndexError: "Read less bytes").
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+                failures.append(f"{path} ({_first_line(error)})")
+                continue
+            for failure in failures:
+                print(f"warning: skipped unreadable checkpoint {failure}; resuming from {path}.")
+            self.restored_path = path
+            return self.step
+        if failures:
+            raise RunDirectoryError(
+                f"no checkpoint in {directory} can be read: {'; '.join(failures)}. Move that "
+                "folder away to train this run from step 0, or train into another --model_dir."
+            )
+        return 0
 
     def _distributed_steps(self, start):
         config = self.config
@@ -116,23 +145,33 @@ class Trainer:
 
     def _make_step_function(self):
         strategy, model = self.strategy, self.model
-        replica_step = model.train_step
+
+        def step_with_health(data, alpha):
+            return model.train_step_with_alpha(data, alpha, health=True)
+
+        compiled_step = step_with_health
         if self.config.jit_compile:
             # XLA compiles the per-replica step; the cross-replica reduction stays outside,
             # and so does alpha's draw: XLA's stateless random numbers differ from
             # TensorFlow's for the same seed (tensorflow/tensorflow#121243).
-            compiled_step = tf.function(model.train_step_with_alpha, jit_compile=True)
+            compiled_step = tf.function(step_with_health, jit_compile=True)
 
-            def replica_step(data):
-                return compiled_step(data, model.sample_alpha(model.optimizer.iterations))
+        def replica_step(data):
+            return compiled_step(data, model.sample_alpha(model.optimizer.iterations))
 
         @tf.function
         def train_step(iterator):
             logs = strategy.run(replica_step, args=(next(iterator),))
-            return {
-                name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
-                for name, value in logs.items()
-            }
+            reduced = {}
+            for name, value in logs.items():
+                if name.startswith("first_nonfinite"):
+                    # The lowest failing position over this process's replicas (other
+                    # workers' non-finite gradients reach the weights checked here).
+                    local = strategy.experimental_local_results(value)
+                    reduced[name] = tf.reduce_min(tf.stack([tf.identity(v) for v in local]))
+                else:
+                    reduced[name] = strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+            return reduced
 
         return train_step
 
@@ -153,22 +192,47 @@ class Trainer:
         self._statistics_step = self.step
 
     def train(self):
-        """Runs (or resumes) training to `config.train_steps`; returns the summary dict."""
+        """Runs (or resumes) training to `config.train_steps`; returns the summary dict.
+
+        The chief holds the model_dir's lock throughout; a model_dir holding a run made
+        with other flags is refused before anything is written; config.json is written
+        only after the restore succeeded. A finished run is not trained or evaluated
+        again: its summary.json is returned as it is.
+        """
+        if not self.is_chief:
+            return self._train()
+        with run_directory.RunLock(self.config.model_dir) as lock:
+            if lock.stale_holder:
+                print(f"warning: took over the stale lock of {lock.stale_holder} in "
+                      f"{self.config.model_dir} (that process is not running).")  # fmt: skip
+            return self._train()
+
+    def _train(self):
         config = self.config
         if self.is_chief:
-            os.makedirs(config.model_dir, exist_ok=True)
-            with open(os.path.join(config.model_dir, CONFIG_FILE), "w") as handle:
-                json.dump(dataclasses.asdict(config), handle, indent=2)
+            run_directory.check_resumable(config.model_dir, config, CONFIG_FILE)
         start = self.restore()
+        if start > config.train_steps:
+            raise ConfigError(
+                f"--train_steps={config.train_steps} is below the step {start} that the run in "
+                f"{config.model_dir} has reached; give --train_steps >= {start} to extend it."
+            )
+        summary_path = os.path.join(config.model_dir, SUMMARY_FILE)
+        if start == config.train_steps and start and os.path.isfile(summary_path):
+            print(f"The run in {config.model_dir} has finished {start} steps; nothing to do.")
+            with open(summary_path) as handle:
+                return json.load(handle)
+        if self.is_chief:
+            run_directory.write_json(
+                os.path.join(config.model_dir, CONFIG_FILE), dataclasses.asdict(config)
+            )
         best_state = self._read_best()
         writers = self._summary_writers()
         if start:
-            print(f"Resuming from step {start} ({self.latest.latest_checkpoint}).")
-        started = time.time()
+            print(f"Resuming from step {start} ({self.restored_path}).")
         if start < config.train_steps:
             best_state = self._run_steps(start, writers, best_state)
-        train_seconds = time.time() - started if start < config.train_steps else 0.0
-        summary = self._final_summary(train_seconds, start, best_state)
+        summary = self._final_summary(start, best_state)
         self._cleanup()
         return summary
 
@@ -179,18 +243,18 @@ class Trainer:
         progress = keras.utils.Progbar(config.train_steps, verbose=1 if self.verbose else 0)
         iterator = iter(self._distributed_steps(start))
         train_step = self._make_step_function()
+        monitor = health.HealthMonitor(self.model.trainable_variables, config.divergence_factor)
+        seconds_before, started = float(self.train_seconds.numpy()), time.time()
         window = (time.time(), start)  # Start time and step of the steps/s window.
+        save_due = False
         for step in range(start + 1, config.train_steps + 1):
             logs = train_step(iterator)
-            loss = float(logs["loss"])
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"Loss is {loss} at step {step}; stopping. The last good checkpoint "
-                    f"({self.latest.latest_checkpoint}) is kept: lower --learning_rate "
-                    "or --clip_value and run again to resume from it."
-                )
+            monitor.check(step, logs, self.latest.latest_checkpoint)
             if step % config.log_every == 0 or step == config.train_steps:
-                scalars = {name: float(value) for name, value in logs.items()}
+                scalars = {
+                    name: float(value) for name, value in logs.items()
+                    if name not in _HEALTH_LOGS
+                }  # fmt: skip
                 scalars["steps_per_second"] = (step - window[1]) / (time.time() - window[0])
                 # Keras returns the schedule's value at the current step.
                 scalars["learning_rate"] = float(tf.identity(self.optimizer.learning_rate))
@@ -199,13 +263,17 @@ class Trainer:
                 for metric in self.model.metrics:
                     metric.reset_state()  # Logged values are means over the window.
                 window = (time.time(), step)
-            if step % config.checkpoint_every == 0:
+            save_due = save_due or step % config.checkpoint_every == 0
+            if save_due and monitor.safe_to_save():
+                self.train_seconds.assign(seconds_before + time.time() - started)
                 self.latest.save(checkpoint_number=step)
+                save_due = False
             if self.dataset.validation is not None and (
                 step % config.eval_every == 0 or step == config.train_steps
             ):
                 best_state = self._validate(step, writers, best_state)
         self.reestimate_batchnorm()  # The last checkpoint is what gets evaluated and exported.
+        self.train_seconds.assign(seconds_before + time.time() - started)
         self.latest.save(checkpoint_number=config.train_steps)
         return best_state
 
@@ -218,8 +286,7 @@ class Trainer:
             best_state = {"step": step, **result}
             self.best.save(checkpoint_number=step)
             if self.is_chief:
-                with open(os.path.join(self.write_dir, BEST_FILE), "w") as handle:
-                    json.dump(best_state, handle, indent=2)
+                run_directory.write_json(os.path.join(self.write_dir, BEST_FILE), best_state)
         return best_state
 
     def _write_prototype_images(self, writer, step, examples=4, prototypes=3):
@@ -238,12 +305,12 @@ class Trainer:
                 "input_and_prototypes", tf.stack(rows), max_outputs=examples, description=description
             )
 
-    def _final_summary(self, train_seconds, start, best_state):
+    def _final_summary(self, start, best_state):
         summary = {
             "config": dataclasses.asdict(self.config),
             "steps": self.step,
             "resumed_from_step": start,
-            "train_seconds": round(train_seconds, 2),
+            "train_seconds": round(float(self.train_seconds.numpy()), 2),
             "replicas": self.strategy.num_replicas_in_sync,
             "test_last": self.evaluate(self.dataset.test),
         }
@@ -255,8 +322,7 @@ class Trainer:
                 self.checkpoint.restore(self.best.latest_checkpoint).assert_consumed()
                 summary["test_best"] = self.evaluate(self.dataset.test)
         if self.is_chief:
-            with open(os.path.join(self.config.model_dir, SUMMARY_FILE), "w") as handle:
-                json.dump(summary, handle, indent=2, default=str)
+            run_directory.write_json(os.path.join(self.config.model_dir, SUMMARY_FILE), summary)
         return summary
 
     def _read_best(self):
@@ -289,18 +355,37 @@ class Trainer:
             shutil.rmtree(self.write_dir, ignore_errors=True)
 
 
+_HEALTH_LOGS = ("step_loss", "first_nonfinite_gradient", "first_nonfinite_weight")
+
+
+def _first_line(error):
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    return text.strip().splitlines()[0]
+
+
 def train(config, dataset=None, strategy=None, verbose=True):
     """Trains the experiment of `config` (resuming when possible); returns its summary."""
     return Trainer(config, dataset, strategy, verbose).train()
 
 
 def read_config(model_dir):
-    """The ExperimentConfig a run in `model_dir` was trained with."""
+    """The ExperimentConfig a run in `model_dir` was trained with (fields added since
+    take their defaults)."""
     path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No {CONFIG_FILE} in {model_dir}: is it a run/train.py model_dir?")
-    with open(path) as handle:
-        values = json.load(handle)
+        raise RunDirectoryError(f"no {CONFIG_FILE} in {model_dir}: is it a run/train.py model_dir?")
+    try:
+        with open(path) as handle:
+            values = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise RunDirectoryError(f"{path} is unreadable: {error}.") from None
+    known = {field.name for field in dataclasses.fields(config_lib.ExperimentConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise RunDirectoryError(
+            f"{path} has fields this version does not know ({', '.join(unknown)}): it was "
+            "written by another version of proto_tf."
+        )
     return config_lib.ExperimentConfig(**values)
 
 

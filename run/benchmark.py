@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 
 from absl import app, flags, logging  # noqa: E402
 
+from proto_tf.errors import exit_on_user_error  # noqa: E402
 import experiment_flags  # noqa: E402
 from proto_tf import benchmarks  # noqa: E402
 from proto_tf.data import MissingDataError, dataset_info  # noqa: E402
@@ -183,4 +184,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(exit_on_user_error(main))

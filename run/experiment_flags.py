@@ -14,6 +14,7 @@ from absl import flags
 from proto_tf.config import ExperimentConfig
 from proto_tf.data.registry import DATASETS
 from proto_tf.distribute import STRATEGIES
+from proto_tf.errors import USAGE_EXIT_STATUS
 from proto_tf.model import ATTENTIONS
 
 FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
@@ -34,6 +35,9 @@ _HELP = {
     "moving statistics to the mean batch statistics of this many training batches; 0 keeps "
     "the moving averages.",
     "jit_compile": "Compile the training step with XLA.",
+    "divergence_factor": "Stop training when the median loss of the last 20 steps exceeds this "
+    "many times the lowest loss level seen so far (the first step's loss or a lower 20-step "
+    "median); 0 disables the check. NaN or infinite gradients and weights always stop it.",
     "candidate_refresh": "0 (the paper): encode all D_train candidates every step. R > 0: "
     "encode R fresh candidates per step (forward-only) into a memory of the last D_train "
     "candidate encodings and attend over it.",
@@ -83,7 +87,7 @@ def parse_with_flagfiles(argv, flag_values=flags.FLAGS):
     try:
         return _parse_with_flagfiles(argv, flag_values)
     except flags.Error as error:
-        sys.exit(f"Flag error: {error}\nRun with --helpfull to list every flag.")
+        _exit_usage(f"{error} (run with --helpfull to list every flag)")
 
 
 def _parse_with_flagfiles(argv, user):
@@ -92,7 +96,7 @@ def _parse_with_flagfiles(argv, user):
     flagfile = os.path.join(FLAGS_DIR, name + ".cfg")
     if not os.path.isfile(flagfile):
         valid = sorted(f[:-4] for f in os.listdir(FLAGS_DIR) if f.endswith(".cfg"))
-        sys.exit(f"No flagfile {flagfile}. Valid experiments: {', '.join(valid)}.")
+        _exit_usage(f"no flagfile {flagfile}; valid experiments: {', '.join(valid)}.")
     prefix = [f"--flagfile={flagfile}"]
     user.unparse_flags()
     user([argv[0]] + prefix + argv[1:], known_only=True)
@@ -100,6 +104,11 @@ def _parse_with_flagfiles(argv, user):
         prefix.append(f"--flagfile={os.path.join(FLAGS_DIR, 'small', user.dataset + '.cfg')}")
     user.unparse_flags()
     return user([argv[0]] + prefix + argv[1:])
+
+
+def _exit_usage(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USAGE_EXIT_STATUS)
 
 
 def config_for(args):

@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from proto_tf.errors import exit_on_user_error  # noqa: E402
 from proto_tf import explain, export, training  # noqa: E402
 from proto_tf.data import dataset_info  # noqa: E402
 
@@ -59,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(exit_on_user_error(main))

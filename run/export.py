@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 
 from absl import app, flags  # noqa: E402
 
+from proto_tf.errors import exit_on_user_error  # noqa: E402
 from proto_tf import export  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=True)
@@ -39,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(exit_on_user_error(main))

@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from proto_tf.errors import exit_on_user_error  # noqa: E402
 import experiment_flags  # noqa: E402
 from proto_tf import report, training  # noqa: E402
 
@@ -70,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(exit_on_user_error(main))

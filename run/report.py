@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from proto_tf.errors import exit_on_user_error  # noqa: E402
 from proto_tf import report  # noqa: E402
 
 flags.DEFINE_list("model_dirs", None, "model_dirs of finished run/train.py runs.", required=True)
@@ -23,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(exit_on_user_error(main))

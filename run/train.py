@@ -14,6 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 
 from absl import app, logging  # noqa: E402
 
+from proto_tf.errors import exit_on_user_error  # noqa: E402
 import experiment_flags  # noqa: E402
 from proto_tf import training  # noqa: E402
 
@@ -31,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=experiment_flags.parse_with_flagfiles)
+    app.run(exit_on_user_error(main), flags_parser=experiment_flags.parse_with_flagfiles)

@@ -10,6 +10,7 @@ from data_files import (
 from proto_tf.data import MissingDataError, load_dataset
 from proto_tf.data.adult import NUM_FEATURES, AdultFeatures
 from proto_tf.data.text import ALPHABET, CharacterQuantizer
+from proto_tf.errors import DataError
 
 REPO_ADULT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "adult")
 
@@ -80,7 +81,7 @@ def test_corrupt_idx_file_is_reported(tmp_path):
     raw = gzip.decompress(content)[:-100]
     with gzip.open(path, "wb") as handle:
         handle.write(raw)
-    with pytest.raises(MissingDataError, match="truncated or corrupt"):
+    with pytest.raises(DataError, match="truncated or corrupt"):
         load_dataset("mnist", str(tmp_path))
 
 

@@ -174,9 +174,11 @@ def test_summary_and_best_checkpoint(tmp_path):
     assert 0.0 <= on_disk["test_best"]["accuracy"] <= 1.0
     assert on_disk["best_validation"]["step"] in (2, 4)
     assert set(os.listdir(os.path.join(config.model_dir, "logs"))) == {"train", "validation"}
-    # Running the finished experiment again resumes at the end and trains nothing.
+    # Running the finished experiment again trains nothing and keeps its record as it was.
+    before = (tmp_path / "run" / "summary.json").read_bytes()
     again = Trainer(config, verbose=False).train()
-    assert again["resumed_from_step"] == 4 and again["train_seconds"] == 0.0
+    assert again == on_disk and on_disk["train_seconds"] > 0
+    assert (tmp_path / "run" / "summary.json").read_bytes() == before
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.data.common import Split, missing_data
+from proto_tf.data.common import Split, missing_data, read_text_lines, require_rows
+from proto_tf.errors import DataError
 
 URL = "https://archive.ics.uci.edu/static/public/2/adult.zip"
 TRAIN_FILE, TEST_FILE = "adult.data", "adult.test"
@@ -35,6 +36,19 @@ CONTINUOUS = {
     "capital-gain": (5.0, 5.0, "log1p"),
     "capital-loss": (5.0, 5.0, "log1p"),
     "hours-per-week": (50.0, 50.0, None),
+}
+
+# The values a census record can take, for every continuous column; anything outside
+# (NaN, infinities, a negative weight or gain, an age of 1e38) is rejected when files
+# are read and by the serving graph, never mapped to a number the model was not
+# trained on.
+VALID_RANGES = {
+    "age": (0.0, 130.0),
+    "fnlwgt": (1.0, 1e8),
+    "education-num": (1.0, 16.0),
+    "capital-gain": (0.0, 1e7),
+    "capital-loss": (0.0, 1e7),
+    "hours-per-week": (0.0, 168.0),
 }
 
 CATEGORICAL = {
@@ -111,33 +125,51 @@ def read_adult_csv(path):
     """Reads an Adult file into `(columns dict of numpy arrays, labels)`.
 
     Skips blank lines and the test file's `|1x3 Cross validator` header; strips the
-    test labels' trailing `.`.
+    test labels' trailing `.`. Every field is checked: a DataError names the file, the
+    line, the column and what is valid (a number in `VALID_RANGES`, a known label,
+    UTF-8 text, at least one row).
     """
     values = {name: [] for name in COLUMNS}
     labels = []
-    with open(path, newline="") as handle:
-        for line_number, row in enumerate(csv.reader(handle, skipinitialspace=True), 1):
-            if not row or row[0].startswith("|"):
-                continue
-            if len(row) != len(COLUMNS) + 1:
-                raise ValueError(
-                    f"{path}:{line_number}: expected {len(COLUMNS) + 1} comma-separated "
-                    f"fields, got {len(row)}."
-                )
-            for name, value in zip(COLUMNS, row):
-                values[name].append(value.strip())
-            label = row[-1].strip().rstrip(".")
-            if label not in CLASS_NAMES:
-                raise ValueError(
-                    f"{path}:{line_number}: unknown income label {row[-1]!r}; "
-                    f"valid: {', '.join(CLASS_NAMES)}."
-                )
-            labels.append(CLASS_NAMES.index(label))
+    lines = read_text_lines(path)
+    for line_number, row in enumerate(csv.reader(lines, skipinitialspace=True), 1):
+        if not row or row[0].startswith("|"):
+            continue
+        where = f"{path}:{line_number}"
+        if len(row) != len(COLUMNS) + 1:
+            raise DataError(
+                f"{where}: expected {len(COLUMNS) + 1} comma-separated fields "
+                f"({', '.join(COLUMNS)}, income), got {len(row)}."
+            )
+        for column_number, (name, value) in enumerate(zip(COLUMNS, row), 1):
+            value = value.strip()
+            if name in CONTINUOUS:
+                value = _parse_number(value, name, f"{where}: column {column_number} ({name})")
+            values[name].append(value)
+        label = row[-1].strip().rstrip(".")
+        if label not in CLASS_NAMES:
+            raise DataError(
+                f"{where}: column {len(row)} (income): unknown label {row[-1]!r}; "
+                f"valid: {', '.join(CLASS_NAMES)}."
+            )
+        labels.append(CLASS_NAMES.index(label))
+    require_rows(path, len(labels), f"rows of {len(COLUMNS) + 1} comma-separated fields")
     columns = {
         name: np.asarray(column, np.float32 if name in CONTINUOUS else object)
         for name, column in values.items()
     }
     return columns, np.asarray(labels, np.int32)
+
+
+def _parse_number(text, name, where):
+    low, high = VALID_RANGES[name]
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:  # Also false for NaN.
+        raise DataError(f"{where}: {text!r} is not a number in [{low:g}, {high:g}].")
+    return value
 
 
 def featurize(columns, batch_size=8192):

@@ -6,8 +6,10 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from proto_tf.errors import DataError, UserError
 
-class MissingDataError(FileNotFoundError):
+
+class MissingDataError(UserError, FileNotFoundError):
     """Data files are missing or unreadable; the message says what, where and how to fix."""
 
 
@@ -18,6 +20,39 @@ def missing_data(dataset, looked_for, url, flag="--data_dir", detail=""):
         f"{dataset} data not found{': ' + detail if detail else ''}. Looked for: {files}. "
         f"Download it from {url} and point {flag} at the folder that holds it."
     )
+
+
+def read_text_lines(path):
+    """The lines of a UTF-8 text file; a DataError names the file, line and byte column
+    of the first byte that is not UTF-8."""
+    with open(path, "rb") as handle:
+        raw_lines = handle.read().splitlines()
+    lines = []
+    for line_number, raw in enumerate(raw_lines, 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise DataError(
+                f"{path}:{line_number}: byte {error.start + 1} ({raw[error.start]:#04x}) is not "
+                "UTF-8; the file must be UTF-8 text."
+            ) from None
+    return lines
+
+
+def require_rows(path, count, expected):
+    """Raises a DataError when a data file holds no examples."""
+    if count == 0:
+        raise DataError(f"{path}: no examples found; expected {expected}.")
+
+
+def check_labels(path, labels, num_classes):
+    """Raises a DataError naming the first label outside [0, num_classes)."""
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise DataError(
+            f"{path}: label {labels[bad[0]]} of example {bad[0]} is outside 0..{num_classes - 1} "
+            f"({bad.size} such labels)."
+        )
 
 
 @dataclasses.dataclass

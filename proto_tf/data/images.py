@@ -11,7 +11,14 @@ import struct
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.data.common import MissingDataError, Split, missing_data
+from proto_tf.data.common import (
+    Split,
+    check_labels,
+    missing_data,
+    read_text_lines,
+    require_rows,
+)
+from proto_tf.errors import DataError
 
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"  # Debian dataset-fashion-mnist.
 IDX_FILES = {
@@ -73,28 +80,44 @@ def _random_flip(images, seed, axis):
 def read_idx(path):
     """Reads an IDX file (as distributed for MNIST and Fashion-MNIST), gzipped or not."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:  # gzip: "not a gzipped file", truncated stream.
+        raise DataError(f"{path}: cannot be read as {'gzip' if path.endswith('.gz') else 'IDX'}: "
+                        f"{error}.") from None  # fmt: skip
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise MissingDataError(f"{path} is not an IDX file (bad magic number).")
+        raise DataError(f"{path} is not an IDX file (bad magic number).")
     rank = data[3]
+    if len(data) < 4 + 4 * rank:
+        raise DataError(f"{path}: IDX header is truncated (rank {rank} needs {4 + 4 * rank} bytes).")
     shape = struct.unpack(f">{rank}I", data[4:4 + 4 * rank])
-    array = np.frombuffer(data, _IDX_DTYPES[data[2]], offset=4 + 4 * rank)
-    if array.size != int(np.prod(shape)):
-        raise MissingDataError(
-            f"{path} is truncated or corrupt: header says shape {shape}, found {array.size} values."
+    itemsize = np.dtype(_IDX_DTYPES[data[2]]).itemsize
+    body = len(data) - 4 - 4 * rank
+    if body != int(np.prod(shape)) * itemsize:
+        raise DataError(
+            f"{path} is truncated or corrupt: header says shape {shape} "
+            f"({int(np.prod(shape)) * itemsize} bytes of data), the file has {body}."
         )
-    return array.reshape(shape)
+    return np.frombuffer(data, _IDX_DTYPES[data[2]], offset=4 + 4 * rank).reshape(shape)
 
 
-def load_idx_pair(data_dir, images_file, labels_file):
+def load_idx_pair(data_dir, images_file, labels_file, num_classes=10):
     """Images `[N, 28, 28, 1]` uint8 and labels from an IDX pair."""
     images = read_idx(os.path.join(data_dir, images_file))
-    labels = read_idx(os.path.join(data_dir, labels_file)).astype(np.int32)
+    labels_path = os.path.join(data_dir, labels_file)
+    labels = read_idx(labels_path).astype(np.int32)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(
+            f"{images_file} must hold [N, rows, cols] images and {labels_file} [N] labels; "
+            f"got shapes {images.shape} and {labels.shape}."
+        )
     if len(images) != len(labels):
-        raise MissingDataError(
+        raise DataError(
             f"{images_file} has {len(images)} images but {labels_file} has {len(labels)} labels."
         )
+    require_rows(os.path.join(data_dir, images_file), len(images), "at least one image")
+    check_labels(labels_path, labels, num_classes)
     return images[..., None], labels
 
 
@@ -133,19 +156,37 @@ def load_cifar10(data_dir, download=False):
 
 
 def _read_cifar_python(path):
-    with open(path, "rb") as handle:
-        batch = pickle.load(handle, encoding="bytes")
-    images = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return images, np.asarray(batch[b"labels"], np.int32)
+    try:
+        with open(path, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+        data, labels = batch[b"data"], batch[b"labels"]
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
+        raise DataError(
+            f"{path}: not a complete CIFAR-10 python batch (a pickled dict with b'data' and "
+            f"b'labels'): {type(error).__name__}: {error}."
+        ) from None
+    data, labels = np.asarray(data, np.uint8), np.asarray(labels, np.int32)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        raise DataError(
+            f"{path}: expected data [N, 3072] and N labels, got data {data.shape} and "
+            f"{len(labels)} labels."
+        )
+    check_labels(path, labels, 10)
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
 def _read_cifar_binary(path):
     records = np.fromfile(path, np.uint8)
-    if records.size % 3073:
-        raise MissingDataError(f"{path}: size {records.size} is not a multiple of 3073-byte records.")
+    if records.size == 0 or records.size % 3073:
+        raise DataError(
+            f"{path}: size {records.size} bytes is not a positive multiple of 3073-byte records "
+            "(truncated?)."
+        )
     records = records.reshape(-1, 3073)
     images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), records[:, 0].astype(np.int32)
+    labels = records[:, 0].astype(np.int32)
+    check_labels(path, labels, 10)
+    return np.ascontiguousarray(images), labels
 
 
 def load_image_folder(folder, size, class_names=None):
@@ -160,13 +201,20 @@ def load_image_folder(folder, size, class_names=None):
         if not os.path.isdir(class_dir):
             continue
         for file_name in sorted(os.listdir(class_dir)):
-            images.append(_read_image(os.path.join(class_dir, file_name), size))
+            images.append(read_image(os.path.join(class_dir, file_name), size))
             labels.append(label)
+    require_rows(folder, len(images), "images in <class>/ subfolders")
     return np.stack(images), np.asarray(labels, np.int32), tuple(class_names)
 
 
-def _read_image(path, size):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+def read_image(path, size):
+    """A PNG/JPEG/GIF/BMP file as a `[size, size, 3]` uint8 array (resized when needed);
+    a DataError names a file that cannot be decoded."""
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
+        message = error.message.splitlines()[0] if error.message else type(error).__name__
+        raise DataError(f"{path}: not a readable PNG, JPEG, GIF or BMP image ({message}).") from None
     if image.shape[0] != size or image.shape[1] != size:
         image = tf.cast(tf.round(tf.image.resize(image, [size, size])), tf.uint8)
     return image.numpy()
@@ -201,15 +249,21 @@ def load_isic(data_dir):
             raise missing_data("ISIC", [folder, labels_file], URLS["isic"])
         files = {os.path.splitext(f)[0]: f for f in os.listdir(folder)}
         images, labels = [], []
-        with open(labels_file, newline="") as handle:
-            for row in csv.reader(handle):
-                if not row or row[1].strip().lower() not in _ISIC_LABELS:
-                    continue  # Header or blank line.
-                image_id = row[0].strip()
-                if image_id not in files:
-                    raise MissingDataError(f"{labels_file} names {image_id}, not found in {folder}.")
-                images.append(_read_image(os.path.join(folder, files[image_id]), 128))
-                labels.append(_ISIC_LABELS[row[1].strip().lower()])
+        for line_number, row in enumerate(csv.reader(read_text_lines(labels_file)), 1):
+            if not row or (line_number == 1 and row[-1].strip().lower() not in _ISIC_LABELS):
+                continue  # Header or blank line.
+            where = f"{labels_file}:{line_number}"
+            if len(row) < 2 or row[1].strip().lower() not in _ISIC_LABELS:
+                raise DataError(
+                    f"{where}: expected image_id,label with label one of "
+                    f"{', '.join(sorted(_ISIC_LABELS))}; got {row!r}."
+                )
+            image_id = row[0].strip()
+            if image_id not in files:
+                raise DataError(f"{where}: image {image_id!r} is not in {folder}.")
+            images.append(read_image(os.path.join(folder, files[image_id]), 128))
+            labels.append(_ISIC_LABELS[row[1].strip().lower()])
+        require_rows(labels_file, len(labels), "rows image_id,label")
         splits.append(Split(np.stack(images), np.asarray(labels), np.arange(len(labels))))
     return splits
 

@@ -14,7 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.data.common import Split, missing_data
+from proto_tf.data.common import Split, missing_data, read_text_lines, require_rows
+from proto_tf.errors import DataError
 
 URL = "https://github.com/le-scientifique/torchDatasets/raw/master/dbpedia_csv.tar.gz"
 SEQUENCE_LENGTH = 448
@@ -63,18 +64,33 @@ class CharacterQuantizer(keras.layers.Layer):
 
 def read_dbpedia_csv(path):
     """Rows `class,"title","content"` (classes 1-14) -> (texts, 0-based labels).
-    The text is the title and the content joined by a space."""
+    The text is the title and the content joined by a space. A DataError names the
+    file and line of a row that is not UTF-8, has another field count or class."""
     texts, labels = [], []
+    # Lines are split by the CSV reader, not before: quoted contents may hold newlines.
     with open(path, newline="", encoding="utf-8") as handle:
-        for line_number, row in enumerate(csv.reader(handle), 1):
+        reader = csv.reader(handle)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except UnicodeDecodeError:
+                read_text_lines(path)  # Raises a DataError naming the line and byte.
+                raise
+            except csv.Error as error:
+                raise DataError(f"{path}:{reader.line_num}: not valid CSV: {error}.") from None
             if not row:
                 continue
-            if len(row) != 3 or not row[0].strip().isdigit() or not 1 <= int(row[0]) <= 14:
-                raise ValueError(
-                    f"{path}:{line_number}: expected class (1-14),\"title\",\"content\"; got {row[:3]!r}."
+            label = row[0].strip()
+            if len(row) != 3 or not label.isdigit() or not 1 <= int(label) <= len(CLASS_NAMES):
+                raise DataError(
+                    f"{path}:{reader.line_num}: expected 3 fields class (1-{len(CLASS_NAMES)}),"
+                    f"\"title\",\"content\"; got {len(row)} field(s) starting {row[:2]!r}."
                 )
-            labels.append(int(row[0]) - 1)
+            labels.append(int(label) - 1)
             texts.append(f"{row[1]} {row[2]}")
+    require_rows(path, len(labels), 'rows class,"title","content"')
     return texts, np.asarray(labels, np.int32)
 
 

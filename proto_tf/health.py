@@ -1,0 +1,112 @@
+"""Training health: NaN or infinite gradients, weights or losses, and divergence
+without NaN, each stopping the run with the step, the cause and the last good
+checkpoint."""
+
+import collections
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from proto_tf.errors import TrainingHealthError
+
+DIVERGENCE_WINDOW = 20  # Steps whose median loss is compared with the loss level.
+
+
+class NonFiniteError(TrainingHealthError):
+    """A loss, gradient or weight became NaN or infinite."""
+
+
+class DivergenceError(TrainingHealthError):
+    """The loss rose far above its level without becoming NaN."""
+
+
+def first_nonfinite(tensors) -> tf.Tensor:
+    """Position of the first tensor holding a NaN or infinity, or `len(tensors)` when
+    all are finite (None entries, e.g. missing gradients, count as finite)."""
+    finite = tf.stack([
+        tf.constant(True) if t is None else tf.reduce_all(tf.math.is_finite(t)) for t in tensors
+    ])  # fmt: skip
+    positions = tf.range(len(tensors), dtype=tf.int32)
+    return tf.reduce_min(tf.where(finite, len(tensors), positions))
+
+
+class HealthMonitor:
+    """Checks every step's health logs; raises with the step and what went wrong.
+
+    Divergence: the loss level is the first step's loss or the lowest median of
+    `DIVERGENCE_WINDOW` consecutive step losses, whichever is lower. The run has
+    diverged when the median of the last window (at least half a window of steps)
+    exceeds both `factor` times that level and the first step's loss: a healthy run
+    never returns to its untrained loss, and early steps are held to 10x, not to
+    their noise.
+
+    Args:
+      variables: the trainable variables, in the order the step checks them.
+      factor: the divergence factor (0 disables the divergence check).
+    """
+
+    def __init__(self, variables, factor: float):
+        self.names = [v.path for v in variables]
+        self.factor = factor
+        self.losses = collections.deque(maxlen=DIVERGENCE_WINDOW)
+        self.first_loss = None
+        self.level = math.inf
+
+    @property
+    def threshold(self) -> float:
+        """The window median above which the run counts as diverged."""
+        if self.first_loss is None or not self.factor:
+            return math.inf
+        return max(self.factor * min(self.level, self.first_loss), self.first_loss)
+
+    def safe_to_save(self) -> bool:
+        """False while any loss of the last window is above the threshold: a checkpoint
+        taken then could be the first of a divergence."""
+        return all(loss <= self.threshold for loss in self.losses)
+
+    def check(self, step: int, logs: dict, last_checkpoint: str | None) -> None:
+        """Raises NonFiniteError or DivergenceError for the step's `logs` (which hold
+        step_loss, first_nonfinite_gradient and first_nonfinite_weight)."""
+        keep = _kept(last_checkpoint)
+        for kind in ("gradient", "weight"):
+            position = int(logs[f"first_nonfinite_{kind}"])
+            if position < len(self.names):
+                raise NonFiniteError(
+                    f"step {step}: the {kind} of {self.names[position]} is NaN or infinite; "
+                    f"training stopped. {keep} {_ADVICE}."
+                )
+        loss = float(logs["step_loss"])
+        if not math.isfinite(loss):
+            raise NonFiniteError(
+                f"step {step}: the loss is {loss}; training stopped. {keep} {_ADVICE}."
+            )
+        if self.first_loss is None:
+            self.first_loss = loss
+        self.losses.append(loss)
+        if len(self.losses) < DIVERGENCE_WINDOW // 2:
+            return
+        median = float(np.median(self.losses))
+        if median > self.threshold:
+            raise DivergenceError(
+                f"step {step}: training diverged: the median loss of the last "
+                f"{len(self.losses)} steps is {median:.4g}, above {self.threshold:.4g} "
+                f"(--divergence_factor={self.factor:g} times the loss level "
+                f"{min(self.level, self.first_loss):.4g}, and the first step's loss "
+                f"{self.first_loss:.4g}). {keep} {_ADVICE} (--divergence_factor=0 "
+                "disables this check)."
+            )
+        if len(self.losses) == DIVERGENCE_WINDOW:
+            self.level = min(self.level, median)
+
+
+_ADVICE = (
+    "Lower --learning_rate or --clip_value (or check the data) and train into a new "
+    "--model_dir"
+)
+
+
+def _kept(last_checkpoint):
+    if last_checkpoint:
+        return f"The last good checkpoint, {last_checkpoint}, is kept (it can be evaluated and exported)."
+    return "No checkpoint had been saved yet."

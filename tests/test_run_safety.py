@@ -1,0 +1,168 @@
+"""Training never ends silently wrong: bad flags, unhealthy steps, a model_dir holding
+another run, a second trainer, damaged checkpoints, and resume after a kill."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_files import write_adult
+from proto_tf import run_directory
+from proto_tf.config import ExperimentConfig
+from proto_tf.errors import ConfigError, RunDirectoryError
+from proto_tf.health import DivergenceError, NonFiniteError
+from proto_tf.training import Trainer, load_experiment_dataset
+from test_training import REPO, _tiny_config
+
+
+@pytest.mark.parametrize(
+    "name, value, rule",
+    [
+        ("learning_rate", -1.0, "must be a finite number > 0"),
+        ("learning_rate", float("nan"), "must be a finite number > 0"),
+        ("clip_value", -1.0, "must be a finite number > 0"),
+        ("decay_rate", -0.5, r"must be in \(0, 1\]"),
+        ("decay_rate", 1.5, r"must be in \(0, 1\]"),
+        ("decay_steps", 0, "must be a positive integer"),
+        ("infer_database_size", 0, "must be a positive integer"),
+        ("eval_batch_size", 0, "must be a positive integer"),
+        ("label_noise", 1.0, r"must be in \[0, 1\)"),
+        ("divergence_factor", 0.5, "must be 0 \\(off\\) or > 1"),
+    ],
+)
+def test_each_bad_flag_is_refused_by_name(name, value, rule):
+    with pytest.raises(ConfigError, match=rf"^--{name}={value!r} {rule}\.$"):
+        ExperimentConfig(**{name: value})
+
+
+def test_infer_database_larger_than_the_training_split_is_refused(tmp_path):
+    config = _tiny_config(tmp_path, "big", infer_database_size=100000)
+    with pytest.raises(ConfigError, match=r"--infer_database_size=100000 exceeds the 200 training examples of adult .* valid: 1..200\."):
+        Trainer(config, verbose=False)
+
+
+def test_cli_flag_error_is_one_line_with_status_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult",
+         "--learning_rate=-1", f"--model_dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: --learning_rate=-1.0 must be a finite number > 0."
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_nonfinite_gradient_names_step_variable_and_checkpoint(tmp_path):
+    config = _tiny_config(tmp_path, "nan_grad", train_steps=30, checkpoint_every=2, batch_size=200)
+    dataset = load_experiment_dataset(config)
+    dataset.train.inputs[7, 0] = np.nan  # Every step's batch (the whole split) holds it.
+    trainer = Trainer(config, dataset=dataset, verbose=False)
+    with pytest.raises(NonFiniteError) as error:
+        trainer.train()
+    message = str(error.value)
+    assert message.startswith("step 1: the gradient of ") and "is NaN or infinite" in message
+    assert trainer.model.trainable_variables[0].path in message  # The first kernel.
+    assert "No checkpoint had been saved yet" in message
+
+
+def test_divergence_without_nan_is_stopped_and_earlier_checkpoint_kept(tmp_path):
+    config = _tiny_config(tmp_path, "diverge", train_steps=200, checkpoint_every=5, learning_rate=1e6)
+    trainer = Trainer(config, verbose=False)
+    with pytest.raises(DivergenceError, match=r"training diverged: the median loss of the last") as error:
+        trainer.train()
+    saved = run_directory.checkpoint_paths(os.path.join(config.model_dir, "checkpoints"))
+    assert trainer.step < 200
+    if saved:  # A checkpoint taken before the loss rose is the one named as kept.
+        assert f"The last good checkpoint, {saved[0]}" in str(error.value)
+    assert not os.path.exists(os.path.join(config.model_dir, "summary.json"))
+
+
+def test_divergence_check_spares_a_healthy_run(tmp_path):
+    config = _tiny_config(tmp_path, "healthy", train_steps=60)
+    assert Trainer(config, verbose=False).train()["steps"] == 60
+
+
+def _finished_run(tmp_path, name="run", **overrides):
+    config = _tiny_config(tmp_path, name, train_steps=4, checkpoint_every=2, **overrides)
+    Trainer(config, verbose=False).train()
+    return config
+
+
+def test_run_dir_with_other_flags_is_refused_and_left_intact(tmp_path):
+    config = _finished_run(tmp_path)
+    files = {name: (tmp_path / "run" / name).read_bytes() for name in ("config.json", "summary.json")}
+    other = dataclasses.replace(config, attention="softmax", train_database_size=8)
+    with pytest.raises(RunDirectoryError) as error:
+        Trainer(other, verbose=False).train()
+    message = str(error.value)
+    assert "--attention: 'sparsemax' in the run, 'softmax' now" in message
+    assert "--train_database_size: 16 in the run, 8 now" in message
+    assert "another --model_dir" in message
+    for name, content in files.items():
+        assert (tmp_path / "run" / name).read_bytes() == content
+    with pytest.raises(ConfigError, match="--train_steps=2 is below the step 4"):
+        Trainer(dataclasses.replace(config, train_steps=2), verbose=False).train()
+    # Extending the run is a safe change.
+    extended = Trainer(dataclasses.replace(config, train_steps=6), verbose=False).train()
+    assert extended["steps"] == 6 and extended["resumed_from_step"] == 4
+
+
+def test_second_trainer_on_one_dir_stops_naming_the_first(tmp_path):
+    config = _tiny_config(tmp_path, "locked")
+    with run_directory.RunLock(config.model_dir):
+        with pytest.raises(RunDirectoryError, match=rf"is in use by another trainer \(PID {os.getpid()} on host "):
+            Trainer(config, verbose=False).train()
+    assert not os.path.exists(os.path.join(config.model_dir, "config.json"))
+
+
+def test_stale_lock_is_reported_and_taken_over(tmp_path, capsys):
+    config = _tiny_config(tmp_path, "stale")
+    os.makedirs(config.model_dir)
+    with open(os.path.join(config.model_dir, run_directory.LOCK_FILE), "w") as handle:
+        handle.write("PID 999999 on host elsewhere")
+    assert Trainer(config, verbose=False).train()["steps"] == 2
+    assert "took over the stale lock of PID 999999 on host elsewhere" in capsys.readouterr().out
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
+    config = _finished_run(tmp_path)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    data_file = next(checkpoints.glob("ckpt-4.data-*"))
+    data_file.write_bytes(data_file.read_bytes()[:20])
+    resumed = Trainer(dataclasses.replace(config, train_steps=6), verbose=False).train()
+    output = capsys.readouterr().out
+    assert f"skipped unreadable checkpoint {checkpoints / 'ckpt-4'}" in output
+    assert "Resuming from step 2" in output and resumed["resumed_from_step"] == 2
+
+
+def test_no_readable_checkpoint_stops_instead_of_restarting(tmp_path):
+    config = _finished_run(tmp_path)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    for index_file in checkpoints.glob("ckpt-*.index"):
+        index_file.write_bytes(b"not an sstable")
+    with pytest.raises(RunDirectoryError, match="no checkpoint in .* can be read: .*ckpt-4 .*ckpt-2"):
+        Trainer(dataclasses.replace(config, train_steps=6), verbose=False).train()
+
+
+def test_garbage_state_file_never_restarts_from_step_zero(tmp_path):
+    config = _finished_run(tmp_path)
+    (tmp_path / "run" / "checkpoints" / "checkpoint").write_text("garbage {{{ \x00")
+    resumed = Trainer(dataclasses.replace(config, train_steps=6), verbose=False).train()
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 6
+
+
+def test_resume_with_dropout_is_bit_identical_and_time_accumulates(tmp_path):
+    common = dict(attention="softmax", lstm_dropout=0.5, deterministic=True, checkpoint_every=2)
+    straight = Trainer(_tiny_config(tmp_path, "straight", train_steps=4, **common), verbose=False)
+    straight.train()
+    first = Trainer(_tiny_config(tmp_path, "split", train_steps=2, **common), verbose=False).train()
+    resumed = Trainer(_tiny_config(tmp_path, "split", train_steps=4, **common), verbose=False)
+    summary = resumed.train()
+    assert summary["resumed_from_step"] == 2
+    assert summary["train_seconds"] > first["train_seconds"] > 0
+    for expected, got in zip(straight.model.weights, resumed.model.weights):
+        np.testing.assert_array_equal(got.numpy(), expected.numpy(), err_msg=expected.path)
