@@ -67,7 +67,7 @@ class Evaluator:
                 outputs = self._predict(inputs)
             else:
                 database = self.model.database
-                outputs = self._predict(inputs, database.keys, database.values, database.labels)
+                outputs = self._predict(inputs, *database.tensors())
             batch = {"labels": labels, "predictions": tf.argmax(outputs["logits"], -1)}
             if "weights" in outputs:
                 batch["plain_predictions"] = tf.argmax(outputs["plain_logits"], -1)

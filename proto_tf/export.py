@@ -1,7 +1,11 @@
 """SavedModels for TF Serving: raw inputs in, the class, its confidence and the
 prototypes behind it out, with the encoded inference database baked in as weights."""
 
+import dataclasses
+import errno
 import os
+import shutil
+import tempfile
 
 import keras
 import numpy as np
@@ -9,8 +13,12 @@ import tensorflow as tf
 
 from proto_tf import blockwise, metrics
 from proto_tf.data import adult, text
+from proto_tf.errors import ConfigError
 
 SERVING_SIGNATURE = "serving_default"
+# Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
+# from exhausting a server (about 94 KB a row for Adult at D_infer 4096).
+DEFAULT_MAX_BATCH_SIZE = 8192
 ABSTAIN_SIGNATURE = "abstain"
 
 
@@ -59,34 +67,46 @@ def raw_input_signature(info):
 def _raw_to_model_inputs(info, preprocess):
     """The serving graph's preprocessing, identical to evaluation's: images go through
     the dataset's own `preprocess`; texts through the character quantiser; Adult
-    columns through AdultFeatures."""
+    columns through AdultFeatures. Returns `(to_inputs, extra_outputs, layers)`:
+    `extra_outputs(raw)` gives per-instance outputs of the preprocessing itself
+    (Adult's count of unknown category strings)."""
     if info.kind == "image":
-        return (lambda raw: preprocess(raw["images"])), []
+        return (lambda raw: preprocess(raw["images"])), (lambda raw: {}), []
     if info.kind == "text":
         quantizer = text.CharacterQuantizer(info.input_shape[0])
-        return (lambda raw: preprocess(quantizer(raw["texts"]))), [quantizer]
+        return (lambda raw: preprocess(quantizer(raw["texts"]))), (lambda raw: {}), [quantizer]
     features = adult.AdultFeatures()
 
-    def columns_to_inputs(raw):
-        columns = {column: raw[column.replace("-", "_")] for column in adult.COLUMNS}
-        return preprocess(features(columns))
+    def columns(raw):
+        return {column: raw[column.replace("-", "_")] for column in adult.COLUMNS}
 
-    return columns_to_inputs, [features]
+    def extra_outputs(raw):
+        return {"unknown_categories": features.unknown_fields(columns(raw))}
+
+    return (lambda raw: preprocess(features(columns(raw)))), extra_outputs, [features]
 
 
-def build_serving_function(model, info, preprocess, database, top_k=5):
-    """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`."""
-    to_inputs, preprocessing_layers = _raw_to_model_inputs(info, preprocess)
+def build_serving_function(model, info, preprocess, database, top_k=5,
+                           max_batch_size=DEFAULT_MAX_BATCH_SIZE):  # fmt: skip
+    """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`.
+
+    Every request is checked in the graph first (`_checked`): a bad one fails with
+    InvalidArgument naming the input, never with a number.
+    """
+    to_inputs, extra_outputs, preprocessing_layers = _raw_to_model_inputs(info, preprocess)
 
     signature = raw_input_signature(info)
 
     def serve(raw, confidence_threshold=None):
-        raw = _checked(raw, signature)
+        raw = _checked(raw, signature, max_batch_size)
+        if confidence_threshold is not None:
+            confidence_threshold = _checked_threshold(confidence_threshold, raw, signature)
         inputs = to_inputs(raw)
         if model.is_baseline:
             logits = model(inputs, training=False)["logits"]
             outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
             outputs["probabilities"] = tf.nn.softmax(tf.cast(logits, tf.float32))
+            outputs.update(extra_outputs(raw))
             return outputs
         queries, _, _ = model.encode(inputs, training=False)
         weighted_values, weights = model.prototype_attention(
@@ -106,9 +126,10 @@ def build_serving_function(model, info, preprocess, database, top_k=5):
             "prototype_indices": tf.gather(database.indices, top_indices),
             "prototype_weights": top_weights,
             "prototype_labels": tf.gather(database.labels, top_indices),
+            **extra_outputs(raw),
         }
         if confidence_threshold is not None:
-            abstained = confidence < tf.cast(confidence_threshold, tf.float32)
+            abstained = confidence < confidence_threshold
             outputs["abstained"] = abstained
             outputs["class_ids"] = tf.where(abstained, -1, outputs["class_ids"])
         return outputs
@@ -116,19 +137,67 @@ def build_serving_function(model, info, preprocess, database, top_k=5):
     return serve, preprocessing_layers
 
 
-def _checked(raw, signature):
-    """The raw inputs, each made to depend on a check of its shape and of a non-empty
-    batch, so that a bad request fails with InvalidArgument before any computation
-    (a loaded signature does not enforce its own static shapes)."""
-    checked = {}
-    for name, spec in signature.items():
-        value = tf.ensure_shape(raw[name], spec.shape)  # "Shape of tensor ... is not compatible"
-        non_empty = tf.debugging.assert_positive(
-            tf.shape(value)[0], message="empty batch: send at least one instance"
-        )
-        with tf.control_dependencies([non_empty]):
-            checked[name] = tf.identity(value)
-    return checked
+def _checked(raw, signature, max_batch_size):
+    """The raw inputs, each made to depend on checks of the request, so that a bad
+    request fails with InvalidArgument naming the input before any computation (a
+    loaded signature does not enforce its own static shapes): shape, one batch size
+    for all inputs, 1..max_batch_size instances, and for numeric Adult columns
+    finite values in `adult.VALID_RANGES`."""
+    names = list(signature)
+    first = names[0]
+    batch = tf.shape(tf.ensure_shape(raw[first], signature[first].shape))[0]
+    checks = [
+        tf.debugging.assert_positive(batch, message="empty batch: send at least one instance"),
+        tf.debugging.assert_less_equal(
+            batch, max_batch_size,
+            message=f"too many instances: this export answers at most {max_batch_size} per "
+            "request (--max_batch_size at export); split the request",
+        ),
+    ]  # fmt: skip
+    values = {}
+    for name in names:
+        value = tf.ensure_shape(raw[name], signature[name].shape)  # "Shape of tensor ..."
+        values[name] = value
+        if name != first:
+            checks.append(tf.debugging.assert_equal(
+                tf.shape(value)[0], batch,
+                message=f"input {name} has another number of instances than input {first}; "
+                "every input needs one value per instance",
+            ))  # fmt: skip
+        column = name.replace("_", "-")
+        if column in adult.VALID_RANGES:
+            low, high = adult.VALID_RANGES[column]
+            checks.append(tf.debugging.assert_all_finite(
+                value, message=f"input {name} holds NaN or an infinity"
+            ))  # fmt: skip
+            checks.append(tf.debugging.Assert(
+                tf.reduce_all((value >= low) & (value <= high)),
+                [f"input {name} holds a value outside [{low:g}, {high:g}] (the values a census "
+                 "record can take); first values:", value],
+            ))  # fmt: skip
+    with tf.control_dependencies(checks):
+        return {name: tf.identity(value) for name, value in values.items()}
+
+
+def _checked_threshold(threshold, raw, signature):
+    """`confidence_threshold` checked: one finite value in [0, 1] per instance."""
+    threshold = tf.cast(threshold, tf.float32)
+    batch = tf.shape(raw[next(iter(signature))])[0]
+    checks = [
+        tf.debugging.assert_rank(
+            threshold, 1, message="confidence_threshold needs one value per instance"
+        ),
+        tf.debugging.assert_equal(
+            tf.shape(threshold)[-1], batch,
+            message="confidence_threshold needs one value per instance (no broadcasting)",
+        ),
+        tf.debugging.Assert(
+            tf.reduce_all((threshold >= 0.0) & (threshold <= 1.0)),  # False for NaN.
+            ["confidence_threshold values must be finite and in [0, 1]; got", threshold],
+        ),
+    ]  # fmt: skip
+    with tf.control_dependencies(checks):
+        return tf.identity(threshold)
 
 
 def next_version_dir(export_dir, model_name):
@@ -136,6 +205,33 @@ def next_version_dir(export_dir, model_name):
     base = os.path.join(export_dir, model_name)
     versions = [int(d) for d in os.listdir(base) if d.isdigit()] if os.path.isdir(base) else []
     return os.path.join(base, str(max(versions, default=0) + 1))
+
+
+def publish_version(write, export_dir, model_name):
+    """Runs `write(path)` into a hidden temporary folder beside the versions, then
+    renames it to the next free version number; returns that version's folder.
+
+    TF Serving polls the numbered folders, so it never sees a half-written version;
+    an export killed midway leaves only the hidden `.export-*` folder (never loaded).
+    Two concurrent exports get different versions: a rename onto a version another
+    export has just published fails, and the next number is tried.
+    """
+    base = os.path.join(export_dir, model_name)
+    os.makedirs(base, exist_ok=True)
+    temporary = tempfile.mkdtemp(prefix=".export-", dir=base)
+    try:
+        write(temporary)
+        while True:
+            target = next_version_dir(export_dir, model_name)
+            try:
+                os.rename(temporary, target)  # Replaces only an empty leftover folder.
+                return target
+            except OSError as error:
+                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
 
 
 def encode_database(model, preprocess, database_split, batch_size=512):
@@ -153,7 +249,8 @@ def encode_database(model, preprocess, database_split, batch_size=512):
     )
 
 
-def export_saved_model(model, info, preprocess, database, path, top_k=5):
+def export_saved_model(model, info, preprocess, database, path, top_k=5,
+                       max_batch_size=DEFAULT_MAX_BATCH_SIZE):  # fmt: skip
     """Writes a SavedModel to `path` for TF Serving.
 
     `database` (from `encode_database`; None for a baseline) is baked in.
@@ -161,8 +258,13 @@ def export_saved_model(model, info, preprocess, database, path, top_k=5):
     confidence, prototype_indices/weights/labels) and `abstain` (the same inputs plus
     a per-instance `confidence_threshold`; class_ids is -1 and `abstained` True where
     the confidence is below it). A baseline model returns class_ids and probabilities.
+    Adult exports also return `unknown_categories`. Requests of more than
+    `max_batch_size` instances are refused.
     """
-    serve, preprocessing_layers = build_serving_function(model, info, preprocess, database, top_k)
+    _check_positive(top_k=top_k, max_batch_size=max_batch_size)
+    serve, preprocessing_layers = build_serving_function(
+        model, info, preprocess, database, top_k, max_batch_size
+    )
     signature = raw_input_signature(info)
 
     archive = keras.export.ExportArchive()
@@ -189,24 +291,40 @@ def export_model_dir(
     infer_database_size=None,
     data_dir=None,
     top_k=5,
+    max_batch_size=DEFAULT_MAX_BATCH_SIZE,
 ):
-    """Exports a run of `run/train.py` as `<export_dir>/<model_name>/<next version>`.
+    """Exports a run of `run/train.py` as `<export_dir>/<model_name>/<next version>`,
+    published atomically (`publish_version`).
 
     The inference database is `infer_database_size` training examples (the run's
     D_infer by default), the same fixed-seed sample its evaluation used.
     Returns the version directory written.
     """
     from proto_tf import training  # Heavy; only this entry point needs it.
+    from proto_tf.config import check_against_data
     from proto_tf.data import dataset_info, inference_database
 
+    _check_positive(top_k=top_k, max_batch_size=max_batch_size)
+    if infer_database_size is not None:
+        _check_positive(infer_database_size=infer_database_size)
     config, dataset, model, _ = training.load_run(model_dir, checkpoint, data_dir)
     info = dataset_info(config.dataset)
     database = None
     if not model.is_baseline:
-        database_split = inference_database(
-            dataset.train, infer_database_size or config.infer_database_size, config.seed,
-            info.class_shares,
-        )  # fmt: skip
+        size = infer_database_size or config.infer_database_size
+        check_against_data(dataclasses.replace(config, infer_database_size=size), len(dataset.train))
+        database_split = inference_database(dataset.train, size, config.seed, info.class_shares)
         database = encode_database(model, dataset.preprocess, database_split)
-    path = next_version_dir(export_dir, model_name or os.path.basename(os.path.normpath(model_dir)))
-    return export_saved_model(model, info, dataset.preprocess, database, path, top_k)
+    return publish_version(
+        lambda path: export_saved_model(
+            model, info, dataset.preprocess, database, path, top_k, max_batch_size
+        ),
+        export_dir,
+        model_name or os.path.basename(os.path.normpath(model_dir)),
+    )
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if value is None or value < 1:
+            raise ConfigError(f"--{name}={value!r} must be a positive integer.")

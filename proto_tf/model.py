@@ -10,9 +10,8 @@ Training (Eq. 1 + Eq. 2), per example with label y and candidate weights p:
   + sparsity_weight * (-sum_j p_j log(p_j + eps)).
 """
 
-import dataclasses
-
 import keras
+import numpy as np
 import tensorflow as tf
 
 from proto_tf import health as health_lib
@@ -22,15 +21,44 @@ from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttenti
 ATTENTIONS = NORMALIZATIONS + ("none",)
 
 
-@dataclasses.dataclass(frozen=True)
 class PrototypeDatabase:
     """Encoded candidates used at inference: keys `[D, d_att]`, values `[D, d_val]`,
-    labels `[D]`, and optionally each candidate's index in the training split."""
+    labels `[D]`, and optionally each candidate's index in the training split.
 
-    keys: tf.Tensor
-    values: tf.Tensor
-    labels: tf.Tensor
-    indices: tf.Tensor | None = None
+    Keys, values and labels live in variables whose first dimension is free, and a
+    new database is assigned into them: every function traced before (Keras'
+    `predict` and `evaluate` functions, a user's `tf.function`) reads the current
+    database, never a copy captured when it was traced.
+    """
+
+    def __init__(self, keys, values, labels, indices=None):
+        with tf.init_scope():  # Variables, even when set inside a traced function.
+            self.keys = _free_rows_variable(keys, "database_keys")
+            self.values = _free_rows_variable(values, "database_values")
+            self.labels = _free_rows_variable(labels, "database_labels")
+        self.indices = indices
+
+    def assign(self, keys, values, labels, indices=None):
+        """Replaces the database (any number of rows)."""
+        self.keys.assign(tf.cast(keys, self.keys.dtype))
+        self.values.assign(tf.cast(values, self.values.dtype))
+        self.labels.assign(labels)
+        self.indices = indices
+
+    def tensors(self):
+        """`(keys, values, labels)` as tensors of the current static shape: functions
+        given these know D when traced (sparsemax's fast path for known widths)."""
+        return tuple(tf.convert_to_tensor(v) for v in (self.keys, self.values, self.labels))
+
+    def __len__(self):
+        return int(tf.shape(self.labels)[0])
+
+
+def _free_rows_variable(value, name):
+    value = tf.convert_to_tensor(value)
+    return tf.Variable(
+        value, shape=tf.TensorShape([None]).concatenate(value.shape[1:]), trainable=False, name=name
+    )
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -154,6 +182,9 @@ class ProtoAttend(keras.Model):
                 "prototype_accuracy",
                 "mean_max_weight",
             ]
+        self._training_metrics = tuple(names)
+        if not self.is_baseline:
+            names.append("mean_confidence")  # `evaluate(x, y)` with the database.
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     @property
@@ -248,7 +279,10 @@ class ProtoAttend(keras.Model):
                 f"got keys {keys.shape}, values {values.shape}, labels {labels.shape}"
                 + (f", indices {indices.shape}." if indices is not None else ".")
             )
-        self.database = PrototypeDatabase(keys, values, labels, indices)
+        if self.database is None or self.database.keys.shape[1:] != keys.shape[1:]:
+            self.database = PrototypeDatabase(keys, values, labels, indices)
+        else:
+            self.database.assign(keys, values, labels, indices)
 
     def call(self, inputs, training=False):
         """Predicts with the database set by `set_database`.
@@ -257,9 +291,8 @@ class ProtoAttend(keras.Model):
         baseline) and, with attention, `plain_logits`, `weights [B, D]` and
         `confidence [B]` (Eq. 3).
 
-        A `tf.function` that calls the model captures the database as a constant when
-        it is traced; to change databases without retracing, pass them explicitly
-        to `predict_with_database` instead.
+        The database is read from variables, so functions traced before a
+        `set_database` (Keras' `predict`, a user's `tf.function`) use the new one.
         """
         if self.is_baseline:
             return {"logits": self.decision(self.encoder(inputs, training=training))}
@@ -268,8 +301,9 @@ class ProtoAttend(keras.Model):
                 "No prototype database is set: call "
                 "model.set_database(*model.encode_database(candidates), labels) first."
             )
+        database = self.database
         return self.predict_with_database(
-            inputs, self.database.keys, self.database.values, self.database.labels, training
+            inputs, database.keys, database.values, database.labels, training
         )
 
     def predict_with_database(self, inputs, keys, values, labels, training=False):
@@ -402,7 +436,7 @@ class ProtoAttend(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables))
         terms["loss"] = total
         self._update_trackers(data["labels"], outputs, terms)
-        logs = self.get_metrics_result()
+        logs = self._results(self._training_metrics)
         if health:
             logs = dict(logs)
             logs["step_loss"] = tf.cast(total, tf.float32)
@@ -413,10 +447,40 @@ class ProtoAttend(keras.Model):
         return logs
 
     def test_step(self, data):
-        outputs = self.forward_train(data, self.sample_alpha(0), training=False)
-        terms = self.loss_terms(data["labels"], outputs)
-        self._update_trackers(data["labels"], outputs, terms)
-        return self.get_metrics_result()
+        """Evaluation step of `model.evaluate`.
+
+        A dict with `candidate_inputs` is scored like a training step (the three paths
+        of Eq. 1 with the step's candidates). Anything else is `(x, y)` (or `(x, y,
+        sample_weight)`) scored with the database of `set_database`: `loss`
+        (cross-entropy of the decision), `prototype_accuracy`, `plain_accuracy` and
+        `mean_confidence`, exact means over the examples.
+        """
+        if isinstance(data, dict) and "candidate_inputs" in data:
+            outputs = self.forward_train(data, self.sample_alpha(0), training=False)
+            terms = self.loss_terms(data["labels"], outputs)
+            self._update_trackers(data["labels"], outputs, terms)
+            return self._results(self._training_metrics)
+        inputs, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if labels is None:
+            raise ValueError("model.evaluate needs labels: call model.evaluate(x, y).")
+        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+        outputs = self(inputs, training=False)
+        logits = tf.cast(outputs["logits"], tf.float32)
+        per_example = {
+            "loss": tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        }
+        if self.is_baseline:
+            per_example["plain_accuracy"] = _correct(labels, logits)
+        else:
+            per_example["prototype_accuracy"] = _correct(labels, logits)
+            per_example["plain_accuracy"] = _correct(labels, outputs["plain_logits"])
+            per_example["mean_confidence"] = outputs["confidence"]
+        for name, values in per_example.items():
+            self._trackers[name].update_state(values, sample_weight=sample_weight)
+        return self._results(per_example)
+
+    def _results(self, names):
+        return {name: self._trackers[name].result() for name in names}
 
     def _update_trackers(self, labels, outputs, terms):
         labels = tf.cast(labels, tf.int32)
@@ -432,6 +496,34 @@ class ProtoAttend(keras.Model):
             self._trackers["mean_max_weight"].update_state(
                 tf.reduce_mean(tf.reduce_max(outputs["weights"], axis=-1))
             )
+
+    # === Saving ===
+
+    def save_own_variables(self, store):
+        """Keras saving (`model.save("m.keras")`) keeps the prototype database too."""
+        super().save_own_variables(store)
+        if self.database is not None:
+            for name, value in zip(_DATABASE_ENTRIES, self.database.tensors()):
+                store[name] = value.numpy()
+            if self.database.indices is not None:
+                store["database_indices"] = np.asarray(self.database.indices)
+
+    def load_own_variables(self, store):
+        """Restores the model's own variables and, when saved, its database."""
+        own = self._trainable_variables + self._non_trainable_variables
+        entries = set(store.keys())
+        expected = {str(i) for i in range(len(own))}
+        if not expected <= entries:
+            raise ValueError(
+                f"The saved ProtoAttend holds variables {sorted(entries)}; this model needs "
+                f"{sorted(expected)}: was it saved from another configuration?"
+            )
+        for i, variable in enumerate(own):
+            variable.assign(store[str(i)])
+        if "database_keys" in entries:
+            arrays = [np.asarray(store[name]) for name in _DATABASE_ENTRIES]
+            indices = np.asarray(store["database_indices"]) if "database_indices" in entries else None
+            self.set_database(*arrays, indices=indices)
 
     # === Config ===
 
@@ -462,6 +554,9 @@ class ProtoAttend(keras.Model):
         return cls(**config)
 
 
+_DATABASE_ENTRIES = ("database_keys", "database_values", "database_labels")
+
+
 def _all_gather(tensor):
     """Concatenates a per-replica tensor over replicas (identity on one replica)."""
     context = tf.distribute.get_replica_context()
@@ -478,6 +573,11 @@ def _cross_entropy(labels, logits):
     )
 
 
-def _accuracy(labels, logits):
+def _correct(labels, logits):
+    """1.0 where the arg-max of `logits` is the label, else 0.0 (per example)."""
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return tf.reduce_mean(tf.cast(tf.equal(predictions, labels), tf.float32))
+    return tf.cast(tf.equal(predictions, labels), tf.float32)
+
+
+def _accuracy(labels, logits):
+    return tf.reduce_mean(_correct(labels, logits))

@@ -20,7 +20,11 @@ flags.DEFINE_string("model_name", None, "Model name in export_dir (default: mode
 flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to export.")
 flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).")
 flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.")
-flags.DEFINE_integer("top_k", 5, "Prototypes returned per instance.")
+flags.DEFINE_integer("top_k", 5, "Prototypes returned per instance (>= 1).")
+flags.DEFINE_integer(
+    "max_batch_size", export.DEFAULT_MAX_BATCH_SIZE,
+    "Most instances one request may hold; larger requests get InvalidArgument.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -35,6 +39,7 @@ def main(argv):
         FLAGS.infer_database_size,
         FLAGS.data_dir,
         FLAGS.top_k,
+        FLAGS.max_batch_size,
     )
     print(f"Exported {path}")
 

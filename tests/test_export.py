@@ -93,6 +93,13 @@ def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_pat
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         served = dict(np.load(tmp_path / "outputs.npz"))
+        # TF Serving's loading path (a TF1 session over the serve MetaGraph) agrees.
+        from test_serving_checks import _session_call
+
+        session = _session_call(path, "serving_default", raw)
+        assert set(session) == set(served), dataset
+        for key, value in served.items():
+            np.testing.assert_allclose(session[key], value, rtol=1e-6, err_msg=f"{dataset} {key}")
         # The in-memory model attends over the same database as the export.
         trainer.evaluator.set_database(trainer.inference_split)
         expected = _expected(trainer, stored)

@@ -117,6 +117,14 @@ class AdultFeatures(keras.layers.Layer):
             blocks.append(tf.cast(one_hot[:, 1:], tf.float32))  # Drop the unknown slot.
         return tf.concat(blocks, axis=-1)
 
+    def unknown_fields(self, columns):
+        """How many categorical columns of each row hold a value outside the vocabulary
+        (`?` included): `[B]` int32. Such a column is an all-zero block."""
+        unknown = [
+            lookup(tf.strings.strip(columns[name]))[:, 0] for name, lookup in self.lookups.items()
+        ]
+        return tf.cast(tf.add_n(unknown), tf.int32)
+
     def compute_output_shape(self, input_shape):
         return (None, NUM_FEATURES)
 

@@ -1,0 +1,183 @@
+"""The exported model answers impossible requests with InvalidArgument naming the
+input, never with a confident number; versions are published atomically; TF
+Serving's own loading path (a TF1 session over the `serve` MetaGraph) and its REST
+row format give the same answers."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from proto_tf import export
+from proto_tf.errors import ConfigError
+from test_export import _raw_test_inputs, _train_and_export
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def adult(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("serving")
+    trainer, path, data_dir = _train_and_export(tmp_path, "adult")
+    raw, _ = _raw_test_inputs("adult", trainer, data_dir, count=4)
+    loaded = tf.saved_model.load(path)
+    return trainer, path, raw, loaded, tmp_path
+
+
+def _feed(raw, **changes):
+    feed = {name: tf.constant(value) for name, value in raw.items()}
+    feed.update({name: tf.constant(value) for name, value in changes.items()})
+    return feed
+
+
+@pytest.mark.parametrize(
+    "column, value, message",
+    [
+        ("age", np.nan, "input age holds NaN or an infinity"),
+        ("fnlwgt", np.inf, "input fnlwgt holds NaN or an infinity"),
+        ("fnlwgt", -5.0, r"input fnlwgt holds a value outside \[1, 1e\+08\]"),
+        ("capital_gain", -1.0, r"input capital_gain holds a value outside \[0, 1e\+07\]"),
+        ("age", 1e38, r"input age holds a value outside \[0, 130\]"),
+    ],
+)
+def test_impossible_numbers_are_refused_by_column(adult, column, value, message):
+    _, _, raw, loaded, _ = adult
+    values = raw[column].copy()
+    values[1] = value
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        loaded.signatures["serving_default"](**_feed(raw, **{column: values}))
+
+
+@pytest.mark.parametrize(
+    "threshold, message",
+    [
+        ([-1.0, 0.5, 0.5, 0.5], r"confidence_threshold values must be finite and in \[0, 1\]"),
+        ([1.5, 0.5, 0.5, 0.5], r"confidence_threshold values must be finite and in \[0, 1\]"),
+        ([np.nan, 0.5, 0.5, 0.5], r"confidence_threshold values must be finite and in \[0, 1\]"),
+        ([0.5], r"confidence_threshold needs one value per instance \(no broadcasting\)"),
+    ],
+)
+def test_bad_confidence_thresholds_are_refused(adult, threshold, message):
+    _, _, raw, loaded, _ = adult
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        loaded.signatures["abstain"](
+            **_feed(raw), confidence_threshold=tf.constant(threshold, tf.float32)
+        )
+    # A scalar is not broadcast either.
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
+        loaded.signatures["abstain"](**_feed(raw), confidence_threshold=tf.constant(0.5))
+
+
+def test_columns_of_different_lengths_are_named(adult):
+    _, _, raw, loaded, _ = adult
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="input sex has another number of instances than input age"
+    ):
+        loaded.signatures["serving_default"](**_feed(raw, sex=raw["sex"][:2]))
+
+
+def test_unknown_category_strings_are_counted(adult):
+    _, _, raw, loaded, _ = adult
+    # Test rows cycle through data_files.ADULT_ROWS: the third has '?' in three columns.
+    out = loaded.signatures["serving_default"](**_feed(raw))
+    np.testing.assert_array_equal(out["unknown_categories"].numpy(), [0, 0, 3, 0])
+    sex = raw["sex"].copy()
+    sex[0] = "Martian"
+    out = loaded.signatures["serving_default"](**_feed(raw, sex=sex))
+    np.testing.assert_array_equal(out["unknown_categories"].numpy(), [1, 0, 3, 0])
+
+
+def test_request_size_limit_and_export_flags(adult):
+    trainer, _, raw, _, tmp_path = adult
+    path = export.export_model_dir(
+        trainer.config.model_dir, str(tmp_path / "limited"), checkpoint="last", max_batch_size=3
+    )
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    assert serve(**_feed({k: v[:3] for k, v in raw.items()}))["class_ids"].shape == (3,)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="too many instances: this export answers at most 3"):
+        serve(**_feed(raw))
+    for flags, message in (
+        (dict(top_k=-1), "--top_k=-1 must be a positive integer"),
+        (dict(infer_database_size=0), "--infer_database_size=0 must be a positive integer"),
+        (dict(infer_database_size=10**6), "--infer_database_size=1000000 exceeds the 200 training"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            export.export_model_dir(trainer.config.model_dir, str(tmp_path / "bad"), checkpoint="last", **flags)
+
+
+def _write_marker(path):
+    with open(os.path.join(path, "saved_model.pb"), "w") as handle:
+        handle.write("x")
+
+
+def test_versions_are_published_atomically_and_uniquely(tmp_path):
+    base = tmp_path / "exports" / "m"
+
+    def failing(path):
+        _write_marker(path)
+        raise KeyboardInterrupt  # Killed midway.
+
+    with pytest.raises(KeyboardInterrupt):
+        export.publish_version(failing, str(tmp_path / "exports"), "m")
+    assert os.listdir(base) == []  # Nothing half-written is left.
+
+    def first(path):
+        _write_marker(path)
+        # A second export starts and finishes while the first one is still writing.
+        inner.append(export.publish_version(_write_marker, str(tmp_path / "exports"), "m"))
+
+    inner = []
+    outer = export.publish_version(first, str(tmp_path / "exports"), "m")
+    assert inner == [str(base / "1")] and outer == str(base / "2")
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    assert all(os.listdir(base / name) == ["saved_model.pb"] for name in ("1", "2"))
+
+
+def _session_call(path, signature_name, feed):
+    """Calls a signature as TF Serving does: a TF1 session over the `serve` MetaGraph,
+    inputs fed and outputs fetched by the tensor names of the SignatureDef."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        signature = meta_graph.signature_def[signature_name]
+        feeds = {signature.inputs[name].name: value for name, value in feed.items()}
+        fetches = {name: info.name for name, info in signature.outputs.items()}
+        return session.run(fetches, feeds)
+
+
+def test_tf_serving_session_path_gives_the_same_answers_and_errors(adult):
+    _, path, raw, loaded, _ = adult
+    expected = loaded.signatures["serving_default"](**_feed(raw))
+    served = _session_call(path, "serving_default", raw)
+    assert set(served) == set(expected)
+    for name, value in expected.items():
+        np.testing.assert_allclose(served[name], value.numpy(), rtol=1e-6, err_msg=name)
+    bad = dict(raw, age=np.array([39.0, np.nan, 20.0, 30.0], np.float32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input age holds NaN or an infinity"):
+        _session_call(path, "serving_default", bad)
+
+
+def _readme_request():
+    with open(os.path.join(REPO, "README.md")) as handle:
+        readme = handle.read()
+    request = re.search(r"with `request.json`:\s*```json\n(.*?)```", readme, re.S).group(1)
+    answer = re.search(r'```json\n(\{"predictions".*?)```', readme, re.S).group(1)
+    return json.loads(request), json.loads(answer)
+
+
+def test_readme_rest_request_in_row_format(adult):
+    _, path, _, _, _ = adult
+    request, answer = _readme_request()
+    instances = request["instances"]
+    # TF Serving's row format: every named input gets one value per instance.
+    columns = {name: np.array([row[name] for row in instances]) for name in instances[0]}
+    columns = {
+        name: value.astype(np.float32) if value.dtype.kind in "fi" else value.astype(object)
+        for name, value in columns.items()
+    }
+    served = _session_call(path, request.get("signature_name", "serving_default"), columns)
+    assert set(answer["predictions"][0]) == set(served)
+    for name, value in served.items():
+        assert len(value) == len(instances), name
