@@ -2,7 +2,7 @@
 weights ("precise BatchNorm"), and the plain-path accuracy under each kind of statistics.
 
 Training normalises by batch statistics and only tracks moving averages on the side
-(momentum 0.997 for the ResNet: a memory of ~330 steps). While the weights still move,
+(momentum 0.9 for the ResNet, the authors' value: a memory of ~10 steps). While the weights still move,
 as in any run much shorter than the paper's, those averages describe older weights;
 evaluation with them can lose many points (RESULTS.md). Replacing them by the mean of
 batch statistics of the final weights removes that error without touching training.
@@ -11,6 +11,9 @@ batch statistics of the final weights removes that error without touching traini
 import keras
 import numpy as np
 import tensorflow as tf
+
+from proto_tf.data import candidates
+from proto_tf.data.registry import dataset_info
 
 
 def batchnorm_layers(model):
@@ -23,14 +26,21 @@ def batchnorm_layers(model):
     ]
 
 
-def random_batches(stored_inputs, preprocess, batch_size, count, seed=0):
-    """`count` batches of `batch_size` examples drawn at random (with a fixed `seed`) from
-    `stored_inputs`, each mapped to model inputs by `preprocess` (no augmentation)."""
-    rng = np.random.default_rng(seed)
-    size = len(stored_inputs)
-    for _ in range(count):
-        indices = rng.choice(size, min(batch_size, size), replace=False)
-        yield preprocess(tf.gather(stored_inputs, np.sort(indices)))
+def training_step_batches(dataset, config, count):
+    """The encoder batches of the first `count` training steps of `config`: each step's
+    inputs and candidates together, with the training augmentation and the step's
+    sampling (ISIC's class-balanced batches included), as the encoder saw them."""
+    steps = candidates.training_batches(
+        dataset.train,
+        dataset.augment,
+        config.batch_size,
+        config.candidates_per_step,
+        seed=config.seed,
+        num_steps=count,
+        class_shares=dataset_info(config.dataset).class_shares,
+    )
+    for step in steps:
+        yield tf.concat([step["inputs"], step["candidate_inputs"]], axis=0)
 
 
 def reestimate_statistics(encoder, batches):
@@ -59,14 +69,10 @@ def reestimate_statistics(encoder, batches):
 
 
 def reestimate_from_training_split(model, dataset, config, count):
-    """Re-estimates the statistics of `model`'s encoder from `count` random batches of
-    `dataset`'s training split, each as large as a training step's encoder batch (inputs
-    and candidates) of `config`, drawn with `config.seed`. Returns the batches used."""
-    batch_size = config.batch_size + config.candidates_per_step
-    batches = random_batches(
-        dataset.train.inputs, dataset.preprocess, batch_size, count, config.seed
-    )
-    return reestimate_statistics(model.encoder, batches)
+    """Re-estimates the statistics of `model`'s encoder from the encoder batches of the
+    first `count` training steps of `config` (`training_step_batches`): a function of
+    the weights alone. Returns the batches used."""
+    return reestimate_statistics(model.encoder, training_step_batches(dataset, config, count))
 
 
 def plain_accuracy(model, inputs, labels, batch_statistics=False, batch_size=192):

@@ -58,8 +58,9 @@ class Evaluator:
     def predict(self, split, thresholds=metrics.DEFAULT_THRESHOLDS):
         """Per-example predictions on a split, as NumPy arrays.
 
-        Returns a dict with `labels`, `predictions` and, with attention,
-        `plain_predictions`, `confidence` and `prototype_counts [N, len(thresholds)]`.
+        Returns a dict with `labels`, `predictions`, `probabilities [N, C]` and, with
+        attention, `plain_predictions`, `confidence` and `prototype_counts [N,
+        len(thresholds)]`.
         """
         collected = {}
         for inputs, labels in evaluation_batches(split, self.preprocess, self.batch_size):
@@ -68,7 +69,11 @@ class Evaluator:
             else:
                 database = self.model.database
                 outputs = self._predict(inputs, *database.tensors())
-            batch = {"labels": labels, "predictions": tf.argmax(outputs["logits"], -1)}
+            batch = {
+                "labels": labels,
+                "predictions": tf.argmax(outputs["logits"], -1),
+                "probabilities": tf.nn.softmax(tf.cast(outputs["logits"], tf.float32)),
+            }
             if "weights" in outputs:
                 batch["plain_predictions"] = tf.argmax(outputs["plain_logits"], -1)
                 batch["confidence"] = outputs["confidence"]
@@ -115,8 +120,17 @@ SHIFT_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def confidence_report(predictions, thresholds=COVERAGE_THRESHOLDS):
-    """Summary metrics plus the confidence-controlled accuracy curve (Fig. 6)."""
+    """Summary metrics plus the confidence-controlled accuracy curve (Fig. 6) and, for
+    two classes, the AUC of the second class's probability and its curve against the
+    share kept (Fig. 6d, ISIC's headline)."""
     report = summarize(predictions)
+    if predictions["probabilities"].shape[-1] == 2:
+        scores, positives = predictions["probabilities"][:, 1], predictions["labels"] == 1
+        report["auc"] = metrics.roc_auc(scores, positives)
+        if "confidence" in predictions:
+            report["auc_curve"] = metrics.auc_curve(
+                predictions["confidence"], scores, positives, thresholds
+            )
     if "confidence" in predictions:
         correct = predictions["predictions"] == predictions["labels"]
         report["coverage_curve"] = metrics.coverage_curve(

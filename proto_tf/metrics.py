@@ -84,3 +84,38 @@ def accuracy_when_keeping(confidence, correct, fractions):
     return {
         float(f): float(correct[: max(1, int(round(f * len(correct))))].mean()) for f in fractions
     }
+
+
+def roc_auc(scores, positives):
+    """Area under the ROC curve of `scores` for the binary labels `positives`: the
+    probability that a random positive scores above a random negative, ties counting
+    one half (the Mann-Whitney statistic, from average ranks). None when one class is
+    absent."""
+    scores, positives = np.asarray(scores, np.float64), np.asarray(positives, bool)
+    count_positive, count_negative = int(positives.sum()), int((~positives).sum())
+    if not count_positive or not count_negative:
+        return None
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    ranks = np.empty(len(scores))
+    # Average rank (1-based) of each run of equal scores.
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + 1 + end) / 2
+    rank_sum = ranks[positives].sum()
+    return float((rank_sum - count_positive * (count_positive + 1) / 2) / (count_positive * count_negative))
+
+
+def auc_curve(confidence, scores, positives, thresholds):
+    """AUC against the share of examples kept when predicting only where the
+    confidence is at least each threshold (Fig. 6d, ISIC). A list of dicts
+    `{threshold, kept, auc}`; `auc` is None where the kept examples hold one class."""
+    confidence = np.asarray(confidence)
+    scores, positives = np.asarray(scores), np.asarray(positives, bool)
+    curve = []
+    for threshold in thresholds:
+        kept = confidence >= threshold
+        auc = roc_auc(scores[kept], positives[kept]) if kept.any() else None
+        curve.append({"threshold": float(threshold), "kept": float(kept.mean()), "auc": auc})
+    return curve

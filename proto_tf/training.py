@@ -47,7 +47,7 @@ class Trainer:
       strategy: a tf.distribute strategy; made from `config.strategy` when None.
       verbose: show a progress bar.
       make_optimizer: a function returning the Keras optimizer; the paper's Adam with
-        staircase decay and clipping (`config.build_optimizer`) when None.
+        continuous exponential decay and clipping (`config.build_optimizer`) when None.
     """
 
     def __init__(self, config, dataset=None, strategy=None, verbose=True, make_optimizer=None):

@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from proto_tf.data import Split, corrupt_labels, inference_database, training_batches
+from proto_tf.data.candidates import capped_class_counts
 from proto_tf.data.common import carve_validation
 from proto_tf.data.images import ImageAugmentation
 
@@ -122,3 +123,18 @@ def test_crop_and_flip_stay_within_bounds_and_standardize():
     expected = images.astype(np.float32)
     expected = (expected - expected.mean(axis=(1, 2, 3), keepdims=True)) / expected.std(axis=(1, 2, 3), keepdims=True)
     np.testing.assert_allclose(evaluation, expected, atol=1e-4)
+
+
+def test_full_size_isic_inference_database_builds_at_the_real_class_counts():
+    # Appendix A.1.5: 13,511 benign and 1,611 melanoma images for training and validation.
+    labels = np.r_[np.zeros(13511, np.int32), np.ones(1611, np.int32)]
+    split = Split(np.zeros([len(labels), 1], np.uint8), labels, np.arange(len(labels)))
+    train, _ = carve_validation(split, 0.1, seed=0)
+    melanoma = int(train.labels.sum())
+    assert melanoma < round(0.4 * 4096)  # The paper's shares cannot be met.
+    with pytest.warns(UserWarning, match=rf"holds \[{4096 - melanoma}, {melanoma}\] per class"):
+        database = inference_database(train, 4096, seed=0, class_shares=(0.6, 0.4))
+    assert len(database) == 4096 and len(set(database.indices)) == 4096
+    assert database.labels.sum() == melanoma  # Every melanoma image is a prototype.
+    assert capped_class_counts(10, (0.6, 0.4), [100, 2]) == [8, 2]
+    assert capped_class_counts(10, (0.6, 0.4), [3, 100]) == [3, 7]

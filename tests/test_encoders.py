@@ -29,42 +29,73 @@ def test_resnet_depth_counts_convs_and_dense(depth, blocks_per_stage):
     dense = _layers_of(encoder, keras.layers.Dense)
     # Depth = stem conv + two 3x3 convs per block + one dense layer.
     assert len(three_by_three) + len(dense) == depth
-    assert len(projections) == 3 * blocks_per_stage
-    assert [c.filters for c in projections] == [16] * blocks_per_stage + [32] * blocks_per_stage + [64] * blocks_per_stage
+    # Identity shortcuts, except the strided first blocks of stages 2 and 3.
+    assert [(c.filters, c.strides) for c in projections] == [(32, (2, 2)), (64, (2, 2))]
     strided = [c.name for c in three_by_three if c.strides == (2, 2)]
     assert strided == ["conv1", "conv1"]  # First block of stages 2 and 3.
+    for norm in _layers_of(encoder, keras.layers.BatchNormalization):
+        assert (norm.momentum, norm.epsilon) == (0.9, 1e-5)  # The authors' values.
 
 
-@pytest.mark.parametrize(
-    "size,channels,dense_units,downsample_stem,pooled_size",
-    [
-        (28, 1, (256,), False, 7),  # MNIST / Fashion-MNIST: 7x7 average pooling.
-        (32, 3, (256, 512), False, 8),  # CIFAR-10: 8x8, extra FC 512.
-        (100, 3, (128,), True, 7),  # Fruits: 100 -> 25 after the stem, then 7x7.
-        (128, 3, (128,), True, 8),  # ISIC: 128 -> 32 after the stem, then 8x8.
-    ],
-)
-def test_resnet_spatial_sizes(size, channels, dense_units, downsample_stem, pooled_size):
-    encoder = ResNet(8, dense_units, downsample_stem=downsample_stem)
-    images = np.random.default_rng(0).normal(size=(2, size, size, channels)).astype(np.float32)
-    assert encoder(images).shape == (2, dense_units[-1])
-    x = images
-    for layer in encoder.stem_layers:
-        x = layer(x)
-    assert x.shape[1] == (size // 4 if downsample_stem else size)
-    for block in encoder.blocks:
-        x = block(x)
-    assert x.shape[1:3] == (pooled_size, pooled_size)
+def _reference_resnet(depth, input_shape=(28, 28, 1), dense_units=256):
+    """The authors' TF1 encoder (protoattend/model.py, cnn_encoder) in plain Keras
+    layers: stem conv-BN-ReLU; per block conv-BN-ReLU, conv-BN, a 1x1 projection
+    without BN only where the stride is 2, add, ReLU; 7x7 average pooling; dense +
+    ReLU + layer norm. Returns the model and its weighted layers in creation order."""
+    layers = keras.layers
+    created = []
+
+    def make(layer):
+        created.append(layer)
+        return layer
+
+    def conv_bn(x, filters, kernel, strides, relu, norm=True):
+        x = make(layers.Conv2D(filters, kernel, strides, padding="same", use_bias=False))(x)
+        if norm:
+            x = make(layers.BatchNormalization(momentum=0.9, epsilon=1e-5))(x)
+        return layers.ReLU()(x) if relu else x
+
+    images = keras.Input(input_shape)
+    x = conv_bn(images, 16, 3, 1, relu=True)
+    filters = 16
+    for stack in range(3):
+        for block in range((depth - 2) // 6):
+            strides = 2 if stack > 0 and block == 0 else 1
+            y = conv_bn(x, filters, 3, strides, relu=True)
+            y = conv_bn(y, filters, 3, 1, relu=False)
+            if strides == 2:
+                x = conv_bn(x, filters, 1, strides, relu=False, norm=False)
+            x = layers.ReLU()(layers.Add()([x, y]))
+        filters *= 2
+    x = layers.Flatten()(layers.AveragePooling2D(input_shape[0] // 4)(x))
+    x = make(layers.Dense(dense_units, activation="relu"))(x)
+    x = make(layers.LayerNormalization())(x)
+    return keras.Model(images, x), created
 
 
-def test_resnet_rejects_bad_depth_and_round_trips():
-    with pytest.raises(ValueError, match="6n \\+ 2"):
-        ResNet(33)
-    encoder = ResNet(8, (16,), weight_decay=1e-4)
-    example = np.random.default_rng(1).normal(size=(2, 28, 28, 1)).astype(np.float32)
-    encoder(example)
-    assert len(encoder.losses) == len(_layers_of(encoder, keras.layers.Conv2D))
-    _round_trip(encoder, example)
+@pytest.mark.parametrize("depth", [8, 32])
+def test_resnet_matches_the_authors_architecture(depth):
+    def counts(model):
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        return trainable, sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
+
+    encoder = ResNet(depth)
+    encoder(np.zeros([1, 28, 28, 1], np.float32))
+    reference, created = _reference_resnet(depth)
+    assert counts(encoder) == counts(reference)
+    # Same weights (both list them in layer order), same function.
+    source = [w for layer in created for w in layer.weights]
+    assert [tuple(w.shape) for w in encoder.weights] == [tuple(w.shape) for w in source]
+    rng = np.random.default_rng(depth)
+    for target, weight in zip(encoder.weights, source):
+        value = rng.uniform(0.5, 1.5, size=weight.shape).astype(np.float32) * 0.1
+        weight.assign(value)
+        target.assign(value)
+    images = rng.normal(size=(3, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_allclose(
+        encoder(images, training=False).numpy(), reference(images, training=False).numpy(),
+        rtol=1e-4, atol=1e-4,
+    )
 
 
 def test_vdcnn_matches_appendix():

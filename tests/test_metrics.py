@@ -71,3 +71,34 @@ def test_accuracy_when_keeping_the_most_confident():
     assert metrics.accuracy_when_keeping(confidence, correct, [1.0, 0.6, 0.4, 0.01]) == {
         1.0: 0.6, 0.6: 2 / 3, 0.4: 1.0, 0.01: 1.0
     }
+
+
+def _pairwise_auc(scores, positives):
+    """Brute-force reference: the share of (positive, negative) pairs ordered right,
+    ties counting one half."""
+    pos, neg = scores[positives], scores[~positives]
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return wins / (len(pos) * len(neg))
+
+
+def test_roc_auc_matches_pairwise_counting_with_ties():
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        scores = rng.integers(0, 7, 300) / 7.0  # Many ties.
+        positives = rng.random(300) < 0.3 + 0.1 * trial
+        assert np.isclose(metrics.roc_auc(scores, positives), _pairwise_auc(scores, positives), rtol=1e-12)
+    assert metrics.roc_auc([0.1, 0.9], [False, True]) == 1.0
+    assert metrics.roc_auc([0.9, 0.1], [False, True]) == 0.0
+    assert metrics.roc_auc([0.3, 0.4], [True, True]) is None
+
+
+def test_auc_curve_keeps_confident_examples():
+    rng = np.random.default_rng(1)
+    scores, positives = rng.random(200), rng.random(200) < 0.4
+    confidence = rng.random(200)
+    curve = metrics.auc_curve(confidence, scores, positives, [0.0, 0.5, 1.01])
+    assert curve[0]["kept"] == 1.0 and curve[0]["auc"] == metrics.roc_auc(scores, positives)
+    kept = confidence >= 0.5
+    assert curve[1]["kept"] == kept.mean()
+    assert np.isclose(curve[1]["auc"], _pairwise_auc(scores[kept], positives[kept]))
+    assert curve[2] == {"threshold": 1.01, "kept": 0.0, "auc": None}

@@ -8,9 +8,10 @@ the data an uninterrupted run would, and any number of replicas see the same glo
 step (each takes its contiguous slice of the batch and of the database).
 """
 
+import warnings
+
 import numpy as np
 import tensorflow as tf
-
 
 
 def _seed_pair(seed, step, stream):
@@ -25,13 +26,10 @@ def sample_without_replacement(population, count, seed):
     return tf.math.top_k(keys, k=count, sorted=False).indices
 
 
-def _balanced_sample(class_positions, shares, count, seed):
-    """A sample with `round(share * count)` examples of each class (the last class
-    takes the remainder), distinct within each class."""
-    parts, taken = [], 0
-    for label, (positions, share) in enumerate(zip(class_positions, shares)):
-        size = count - taken if label == len(shares) - 1 else int(round(share * count))
-        taken += size
+def _balanced_sample(class_positions, counts, seed):
+    """A shuffled sample with `counts[c]` distinct examples of each class c."""
+    parts = []
+    for label, (positions, size) in enumerate(zip(class_positions, counts)):
         chosen = sample_without_replacement(
             len(positions), size, tf.random.experimental.stateless_fold_in(seed, label)
         )
@@ -79,6 +77,9 @@ def training_batches(
             tf.constant(np.flatnonzero(split.labels == label), tf.int32)
             for label in range(len(class_shares))
         ]
+        available = [int(positions.shape[0]) for positions in class_positions]
+        batch_counts = capped_class_counts(batch_size, class_shares, available)
+        database_counts = capped_class_counts(database_size, class_shares, available)
 
     def make_step(step):
         if class_positions is None:
@@ -91,9 +92,9 @@ def training_batches(
                 population, database_size, _seed_pair(seed, step, 1)
             )
         else:
-            batch = _balanced_sample(class_positions, class_shares, batch_size, _seed_pair(seed, step, 0))
+            batch = _balanced_sample(class_positions, batch_counts, _seed_pair(seed, step, 0))
             candidates = _balanced_sample(
-                class_positions, class_shares, database_size, _seed_pair(seed, step, 1)
+                class_positions, database_counts, _seed_pair(seed, step, 1)
             )
         return {
             "inputs": augment(tf.gather(inputs, batch), _seed_pair(seed, step, 2)),
@@ -110,21 +111,47 @@ def training_batches(
 
 
 def inference_database(split, size, seed=0, class_shares=None):
-    """A fixed-seed sample of `size` training examples (all of them if `size` is
-    None or too large), stored form, keeping each one's index in the training file."""
+    """A fixed-seed sample of `size` distinct training examples (all of them if `size`
+    is None or too large), stored form, keeping each one's index in the training file.
+
+    With `class_shares` the sample is class-balanced; a class with fewer examples than
+    its share asks for (ISIC's 1457 melanoma images after the validation carve, where
+    0.4 of 4096 asks for 1638) gives all it has, the other classes fill the rest, and
+    a warning states the shares obtained. Prototypes are never duplicated.
+    """
     if size is None or size >= len(split):
         return split
     rng = np.random.default_rng(seed)
     if class_shares is None:
         positions = rng.choice(len(split), size, replace=False)
     else:
-        counts = [int(round(share * size)) for share in class_shares[:-1]]
-        counts.append(size - sum(counts))
+        available = [int((split.labels == label).sum()) for label in range(len(class_shares))]
+        counts = capped_class_counts(size, class_shares, available)
+        if any(count < round(share * size) for count, share in zip(counts, class_shares)):
+            warnings.warn(
+                f"inference database of {size}: a class has fewer examples than its share "
+                f"{tuple(class_shares)} asks for; it holds {counts} per class "
+                f"(shares {tuple(round(c / size, 3) for c in counts)}), all of the scarce class.",
+                stacklevel=2,
+            )
         positions = np.concatenate([
             rng.choice(np.flatnonzero(split.labels == label), count, replace=False)
             for label, count in enumerate(counts)
         ])  # fmt: skip
     return split.take(np.sort(positions))
+
+
+def capped_class_counts(size, shares, available):
+    """Per-class counts summing to `size`: `round(share * size)` each (the last class
+    takes the remainder), capped by what each class has, the shortfall given to the
+    classes that have more, in class order."""
+    counts = [int(round(share * size)) for share in shares[:-1]]
+    counts.append(size - sum(counts))
+    counts = [min(count, have) for count, have in zip(counts, available)]
+    for label, have in enumerate(available):
+        extra = min(size - sum(counts), have - counts[label])
+        counts[label] += max(extra, 0)
+    return counts
 
 
 def evaluation_batches(split, preprocess, batch_size=512):

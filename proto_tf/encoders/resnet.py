@@ -4,7 +4,13 @@ import keras
 
 from proto_tf.encoders.layers import DenseNormStack
 
-_BN_MOMENTUM = 0.997  # The TF-era official ResNet value.
+# The authors' code: tf.layers.batch_normalization(momentum=0.9, epsilon=1e-5).
+_BN_MOMENTUM = 0.9
+_BN_EPSILON = 1e-5
+
+
+def _batch_norm(name):
+    return keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
 
 
 def _conv(filters, kernel_size, strides, weight_decay, name):
@@ -23,11 +29,11 @@ def _conv(filters, kernel_size, strides, weight_decay, name):
 
 @keras.saving.register_keras_serializable(package="proto_tf")
 class ResidualBlock(keras.layers.Layer):
-    """Two 3x3 conv + BN + ReLU, added to a 1x1-conv projection of the input.
+    """The authors' residual block: conv-BN-ReLU, conv-BN, added to the shortcut, ReLU.
 
-    Appendix A: "each convolution is followed by batch normalization and ReLU" and
-    "the transformed output is added to the input after a 1x1 convolution". The
-    projection is followed by batch norm but no ReLU, so the shortcut stays linear.
+    The shortcut is the identity, except in a block with stride 2 (the first of
+    stages 2 and 3), where a 1x1 convolution with that stride and no batch norm
+    projects the input to the new width, as in the released TF1 code.
     """
 
     def __init__(self, filters, strides=1, weight_decay=0.0, **kwargs):
@@ -36,18 +42,26 @@ class ResidualBlock(keras.layers.Layer):
         self.strides = strides
         self.weight_decay = weight_decay
         self.conv1 = _conv(filters, 3, strides, weight_decay, "conv1")
-        self.bn1 = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn1")
+        self.bn1 = _batch_norm("bn1")
         self.conv2 = _conv(filters, 3, 1, weight_decay, "conv2")
-        self.bn2 = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name="bn2")
-        self.projection = _conv(filters, 1, strides, weight_decay, "projection")
-        self.projection_bn = keras.layers.BatchNormalization(
-            momentum=_BN_MOMENTUM, name="projection_bn"
-        )
+        self.bn2 = _batch_norm("bn2")
+        self.projection = None
+        if strides != 1:
+            self.projection = _conv(filters, 1, strides, weight_decay, "projection")
+
+    def build(self, input_shape):
+        if self.projection is None and input_shape[-1] != self.filters:
+            raise ValueError(
+                f"An identity shortcut needs {self.filters} input channels, got "
+                f"{input_shape[-1]}: widen the stem or give the block a stride."
+            )
+        self.built = True
 
     def call(self, x, training=False):
         y = keras.ops.relu(self.bn1(self.conv1(x), training=training))
-        y = keras.ops.relu(self.bn2(self.conv2(y), training=training))
-        return y + self.projection_bn(self.projection(x), training=training)
+        y = self.bn2(self.conv2(y), training=training)
+        shortcut = x if self.projection is None else self.projection(x)
+        return keras.ops.relu(shortcut + y)
 
     def get_config(self):
         config = super().get_config()
@@ -104,13 +118,13 @@ class ResNet(keras.Model):
         if downsample_stem:
             self.stem_layers += [
                 _conv(base_filters, 3, 2, weight_decay, "downsample_conv"),
-                keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name="downsample_bn"),
+                _batch_norm("downsample_bn"),
                 keras.layers.ReLU(name="downsample_relu"),
                 keras.layers.MaxPooling2D(3, strides=2, padding="same", name="downsample_pool"),
             ]
         self.stem_layers += [
             _conv(base_filters, 3, 1, weight_decay, "stem_conv"),
-            keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name="stem_bn"),
+            _batch_norm("stem_bn"),
             keras.layers.ReLU(name="stem_relu"),
         ]
         self.blocks = []
