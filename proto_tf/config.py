@@ -163,13 +163,17 @@ def build_model(config, info: DatasetInfo, num_classes):
     return model
 
 
-def build_optimizer(config):
-    """Adam with exponential decay and clipping by value (Appendix A). The decay is
-    continuous, lr * rate^(step / decay_steps), as `tf.train.exponential_decay` with
-    its default in the authors' code."""
-    schedule = keras.optimizers.schedules.ExponentialDecay(
+def learning_rate_schedule(config):
+    """Continuous exponential decay, lr * rate^(step / decay_steps): the authors' code
+    uses `tf.train.exponential_decay` with its default (no staircase)."""
+    return keras.optimizers.schedules.ExponentialDecay(
         config.learning_rate, config.decay_steps, config.decay_rate, staircase=False
     )
+
+
+def build_optimizer(config):
+    """Adam with `learning_rate_schedule` and clipping by value (Appendix A)."""
+    schedule = learning_rate_schedule(config)
     return keras.optimizers.Adam(schedule, clipvalue=config.clip_value)
 
 

@@ -142,10 +142,10 @@ def test_label_noise_command_on_another_dataset_uses_its_table_2_flagfiles(tmp_p
 
 
 def test_learning_rate_decays_continuously_as_in_the_authors_code():
-    from proto_tf.config import ExperimentConfig, build_optimizer
+    from proto_tf.config import ExperimentConfig, learning_rate_schedule
 
     config = ExperimentConfig(learning_rate=0.002, decay_rate=0.9, decay_steps=4000)
-    schedule = build_optimizer(config).learning_rate
+    schedule = learning_rate_schedule(config)
     for step in (0, 1, 1999, 4000, 6500, 123457):
         # tf.train.exponential_decay(staircase=False): lr * rate^(step / decay_steps).
         expected = 0.002 * 0.9 ** (step / 4000)
