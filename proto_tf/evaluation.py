@@ -58,9 +58,9 @@ class Evaluator:
     def predict(self, split, thresholds=metrics.DEFAULT_THRESHOLDS):
         """Per-example predictions on a split, as NumPy arrays.
 
-        Returns a dict with `labels`, `predictions`, `probabilities [N, C]` and, with
-        attention, `plain_predictions`, `confidence` and `prototype_counts [N,
-        len(thresholds)]`.
+        Returns a dict with `labels`, `predictions`, `probabilities [N, C]`, `loss`
+        (cross-entropy of the decision) and, with attention, `plain_predictions`,
+        `plain_loss`, `confidence` and `prototype_counts [N, len(thresholds)]`.
         """
         collected = {}
         for inputs, labels in evaluation_batches(split, self.preprocess, self.batch_size):
@@ -69,13 +69,16 @@ class Evaluator:
             else:
                 database = self.model.database
                 outputs = self._predict(inputs, *database.tensors())
+            logits = tf.cast(outputs["logits"], tf.float32)
             batch = {
                 "labels": labels,
-                "predictions": tf.argmax(outputs["logits"], -1),
-                "probabilities": tf.nn.softmax(tf.cast(outputs["logits"], tf.float32)),
+                "predictions": tf.argmax(logits, -1),
+                "probabilities": tf.nn.softmax(logits),
+                "loss": _cross_entropy(labels, logits),
             }
             if "weights" in outputs:
                 batch["plain_predictions"] = tf.argmax(outputs["plain_logits"], -1)
+                batch["plain_loss"] = _cross_entropy(labels, outputs["plain_logits"])
                 batch["confidence"] = outputs["confidence"]
                 batch["prototype_counts"] = metrics.prototype_counts(outputs["weights"], thresholds)
             for key, value in batch.items():
@@ -90,6 +93,12 @@ class Evaluator:
         return summarize(self.predict(split))
 
 
+def _cross_entropy(labels, logits):
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)
+    )
+
+
 def _encoder_features_and_values(model, inputs):
     features = model.encoder(inputs, training=False)
     return features, model.heads(features)[2]
@@ -100,6 +109,9 @@ def summarize(predictions, thresholds=metrics.DEFAULT_THRESHOLDS):
     wrong decisions (plain floats, ready for JSON)."""
     correct = predictions["predictions"] == predictions["labels"]
     summary = {"accuracy": float(correct.mean()), "examples": int(len(correct))}
+    for name in ("loss", "plain_loss"):
+        if name in predictions:
+            summary[name] = float(np.mean(predictions[name]))
     if "confidence" in predictions:
         summary["plain_accuracy"] = float(
             (predictions["plain_predictions"] == predictions["labels"]).mean()

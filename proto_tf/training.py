@@ -14,6 +14,7 @@ from proto_tf import config as config_lib
 from proto_tf import batchnorm, distribute, evaluation, health, run_directory
 from proto_tf.checkpoints import make_checkpoint
 from proto_tf.errors import ConfigError, RunDirectoryError
+from proto_tf.progress import TRAIN_TAGS, ConsoleProgress, tagged, validation_tags
 from proto_tf.data import candidates
 from proto_tf.data.registry import dataset_info, load_dataset
 
@@ -45,7 +46,7 @@ class Trainer:
       config: an ExperimentConfig.
       dataset: a LoadedDataset; loaded from `config` when None.
       strategy: a tf.distribute strategy; made from `config.strategy` when None.
-      verbose: show a progress bar.
+      verbose: show progress (a bar on a terminal, plain lines otherwise).
       make_optimizer: a function returning the Keras optimizer; the paper's Adam with
         continuous exponential decay and clipping (`config.build_optimizer`) when None.
     """
@@ -240,7 +241,7 @@ class Trainer:
         """Steps `start + 1 .. train_steps` with logging, checkpoints and validation;
         returns the best validation state."""
         config = self.config
-        progress = keras.utils.Progbar(config.train_steps, verbose=1 if self.verbose else 0)
+        progress = self.progress = ConsoleProgress(config.train_steps, self.verbose)
         iterator = iter(self._distributed_steps(start))
         train_step = self._make_step_function()
         monitor = health.HealthMonitor(self.model.trainable_variables, config.divergence_factor)
@@ -258,8 +259,8 @@ class Trainer:
                 scalars["steps_per_second"] = (step - window[1]) / (time.time() - window[0])
                 # Keras returns the schedule's value at the current step.
                 scalars["learning_rate"] = float(tf.identity(self.optimizer.learning_rate))
-                self._write(writers, "train", scalars, step)
-                progress.update(step, [(k, scalars[k]) for k in ("loss", "steps_per_second")])
+                self._write(writers, "train", tagged(scalars, TRAIN_TAGS), step)
+                progress.train(step, scalars)
                 for metric in self.model.metrics:
                     metric.reset_state()  # Logged values are means over the window.
                 window = (time.time(), step)
@@ -279,7 +280,8 @@ class Trainer:
 
     def _validate(self, step, writers, best_state):
         result = self.evaluate(self.dataset.validation)
-        self._write(writers, "validation", result, step)
+        self._write(writers, "validation", tagged(result, validation_tags(self.model.is_baseline)), step)
+        self.progress.validation(step, result)
         if self.info.kind == "image" and not self.model.is_baseline and "validation" in writers:
             self._write_prototype_images(writers["validation"], step)
         if best_state is None or result["accuracy"] > best_state["accuracy"]:

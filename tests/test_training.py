@@ -291,3 +291,23 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, dat
     assert resumed.train()["resumed_from_step"] == 2
     for expected, got in zip(straight.model.weights, resumed.model.weights):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6, err_msg=expected.path)
+
+
+def test_logs_without_a_terminal_are_plain_lines_and_tags_are_shared(tmp_path, capsys):
+    config = _tiny_config(tmp_path, "logs", train_steps=4, validation_fraction=0.25, eval_every=2, log_every=2)
+    Trainer(config, verbose=True).train()
+    output = capsys.readouterr().out
+    assert not any(code in output for code in ("\r", "\b", "\x1b"))
+    lines = [line for line in output.splitlines() if line.startswith(("step ", "validation "))]
+    assert lines[0].startswith("step 2/4: loss ") and "steps/s" in lines[0]
+    assert lines[1].startswith("validation at step 2: accuracy ")
+    assert len(lines) == 4
+    from test_experiments import _logged_tags
+
+    train = _logged_tags(tmp_path / "logs" / "logs" / "train")
+    validation = _logged_tags(tmp_path / "logs" / "logs" / "validation")
+    shared = {"accuracy/prototype", "accuracy/plain", "loss/prototype", "loss/plain"}
+    assert shared <= train and shared <= validation
+    assert {"loss/total", "loss/mixed", "loss/sparsity", "optimizer/learning_rate"} <= train
+    assert {"prototypes/median_95", "confidence/right"} <= validation
+    assert all("/" in tag for tag in train | validation)  # Grouped; no "examples".
