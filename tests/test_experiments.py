@@ -9,11 +9,10 @@ import sys
 import pytest
 
 from data_files import write_adult, write_cifar10, write_dbpedia, write_fruits, write_isic, write_mnist
+from proto_tf.cli import experiment_flags
 from proto_tf.training import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "run"))
-import experiment_flags  # noqa: E402
 
 WRITERS = {
     "mnist": lambda d: write_mnist(d, train=60, test=20),

@@ -17,7 +17,14 @@ from proto_tf.distribute import STRATEGIES
 from proto_tf.errors import USAGE_EXIT_STATUS
 from proto_tf.model import ATTENTIONS
 
-FLAGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags")
+def _flagfiles_dir():
+    """`flags/` of a checkout, else the copy installed with the package."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    checkout = os.path.join(os.path.dirname(package), "flags")
+    return checkout if os.path.isdir(checkout) else os.path.join(package, "flagfiles")
+
+
+FLAGS_DIR = _flagfiles_dir()
 _ENUMS = {"dataset": list(DATASETS), "attention": list(ATTENTIONS), "strategy": list(STRATEGIES)}
 _HELP = {
     "dataset": "Dataset of Table 1.",

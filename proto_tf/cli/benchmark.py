@@ -1,0 +1,192 @@
+"""Benchmarks, printed as Markdown tables with the command, machine and date.
+
+  python run/benchmark.py --suite=input --datasets=adult,fashion_mnist
+  python run/benchmark.py --suite=train
+  python run/benchmark.py --suite=inference --model_dir=runs/adult_sparsemax
+
+input: steps/s of the input pipeline alone against steps/s of a full training step at
+  the paper's batch size and D_train (each dataset's flagfile), in the same run.
+train: ms per training step of each encoder family (small variants, the paper's batch
+  and D_train) for the baseline encoder, ProtoAttend as in the paper, with
+  candidates encoded forward-only, with a candidate memory refreshed by 128 per step,
+  with XLA, and with mixed precision.
+inference: latency of a trained tabular run against D_infer, batch 1 and 128, softmax
+  and sparsemax: the attention alone, the serving function in memory, and the same
+  function from the exported SavedModel.
+"""
+
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+
+from absl import app, flags, logging  # noqa: E402
+
+from proto_tf.errors import exit_on_user_error  # noqa: E402
+from proto_tf.cli import experiment_flags  # noqa: E402
+from proto_tf import benchmarks  # noqa: E402
+from proto_tf.data import MissingDataError, dataset_info  # noqa: E402
+from proto_tf.training import load_experiment_dataset  # noqa: E402
+
+flags.DEFINE_enum("suite", "input", ["input", "train", "inference"], "Which benchmark to run.")
+flags.DEFINE_list("datasets", ["adult", "fashion_mnist"], "input: datasets to measure.")
+flags.DEFINE_string("attention", "softmax", "input, train: attention of the measured model.")
+flags.DEFINE_integer("train_steps_timed", 10, "input, train: training steps timed per row.")
+flags.DEFINE_list(
+    "train_modes",
+    ["baseline", "faithful", "fast", "memory", "faithful_xla", "fast_xla", "faithful_bfloat16"],
+    "train: modes to time (see TRAIN_MODES).",
+)
+flags.DEFINE_list(
+    "families", ["adult", "fashion_mnist", "dbpedia"], "train: datasets of the encoder families."
+)
+flags.DEFINE_string("model_dir", None, "inference: a trained tabular run (run/train.py).")
+flags.DEFINE_list(
+    "database_sizes", ["4096", "32768", "262144", "1048576"], "inference: D_infer values."
+)
+flags.DEFINE_list("batch_sizes", ["1", "128"], "inference: request batch sizes.")
+FLAGS = flags.FLAGS
+
+# Training-step variants: extra run/train.py flags, and the Keras dtype policy.
+TRAIN_MODES = {
+    "baseline": (["--attention=none"], "float32"),
+    "faithful": ([], "float32"),
+    "fast": (["--nocandidate_gradients"], "float32"),
+    "memory": (["--candidate_refresh=128"], "float32"),
+    "faithful_xla": (["--jit_compile"], "float32"),
+    "fast_xla": (["--nocandidate_gradients", "--jit_compile"], "float32"),
+    "faithful_bfloat16": ([], "mixed_bfloat16"),
+}
+
+# Small variants of each encoder family at the paper's batch size and D_train.
+TRAIN_FAMILIES = {
+    "adult": ("LSTM (paper size)", []),
+    "fashion_mnist": ("ResNet-8", ["--resnet_depth=8"]),
+    "dbpedia": (
+        "VDCNN, 16-128 filters",
+        ["--vdcnn_first_filters=16", "--vdcnn_block_filters=16,16,32,32,64,64,128,128",
+         "--dense_units=128,128"],
+    ),
+}  # fmt: skip
+
+
+def _print_header():
+    print(f"`python {' '.join(sys.argv)}`  ")
+    print(f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPU cores\n")  # fmt: skip
+
+
+def input_suite():
+    print("| dataset | batch | D_train | input steps/s | train steps/s | input / train |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for dataset in FLAGS.datasets:
+        config = experiment_flags.config_for([f"--dataset={dataset}", f"--attention={FLAGS.attention}"])
+        data = load_experiment_dataset(config)
+        info = dataset_info(dataset)
+        train_rate = benchmarks.training_step_rate(config, data, FLAGS.train_steps_timed)
+        input_rate = benchmarks.input_pipeline_rate(
+            data, info, config.batch_size, config.train_database_size
+        )
+        print(
+            f"| {dataset} | {config.batch_size} | {config.train_database_size} | "
+            f"{input_rate:.1f} | {train_rate:.2f} | {input_rate / train_rate:.0f}× |",
+            flush=True,
+        )
+
+
+def train_suite():
+    print("| dataset | encoder | data | batch | D_train | mode | ms / step | / baseline |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name in FLAGS.train_modes:
+        if name not in TRAIN_MODES:
+            raise app.UsageError(f"Unknown train mode {name!r}; valid: {', '.join(TRAIN_MODES)}.")
+    for dataset in FLAGS.families:
+        encoder, encoder_flags = TRAIN_FAMILIES[dataset]
+        base = [f"--dataset={dataset}", f"--attention={FLAGS.attention}", *encoder_flags]
+        config = experiment_flags.config_for(base)
+        try:
+            data, source = load_experiment_dataset(config), "real"
+        except MissingDataError:
+            data, source = benchmarks.synthetic_dataset(config), "synthetic"
+        baseline_seconds = None
+        for mode in FLAGS.train_modes:
+            mode_flags, dtype_policy = TRAIN_MODES[mode]
+            mode_config = experiment_flags.config_for(base + mode_flags)
+            try:
+                seconds = benchmarks.training_step_seconds(
+                    mode_config, data, FLAGS.train_steps_timed, dtype_policy
+                )
+            except Exception as error:  # A mode this stack cannot run is a result too.
+                message = str(error).strip().splitlines()[0][:80]
+                print(f"| {dataset} | {encoder} | {source} | | | {mode} | fails: {message} | |")
+                continue
+            if mode == "baseline":
+                baseline_seconds = seconds
+            ratio = f"{seconds / baseline_seconds:.2f}×" if baseline_seconds else "–"
+            print(
+                f"| {dataset} | {encoder} | {source} | {config.batch_size} | "
+                f"{config.train_database_size} | {mode} | {1000 * seconds:.0f} | {ratio} |",
+                flush=True,
+            )
+
+
+def inference_suite():
+    if FLAGS.model_dir is None:
+        raise app.UsageError("--suite=inference needs --model_dir of a trained tabular run.")
+    print("| attention | D_infer | batch | attention ms | serving in memory ms | "
+          "SavedModel ms | SavedModel / in memory | examples/s (SavedModel) |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    rows = []
+    with tempfile.TemporaryDirectory() as export_root:
+        for row in benchmarks.inference_latencies(
+            FLAGS.model_dir,
+            [int(size) for size in FLAGS.database_sizes],
+            [int(size) for size in FLAGS.batch_sizes],
+            export_root,
+        ):
+            rows.append(row)
+            print(
+                f"| {row['attention']} | {row['database_size']} | {row['batch_size']} | "
+                f"{1000 * row['attention_seconds']:.1f} | {1000 * row['in_memory_seconds']:.1f} | "
+                f"{1000 * row['saved_model_seconds']:.1f} | "
+                f"{row['saved_model_seconds'] / row['in_memory_seconds']:.2f} | "
+                f"{row['batch_size'] / row['saved_model_seconds']:.0f} |",
+                flush=True,
+            )
+    print_sparsemax_over_softmax(rows)
+
+
+def print_sparsemax_over_softmax(rows):
+    """The ratio of sparsemax's to softmax's latency at each D and batch, from `rows`
+    of one run."""
+    by_key = {(r["attention"], r["database_size"], r["batch_size"]): r for r in rows}
+    print("\n| D_infer | batch | sparsemax / softmax: attention | serving in memory | SavedModel |")
+    print("| --- | --- | --- | --- | --- |")
+    for (attention, size, batch), sparse in by_key.items():
+        dense = by_key.get(("softmax", size, batch))
+        if attention != "sparsemax" or dense is None:
+            continue
+        ratios = [
+            sparse[key] / dense[key]
+            for key in ("attention_seconds", "in_memory_seconds", "saved_model_seconds")
+        ]
+        print(f"| {size} | {batch} | " + " | ".join(f"{ratio:.2f}×" for ratio in ratios) + " |")
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    _print_header()
+    {"input": input_suite, "train": train_suite, "inference": inference_suite}[FLAGS.suite]()
+
+
+def run():
+    """Console-script entry point."""
+    app.run(exit_on_user_error(main))
+
+
+if __name__ == "__main__":
+    run()

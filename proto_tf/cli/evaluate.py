@@ -1,0 +1,53 @@
+"""Evaluates a trained run: accuracy of both paths, prototype counts (Table 2), the
+confidence-controlled accuracy curve (Fig. 6) and, for Fashion-MNIST, confidence under
+distribution shift (Fig. 8). Writes evaluation.json and PNG plots.
+
+  python run/evaluate.py --model_dir=runs/adult_sparsemax_small
+  python run/evaluate.py --model_dir=runs/fashion_mnist_softmax_small --shift_data_dirs=mnist=~/mnist
+"""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+
+from absl import app, flags  # noqa: E402
+
+from proto_tf.errors import exit_on_user_error  # noqa: E402
+from proto_tf import run_evaluation  # noqa: E402
+
+flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=True)
+flags.DEFINE_string("output_dir", None, "Where to write (default <model_dir>/evaluation).")
+flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to evaluate.")
+flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).")
+flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.")
+flags.DEFINE_list(
+    "shift_data_dirs", [], "For Fashion-MNIST: name=folder pairs of shifted sets (mnist, cifar10)."
+)
+flags.DEFINE_integer("dknn_neighbours", 0, "k of a deep k-NN comparison (Fig. 7); 0 skips it.")
+flags.DEFINE_integer(
+    "batchnorm_batches", 0,
+    "Re-estimate BatchNorm statistics from this many training batches before evaluating; "
+    "0 uses the checkpoint's (run/train.py already re-estimates them before saving).",
+)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    shift_dirs = dict(pair.split("=", 1) for pair in FLAGS.shift_data_dirs)
+    report = run_evaluation.evaluate_model_dir(
+        FLAGS.model_dir, FLAGS.output_dir, FLAGS.checkpoint, FLAGS.infer_database_size,
+        FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours, FLAGS.batchnorm_batches,
+    )  # fmt: skip
+    print(json.dumps(report, indent=2))
+
+
+def run():
+    """Console-script entry point."""
+    app.run(exit_on_user_error(main))
+
+
+if __name__ == "__main__":
+    run()

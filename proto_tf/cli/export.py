@@ -1,0 +1,53 @@
+"""Exports a trained run as a SavedModel for TF Serving, with its database baked in.
+
+  python run/export.py --model_dir=runs/adult_sparsemax --export_dir=exports
+
+writes exports/adult_sparsemax/<next version>/ (TF Serving's layout).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+
+from absl import app, flags  # noqa: E402
+
+from proto_tf.errors import exit_on_user_error  # noqa: E402
+from proto_tf import export  # noqa: E402
+
+flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=True)
+flags.DEFINE_string("export_dir", "exports", "Base folder of exported models.")
+flags.DEFINE_string("model_name", None, "Model name in export_dir (default: model_dir's name).")
+flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to export.")
+flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).")
+flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.")
+flags.DEFINE_integer("top_k", 5, "Prototypes returned per instance (>= 1).")
+flags.DEFINE_integer(
+    "max_batch_size", export.DEFAULT_MAX_BATCH_SIZE,
+    "Most instances one request may hold; larger requests get InvalidArgument.",
+)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    path = export.export_model_dir(
+        FLAGS.model_dir,
+        FLAGS.export_dir,
+        FLAGS.model_name,
+        FLAGS.checkpoint,
+        FLAGS.infer_database_size,
+        FLAGS.data_dir,
+        FLAGS.top_k,
+        FLAGS.max_batch_size,
+    )
+    print(f"Exported {path}")
+
+
+def run():
+    """Console-script entry point."""
+    app.run(exit_on_user_error(main))
+
+
+if __name__ == "__main__":
+    run()

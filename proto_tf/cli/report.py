@@ -1,0 +1,32 @@
+"""Prints the paper's numbers next to finished runs as a Markdown table.
+
+  python run/report.py --model_dirs=runs/adult_baseline,runs/adult_softmax
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from proto_tf.errors import exit_on_user_error  # noqa: E402
+from proto_tf import report  # noqa: E402
+
+flags.DEFINE_list("model_dirs", None, "model_dirs of finished run/train.py runs.", required=True)
+flags.DEFINE_string("hardware", None, "Hardware description for the table's header.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    rows = [report.comparison_row(report.read_summary(d)) for d in FLAGS.model_dirs]
+    print(report.markdown_table(rows, FLAGS.hardware))
+
+
+def run():
+    """Console-script entry point."""
+    app.run(exit_on_user_error(main))
+
+
+if __name__ == "__main__":
+    run()
