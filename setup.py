@@ -1,14 +1,39 @@
-"""Installs the proto_tf library (the run/ scripts and flags/ stay in the checkout)."""
+"""Installs the proto_tf library, its command-line tools (`proto-tf-*`), the experiment
+flagfiles (flags/ -> proto_tf/flagfiles) and the UCI Adult files (data/adult ->
+proto_tf/adult_data), so that a plain `pip install .` works outside the checkout."""
+
+import re
 
 import setuptools
 
+with open("proto_tf/__init__.py") as handle:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', handle.read(), re.M).group(1)
+
+COMMANDS = ("train", "export", "evaluate", "explain", "label_noise", "report", "benchmark")
+
 setuptools.setup(
     name="proto_tf",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Attention-based prototypical learning (ProtoAttend) in Keras 3 / TensorFlow 2."
     ),
-    packages=setuptools.find_packages(include=["proto_tf", "proto_tf.*"]),
+    packages=setuptools.find_packages(include=["proto_tf", "proto_tf.*"])
+    + ["proto_tf.flagfiles", "proto_tf.flagfiles.small", "proto_tf.adult_data"],
+    package_dir={
+        "proto_tf.flagfiles": "flags",
+        "proto_tf.flagfiles.small": "flags/small",
+        "proto_tf.adult_data": "data/adult",
+    },
+    package_data={
+        "proto_tf.flagfiles": ["*.cfg"],
+        "proto_tf.flagfiles.small": ["*.cfg"],
+        "proto_tf.adult_data": ["adult.data", "adult.test", "adult.names", "README.md"],
+    },
+    entry_points={
+        "console_scripts": [
+            f"proto-tf-{name.replace('_', '-')} = proto_tf.cli.{name}:run" for name in COMMANDS
+        ]
+    },
     python_requires=">=3.10",
     # Ranges, not pins: the exact tested versions are in requirements.txt. TensorFlow
     # itself is left to requirements.txt so GPU users can pick tensorflow[and-cuda].
@@ -16,6 +41,7 @@ setuptools.setup(
         "keras>=3.10",
         "numpy>=1.26",
         "absl-py>=2.0",
-        "tensorflow-datasets>=4.9",
+        "matplotlib>=3.8",
     ],
+    extras_require={"tfds": ["tensorflow-datasets>=4.9"]},
 )

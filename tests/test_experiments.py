@@ -1,6 +1,7 @@
 """Every dataset trains end to end through its real flagfiles (small variant), on small
 files in the real on-disk formats."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -149,3 +150,39 @@ def test_learning_rate_decays_continuously_as_in_the_authors_code():
         # tf.train.exponential_decay(staircase=False): lr * rate^(step / decay_steps).
         expected = 0.002 * 0.9 ** (step / 4000)
         assert float(schedule(step)) == pytest.approx(expected, rel=1e-6), step
+
+
+def test_every_flag_has_written_help_and_help_lists_only_the_commands_flags(tmp_path):
+    import dataclasses
+
+    from absl import flags as absl_flags
+
+    from proto_tf.config import ExperimentConfig
+
+    flag_values = absl_flags.FlagValues()
+    experiment_flags.define_flags(flag_values)
+    for field in dataclasses.fields(ExperimentConfig):
+        help_text = flag_values[field.name].help
+        assert help_text and help_text != field.name.replace("_", " ") + ".", field.name
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run", "train.py"), "--help"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0
+    assert "--train_steps: Training steps" in result.stdout and "--print_config" in result.stdout
+    for foreign in ("test_random_seed", "hbm_oom_exit", "verbosity", "only_check_args"):
+        assert foreign not in result.stdout, foreign
+
+
+def test_print_config_shows_flagfile_and_overrides(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult",
+         "--attention=sparsemax", "--small", "--seed=7", "--print_config"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads(result.stdout)
+    expected = experiment_flags.config_for(["--dataset=adult", "--attention=sparsemax", "--small", "--seed=7"])
+    assert config == json.loads(json.dumps(dataclasses.asdict(expected)))
+    assert config["seed"] == 7 and config["learning_rate"] == 0.0005  # flags/adult_sparsemax.cfg
+    assert not os.path.exists(tmp_path / "runs")  # Nothing trained or written.

@@ -8,21 +8,21 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proto_tf.errors import exit_on_user_error  # noqa: E402
 from proto_tf import batchnorm, training  # noqa: E402
+from proto_tf.cli.common import run_command  # noqa: E402
 
-flags.DEFINE_string("model_dir", None, "A trained run (run/train.py).", required=True)
-flags.DEFINE_enum("checkpoint", "last", ["best", "last"], "Which checkpoint to load.")
-flags.DEFINE_integer("examples", 1024, "Training examples the accuracies are measured on.")
-flags.DEFINE_integer("batchnorm_batches", 100, "Training batches the statistics are re-estimated from.")
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
+
+flags.DEFINE_string("model_dir", None, "A trained run (run/train.py).", required=True, flag_values=FLAGS)
+flags.DEFINE_enum("checkpoint", "last", ["best", "last"], "Which checkpoint to load.", flag_values=FLAGS)
+flags.DEFINE_integer("examples", 1024, "Training examples the accuracies are measured on.", flag_values=FLAGS)
+flags.DEFINE_integer("batchnorm_batches", 100, "Training batches the statistics are re-estimated from.", flag_values=FLAGS)
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
     config, dataset, model, path = training.load_run(FLAGS.model_dir, FLAGS.checkpoint)
     inputs = dataset.preprocess(dataset.train.inputs[: FLAGS.examples])
     labels = dataset.train.labels[: FLAGS.examples]
@@ -39,7 +39,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(exit_on_user_error(main))
+    run_command(main, __doc__, FLAGS)
 
 
 if __name__ == "__main__":

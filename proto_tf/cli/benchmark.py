@@ -23,32 +23,35 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proto_tf.errors import exit_on_user_error  # noqa: E402
-from proto_tf.cli import experiment_flags  # noqa: E402
 from proto_tf import benchmarks  # noqa: E402
+from proto_tf.cli import experiment_flags  # noqa: E402
+from proto_tf.cli.common import run_command  # noqa: E402
 from proto_tf.data import MissingDataError, dataset_info  # noqa: E402
+from proto_tf.errors import ConfigError  # noqa: E402
 from proto_tf.training import load_experiment_dataset  # noqa: E402
 
-flags.DEFINE_enum("suite", "input", ["input", "train", "inference"], "Which benchmark to run.")
-flags.DEFINE_list("datasets", ["adult", "fashion_mnist"], "input: datasets to measure.")
-flags.DEFINE_string("attention", "softmax", "input, train: attention of the measured model.")
-flags.DEFINE_integer("train_steps_timed", 10, "input, train: training steps timed per row.")
+FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
+
+flags.DEFINE_enum("suite", "input", ["input", "train", "inference"], "Which benchmark to run.", flag_values=FLAGS)
+flags.DEFINE_list("datasets", ["adult", "fashion_mnist"], "input: datasets to measure.", flag_values=FLAGS)
+flags.DEFINE_string("attention", "softmax", "input, train: attention of the measured model.", flag_values=FLAGS)
+flags.DEFINE_integer("train_steps_timed", 10, "input, train: training steps timed per row.", flag_values=FLAGS)
 flags.DEFINE_list(
     "train_modes",
     ["baseline", "faithful", "fast", "memory", "faithful_xla", "fast_xla", "faithful_bfloat16"],
     "train: modes to time (see TRAIN_MODES).",
+    flag_values=FLAGS,
 )
 flags.DEFINE_list(
-    "families", ["adult", "fashion_mnist", "dbpedia"], "train: datasets of the encoder families."
+    "families", ["adult", "fashion_mnist", "dbpedia"], "train: datasets of the encoder families.", flag_values=FLAGS
 )
-flags.DEFINE_string("model_dir", None, "inference: a trained tabular run (run/train.py).")
+flags.DEFINE_string("model_dir", None, "inference: a trained tabular run (run/train.py).", flag_values=FLAGS)
 flags.DEFINE_list(
-    "database_sizes", ["4096", "32768", "262144", "1048576"], "inference: D_infer values."
+    "database_sizes", ["4096", "32768", "262144", "1048576"], "inference: D_infer values.", flag_values=FLAGS
 )
-flags.DEFINE_list("batch_sizes", ["1", "128"], "inference: request batch sizes.")
-FLAGS = flags.FLAGS
+flags.DEFINE_list("batch_sizes", ["1", "128"], "inference: request batch sizes.", flag_values=FLAGS)
 
 # Training-step variants: extra run/train.py flags, and the Keras dtype policy.
 TRAIN_MODES = {
@@ -102,7 +105,7 @@ def train_suite():
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in FLAGS.train_modes:
         if name not in TRAIN_MODES:
-            raise app.UsageError(f"Unknown train mode {name!r}; valid: {', '.join(TRAIN_MODES)}.")
+            raise ConfigError(f"Unknown train mode {name!r}; valid: {', '.join(TRAIN_MODES)}.")
     for dataset in FLAGS.families:
         encoder, encoder_flags = TRAIN_FAMILIES[dataset]
         base = [f"--dataset={dataset}", f"--attention={FLAGS.attention}", *encoder_flags]
@@ -135,7 +138,7 @@ def train_suite():
 
 def inference_suite():
     if FLAGS.model_dir is None:
-        raise app.UsageError("--suite=inference needs --model_dir of a trained tabular run.")
+        raise ConfigError("--suite=inference needs --model_dir of a trained tabular run.")
     print("| attention | D_infer | batch | attention ms | serving in memory ms | "
           "SavedModel ms | SavedModel / in memory | examples/s (SavedModel) |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -178,14 +181,13 @@ def print_sparsemax_over_softmax(rows):
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
     _print_header()
     {"input": input_suite, "train": train_suite, "inference": inference_suite}[FLAGS.suite]()
 
 
 def run():
     """Console-script entry point."""
-    app.run(exit_on_user_error(main))
+    run_command(main, __doc__, FLAGS)
 
 
 if __name__ == "__main__":

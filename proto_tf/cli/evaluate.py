@@ -11,31 +11,31 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proto_tf.errors import exit_on_user_error  # noqa: E402
 from proto_tf import run_evaluation  # noqa: E402
+from proto_tf.cli.common import run_command  # noqa: E402
 
-flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=True)
-flags.DEFINE_string("output_dir", None, "Where to write (default <model_dir>/evaluation).")
-flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to evaluate.")
-flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).")
-flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.")
+FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
+
+flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=True, flag_values=FLAGS)
+flags.DEFINE_string("output_dir", None, "Where to write (default <model_dir>/evaluation).", flag_values=FLAGS)
+flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to evaluate.", flag_values=FLAGS)
+flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).", flag_values=FLAGS)
+flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.", flag_values=FLAGS)
 flags.DEFINE_list(
-    "shift_data_dirs", [], "For Fashion-MNIST: name=folder pairs of shifted sets (mnist, cifar10)."
+    "shift_data_dirs", [], "For Fashion-MNIST: name=folder pairs of shifted sets (mnist, cifar10).", flag_values=FLAGS
 )
-flags.DEFINE_integer("dknn_neighbours", 0, "k of a deep k-NN comparison (Fig. 7); 0 skips it.")
+flags.DEFINE_integer("dknn_neighbours", 0, "k of a deep k-NN comparison (Fig. 7); 0 skips it.", flag_values=FLAGS)
 flags.DEFINE_integer(
     "batchnorm_batches", 0,
     "Re-estimate BatchNorm statistics from this many training batches before evaluating; "
     "0 uses the checkpoint's (run/train.py already re-estimates them before saving).",
+    flag_values=FLAGS,
 )
-FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     shift_dirs = dict(pair.split("=", 1) for pair in FLAGS.shift_data_dirs)
     report = run_evaluation.evaluate_model_dir(
         FLAGS.model_dir, FLAGS.output_dir, FLAGS.checkpoint, FLAGS.infer_database_size,
@@ -46,7 +46,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(exit_on_user_error(main))
+    run_command(main, __doc__, FLAGS)
 
 
 if __name__ == "__main__":

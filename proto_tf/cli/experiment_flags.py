@@ -29,34 +29,71 @@ _ENUMS = {"dataset": list(DATASETS), "attention": list(ATTENTIONS), "strategy": 
 _HELP = {
     "dataset": "Dataset of Table 1.",
     "attention": "Attention normalisation; none trains the baseline encoder.",
-    "model_dir": "Where checkpoints, logs and summary.json go (default runs/<experiment>).",
-    "data_dir": "Folder of the dataset's files (default: the dataset's usual place).",
-    "sparsity_weight": "Lambda of the entropy regulariser (Eq. 2).",
-    "label_noise": "Share of training labels replaced by another class (Table 3).",
-    "strategy": "auto, one_device, mirrored, or multi_worker (from TF_CONFIG).",
+    "data_dir": "Folder of the dataset's files (default: the dataset's usual place, see README).",
+    "model_dir": "Where checkpoints, logs and summary.json go (default runs/<experiment>[_small]).",
+    "download": "Let TFDS download MNIST, Fashion-MNIST or CIFAR-10 into --data_dir.",
+    "train_steps": "Training steps (optimizer updates) to reach; a run can be extended by raising it.",
+    "batch_size": "Training examples per step, over all replicas (B).",
+    "learning_rate": "Adam's initial learning rate (> 0).",
+    "decay_rate": "Learning-rate decay factor per --decay_steps steps, in (0, 1]; continuous: "
+    "lr * rate^(step / decay_steps).",
+    "decay_steps": "Steps over which the learning rate decays by --decay_rate (> 0).",
+    "clip_value": "Element-wise gradient clipping bound (> 0).",
+    "seed": "Seed of the model's initialisation and of every step's batch, candidates, "
+    "augmentation and alpha.",
     "train_database_size": "Candidates sampled at every training step (D_train).",
-    "infer_database_size": "Candidates in the evaluation/inference database (D_infer).",
+    "infer_database_size": "Candidates in the evaluation/inference database (D_infer), 1 to the "
+    "training split's size.",
+    "attention_size": "Size of keys and queries (16 in every experiment of the paper).",
+    "value_size": "Size of values (64; 128 for CIFAR-10, 16 for Adult).",
+    "sparsity_weight": "Lambda of the entropy regulariser (Eq. 2), >= 0; 0 disables it.",
+    "alpha_min": "Lower end of the uniform range alpha of Eq. 1's third term is drawn from, "
+    "per step, in [0, 1].",
+    "alpha_max": "Upper end of alpha's range, in [alpha_min, 1].",
     "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "
     "--nocandidate_gradients encodes them forward-only.",
-    "batchnorm_batches": "Before evaluating and before the last checkpoint, set BatchNorm's "
-    "moving statistics to the mean batch statistics of this many training batches; 0 keeps "
-    "the moving averages.",
-    "jit_compile": "Compile the training step with XLA.",
-    "divergence_factor": "Stop training when the median loss of the last 20 steps exceeds this "
-    "many times the lowest loss level seen so far (the first step's loss or a lower 20-step "
-    "median); 0 disables the check. NaN or infinite gradients and weights always stop it.",
     "candidate_refresh": "0 (the paper): encode all D_train candidates every step. R > 0: "
     "encode R fresh candidates per step (forward-only) into a memory of the last D_train "
     "candidate encodings and attend over it.",
+    "batchnorm_batches": "Before evaluating and before the last checkpoint, set BatchNorm's "
+    "moving statistics to the mean batch statistics of the first this-many training steps' "
+    "encoder batches; 0 keeps the moving averages.",
+    "label_noise": "Share of training labels (and validation labels) replaced by another "
+    "class (Table 3), in [0, 1); test labels stay clean.",
+    "validation_fraction": "Share of the training file held out (fixed seed) for checkpoint "
+    "selection, in [0, 1).",
+    "resnet_depth": "ResNet depth, 6n + 2 (32 for the MNISTs and Fruits, 50 for CIFAR-10 "
+    "and ISIC).",
+    "resnet_filters": "Filters of the ResNet's first stage (16; doubled at each stage).",
+    "dense_units": "Comma-separated widths of the dense + ReLU + LayerNorm layers on top of "
+    "the convolutional encoder.",
+    "downsample_stem": "Stride-2 conv + stride-2 max-pool stem for large images (Fruits, ISIC).",
+    "weight_decay": "L2 factor on convolution kernels, >= 0 (1e-4 for Fruits, else 0).",
+    "vdcnn_first_filters": "Filters of VDCNN's first convolution (DBPedia).",
+    "vdcnn_block_filters": "Comma-separated filters of VDCNN's eight convolutional blocks.",
+    "lstm_embedding_size": "Width of the Adult LSTM's embedding and cells.",
+    "lstm_dropout": "Dropout of the Adult LSTM's inputs and output, in [0, 1).",
+    "encoder_dropout": "Dropout on the image/text encoder output, in [0, 1) (Table 3's "
+    "dropout baseline).",
+    "strategy": "auto, one_device, mirrored, or multi_worker (from TF_CONFIG).",
+    "checkpoint_every": "Steps between checkpoints (the last two are kept).",
+    "eval_every": "Steps between validation evaluations (the best one is kept in best/).",
+    "log_every": "Steps between TensorBoard and console logs (values are means over them).",
+    "eval_batch_size": "Examples per batch when evaluating and encoding databases.",
+    "divergence_factor": "Stop training when the median loss of the last 20 steps exceeds this "
+    "many times the lowest loss level seen so far (the first step's loss or a lower 20-step "
+    "median); 0 disables the check. NaN or infinite gradients and weights always stop it.",
+    "deterministic": "Use TensorFlow's deterministic ops (slower; for bit-exact comparisons).",
+    "jit_compile": "Compile the training step with XLA (slower on CPUs; see BENCHMARKS.md).",
 }
 
 
-def define_flags(flag_values=flags.FLAGS):
+def define_flags(flag_values):
     """Defines one flag per ExperimentConfig field, plus --experiment and --small."""
     defaults = ExperimentConfig()
     for field in dataclasses.fields(ExperimentConfig):
         name, default = field.name, getattr(defaults, field.name)
-        help_text = _HELP.get(name, name.replace("_", " ") + ".")
+        help_text = _HELP[name]  # Every field has a written help line (a test checks).
         if name == "model_dir":
             flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
         elif name in _ENUMS:
@@ -86,7 +123,7 @@ def experiment_name(dataset, attention):
     return f"{dataset}_{'baseline' if attention == 'none' else attention}"
 
 
-def parse_with_flagfiles(argv, flag_values=flags.FLAGS):
+def parse_with_flagfiles(argv, flag_values):
     """absl flags parser that puts the experiment's flagfiles before the user's flags.
 
     Exits with a one-line message (valid values included) on a bad flag.
@@ -127,7 +164,7 @@ def config_for(args):
     return config_from_flags(flag_values)
 
 
-def config_from_flags(flag_values=flags.FLAGS):
+def config_from_flags(flag_values):
     """The ExperimentConfig described by the parsed flags."""
     values = {}
     for field in dataclasses.fields(ExperimentConfig):

@@ -9,28 +9,28 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proto_tf.errors import exit_on_user_error  # noqa: E402
 from proto_tf import export  # noqa: E402
+from proto_tf.cli.common import run_command  # noqa: E402
 
-flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=True)
-flags.DEFINE_string("export_dir", "exports", "Base folder of exported models.")
-flags.DEFINE_string("model_name", None, "Model name in export_dir (default: model_dir's name).")
-flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to export.")
-flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).")
-flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.")
-flags.DEFINE_integer("top_k", 5, "Prototypes returned per instance (>= 1).")
+FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
+
+flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=True, flag_values=FLAGS)
+flags.DEFINE_string("export_dir", "exports", "Base folder of exported models.", flag_values=FLAGS)
+flags.DEFINE_string("model_name", None, "Model name in export_dir (default: model_dir's name).", flag_values=FLAGS)
+flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to export.", flag_values=FLAGS)
+flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).", flag_values=FLAGS)
+flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.", flag_values=FLAGS)
+flags.DEFINE_integer("top_k", 5, "Prototypes returned per instance (>= 1).", flag_values=FLAGS)
 flags.DEFINE_integer(
     "max_batch_size", export.DEFAULT_MAX_BATCH_SIZE,
     "Most instances one request may hold; larger requests get InvalidArgument.",
+    flag_values=FLAGS,
 )
-FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     path = export.export_model_dir(
         FLAGS.model_dir,
         FLAGS.export_dir,
@@ -46,7 +46,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(exit_on_user_error(main))
+    run_command(main, __doc__, FLAGS)
 
 
 if __name__ == "__main__":

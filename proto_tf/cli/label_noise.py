@@ -16,23 +16,25 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proto_tf.errors import exit_on_user_error  # noqa: E402
-from proto_tf.cli import experiment_flags  # noqa: E402
 from proto_tf import report, training  # noqa: E402
+from proto_tf.cli import experiment_flags  # noqa: E402
+from proto_tf.cli.common import run_command  # noqa: E402
+from proto_tf.errors import ConfigError  # noqa: E402
 
-flags.DEFINE_list("noise_levels", ["0.8", "0.6", "0.4"], "Label-noise ratios (Table 3 has 0.8, 0.6, 0.4).")
+FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
+
+flags.DEFINE_list("noise_levels", ["0.8", "0.6", "0.4"], "Label-noise ratios (Table 3 has 0.8, 0.6, 0.4).", flag_values=FLAGS)
 METHODS = ("baseline", "dropout", "sparsemax_sparsity")  # Table 3's columns.
 
-flags.DEFINE_list("methods", list(METHODS), "Methods of Table 3.")
-flags.DEFINE_string("dataset", "cifar10", "Dataset (Table 3 is CIFAR-10).")
-flags.DEFINE_float("dropout", 0.3, "Encoder-output dropout of the dropout method (not CIFAR-10).")
-flags.DEFINE_bool("small", False, "CPU-sized runs (flags/small/<dataset>.cfg).")
-flags.DEFINE_string("data_dir", None, "The dataset's folder.")
-flags.DEFINE_string("runs_dir", "runs", "Parent folder of the runs' model_dirs.")
-flags.DEFINE_string("output", None, "Also write the Markdown table to this file.")
-FLAGS = flags.FLAGS
+flags.DEFINE_list("methods", list(METHODS), "Methods of Table 3.", flag_values=FLAGS)
+flags.DEFINE_string("dataset", "cifar10", "Dataset (Table 3 is CIFAR-10).", flag_values=FLAGS)
+flags.DEFINE_float("dropout", 0.3, "Encoder-output dropout of the dropout method (not CIFAR-10).", flag_values=FLAGS)
+flags.DEFINE_bool("small", False, "CPU-sized runs (flags/small/<dataset>.cfg).", flag_values=FLAGS)
+flags.DEFINE_string("data_dir", None, "The dataset's folder.", flag_values=FLAGS)
+flags.DEFINE_string("runs_dir", "runs", "Parent folder of the runs' model_dirs.", flag_values=FLAGS)
+flags.DEFINE_string("output", None, "Also write the Markdown table to this file.", flag_values=FLAGS)
 
 
 def _config(dataset, level, method, extra):
@@ -54,10 +56,9 @@ def _config(dataset, level, method, extra):
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)
     unknown = set(FLAGS.methods) - set(METHODS)
     if unknown:
-        raise app.UsageError(f"Unknown methods {sorted(unknown)}; valid: {', '.join(METHODS)}.")
+        raise ConfigError(f"Unknown methods {sorted(unknown)}; valid: {', '.join(METHODS)}.")
     rows = []
     for level in FLAGS.noise_levels:
         for method in FLAGS.methods:
@@ -72,7 +73,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(exit_on_user_error(main))
+    run_command(main, __doc__, FLAGS, allow_arguments=True)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proto_tf.errors import exit_on_user_error  # noqa: E402
 from proto_tf import report  # noqa: E402
+from proto_tf.cli.common import run_command  # noqa: E402
 
-flags.DEFINE_list("model_dirs", None, "model_dirs of finished run/train.py runs.", required=True)
-flags.DEFINE_string("hardware", None, "Hardware description for the table's header.")
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
+
+flags.DEFINE_list("model_dirs", None, "model_dirs of finished run/train.py runs.", required=True, flag_values=FLAGS)
+flags.DEFINE_string("hardware", None, "Hardware description for the table's header.", flag_values=FLAGS)
 
 
 def main(argv):
@@ -25,7 +26,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(exit_on_user_error(main))
+    run_command(main, __doc__, FLAGS)
 
 
 if __name__ == "__main__":

@@ -1,31 +1,44 @@
 """Trains a ProtoAttend (or baseline) model with the paper's settings for an experiment.
 
-  python run/train.py --dataset=dbpedia --attention=softmax --data_dir=~/dbpedia_csv
-  python run/train.py --dataset=adult --attention=sparsemax --small
-  python run/train.py --experiment=fashion_mnist_sparsemax_sparsity
+  proto-tf-train --dataset=dbpedia --attention=softmax --data_dir=~/dbpedia_csv
+  proto-tf-train --dataset=adult --attention=sparsemax --small
+  proto-tf-train --experiment=fashion_mnist_sparsemax_sparsity
+  proto-tf-train --dataset=adult --attention=sparsemax --small --print_config
 
-Running the same command again after an interruption resumes from the last checkpoint.
+`--dataset=D --attention=A` loads the flagfile flags/D_A.cfg (the paper's settings),
+`--experiment=NAME` loads flags/NAME.cfg, `--small` adds flags/small/D.cfg (CPU-sized);
+flags given here override them. The defaults shown below are the library's, before any
+flagfile: `--print_config` prints the resolved configuration and exits. Running the same
+command again after an interruption resumes from the last checkpoint.
 """
 
+import dataclasses
 import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
 
-from absl import app, logging  # noqa: E402
+from absl import flags  # noqa: E402
 
-from proto_tf.errors import exit_on_user_error  # noqa: E402
-from proto_tf.cli import experiment_flags  # noqa: E402
 from proto_tf import training  # noqa: E402
+from proto_tf.cli import experiment_flags  # noqa: E402
+from proto_tf.cli.common import run_command  # noqa: E402
 
-experiment_flags.define_flags()
+FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
+experiment_flags.define_flags(FLAGS)
+flags.DEFINE_bool(
+    "print_config", False,
+    "Print the resolved configuration (flagfiles + command-line flags) as JSON and exit.",
+    flag_values=FLAGS,
+)  # fmt: skip
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Keep the progress bar readable.
-    config = experiment_flags.config_from_flags()
+    del argv
+    config = experiment_flags.config_from_flags(FLAGS)
+    if FLAGS.print_config:
+        print(json.dumps(dataclasses.asdict(config), indent=2))
+        return
     summary = training.train(config)
     test = summary.get("test_best", summary["test_last"])
     print(json.dumps({"model_dir": config.model_dir, "steps": summary["steps"], "test": test}, indent=2))
@@ -33,7 +46,9 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(exit_on_user_error(main), flags_parser=experiment_flags.parse_with_flagfiles)
+    run_command(
+        main, __doc__, FLAGS, parse=lambda argv: experiment_flags.parse_with_flagfiles(argv, FLAGS)
+    )
 
 
 if __name__ == "__main__":

@@ -271,7 +271,14 @@ def load_isic(data_dir):
 def load_tfds(name, data_dir, download, looked_for=()):
     """Train and test splits from TFDS (prepared data in `data_dir`, or downloaded
     there when `download`), as uint8 images and labels."""
-    import tensorflow_datasets as tfds  # Heavy import, only needed on this path.
+    try:
+        import tensorflow_datasets as tfds  # Heavy import, only needed on this path.
+    except ImportError:
+        raise missing_data(
+            name, list(looked_for), URLS[name],
+            detail="tensorflow-datasets is not installed (pip install tensorflow-datasets), "
+            "and the upstream files were not found",
+        ) from None  # fmt: skip
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)

@@ -8,7 +8,11 @@ from proto_tf.data.common import LoadedDataset, carve_validation, cast_only
 from proto_tf.data.images import ImageAugmentation
 from proto_tf.data.noise import with_label_noise
 
-_REPO_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "data")
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The Adult files: data/adult/ of a checkout, else the copy installed with the package.
+_ADULT_DIR = os.path.join(os.path.dirname(_PACKAGE), "data", "adult")
+if not os.path.isdir(_ADULT_DIR):
+    _ADULT_DIR = os.path.join(_PACKAGE, "adult_data")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +53,7 @@ DATASETS = {
     ),
     "adult": DatasetInfo(
         "adult", "tabular", (adult.NUM_FEATURES,), "float32",
-        default_data_dir=os.path.join(_REPO_DATA, "adult"),
+        default_data_dir=_ADULT_DIR,
     ),
 }  # fmt: skip
 
