@@ -47,12 +47,21 @@ class Trainer:
       dataset: a LoadedDataset; loaded from `config` when None.
       strategy: a tf.distribute strategy; made from `config.strategy` when None.
       verbose: show progress (a bar on a terminal, plain lines otherwise).
+      callbacks: Keras callbacks. They get `on_train_begin/end`, `on_train_batch_end`
+        at every logged step (the windowed training values) and `on_epoch_end` at every
+        validation, with the validation results under `val_<name>` (`val_accuracy`,
+        `val_loss`, ...), epoch = validations so far. Setting `model.stop_training`
+        (e.g. keras.callbacks.EarlyStopping) ends the run after that step, which then
+        counts as finished.
       make_optimizer: a function returning the Keras optimizer; the paper's Adam with
         continuous exponential decay and clipping (`config.build_optimizer`) when None.
     """
 
-    def __init__(self, config, dataset=None, strategy=None, verbose=True, make_optimizer=None):
+    def __init__(
+        self, config, dataset=None, strategy=None, verbose=True, make_optimizer=None, callbacks=()
+    ):
         self.config = config
+        self.callbacks = list(callbacks)
         self.info = dataset_info(config.dataset)
         # First: a multi-worker strategy must exist before any TensorFlow op runs.
         self.strategy = strategy or distribute.make_strategy(config.strategy)
@@ -91,6 +100,8 @@ class Trainer:
         )
         self._statistics_step = None  # The step BatchNorm statistics were re-estimated at.
         self.restored_path = None  # The checkpoint `restore` resumed from.
+        self.last_validation = None  # The latest validation results.
+        self.stopped_at = None  # The step a callback stopped training at.
 
     @property
     def step(self):
@@ -218,11 +229,10 @@ class Trainer:
                 f"--train_steps={config.train_steps} is below the step {start} that the run in "
                 f"{config.model_dir} has reached; give --train_steps >= {start} to extend it."
             )
-        summary_path = os.path.join(config.model_dir, SUMMARY_FILE)
-        if start == config.train_steps and start and os.path.isfile(summary_path):
+        finished = self._finished_summary(start)
+        if finished is not None:
             print(f"The run in {config.model_dir} has finished {start} steps; nothing to do.")
-            with open(summary_path) as handle:
-                return json.load(handle)
+            return finished
         if self.is_chief:
             run_directory.write_json(
                 os.path.join(config.model_dir, CONFIG_FILE), dataclasses.asdict(config)
@@ -237,6 +247,17 @@ class Trainer:
         self._cleanup()
         return summary
 
+    def _finished_summary(self, start):
+        """The run's summary.json when it has finished at `start`: it reached
+        train_steps, or a callback stopped it there."""
+        path = os.path.join(self.config.model_dir, SUMMARY_FILE)
+        if not start or not os.path.isfile(path):
+            return None
+        with open(path) as handle:
+            summary = json.load(handle)
+        done = start == self.config.train_steps or summary.get("stopped_by_callback_at") == start
+        return summary if done and summary.get("steps") == start else None
+
     def _run_steps(self, start, writers, best_state):
         """Steps `start + 1 .. train_steps` with logging, checkpoints and validation;
         returns the best validation state."""
@@ -248,6 +269,10 @@ class Trainer:
         seconds_before, started = float(self.train_seconds.numpy()), time.time()
         window = (time.time(), start)  # Start time and step of the steps/s window.
         save_due = False
+        callbacks = keras.callbacks.CallbackList(self.callbacks, model=self.model)
+        self.model.stop_training = False
+        callbacks.on_train_begin()
+        step = start
         for step in range(start + 1, config.train_steps + 1):
             logs = train_step(iterator)
             monitor.check(step, logs, self.latest.latest_checkpoint)
@@ -261,6 +286,7 @@ class Trainer:
                 scalars["learning_rate"] = float(tf.identity(self.optimizer.learning_rate))
                 self._write(writers, "train", tagged(scalars, TRAIN_TAGS), step)
                 progress.train(step, scalars)
+                callbacks.on_train_batch_end(step, scalars)
                 for metric in self.model.metrics:
                     metric.reset_state()  # Logged values are means over the window.
                 window = (time.time(), step)
@@ -273,13 +299,20 @@ class Trainer:
                 step % config.eval_every == 0 or step == config.train_steps
             ):
                 best_state = self._validate(step, writers, best_state)
+                validation = {f"val_{k}": v for k, v in self.last_validation.items()}
+                callbacks.on_epoch_end(step // config.eval_every, validation)
+            if self.model.stop_training:
+                self.stopped_at = step
+                print(f"A callback stopped training at step {step}.")
+                break
+        callbacks.on_train_end()
         self.reestimate_batchnorm()  # The last checkpoint is what gets evaluated and exported.
         self.train_seconds.assign(seconds_before + time.time() - started)
-        self.latest.save(checkpoint_number=config.train_steps)
+        self.latest.save(checkpoint_number=step)
         return best_state
 
     def _validate(self, step, writers, best_state):
-        result = self.evaluate(self.dataset.validation)
+        result = self.last_validation = self.evaluate(self.dataset.validation)
         self._write(writers, "validation", tagged(result, validation_tags(self.model.is_baseline)), step)
         self.progress.validation(step, result)
         if self.info.kind == "image" and not self.model.is_baseline and "validation" in writers:
@@ -314,6 +347,7 @@ class Trainer:
             "resumed_from_step": start,
             "train_seconds": round(float(self.train_seconds.numpy()), 2),
             "replicas": self.strategy.num_replicas_in_sync,
+            **({"stopped_by_callback_at": self.stopped_at} if self.stopped_at else {}),
             "test_last": self.evaluate(self.dataset.test),
         }
         if best_state is not None:
@@ -365,9 +399,10 @@ def _first_line(error):
     return text.strip().splitlines()[0]
 
 
-def train(config, dataset=None, strategy=None, verbose=True):
-    """Trains the experiment of `config` (resuming when possible); returns its summary."""
-    return Trainer(config, dataset, strategy, verbose).train()
+def train(config, dataset=None, strategy=None, verbose=True, callbacks=()):
+    """Trains the experiment of `config` (resuming when possible) with optional Keras
+    `callbacks`; returns its summary."""
+    return Trainer(config, dataset, strategy, verbose, callbacks=callbacks).train()
 
 
 def read_config(model_dir):

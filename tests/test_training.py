@@ -311,3 +311,53 @@ def test_logs_without_a_terminal_are_plain_lines_and_tags_are_shared(tmp_path, c
     assert {"loss/total", "loss/mixed", "loss/sparsity", "optimizer/learning_rate"} <= train
     assert {"prototypes/median_95", "confidence/right"} <= validation
     assert all("/" in tag for tag in train | validation)  # Grouped; no "examples".
+
+
+CALLBACKS_FILE = '''
+import keras
+
+
+class Recorder(keras.callbacks.Callback):
+    seen = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        Recorder.seen.append(("batch", batch, sorted(logs)))
+
+    def on_epoch_end(self, epoch, logs=None):
+        Recorder.seen.append(("epoch", epoch, sorted(logs)))
+
+
+def recorder():
+    return Recorder()
+
+
+def stop_at_second_validation():
+    return [Recorder(), keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=0, mode="max", baseline=2.0)]
+'''
+
+
+def test_cli_callbacks_see_training_and_validation_and_can_stop(tmp_path):
+    from proto_tf.cli.callbacks import load_callbacks
+    from proto_tf.errors import ConfigError
+
+    path = tmp_path / "my_callbacks.py"
+    path.write_text(CALLBACKS_FILE)
+    callbacks = load_callbacks([f"{path}:recorder"])
+    config = _tiny_config(tmp_path, "cb", train_steps=4, validation_fraction=0.25, eval_every=2, log_every=2)
+    Trainer(config, verbose=False, callbacks=callbacks).train()
+    seen = type(callbacks[0]).seen
+    assert [(kind, step) for kind, step, _ in seen] == [("batch", 2), ("epoch", 1), ("batch", 4), ("epoch", 2)]
+    assert "prototype_accuracy" in seen[0][2] and "val_accuracy" in seen[1][2] and "val_loss" in seen[1][2]
+    # Early stopping (a baseline no accuracy reaches) ends the run at the second
+    # validation (Keras' EarlyStopping never stops after the first one), and running the
+    # command again finds it finished.
+    stopping = load_callbacks([f"{path}:stop_at_second_validation"])
+    config = _tiny_config(tmp_path, "stop", train_steps=8, validation_fraction=0.25, eval_every=2)
+    summary = Trainer(config, verbose=False, callbacks=stopping).train()
+    assert summary["steps"] == 4 and summary["stopped_by_callback_at"] == 4
+    with open(os.path.join(config.model_dir, "summary.json")) as handle:
+        assert Trainer(config, verbose=False).train() == json.load(handle)
+    for spec, message in (("nocolon", "expected MODULE:FACTORY"), (f"{path}:missing", "has no function 'missing'"),
+                          ("no_such_module_x:f", "cannot import no_such_module_x")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            load_callbacks([spec])

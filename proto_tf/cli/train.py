@@ -22,6 +22,7 @@ from absl import flags  # noqa: E402
 
 from proto_tf import training  # noqa: E402
 from proto_tf.cli import experiment_flags  # noqa: E402
+from proto_tf.cli.callbacks import load_callbacks  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
@@ -29,6 +30,12 @@ experiment_flags.define_flags(FLAGS)
 flags.DEFINE_bool(
     "print_config", False,
     "Print the resolved configuration (flagfiles + command-line flags) as JSON and exit.",
+    flag_values=FLAGS,
+)  # fmt: skip
+flags.DEFINE_list(
+    "callbacks", [],
+    "Keras callbacks, each MODULE:FACTORY or FILE.py:FACTORY where FACTORY() returns a "
+    "callback or a list of them (e.g. early stopping on val_accuracy; see README).",
     flag_values=FLAGS,
 )  # fmt: skip
 
@@ -39,7 +46,7 @@ def main(argv):
     if FLAGS.print_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return
-    summary = training.train(config)
+    summary = training.train(config, callbacks=load_callbacks(FLAGS.callbacks))
     test = summary.get("test_best", summary["test_last"])
     print(json.dumps({"model_dir": config.model_dir, "steps": summary["steps"], "test": test}, indent=2))
 
