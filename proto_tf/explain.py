@@ -54,79 +54,125 @@ def serving_inputs(kind, examples):
 
 def explain(saved_model_path, dataset, raw, positions, batch_size=256):
     """Calls `serving_default` on the test examples at `positions`; returns one dict
-    per example: position, label, prediction, confidence, prototypes
-    `[(training row, weight, label)]` with positive weight."""
+    per example with named fields: `test_row`, `label`, `label_name`, `prediction`,
+    `prediction_name`, `confidence` (Eq. 3), `shown_weight` (the share of the attention
+    weight the listed prototypes carry) and `prototypes`, a list of `{train_row, weight,
+    label, label_name}` with positive weight. Rows count a file's examples from 0
+    (blank lines and the test file's header are not examples)."""
     serve = tf.saved_model.load(saved_model_path).signatures["serving_default"]
     kind = dataset_info(dataset).kind
+    names = raw["class_names"]
     results = []
     positions = np.asarray(positions)
     for start in range(0, len(positions), batch_size):
         chunk = positions[start:start + batch_size]
         out = {k: v.numpy() for k, v in serve(**serving_inputs(kind, take(raw["test"], chunk))).items()}
         for row, position in enumerate(chunk):
+            prototypes = [
+                {"train_row": int(i), "weight": float(w), "label": int(y), "label_name": names[int(y)]}
+                for i, w, y in zip(out["prototype_indices"][row], out["prototype_weights"][row],
+                                   out["prototype_labels"][row])  # fmt: skip
+                if w > 0
+            ]
+            label, prediction = int(raw["test_labels"][position]), int(out["class_ids"][row])
             results.append({
-                "position": int(position),
-                "label": int(raw["test_labels"][position]),
-                "prediction": int(out["class_ids"][row]),
+                "test_row": int(position),
+                "label": label,
+                "label_name": names[label],
+                "prediction": prediction,
+                "prediction_name": names[prediction],
                 "confidence": float(out["confidence"][row]),
-                "prototypes": [
-                    (int(i), float(w), int(y))
-                    for i, w, y in zip(out["prototype_indices"][row], out["prototype_weights"][row],
-                                       out["prototype_labels"][row])  # fmt: skip
-                    if w > 0
-                ],
+                "shown_weight": float(sum(p["weight"] for p in prototypes)),
+                "prototypes": prototypes,
             })  # fmt: skip
     return results
 
 
 def misclassified(explanations):
-    """The wrong decisions, each with only its prototypes of another label (Fig. 9)."""
+    """The wrong decisions, each with only its prototypes of another label than the
+    true one (Fig. 9): the training examples that pulled the decision away."""
     wrong = []
     for item in explanations:
         if item["prediction"] != item["label"]:
-            others = [p for p in item["prototypes"] if p[2] != item["label"]]
-            wrong.append(dict(item, prototypes=others))
+            others = [p for p in item["prototypes"] if p["label"] != item["label"]]
+            wrong.append(dict(item, prototypes=others, shown_weight=sum(p["weight"] for p in others)))
     return wrong
 
 
-def render_images(explanations, raw, path):
-    """A grid: each row an input, then its prototypes titled with weight and label."""
+MISCLASSIFIED_NOTE = (
+    "Misclassified test examples, each with only its prototypes of a wrong label (those that "
+    "pulled the decision away); the confidence printed is the model's Eq. 3 confidence in "
+    "its wrong prediction."
+)
+
+
+def render_images(explanations, raw, path, dpi=300):
+    """A grid, each row an input and its prototypes titled with weight and label, saved
+    as `path` (PNG at `dpi`) and beside it as a vector PDF. Returns both paths."""
     columns = 1 + max(1, max(len(e["prototypes"]) for e in explanations))
-    figure, axes = plt.subplots(len(explanations), columns, figsize=(1.6 * columns, 1.7 * len(explanations)), squeeze=False)
-    names = raw["class_names"]
+    figure, axes = plt.subplots(len(explanations), columns, figsize=(1.6 * columns, 1.8 * len(explanations)), squeeze=False)
     for row, item in enumerate(explanations):
-        panels = [(raw["test"][item["position"]], f"input: {names[item['label']]}\npred {names[item['prediction']]} c={item['confidence']:.2f}")]
-        panels += [(raw["train"][index], f"{weight:.2f} {names[label]}") for index, weight, label in item["prototypes"]]
+        panels = [(raw["test"][item["test_row"]],
+                   f"test row {item['test_row']}: {item['label_name']}\npred. {item['prediction_name']} "
+                   f"(conf. {item['confidence']:.2f})")]  # fmt: skip
+        panels += [
+            (raw["train"][p["train_row"]], f"{p['weight']:.2f} {p['label_name']}\ntrain row {p['train_row']}")
+            for p in item["prototypes"]
+        ]
         for column in range(columns):
             axis = axes[row][column]
             axis.axis("off")
             if column < len(panels):
                 image, title = panels[column]
                 axis.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
-                axis.set_title(title, fontsize=7)
+                axis.set_title(title, fontsize=6)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    vector = os.path.splitext(path)[0] + ".pdf"
+    figure.savefig(path, dpi=dpi)
+    figure.savefig(vector)
     plt.close(figure)
-    return path
+    return path, vector
 
 
 def render_text(explanations, raw, dataset, max_characters=160):
-    """Markdown: each input and its prototypes, as texts (DBPedia) or rows (Adult)."""
-    names = raw["class_names"]
-
-    def describe(split, index):
-        if dataset == "adult":
-            return ", ".join(f"{k}={split[k][index]}" for k in adult.COLUMNS)
-        return str(split[index])[:max_characters]
-
+    """Markdown: each input and its prototypes; Adult as a table with one column per
+    feature, DBPedia as texts. Each says what share of the weight the rows carry."""
     lines = []
     for item in explanations:
         lines.append(
-            f"**Input** (test row {item['position']}, label {names[item['label']]}, predicted "
-            f"{names[item['prediction']]}, confidence {item['confidence']:.2f}): "
-            f"{describe(raw['test'], item['position'])}"
+            f"**Test row {item['test_row']}**: label {item['label_name']}, predicted "
+            f"{item['prediction_name']}, confidence {item['confidence']:.2f}. The "
+            f"{len(item['prototypes'])} prototypes below carry {100 * item['shown_weight']:.1f} % "
+            "of the attention weight (rows count examples from 0)."
         )
-        for index, weight, label in item["prototypes"]:
-            lines.append(f"- {weight:.2f} · {names[label]} · train row {index}: {describe(raw['train'], index)}")
+        lines.append("")
+        if dataset == "adult":
+            lines += _adult_table(item, raw)
+        else:
+            lines.append(f"> {str(raw['test'][item['test_row']])[:max_characters]}")
+            lines.append("")
+            for p in item["prototypes"]:
+                text = str(raw["train"][p["train_row"]])[:max_characters]
+                lines.append(f"- {p['weight']:.3f} · {p['label_name']} · train row {p['train_row']}: {text}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _adult_table(item, raw):
+    header = ["", "weight", "label"] + list(adult.COLUMNS)
+    rows = [[f"test row {item['test_row']}", "", item["label_name"]]
+            + _adult_values(raw["test"], item["test_row"])]  # fmt: skip
+    rows += [
+        [f"train row {p['train_row']}", f"{p['weight']:.3f}", p["label_name"]]
+        + _adult_values(raw["train"], p["train_row"])
+        for p in item["prototypes"]
+    ]
+    table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return table + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def _adult_values(columns, row):
+    return [
+        f"{columns[name][row]:g}" if name in adult.CONTINUOUS else str(columns[name][row])
+        for name in adult.COLUMNS
+    ]

@@ -28,37 +28,60 @@ flags.DEFINE_string("data_dir", None, "Data folder (default: the dataset's usual
 flags.DEFINE_list("examples", ["0", "1", "2", "3", "4", "5"], "Test-set positions to explain.", flag_values=FLAGS)
 flags.DEFINE_integer("misclassified", 4, "How many misclassified test examples to show.", flag_values=FLAGS)
 flags.DEFINE_integer("scan", 2000, "Test examples scanned for misclassified ones.", flag_values=FLAGS)
-flags.DEFINE_string("output_dir", "explanations", "Where PNGs and Markdown go.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "output_dir", None,
+    "Where figures (PNG + PDF), Markdown and explanations.json go (default: "
+    "<model_dir>/explanations, or explanations/<model>_<version> for --saved_model).",
+    flag_values=FLAGS,
+)  # fmt: skip
 
 
 def main(argv):
     del argv
     if bool(FLAGS.saved_model) == bool(FLAGS.model_dir):
-        raise ConfigError("Give exactly one of --saved_model and --model_dir.")
-    dataset, data_dir, path = FLAGS.dataset, FLAGS.data_dir, FLAGS.saved_model
+        raise ConfigError("give exactly one of --saved_model and --model_dir.")
     if FLAGS.model_dir:
         config = training.read_config(FLAGS.model_dir)
-        dataset, data_dir = config.dataset, data_dir or config.data_dir
-        path = export.export_model_dir(FLAGS.model_dir, tempfile.mkdtemp(), "explain", data_dir=data_dir)
-    if dataset is None:
+        data_dir = FLAGS.data_dir or config.data_dir
+        output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "explanations")
+        # Exported on the fly into a folder removed afterwards.
+        with tempfile.TemporaryDirectory(prefix="proto_tf_explain_") as exports:
+            path = export.export_model_dir(FLAGS.model_dir, exports, "explain", data_dir=data_dir)
+            _explain(path, config.dataset, data_dir, output_dir)
+        return
+    if FLAGS.dataset is None:
         raise ConfigError("--dataset is needed with --saved_model.")
+    version = os.path.normpath(FLAGS.saved_model)
+    default = os.path.join(
+        "explanations", f"{os.path.basename(os.path.dirname(version))}_{os.path.basename(version)}"
+    )
+    _explain(FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, FLAGS.output_dir or default)
+
+
+def _explain(path, dataset, data_dir, output_dir):
     raw = explain.load_raw(dataset, data_dir)
     chosen = explain.explain(path, dataset, raw, [int(e) for e in FLAGS.examples])
     scanned = explain.explain(path, dataset, raw, list(range(min(FLAGS.scan, len(raw["test_labels"])))))
     wrong = explain.misclassified(scanned)[: FLAGS.misclassified]
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    if dataset_info(dataset).kind == "image":
-        for name, items in (("prototypes", chosen), ("misclassified", wrong)):
-            if items:
-                print("Wrote", explain.render_images(items, raw, os.path.join(FLAGS.output_dir, f"{name}.png")))
-    else:
-        for name, items in (("prototypes", chosen), ("misclassified", wrong)):
-            target = os.path.join(FLAGS.output_dir, f"{name}.md")
-            with open(target, "w") as handle:
+    os.makedirs(output_dir, exist_ok=True)
+    for name, items in (("prototypes", chosen), ("misclassified", wrong)):
+        if not items:
+            continue
+        if dataset_info(dataset).kind == "image":
+            written = explain.render_images(items, raw, os.path.join(output_dir, f"{name}.png"))
+        else:
+            written = (os.path.join(output_dir, f"{name}.md"),)
+            with open(written[0], "w") as handle:
+                if name == "misclassified":
+                    handle.write(explain.MISCLASSIFIED_NOTE + "\n\n")
                 handle.write(explain.render_text(items, raw, dataset))
-            print("Wrote", target)
-    with open(os.path.join(FLAGS.output_dir, "explanations.json"), "w") as handle:
-        json.dump({"examples": chosen, "misclassified": wrong}, handle, indent=1)
+        print("Wrote", ", ".join(written))
+    with open(os.path.join(output_dir, "explanations.json"), "w") as handle:
+        json.dump(
+            {"examples": chosen, "misclassified": wrong, "misclassified_note": explain.MISCLASSIFIED_NOTE},
+            handle, indent=1,
+        )  # fmt: skip
+    print("Wrote", os.path.join(output_dir, "explanations.json"))
 
 
 def run():
