@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import health as health_lib
+from proto_tf.training import health as health_lib
 from proto_tf import metrics
 from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttention
 

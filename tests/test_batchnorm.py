@@ -4,10 +4,11 @@ import pytest
 import tensorflow as tf
 
 from data_files import write_mnist
-from proto_tf import ProtoAttend, batchnorm
-from proto_tf.config import ExperimentConfig
-from proto_tf.run_evaluation import evaluate_model_dir
-from proto_tf.training import Trainer, load_run
+from proto_tf import ProtoAttend
+from proto_tf.training import batchnorm
+from proto_tf.training.config import ExperimentConfig
+from proto_tf.analysis.evaluate_run import evaluate_model_dir
+from proto_tf.training.trainer import Trainer, load_run
 
 
 def _model_with_batchnorm():
@@ -46,7 +47,7 @@ def test_reestimation_batches_are_the_training_steps_encoder_batches(tmp_path):
     # ISIC-style class shares: the batches follow the step's class-balanced sampling.
     from data_files import write_isic
     from proto_tf.data.candidates import training_batches
-    from proto_tf.training import load_experiment_dataset
+    from proto_tf.training.trainer import load_experiment_dataset
 
     config = ExperimentConfig(
         dataset="isic", data_dir=write_isic(str(tmp_path / "isic"), train=40, melanoma_every=5),

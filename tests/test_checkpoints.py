@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from proto_tf.checkpoints import make_checkpoint
-from proto_tf.config import ExperimentConfig, build_model, build_optimizer
+from proto_tf.training.checkpoints import make_checkpoint
+from proto_tf.training.config import ExperimentConfig, build_model, build_optimizer
 from proto_tf.data import dataset_info
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from proto_tf import dknn
+from proto_tf.analysis import dknn
 
 
 def test_nearest_labels_and_nonconformity_by_brute_force():

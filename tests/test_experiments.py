@@ -11,7 +11,7 @@ import pytest
 
 from data_files import write_adult, write_cifar10, write_dbpedia, write_fruits, write_isic, write_mnist
 from proto_tf.cli import experiment_flags
-from proto_tf.training import Trainer
+from proto_tf.training.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -142,7 +142,7 @@ def test_label_noise_command_on_another_dataset_uses_its_table_2_flagfiles(tmp_p
 
 
 def test_learning_rate_decays_continuously_as_in_the_authors_code():
-    from proto_tf.config import ExperimentConfig, learning_rate_schedule
+    from proto_tf.training.config import ExperimentConfig, learning_rate_schedule
 
     config = ExperimentConfig(learning_rate=0.002, decay_rate=0.9, decay_steps=4000)
     schedule = learning_rate_schedule(config)
@@ -157,7 +157,7 @@ def test_every_flag_has_written_help_and_help_lists_only_the_commands_flags(tmp_
 
     from absl import flags as absl_flags
 
-    from proto_tf.config import ExperimentConfig
+    from proto_tf.training.config import ExperimentConfig
 
     flag_values = absl_flags.FlagValues()
     experiment_flags.define_flags(flag_values)

@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 
 from data_files import write_mnist
-from proto_tf import explain, export
+from proto_tf.analysis import explain
+from proto_tf.serving import export
 from proto_tf.data import adult
-from proto_tf.config import ExperimentConfig
-from proto_tf.training import Trainer
+from proto_tf.training.config import ExperimentConfig
+from proto_tf.training.trainer import Trainer
 
 
 def test_explanations_from_a_saved_model(tmp_path):

@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 
 from data_files import write_adult, write_dbpedia, write_mnist
-from proto_tf import export
-from proto_tf.config import ExperimentConfig
+from proto_tf.serving import export
+from proto_tf.training.config import ExperimentConfig
 from proto_tf.data import adult, text
-from proto_tf.training import Trainer
+from proto_tf.training.trainer import Trainer
 
 TINY = dict(
     train_steps=2, batch_size=8, train_database_size=16, infer_database_size=40,

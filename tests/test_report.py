@@ -1,6 +1,6 @@
 import pytest
 
-from proto_tf import report
+from proto_tf.analysis import comparison
 
 
 def _summary(**config):
@@ -14,27 +14,27 @@ def _summary(**config):
 
 
 def test_experiment_keys_match_the_paper_tables():
-    assert report.experiment_key({"dataset": "adult", "attention": "none"}) == "adult_baseline"
-    assert report.experiment_key(
+    assert comparison.experiment_key({"dataset": "adult", "attention": "none"}) == "adult_baseline"
+    assert comparison.experiment_key(
         {"dataset": "fashion_mnist", "attention": "sparsemax", "sparsity_weight": 3e-4}
     ) == "fashion_mnist_sparsemax_sparsity"
-    assert report.experiment_key(
+    assert comparison.experiment_key(
         {"dataset": "cifar10", "attention": "none", "label_noise": 0.6, "encoder_dropout": 0.3}
     ) == "cifar10_noise60_dropout"
 
 
 def test_row_and_table_show_the_gap():
-    row = report.comparison_row(_summary())
+    row = comparison.comparison_row(_summary())
     assert row["paper_accuracy"] == 85.58 and row["accuracy"] == 85.12 and row["gap"] == -0.46
     assert row["paper_prototypes"] == (20, 57, 67) and row["prototypes"] == (18, 50, 61)
-    table = report.markdown_table([row], hardware="test machine")
+    table = comparison.markdown_table([row], hardware="test machine")
     assert "| adult_sparsemax | 85.58 | 85.12 | -0.46 | 20/57/67 | 18/50/61 | 11500 | 128 | 4096/15360 | 20.0 |" in table
     assert "test machine" in table
 
 
 def test_rows_name_the_cheaper_training_modes():
-    fast = report.comparison_row(_summary(candidate_gradients=False))
-    memory = report.comparison_row(_summary(candidate_gradients=True, candidate_refresh=128))
+    fast = comparison.comparison_row(_summary(candidate_gradients=False))
+    memory = comparison.comparison_row(_summary(candidate_gradients=True, candidate_refresh=128))
     assert fast["experiment"] == "adult_sparsemax (forward-only candidates)"
     assert memory["experiment"] == "adult_sparsemax (memory, 128 fresh/step)"
     assert fast["paper_accuracy"] == 85.58  # Still compared with the paper's row.
@@ -42,4 +42,4 @@ def test_rows_name_the_cheaper_training_modes():
 
 def test_missing_summary_names_the_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a finished run"):
-        report.read_summary(str(tmp_path))
+        comparison.read_summary(str(tmp_path))

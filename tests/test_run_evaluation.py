@@ -5,10 +5,10 @@ import matplotlib.image
 import numpy as np
 
 from data_files import write_mnist
-from proto_tf import run_evaluation
-from proto_tf.config import ExperimentConfig
+from proto_tf.analysis import evaluate_run
+from proto_tf.training.config import ExperimentConfig
 from proto_tf.data import shift
-from proto_tf.training import Trainer
+from proto_tf.training.trainer import Trainer
 
 
 def test_evaluation_writes_report_and_plots(tmp_path):
@@ -21,7 +21,7 @@ def test_evaluation_writes_report_and_plots(tmp_path):
         dense_units=(8,), eval_batch_size=32,
     )  # fmt: skip
     Trainer(config, verbose=False).train()
-    report = run_evaluation.evaluate_model_dir(
+    report = evaluate_run.evaluate_model_dir(
         config.model_dir, checkpoint="last", shift_data_dirs={"mnist": data_dir}, dknn_neighbours=5
     )
     assert set(report["dknn"]) == {"dkNN confidence (k=5)", "dkNN credibility (k=5)"}

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from data_files import write_adult
-from proto_tf import run_directory
-from proto_tf.config import ExperimentConfig
+from proto_tf.training import run_directory
+from proto_tf.training.config import ExperimentConfig
 from proto_tf.errors import ConfigError, RunDirectoryError
-from proto_tf.health import DivergenceError, NonFiniteError
-from proto_tf.training import Trainer, load_experiment_dataset
+from proto_tf.training.health import DivergenceError, NonFiniteError
+from proto_tf.training.trainer import Trainer, load_experiment_dataset
 from test_training import REPO, _tiny_config
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from proto_tf import export
+from proto_tf.serving import export
 from proto_tf.errors import ConfigError
 from test_export import _raw_test_inputs, _train_and_export
 

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from data_files import write_adult, write_mnist
-from proto_tf.config import ExperimentConfig
-from proto_tf.training import NonFiniteLossError, Trainer
+from proto_tf.training.config import ExperimentConfig
+from proto_tf.training.trainer import NonFiniteLossError, Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

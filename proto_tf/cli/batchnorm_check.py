@@ -10,7 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 
 from absl import flags  # noqa: E402
 
-from proto_tf import batchnorm, training  # noqa: E402
+from proto_tf.training import batchnorm, trainer  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
@@ -23,13 +23,13 @@ flags.DEFINE_integer("batchnorm_batches", 100, "Training batches the statistics 
 
 def main(argv):
     del argv
-    config, dataset, model, path = training.load_run(FLAGS.model_dir, FLAGS.checkpoint)
+    config, dataset, model, path = trainer.load_run(FLAGS.model_dir, FLAGS.checkpoint)
     inputs = dataset.preprocess(dataset.train.inputs[: FLAGS.examples])
     labels = dataset.train.labels[: FLAGS.examples]
     moving = batchnorm.plain_accuracy(model, inputs, labels)
     batch = batchnorm.plain_accuracy(model, inputs, labels, batch_statistics=True)
     # A fresh copy: the batch-statistics pass above moved the moving statistics.
-    model, _ = training.load_trained_model(FLAGS.model_dir, config, dataset, FLAGS.checkpoint)
+    model, _ = trainer.load_trained_model(FLAGS.model_dir, config, dataset, FLAGS.checkpoint)
     batchnorm.reestimate_from_training_split(model, dataset, config, FLAGS.batchnorm_batches)
     reestimated = batchnorm.plain_accuracy(model, inputs, labels)
     print(f"{path}: plain-path accuracy on {len(labels)} training examples")

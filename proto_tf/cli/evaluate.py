@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 
 from absl import flags  # noqa: E402
 
-from proto_tf import run_evaluation  # noqa: E402
+from proto_tf.analysis import evaluate_run  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
@@ -37,7 +37,7 @@ flags.DEFINE_integer(
 
 def main(argv):
     shift_dirs = dict(pair.split("=", 1) for pair in FLAGS.shift_data_dirs)
-    report = run_evaluation.evaluate_model_dir(
+    report = evaluate_run.evaluate_model_dir(
         FLAGS.model_dir, FLAGS.output_dir, FLAGS.checkpoint, FLAGS.infer_database_size,
         FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours, FLAGS.batchnorm_batches,
     )  # fmt: skip

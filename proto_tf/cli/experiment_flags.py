@@ -11,9 +11,9 @@ import sys
 
 from absl import flags
 
-from proto_tf.config import ExperimentConfig
+from proto_tf.training.config import ExperimentConfig
 from proto_tf.data.registry import DATASETS
-from proto_tf.distribute import STRATEGIES
+from proto_tf.training.distribute import STRATEGIES
 from proto_tf.errors import USAGE_EXIT_STATUS
 from proto_tf.model import ATTENTIONS
 

@@ -14,7 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from proto_tf import explain, export, training  # noqa: E402
+from proto_tf.analysis import explain  # noqa: E402
+from proto_tf.serving import export  # noqa: E402
+from proto_tf.training import trainer  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
 from proto_tf.data import dataset_info  # noqa: E402
 from proto_tf.errors import ConfigError  # noqa: E402
@@ -41,7 +43,7 @@ def main(argv):
     if bool(FLAGS.saved_model) == bool(FLAGS.model_dir):
         raise ConfigError("give exactly one of --saved_model and --model_dir.")
     if FLAGS.model_dir:
-        config = training.read_config(FLAGS.model_dir)
+        config = trainer.read_config(FLAGS.model_dir)
         data_dir = FLAGS.data_dir or config.data_dir
         output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "explanations")
         # Exported on the fly into a folder removed afterwards.

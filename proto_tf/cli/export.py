@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 
 from absl import flags  # noqa: E402
 
-from proto_tf import export  # noqa: E402
+from proto_tf.serving import export  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.

@@ -18,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from proto_tf import report, training  # noqa: E402
+from proto_tf.analysis import comparison  # noqa: E402
+from proto_tf.training import trainer  # noqa: E402
 from proto_tf.cli import experiment_flags  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
 from proto_tf.errors import ConfigError  # noqa: E402
@@ -62,9 +63,9 @@ def main(argv):
     rows = []
     for level in FLAGS.noise_levels:
         for method in FLAGS.methods:
-            summary = training.train(_config(FLAGS.dataset, level, method, argv[1:]))
-            rows.append(report.comparison_row(summary))
-    table = report.markdown_table(rows)
+            summary = trainer.train(_config(FLAGS.dataset, level, method, argv[1:]))
+            rows.append(comparison.comparison_row(summary))
+    table = comparison.markdown_table(rows)
     print(table)
     if FLAGS.output:
         with open(FLAGS.output, "w") as handle:

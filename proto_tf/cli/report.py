@@ -1,6 +1,6 @@
 """Prints the paper's numbers next to finished runs as a Markdown table.
 
-  python run/report.py --model_dirs=runs/adult_baseline,runs/adult_softmax
+  python run/comparison.py --model_dirs=runs/adult_baseline,runs/adult_softmax
 """
 
 import os
@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from proto_tf import report  # noqa: E402
+from proto_tf.analysis import comparison  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
@@ -20,8 +20,8 @@ flags.DEFINE_string("hardware", None, "Hardware description for the table's head
 
 def main(argv):
     del argv
-    rows = [report.comparison_row(report.read_summary(d)) for d in FLAGS.model_dirs]
-    print(report.markdown_table(rows, FLAGS.hardware))
+    rows = [comparison.comparison_row(comparison.read_summary(d)) for d in FLAGS.model_dirs]
+    print(comparison.markdown_table(rows, FLAGS.hardware))
 
 
 def run():

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 
 from absl import flags  # noqa: E402
 
-from proto_tf import training  # noqa: E402
+from proto_tf.training import trainer  # noqa: E402
 from proto_tf.cli import experiment_flags  # noqa: E402
 from proto_tf.cli.callbacks import load_callbacks  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
@@ -46,7 +46,7 @@ def main(argv):
     if FLAGS.print_config:
         print(json.dumps(dataclasses.asdict(config), indent=2))
         return
-    summary = training.train(config, callbacks=load_callbacks(FLAGS.callbacks))
+    summary = trainer.train(config, callbacks=load_callbacks(FLAGS.callbacks))
     test = summary.get("test_best", summary["test_last"])
     print(json.dumps({"model_dir": config.model_dir, "steps": summary["steps"], "test": test}, indent=2))
 

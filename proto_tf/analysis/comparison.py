@@ -4,7 +4,7 @@ import json
 import os
 import platform
 
-from proto_tf.paper import REPORTED
+from proto_tf.analysis.paper_numbers import REPORTED
 
 
 def experiment_key(config):

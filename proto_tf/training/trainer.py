@@ -10,11 +10,12 @@ import time
 import keras
 import tensorflow as tf
 
-from proto_tf import config as config_lib
-from proto_tf import batchnorm, distribute, evaluation, health, run_directory
-from proto_tf.checkpoints import make_checkpoint
+from proto_tf.training import config as config_lib
+from proto_tf.analysis import evaluation
+from proto_tf.training import batchnorm, distribute, health, run_directory
+from proto_tf.training.checkpoints import make_checkpoint
 from proto_tf.errors import ConfigError, RunDirectoryError
-from proto_tf.progress import TRAIN_TAGS, ConsoleProgress, tagged, validation_tags
+from proto_tf.training.progress import TRAIN_TAGS, ConsoleProgress, tagged, validation_tags
 from proto_tf.data import candidates
 from proto_tf.data.registry import dataset_info, load_dataset
 

@@ -237,7 +237,7 @@ def publish_version(write, export_dir, model_name):
 def encode_database(model, preprocess, database_split, batch_size=512):
     """The database split (stored form) encoded without augmentation, as the layer
     that a SavedModel keeps it in; also set as the model's database."""
-    from proto_tf.evaluation import Evaluator  # Avoid a cycle at import time.
+    from proto_tf.analysis.evaluation import Evaluator  # Avoid a cycle at import time.
 
     Evaluator(model, preprocess, batch_size).set_database(database_split)
     return PrototypeDatabaseLayer(
@@ -300,14 +300,14 @@ def export_model_dir(
     D_infer by default), the same fixed-seed sample its evaluation used.
     Returns the version directory written.
     """
-    from proto_tf import training  # Heavy; only this entry point needs it.
-    from proto_tf.config import check_against_data
+    from proto_tf.training import trainer  # Heavy; only this entry point needs it.
+    from proto_tf.training.config import check_against_data
     from proto_tf.data import dataset_info, inference_database
 
     _check_positive(top_k=top_k, max_batch_size=max_batch_size)
     if infer_database_size is not None:
         _check_positive(infer_database_size=infer_database_size)
-    config, dataset, model, _ = training.load_run(model_dir, checkpoint, data_dir)
+    config, dataset, model, _ = trainer.load_run(model_dir, checkpoint, data_dir)
     info = dataset_info(config.dataset)
     database = None
     if not model.is_baseline:

@@ -10,7 +10,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import explain, export, training
+from proto_tf.analysis import explain
+from proto_tf.serving import export
+from proto_tf.training import trainer
 from proto_tf.data import Split, candidates, class_names, dataset_info, text
 from proto_tf.data.common import LoadedDataset, cast_only
 
@@ -43,9 +45,9 @@ def training_step_rate(config, dataset, steps=10, warmup=2):
     with tempfile.TemporaryDirectory() as model_dir:
         config.model_dir = model_dir
         config.train_steps = steps + warmup
-        trainer = training.Trainer(config, dataset=dataset, verbose=False)
-        iterator = iter(trainer._distributed_steps(0))
-        step_function = trainer._make_step_function()
+        run_trainer = trainer.Trainer(config, dataset=dataset, verbose=False)
+        iterator = iter(run_trainer._distributed_steps(0))
+        step_function = run_trainer._make_step_function()
         return _rate(lambda: float(step_function(iterator)["loss"]), steps, warmup)
 
 
@@ -110,15 +112,15 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
 
     Yields one dict per (attention, D, batch).
     """
-    config = training.read_config(model_dir)
-    dataset = training.load_experiment_dataset(config)
+    config = trainer.read_config(model_dir)
+    dataset = trainer.load_experiment_dataset(config)
     info = dataset_info(config.dataset)
     if info.kind != "tabular":
         raise ValueError(f"The inference benchmark takes a tabular run, got {config.dataset}.")
     models = {}
     for attention in ("softmax", "sparsemax"):
         attention_config = dataclasses.replace(config, attention=attention)
-        models[attention] = training.load_trained_model(model_dir, attention_config, dataset)[0]
+        models[attention] = trainer.load_trained_model(model_dir, attention_config, dataset)[0]
     raw_test = explain.load_raw(config.dataset, config.data_dir)["test"]
     for size in database_sizes:
         database_split = jittered_database(dataset.train, size, config.seed)

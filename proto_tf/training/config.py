@@ -47,7 +47,7 @@ class ExperimentConfig:
     candidate_refresh: int = 0
     # Before each evaluation and the last checkpoint, BatchNorm's moving statistics are
     # replaced by the mean batch statistics of this many training batches (0: keep the
-    # moving averages). See proto_tf/batchnorm.py.
+    # moving averages). See proto_tf/training/batchnorm.py.
     batchnorm_batches: int = 100
     # Data.
     label_noise: float = 0.0

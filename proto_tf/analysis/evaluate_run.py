@@ -3,7 +3,9 @@
 import json
 import os
 
-from proto_tf import batchnorm, dknn, evaluation, metrics, plots, training
+from proto_tf import metrics
+from proto_tf.analysis import dknn, evaluation, plots
+from proto_tf.training import batchnorm, trainer
 from proto_tf.data import candidates, dataset_info, load_dataset, shift
 
 
@@ -24,10 +26,10 @@ def evaluate_model_dir(
     curves of deep k-NN confidence and credibility on the same encoder (Fig. 7), with
     the inference database as its training points and the validation split for
     calibration. With `batchnorm_batches` > 0, BatchNorm statistics are first
-    re-estimated from that many training batches (proto_tf/batchnorm.py). Writes
+    re-estimated from that many training batches (proto_tf/training/batchnorm.py). Writes
     `evaluation.json` and PNGs to `output_dir` (default `<model_dir>/evaluation`);
     returns the report dict."""
-    config, dataset, model, checkpoint_path = training.load_run(model_dir, checkpoint, data_dir)
+    config, dataset, model, checkpoint_path = trainer.load_run(model_dir, checkpoint, data_dir)
     if batchnorm_batches:
         batchnorm.reestimate_from_training_split(model, dataset, config, batchnorm_batches)
     info = dataset_info(config.dataset)

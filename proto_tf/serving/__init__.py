@@ -1,0 +1,1 @@
+"""Exported SavedModels for TF Serving."""
