@@ -206,4 +206,4 @@ def test_versions_increase_and_baseline_exports(tmp_path):
     assert first.endswith(os.path.join("adult_baseline", "1")) or first.endswith("1")
     assert second.endswith("2")
     outputs = tf.saved_model.load(second).signatures["serving_default"].structured_outputs
-    assert set(outputs) == {"class_ids", "probabilities"}
+    assert set(outputs) == {"class_ids", "probabilities", "unknown_categories"}

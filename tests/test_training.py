@@ -192,13 +192,13 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert saved in str(error.value)
 
 
-def _train_command(tmp_path, *extra):
+def _train_command(tmp_path, *extra, name="run"):
     data_dir = write_adult(str(tmp_path / "adult"), train_rows=400)
     return [
         sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult",
         "--attention=softmax", "--small", f"--data_dir={data_dir}",
-        f"--model_dir={tmp_path / 'run'}", "--train_database_size=64", "--infer_database_size=64",
-        "--validation_fraction=0", *extra,
+        f"--model_dir={tmp_path / name}", "--train_database_size=64", "--infer_database_size=64",
+        "--validation_fraction=0", "--deterministic", *extra,
     ]  # fmt: skip
 
 
@@ -223,6 +223,23 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     with open(tmp_path / "run" / "summary.json") as handle:
         summary = json.load(handle)
     assert summary["resumed_from_step"] == saved_step and summary["steps"] == saved_step + 5
+    # Killed and resumed, with the LSTM's dropout (0.5) on: the weights of a run that was
+    # never interrupted, bit for bit.
+    straight = subprocess.run(
+        _train_command(tmp_path, f"--train_steps={saved_step + 5}", name="straight"),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    resumed_weights = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(checkpoints)))
+    straight_weights = tf.train.load_checkpoint(
+        tf.train.latest_checkpoint(str(tmp_path / "straight" / "checkpoints"))
+    )
+    names = [n for n, _ in tf.train.list_variables(str(checkpoints)) if n.startswith(("model/", "random/"))]
+    assert any(n.startswith("random/") for n in names)  # The dropout seed states.
+    for name in names:
+        np.testing.assert_array_equal(
+            resumed_weights.get_tensor(name), straight_weights.get_tensor(name), err_msg=name
+        )
 
 
 def test_cli_errors_list_valid_values(tmp_path):
