@@ -11,7 +11,7 @@ NORMALIZATIONS = ("softmax", "sparsemax")
 SPARSEMAX_TOP_K = 64  # Sorted entries per row before sparsemax's exact fallback.
 
 
-def masked_softmax(logits):
+def masked_softmax(logits: tf.Tensor) -> tf.Tensor:
     """Softmax over the last axis where `-inf` logits get 0 and a row of only `-inf`
     maps to zeros (plain softmax would give NaN there)."""
     row_max = tf.reduce_max(logits, axis=-1, keepdims=True)
@@ -22,7 +22,9 @@ def masked_softmax(logits):
     )
 
 
-def normalize(logits, normalization, sparsemax_top_k=None):
+def normalize(
+    logits: tf.Tensor, normalization: str, sparsemax_top_k: int | None = None
+) -> tf.Tensor:
     """Applies the named attention normalisation over the last axis, in float32."""
     logits = tf.cast(logits, tf.float32)
     if normalization == "softmax":
@@ -64,7 +66,9 @@ class PrototypeAttention(keras.layers.Layer):
       TensorShape([2, 4])
     """
 
-    def __init__(self, normalization="softmax", sparsemax_top_k=SPARSEMAX_TOP_K, **kwargs):
+    def __init__(
+        self, normalization: str = "softmax", sparsemax_top_k: int | None = SPARSEMAX_TOP_K, **kwargs
+    ):
         super().__init__(**kwargs)
         if normalization not in NORMALIZATIONS:
             raise ValueError(

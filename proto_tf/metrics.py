@@ -6,14 +6,14 @@ import tensorflow as tf
 DEFAULT_THRESHOLDS = (0.5, 0.9, 0.95)
 
 
-def class_weights(weights, labels, num_classes):
+def class_weights(weights: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
     """Total prototype weight per class: `weights [B, D] @ one_hot(labels) -> [B, C]`."""
     weights = tf.convert_to_tensor(weights)
     one_hot = tf.one_hot(tf.convert_to_tensor(labels), num_classes, dtype=weights.dtype)
     return tf.matmul(weights, one_hot)
 
 
-def confidence(weights, labels, num_classes):
+def confidence(weights: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Tensor:
     """Eq. 3: `C(p, y) = max_m sum_i p_i [y_i = m]`, per example.
 
     Args:
@@ -27,7 +27,7 @@ def confidence(weights, labels, num_classes):
     return tf.reduce_max(class_weights(weights, labels, num_classes), axis=-1)
 
 
-def prototype_counts(weights, thresholds=DEFAULT_THRESHOLDS):
+def prototype_counts(weights: tf.Tensor, thresholds: tuple = DEFAULT_THRESHOLDS) -> tf.Tensor:
     """Smallest number of largest weights whose sum reaches each threshold.
 
     Args:
@@ -48,13 +48,13 @@ def prototype_counts(weights, thresholds=DEFAULT_THRESHOLDS):
     return tf.stack(counts, axis=-1)
 
 
-def median_prototype_counts(weights, thresholds=DEFAULT_THRESHOLDS):
+def median_prototype_counts(weights: tf.Tensor, thresholds: tuple = DEFAULT_THRESHOLDS) -> dict:
     """Median over examples of `prototype_counts`, as `{threshold: median}` (Table 2)."""
     counts = np.asarray(prototype_counts(weights, thresholds))
     return {t: float(np.median(counts[:, i])) for i, t in enumerate(thresholds)}
 
 
-def coverage_curve(confidence, correct, thresholds):
+def coverage_curve(confidence: np.ndarray, correct: np.ndarray, thresholds) -> list[dict]:
     """Accuracy against the share of examples kept when predicting only where the
     confidence is at least each threshold (Fig. 6).
 
@@ -70,13 +70,13 @@ def coverage_curve(confidence, correct, thresholds):
     return curve
 
 
-def fraction_above(confidence, levels):
+def fraction_above(confidence: np.ndarray, levels) -> list[float]:
     """Share of examples whose confidence is at least each level (Fig. 8)."""
     confidence = np.asarray(confidence)
     return [float((confidence >= level).mean()) for level in levels]
 
 
-def accuracy_when_keeping(confidence, correct, fractions):
+def accuracy_when_keeping(confidence: np.ndarray, correct: np.ndarray, fractions) -> dict:
     """Accuracy on the `fraction` most confident examples, for each fraction (the
     paper's "error reached by refraining from x % of predictions")."""
     order = np.argsort(-np.asarray(confidence), kind="stable")
@@ -86,7 +86,7 @@ def accuracy_when_keeping(confidence, correct, fractions):
     }
 
 
-def roc_auc(scores, positives):
+def roc_auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
     """Area under the ROC curve of `scores` for the binary labels `positives`: the
     probability that a random positive scores above a random negative, ties counting
     one half (the Mann-Whitney statistic, from average ranks). None when one class is
@@ -107,7 +107,9 @@ def roc_auc(scores, positives):
     return float((rank_sum - count_positive * (count_positive + 1) / 2) / (count_positive * count_negative))
 
 
-def auc_curve(confidence, scores, positives, thresholds):
+def auc_curve(
+    confidence: np.ndarray, scores: np.ndarray, positives: np.ndarray, thresholds
+) -> list[dict]:
     """AUC against the share of examples kept when predicting only where the
     confidence is at least each threshold (Fig. 6d, ISIC). A list of dicts
     `{threshold, kept, auc}`; `auc` is None where the kept examples hold one class."""

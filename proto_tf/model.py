@@ -109,18 +109,18 @@ class ProtoAttend(keras.Model):
 
     def __init__(
         self,
-        encoder,
-        num_classes,
-        attention="softmax",
-        attention_size=16,
-        value_size=64,
-        sparsity_weight=0.0,
-        alpha_range=(0.45, 0.5),
-        entropy_epsilon=1e-6,
-        seed=0,
-        candidate_gradients=True,
-        candidate_memory=0,
-        sparsemax_top_k=SPARSEMAX_TOP_K,
+        encoder: keras.layers.Layer,
+        num_classes: int,
+        attention: str = "softmax",
+        attention_size: int = 16,
+        value_size: int = 64,
+        sparsity_weight: float = 0.0,
+        alpha_range: tuple[float, float] = (0.45, 0.5),
+        entropy_epsilon: float = 1e-6,
+        seed: int = 0,
+        candidate_gradients: bool = True,
+        candidate_memory: int = 0,
+        sparsemax_top_k: int | None = SPARSEMAX_TOP_K,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -238,20 +238,20 @@ class ProtoAttend(keras.Model):
 
     # === Forward ===
 
-    def heads(self, features):
+    def heads(self, features: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Maps encoder outputs `[B, F]` to `(queries, keys, values)`."""
         queries = self.query_head(features)
         keys = self.key_head(features)
         values = self.value_norm(self.value_head(features))
         return queries, keys, values
 
-    def encode(self, inputs, training=False):
+    def encode(self, inputs, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Encodes inputs to `(queries, keys, values)`."""
         if self.is_baseline:
             raise ValueError("A baseline model (attention='none') has no keys or values.")
         return self.heads(self.encoder(inputs, training=training))
 
-    def encode_database(self, candidate_inputs, batch_size=1024):
+    def encode_database(self, candidate_inputs, batch_size: int = 1024) -> tuple[tf.Tensor, tf.Tensor]:
         """Encodes candidates without augmentation or dropout, in batches.
 
         Returns `(keys [D, d_att], values [D, d_val])` as tensors.
@@ -264,7 +264,7 @@ class ProtoAttend(keras.Model):
             values.append(batch_values)
         return tf.concat(keys, axis=0), tf.concat(values, axis=0)
 
-    def set_database(self, keys, values, labels, indices=None):
+    def set_database(self, keys, values, labels, indices=None) -> None:
         """Sets the encoded candidate database that `call` attends over."""
         keys = tf.convert_to_tensor(keys)
         values = tf.convert_to_tensor(values)
@@ -284,7 +284,7 @@ class ProtoAttend(keras.Model):
         else:
             self.database.assign(keys, values, labels, indices)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training: bool = False) -> dict[str, tf.Tensor]:
         """Predicts with the database set by `set_database`.
 
         Returns a dict: `logits` (from the prototypes; from the encoder for the
@@ -306,7 +306,9 @@ class ProtoAttend(keras.Model):
             inputs, database.keys, database.values, database.labels, training
         )
 
-    def predict_with_database(self, inputs, keys, values, labels, training=False):
+    def predict_with_database(
+        self, inputs, keys, values, labels, training: bool = False
+    ) -> dict[str, tf.Tensor]:
         """`call` with an explicit database: keys `[D, d_att]`, values `[D, d_val]`,
         labels `[D]`."""
         queries, _, input_values = self.heads(self.encoder(inputs, training=training))

@@ -18,7 +18,7 @@ from proto_tf import blockwise
 _COMPUTE_DTYPE = tf.float32
 
 
-def sparsemax(logits, axis=-1, top_k=None):
+def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = None) -> tf.Tensor:
     """Sparsemax of `logits` along `axis`.
 
     Args:
@@ -97,7 +97,7 @@ def _row_shift(row_max):
     return tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max))
 
 
-def sparsemax_threshold(logits):
+def sparsemax_threshold(logits: tf.Tensor) -> tf.Tensor:
     """The threshold tau of sparsemax along the last axis, shape `[..., 1]`, by a
     full sort. `sparsemax(z) = max(z - tau, 0)`; rows that are entirely `-inf` get
     `+inf`, so every output of such a row is 0. `logits` must be float32."""
@@ -105,7 +105,7 @@ def sparsemax_threshold(logits):
     return _threshold_from_sorted(tf.sort(logits - shift, axis=-1, direction="DESCENDING"), shift)
 
 
-def sparsemax_threshold_top_k(logits, initial_k):
+def sparsemax_threshold_top_k(logits: tf.Tensor, initial_k: int) -> tf.Tensor:
     """The threshold of `sparsemax_threshold`, computed from few logits of each row.
 
     Rows of known width are first reduced to the entries above a sort-free lower

@@ -69,13 +69,13 @@ _CLASS_NAMES = {
 }  # fmt: skip
 
 
-def class_names(name):
+def class_names(name: str) -> tuple:
     """The class names of dataset `name`, in label order."""
     dataset_info(name)  # Validates the name.
     return _CLASS_NAMES[name]
 
 
-def dataset_info(name):
+def dataset_info(name: str) -> DatasetInfo:
     """The DatasetInfo of `name`; a ValueError lists the valid names."""
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
@@ -97,8 +97,13 @@ def _read_splits(name, data_dir, download):
 
 
 def load_dataset(
-    name, data_dir=None, validation_fraction=0.1, label_noise=0.0, seed=0, download=False
-):
+    name: str,
+    data_dir: str | None = None,
+    validation_fraction: float = 0.1,
+    label_noise: float = 0.0,
+    seed: int = 0,
+    download: bool = False,
+) -> LoadedDataset:
     """Loads a dataset of Table 1 with the paper's preprocessing.
 
     Args:

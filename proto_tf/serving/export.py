@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import tempfile
+from typing import Callable
 
 import keras
 import numpy as np
@@ -13,7 +14,10 @@ import tensorflow as tf
 
 from proto_tf import blockwise, metrics
 from proto_tf.data import adult, text
+from proto_tf.data.common import Split
+from proto_tf.data.registry import DatasetInfo
 from proto_tf.errors import ConfigError
+from proto_tf.model import ProtoAttend
 
 SERVING_SIGNATURE = "serving_default"
 # Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
@@ -50,7 +54,7 @@ class PrototypeDatabaseLayer(keras.layers.Layer):
         self.built = True
 
 
-def raw_input_signature(info):
+def raw_input_signature(info: DatasetInfo) -> dict[str, tf.TensorSpec]:
     """Named TensorSpecs of a dataset's raw serving inputs."""
     if info.kind == "image":
         return {"images": tf.TensorSpec([None, *info.input_shape], tf.uint8, name="images")}
@@ -200,14 +204,14 @@ def _checked_threshold(threshold, raw, signature):
         return tf.identity(threshold)
 
 
-def next_version_dir(export_dir, model_name):
+def next_version_dir(export_dir: str, model_name: str) -> str:
     """`<export_dir>/<model_name>/<n>` with n one above the largest existing version."""
     base = os.path.join(export_dir, model_name)
     versions = [int(d) for d in os.listdir(base) if d.isdigit()] if os.path.isdir(base) else []
     return os.path.join(base, str(max(versions, default=0) + 1))
 
 
-def publish_version(write, export_dir, model_name):
+def publish_version(write: Callable[[str], object], export_dir: str, model_name: str) -> str:
     """Runs `write(path)` into a hidden temporary folder beside the versions, then
     renames it to the next free version number; returns that version's folder.
 
@@ -234,7 +238,9 @@ def publish_version(write, export_dir, model_name):
         raise
 
 
-def encode_database(model, preprocess, database_split, batch_size=512):
+def encode_database(
+    model: ProtoAttend, preprocess: Callable, database_split: Split, batch_size: int = 512
+) -> PrototypeDatabaseLayer:
     """The database split (stored form) encoded without augmentation, as the layer
     that a SavedModel keeps it in; also set as the model's database."""
     from proto_tf.analysis.evaluation import Evaluator  # Avoid a cycle at import time.
@@ -249,8 +255,15 @@ def encode_database(model, preprocess, database_split, batch_size=512):
     )
 
 
-def export_saved_model(model, info, preprocess, database, path, top_k=5,
-                       max_batch_size=DEFAULT_MAX_BATCH_SIZE):  # fmt: skip
+def export_saved_model(
+    model: ProtoAttend,
+    info: DatasetInfo,
+    preprocess: Callable,
+    database: PrototypeDatabaseLayer | None,
+    path: str,
+    top_k: int = 5,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> str:
     """Writes a SavedModel to `path` for TF Serving.
 
     `database` (from `encode_database`; None for a baseline) is baked in.
@@ -284,15 +297,15 @@ def export_saved_model(model, info, preprocess, database, path, top_k=5,
 
 
 def export_model_dir(
-    model_dir,
-    export_dir,
-    model_name=None,
-    checkpoint="best",
-    infer_database_size=None,
-    data_dir=None,
-    top_k=5,
-    max_batch_size=DEFAULT_MAX_BATCH_SIZE,
-):
+    model_dir: str,
+    export_dir: str,
+    model_name: str | None = None,
+    checkpoint: str = "best",
+    infer_database_size: int | None = None,
+    data_dir: str | None = None,
+    top_k: int = 5,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> str:
     """Exports a run of `run/train.py` as `<export_dir>/<model_name>/<next version>`,
     published atomically (`publish_version`).
 

@@ -6,18 +6,21 @@ import json
 import os
 import shutil
 import time
+from typing import Callable, Sequence
 
 import keras
 import tensorflow as tf
 
-from proto_tf.training import config as config_lib
 from proto_tf.analysis import evaluation
-from proto_tf.training import batchnorm, distribute, health, run_directory
-from proto_tf.training.checkpoints import make_checkpoint
-from proto_tf.errors import ConfigError, RunDirectoryError
-from proto_tf.training.progress import TRAIN_TAGS, ConsoleProgress, tagged, validation_tags
 from proto_tf.data import candidates
+from proto_tf.data.common import LoadedDataset
 from proto_tf.data.registry import dataset_info, load_dataset
+from proto_tf.errors import ConfigError, RunDirectoryError
+from proto_tf.training import batchnorm, distribute, health, run_directory
+from proto_tf.training import config as config_lib
+from proto_tf.training.checkpoints import make_checkpoint
+from proto_tf.training.config import ExperimentConfig
+from proto_tf.training.progress import TRAIN_TAGS, ConsoleProgress, tagged, validation_tags
 
 SUMMARY_FILE = "summary.json"
 BEST_FILE = "best.json"
@@ -28,7 +31,7 @@ CONFIG_FILE = "config.json"
 NonFiniteLossError = health.NonFiniteError
 
 
-def load_experiment_dataset(config):
+def load_experiment_dataset(config: ExperimentConfig) -> LoadedDataset:
     """The dataset named by `config`, with its label noise and validation split."""
     return load_dataset(
         config.dataset,
@@ -59,7 +62,13 @@ class Trainer:
     """
 
     def __init__(
-        self, config, dataset=None, strategy=None, verbose=True, make_optimizer=None, callbacks=()
+        self,
+        config: ExperimentConfig,
+        dataset: LoadedDataset | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+        verbose: bool = True,
+        make_optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
     ):
         self.config = config
         self.callbacks = list(callbacks)
@@ -400,13 +409,19 @@ def _first_line(error):
     return text.strip().splitlines()[0]
 
 
-def train(config, dataset=None, strategy=None, verbose=True, callbacks=()):
+def train(
+    config: ExperimentConfig,
+    dataset: LoadedDataset | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose: bool = True,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> dict:
     """Trains the experiment of `config` (resuming when possible) with optional Keras
     `callbacks`; returns its summary."""
     return Trainer(config, dataset, strategy, verbose, callbacks=callbacks).train()
 
 
-def read_config(model_dir):
+def read_config(model_dir: str) -> ExperimentConfig:
     """The ExperimentConfig a run in `model_dir` was trained with (fields added since
     take their defaults)."""
     path = os.path.join(model_dir, CONFIG_FILE)
@@ -427,7 +442,9 @@ def read_config(model_dir):
     return config_lib.ExperimentConfig(**values)
 
 
-def load_trained_model(model_dir, config, dataset, checkpoint="best"):
+def load_trained_model(
+    model_dir: str, config: ExperimentConfig, dataset: LoadedDataset, checkpoint: str = "best"
+) -> tuple:
     """The model of an experiment with `config`, from the `best` checkpoint in
     `model_dir` (the last one when there is no best) or its `last` checkpoint."""
     if checkpoint not in ("best", "last"):
@@ -444,7 +461,7 @@ def load_trained_model(model_dir, config, dataset, checkpoint="best"):
     return model, path
 
 
-def load_run(model_dir, checkpoint="best", data_dir=None):
+def load_run(model_dir: str, checkpoint: str = "best", data_dir: str | None = None) -> tuple:
     """`(config, dataset, model, checkpoint_path)` of a run in `model_dir`, its data
     read from `data_dir` when given (else from where the run read it)."""
     config = read_config(model_dir)
