@@ -31,7 +31,8 @@ raw = dict(np.load(inputs_file))
 feed = {k: tf.constant(v.astype(object) if v.dtype.kind == "U" else v) for k, v in raw.items()}
 feed = {k: tf.cast(v, tf.string) if v.dtype == tf.string else v for k, v in feed.items()}
 outputs = loaded.signatures[signature](**feed)
-np.savez(outputs_file, **{k: v.numpy() for k, v in outputs.items()})
+np.savez(outputs_file, **{k: v.numpy().astype(str) if v.dtype == tf.string else v.numpy()
+                          for k, v in outputs.items()})
 assert not any(name.startswith("proto_tf") for name in sys.modules), "proto_tf was imported"
 """
 
@@ -99,7 +100,12 @@ def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_pat
         session = _session_call(path, "serving_default", raw)
         assert set(session) == set(served), dataset
         for key, value in served.items():
-            np.testing.assert_allclose(session[key], value, rtol=1e-6, err_msg=f"{dataset} {key}")
+            _assert_same(session[key], value, f"{dataset} {key}")
+        names = trainer.dataset.class_names
+        assert list(served["class_names"]) == [names[i] for i in served["class_ids"]], dataset
+        assert [list(row) for row in served["prototype_label_names"]] == [
+            [names[i] for i in row] for row in served["prototype_labels"]
+        ], dataset
         # The in-memory model attends over the same database as the export.
         trainer.evaluator.set_database(trainer.inference_split)
         expected = _expected(trainer, stored)
@@ -112,6 +118,16 @@ def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_pat
         ):
             positive = weights > 0
             assert set(served_row[positive]) == set(expected_row[positive]), dataset
+
+
+def _assert_same(got, expected, message):
+    """Numbers to float tolerance, strings exactly (TF1 sessions return bytes)."""
+    expected = np.asarray(expected)
+    if expected.dtype.kind in "OSU":
+        np.testing.assert_array_equal(np.char.decode(np.asarray(got, bytes)) if np.asarray(got).dtype.kind in "OS" else got,
+                                      expected.astype(str), err_msg=message)  # fmt: skip
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=message)
 
 
 @pytest.fixture(scope="module")
@@ -206,4 +222,4 @@ def test_versions_increase_and_baseline_exports(tmp_path):
     assert first.endswith(os.path.join("adult_baseline", "1")) or first.endswith("1")
     assert second.endswith("2")
     outputs = tf.saved_model.load(second).signatures["serving_default"].structured_outputs
-    assert set(outputs) == {"class_ids", "probabilities", "unknown_categories"}
+    assert set(outputs) == {"class_ids", "class_names", "probabilities", "unknown_categories"}

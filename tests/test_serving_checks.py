@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from proto_tf.serving import export
 from proto_tf.errors import ConfigError
-from test_export import _raw_test_inputs, _train_and_export
+from test_export import _assert_same, _raw_test_inputs, _train_and_export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,6 +77,21 @@ def test_columns_of_different_lengths_are_named(adult):
         tf.errors.InvalidArgumentError, match="input sex has another number of instances than input age"
     ):
         loaded.signatures["serving_default"](**_feed(raw, sex=raw["sex"][:2]))
+
+
+def test_class_names_are_returned_and_empty_where_abstained(adult):
+    _, _, raw, loaded, _ = adult
+    out = loaded.signatures["abstain"](
+        **_feed(raw), confidence_threshold=tf.constant([0.0, 1.0, 0.0, 1.0], tf.float32)
+    )
+    names = np.array(["<=50K", ">50K"])
+    ids = out["class_ids"].numpy()
+    got = out["class_names"].numpy().astype(str)
+    assert list(got[[1, 3]]) == ["", ""] and (ids[[1, 3]] == -1).all()  # Confidence < 1.
+    assert list(got[[0, 2]]) == list(names[ids[[0, 2]]])
+    np.testing.assert_array_equal(
+        out["prototype_label_names"].numpy().astype(str), names[out["prototype_labels"].numpy()]
+    )
 
 
 def test_unknown_category_strings_are_counted(adult):
@@ -153,7 +168,7 @@ def test_tf_serving_session_path_gives_the_same_answers_and_errors(adult):
     served = _session_call(path, "serving_default", raw)
     assert set(served) == set(expected)
     for name, value in expected.items():
-        np.testing.assert_allclose(served[name], value.numpy(), rtol=1e-6, err_msg=name)
+        _assert_same(served[name], value.numpy(), name)
     bad = dict(raw, age=np.array([39.0, np.nan, 20.0, 30.0], np.float32))
     with pytest.raises(tf.errors.InvalidArgumentError, match="input age holds NaN or an infinity"):
         _session_call(path, "serving_default", bad)

@@ -6,7 +6,7 @@ import errno
 import os
 import shutil
 import tempfile
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -91,13 +91,18 @@ def _raw_to_model_inputs(info, preprocess):
 
 
 def build_serving_function(model, info, preprocess, database, top_k=5,
-                           max_batch_size=DEFAULT_MAX_BATCH_SIZE):  # fmt: skip
+                           max_batch_size=DEFAULT_MAX_BATCH_SIZE, class_names=None):  # fmt: skip
     """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`.
 
     Every request is checked in the graph first (`_checked`): a bad one fails with
-    InvalidArgument naming the input, never with a number.
+    InvalidArgument naming the input, never with a number. `class_names` (label
+    order; default the label ids as strings) name the decision and the prototypes'
+    labels in the outputs `class_names` and `prototype_label_names`.
     """
     to_inputs, extra_outputs, preprocessing_layers = _raw_to_model_inputs(info, preprocess)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
+    if len(names) != model.num_classes:
+        raise ValueError(f"{len(names)} class names for a model of {model.num_classes} classes.")
 
     signature = raw_input_signature(info)
 
@@ -110,6 +115,7 @@ def build_serving_function(model, info, preprocess, database, top_k=5,
             logits = model(inputs, training=False)["logits"]
             outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
             outputs["probabilities"] = tf.nn.softmax(tf.cast(logits, tf.float32))
+            outputs["class_names"] = tf.gather(tf.constant(names), outputs["class_ids"])
             outputs.update(extra_outputs(raw))
             return outputs
         queries, _, _ = model.encode(inputs, training=False)
@@ -132,10 +138,14 @@ def build_serving_function(model, info, preprocess, database, top_k=5,
             "prototype_labels": tf.gather(database.labels, top_indices),
             **extra_outputs(raw),
         }
+        names_tensor = tf.constant(names)
+        outputs["class_names"] = tf.gather(names_tensor, outputs["class_ids"])
+        outputs["prototype_label_names"] = tf.gather(names_tensor, outputs["prototype_labels"])
         if confidence_threshold is not None:
             abstained = confidence < confidence_threshold
             outputs["abstained"] = abstained
             outputs["class_ids"] = tf.where(abstained, -1, outputs["class_ids"])
+            outputs["class_names"] = tf.where(abstained, "", outputs["class_names"])
         return outputs
 
     return serve, preprocessing_layers
@@ -263,6 +273,7 @@ def export_saved_model(
     path: str,
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    class_names: Sequence[str] | None = None,
 ) -> str:
     """Writes a SavedModel to `path` for TF Serving.
 
@@ -271,12 +282,13 @@ def export_saved_model(
     confidence, prototype_indices/weights/labels) and `abstain` (the same inputs plus
     a per-instance `confidence_threshold`; class_ids is -1 and `abstained` True where
     the confidence is below it). A baseline model returns class_ids and probabilities.
-    Adult exports also return `unknown_categories`. Requests of more than
-    `max_batch_size` instances are refused.
+    Both also return `class_names` (the decision's name; "" where abstained) and
+    `prototype_label_names`; Adult exports also `unknown_categories`. Requests of
+    more than `max_batch_size` instances are refused.
     """
     _check_positive(top_k=top_k, max_batch_size=max_batch_size)
     serve, preprocessing_layers = build_serving_function(
-        model, info, preprocess, database, top_k, max_batch_size
+        model, info, preprocess, database, top_k, max_batch_size, class_names
     )
     signature = raw_input_signature(info)
 
@@ -330,7 +342,8 @@ def export_model_dir(
         database = encode_database(model, dataset.preprocess, database_split)
     return publish_version(
         lambda path: export_saved_model(
-            model, info, dataset.preprocess, database, path, top_k, max_batch_size
+            model, info, dataset.preprocess, database, path, top_k, max_batch_size,
+            dataset.class_names,
         ),
         export_dir,
         model_name or os.path.basename(os.path.normpath(model_dir)),

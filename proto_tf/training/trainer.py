@@ -357,6 +357,7 @@ class Trainer:
             "resumed_from_step": start,
             "train_seconds": round(float(self.train_seconds.numpy()), 2),
             "replicas": self.strategy.num_replicas_in_sync,
+            "class_names": list(self.dataset.class_names),
             **({"stopped_by_callback_at": self.stopped_at} if self.stopped_at else {}),
             "test_last": self.evaluate(self.dataset.test),
         }
