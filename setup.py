@@ -9,7 +9,9 @@ import setuptools
 with open("proto_tf/__init__.py") as handle:
     VERSION = re.search(r'^__version__ = "([^"]+)"', handle.read(), re.M).group(1)
 
-COMMANDS = ("train", "export", "evaluate", "explain", "label_noise", "report", "benchmark")
+COMMANDS = (
+    "train", "export", "evaluate", "explain", "predict", "label_noise", "report", "benchmark",
+)
 
 setuptools.setup(
     name="proto_tf",

@@ -152,7 +152,7 @@ def read_adult_csv(path):
         for column_number, (name, value) in enumerate(zip(COLUMNS, row), 1):
             value = value.strip()
             if name in CONTINUOUS:
-                value = _parse_number(value, name, f"{where}: column {column_number} ({name})")
+                value = parse_number(value, name, f"{where}: column {column_number} ({name})")
             values[name].append(value)
         label = row[-1].strip().rstrip(".")
         if label not in CLASS_NAMES:
@@ -169,7 +169,9 @@ def read_adult_csv(path):
     return columns, np.asarray(labels, np.int32)
 
 
-def _parse_number(text, name, where):
+def parse_number(text: str, name: str, where: str) -> float:
+    """`text` as a number of column `name`; a DataError at `where` when it is not one
+    in `VALID_RANGES`."""
     low, high = VALID_RANGES[name]
     try:
         value = float(text)

@@ -1,0 +1,182 @@
+"""Predictions for a user's new inputs from an exported SavedModel, as JSON Lines.
+
+Inputs are read in the formats of the training data, in batches (memory does not grow
+with the input): a CSV with Adult's 14 columns (with or without a header row, with or
+without the income column, which is ignored), a folder of PNG/JPEG images (resized to
+the model's size as evaluation does), a text file with one document per line, or a
+DBPedia-format CSV (`class,"title","content"`; the class is ignored).
+"""
+
+import csv
+import json
+import os
+import sys
+from typing import Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from proto_tf.data import adult, images
+from proto_tf.data.common import read_text_lines
+from proto_tf.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+
+
+def signature_inputs(serve) -> dict:
+    """`{name: TensorSpec}` of a loaded signature's inputs."""
+    return dict(serve.structured_input_signature[1])
+
+
+def input_kind(specs: dict) -> str:
+    """"image", "text" or "tabular", from a signature's input names."""
+    if "images" in specs:
+        return "image"
+    return "text" if "texts" in specs else "tabular"
+
+
+def read_inputs(path: str, specs: dict, batch_size: int) -> Iterator[tuple[dict, list[str]]]:
+    """Batches `(raw inputs for the signature, source of each input)` from `path`."""
+    kind = input_kind(specs)
+    if kind == "image":
+        return _image_batches(path, specs["images"].shape, batch_size)
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file; expected a {'CSV' if kind == 'tabular' else 'text or CSV'} file.")
+    if kind == "text":
+        return _text_batches(path, batch_size)
+    return _adult_batches(path, batch_size)
+
+
+def _chunks(items, size):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _adult_batches(path, batch_size):
+    lines = read_text_lines(path)
+    rows = []
+    for line_number, row in enumerate(csv.reader(lines, skipinitialspace=True), 1):
+        if not row or row[0].startswith("|") or (not rows and row[0].strip() == "age"):
+            continue  # Blank lines, the UCI test header, a header row.
+        if len(row) not in (len(adult.COLUMNS), len(adult.COLUMNS) + 1):
+            raise DataError(
+                f"{path}:{line_number}: expected {len(adult.COLUMNS)} comma-separated fields "
+                f"({', '.join(adult.COLUMNS)}), optionally followed by the income; got {len(row)}."
+            )
+        rows.append((line_number, row))
+    if not rows:
+        raise DataError(f"{path}: no rows found; expected rows of {', '.join(adult.COLUMNS)}.")
+    for chunk in _chunks(rows, batch_size):
+        columns = {name: [] for name in adult.COLUMNS}
+        for line_number, row in chunk:
+            for number, (name, value) in enumerate(zip(adult.COLUMNS, row), 1):
+                value = value.strip()
+                if name in adult.CONTINUOUS:
+                    value = adult.parse_number(value, name, f"{path}:{line_number}: column {number} ({name})")
+                columns[name].append(value)
+        raw = {
+            name.replace("-", "_"): np.asarray(values, np.float32 if name in adult.CONTINUOUS else object)
+            for name, values in columns.items()
+        }
+        yield raw, [f"{path}:{line_number}" for line_number, _ in chunk]
+
+
+def _text_batches(path, batch_size):
+    lines = read_text_lines(path)
+    if path.lower().endswith(".csv"):
+        documents = []
+        for line_number, row in enumerate(csv.reader(lines), 1):
+            if not row:
+                continue
+            if len(row) != 3:
+                raise DataError(f'{path}:{line_number}: expected class,"title","content"; got {len(row)} field(s).')
+            documents.append((line_number, f"{row[1]} {row[2]}"))
+    else:
+        documents = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    if not documents:
+        raise DataError(f"{path}: no documents found.")
+    for chunk in _chunks(documents, batch_size):
+        yield {"texts": np.asarray([text for _, text in chunk], object)}, [f"{path}:{n}" for n, _ in chunk]
+
+
+def _image_batches(folder, shape, batch_size):
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: not a folder; expected a folder of PNG or JPEG images.")
+    files = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found.")
+    height, channels = int(shape[1]), int(shape[-1])
+    for chunk in _chunks(files, batch_size):
+        pictures = [images.read_image(path, height) for path in chunk]
+        if channels == 1:
+            pictures = [tf.cast(tf.round(tf.image.rgb_to_grayscale(p)), tf.uint8).numpy() for p in pictures]
+        yield {"images": np.stack(pictures).astype(np.uint8)}, list(chunk)
+
+
+def predict_file(saved_model: str, inputs: str, output: str, confidence_threshold: float | None = None,
+                 batch_size: int = 256, show_progress: bool | None = None) -> dict:  # fmt: skip
+    """Writes one JSON line per input of `inputs` to `output` and returns a summary
+    (`inputs`, `per_class` counts, `abstained_share`).
+
+    Each line: `input` (position, from 0), `source` (file:line or image file),
+    `class_id`, `class_name`, `probabilities`, and with prototypes `confidence`,
+    `abstained` (confidence below `confidence_threshold`; then class_id is -1 and
+    class_name ""), and `prototypes`: `{database_row, weight, label, label_name}`, the
+    row in the database's source file (the training file, or the `--database` file).
+    """
+    if confidence_threshold is not None and not 0.0 <= confidence_threshold <= 1.0:
+        raise ConfigError(f"--confidence_threshold={confidence_threshold} must be in [0, 1].")
+    if batch_size < 1:
+        raise ConfigError(f"--batch_size={batch_size} must be a positive integer.")
+    loaded = tf.saved_model.load(saved_model)
+    serve = loaded.signatures["serving_default"]
+    has_prototypes = "abstain" in loaded.signatures
+    if confidence_threshold is not None and not has_prototypes:
+        raise ConfigError("--confidence_threshold needs a model with prototypes; this is a baseline export.")
+    if confidence_threshold is not None:
+        serve = loaded.signatures["abstain"]
+    specs = {k: v for k, v in signature_inputs(serve).items() if k != "confidence_threshold"}
+    show_progress = sys.stdout.isatty() if show_progress is None else show_progress
+    progress = keras.utils.Progbar(None, unit_name="input") if show_progress else None
+    counts, abstained, total = {}, 0, 0
+    with open(output, "w") as handle:
+        for raw, sources in read_inputs(inputs, specs, batch_size):
+            feed = {name: tf.constant(value) for name, value in raw.items()}
+            if confidence_threshold is not None:
+                feed["confidence_threshold"] = tf.fill([len(sources)], float(confidence_threshold))
+            out = {k: v.numpy() for k, v in serve(**feed).items()}
+            for row, source in enumerate(sources):
+                record = _record(out, row, total, source)
+                handle.write(json.dumps(record) + "\n")
+                counts[record["class_name"]] = counts.get(record["class_name"], 0) + 1
+                abstained += bool(record.get("abstained"))
+                total += 1
+            if progress is not None:
+                progress.update(total)
+    return {"inputs": total, "per_class": counts, "abstained_share": abstained / max(total, 1)}
+
+
+def _record(out, row, position, source):
+    record = {
+        "input": position,
+        "source": source,
+        "class_id": int(out["class_ids"][row]),
+        "class_name": out["class_names"][row].decode(),
+        "probabilities": [round(float(p), 6) for p in out["probabilities"][row]],
+    }
+    if "confidence" in out:
+        record["confidence"] = round(float(out["confidence"][row]), 6)
+        record["abstained"] = bool(out["abstained"][row]) if "abstained" in out else False
+        record["prototypes"] = [
+            {"database_row": int(i), "weight": round(float(w), 6), "label": int(y), "label_name": n.decode()}
+            for i, w, y, n in zip(out["prototype_indices"][row], out["prototype_weights"][row],
+                                  out["prototype_labels"][row], out["prototype_label_names"][row])  # fmt: skip
+            if w > 0
+        ]
+    return record

@@ -1,0 +1,98 @@
+"""Predictions for a user's new inputs from an export: JSON Lines that agree with the
+evaluation of the same model, and clear errors for unreadable inputs."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_files import write_mnist
+from proto_tf.analysis.evaluate_run import evaluate_model_dir
+from proto_tf.errors import ConfigError, DataError
+from proto_tf.serving import export, predict
+from proto_tf.training.config import ExperimentConfig
+from proto_tf.training.trainer import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(train_steps=3, batch_size=16, train_database_size=32, infer_database_size=256,
+            validation_fraction=0.0, value_size=8, lstm_embedding_size=8, resnet_depth=8,
+            dense_units=(8,), eval_batch_size=512, learning_rate=0.01)  # fmt: skip
+
+
+def test_predict_on_the_real_adult_test_file_gives_the_evaluation_accuracy(tmp_path):
+    config = ExperimentConfig(dataset="adult", attention="sparsemax", model_dir=str(tmp_path / "run"),
+                              data_dir=os.path.join(REPO, "data", "adult"), **TINY)  # fmt: skip
+    Trainer(config, verbose=False).train()
+    evaluated = evaluate_model_dir(config.model_dir, str(tmp_path / "evaluation"), "last")
+    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last")
+    # adult.test without its labels (the header line and the trailing income column go).
+    labels, unlabelled = [], []
+    with open(os.path.join(REPO, "data", "adult", "adult.test")) as handle:
+        for line in handle:
+            fields = line.rstrip("\n").split(", ")
+            if len(fields) == 15:
+                labels.append(fields[-1].rstrip("."))
+                unlabelled.append(", ".join(fields[:-1]))
+    (tmp_path / "new.csv").write_text("\n".join(unlabelled) + "\n")
+    summary = predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=4096)
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert summary["inputs"] == len(records) == len(labels) == 16281
+    assert sum(summary["per_class"].values()) == 16281 and summary["abstained_share"] == 0
+    accuracy = np.mean([r["class_name"] == label for r, label in zip(records, labels)])
+    assert accuracy == pytest.approx(evaluated["test"]["accuracy"], abs=1e-9)
+    first = records[0]
+    assert first["source"].endswith("new.csv:1") and set(first) >= {"class_id", "confidence", "prototypes"}
+    assert set(first["prototypes"][0]) == {"database_row", "weight", "label", "label_name"}
+    # Abstaining: every instance below a threshold of 1 that it does not reach.
+    summary = predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "abstain.jsonl"),
+                                   confidence_threshold=1.0, batch_size=8192)  # fmt: skip
+    abstaining = [json.loads(line) for line in (tmp_path / "abstain.jsonl").read_text().splitlines()]
+    share = np.mean([r["confidence"] < 1.0 for r in records])
+    assert summary["abstained_share"] == pytest.approx(share)
+    assert all((r["class_id"] == -1) == r["abstained"] for r in abstaining)
+    with pytest.raises(ConfigError, match=r"--confidence_threshold=1.5 must be in \[0, 1\]"):
+        predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "x.jsonl"), 1.5)
+    (tmp_path / "bad.csv").write_text(unlabelled[0] + "\n" + ", ".join(["nan"] + unlabelled[1].split(", ")[1:]) + "\n")
+    with pytest.raises(DataError, match=r"bad.csv:2: column 1 \(age\): 'nan' is not a number"):
+        predict.predict_file(path, str(tmp_path / "bad.csv"), str(tmp_path / "x.jsonl"))
+
+
+def test_predict_on_an_image_folder_resizes_and_names_unreadable_files(tmp_path):
+    data_dir = str(tmp_path / "mnist")
+    write_mnist(data_dir, train=80, test=16)
+    config = ExperimentConfig(dataset="mnist", attention="softmax", data_dir=data_dir,
+                              model_dir=str(tmp_path / "run"), **dict(TINY, infer_database_size=40))  # fmt: skip
+    Trainer(config, verbose=False).train()
+    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    tf.io.write_file(str(folder / "a.png"), tf.io.encode_png(rng.integers(0, 256, (28, 28, 1), dtype=np.uint8)))
+    tf.io.write_file(str(folder / "b.png"), tf.io.encode_png(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)))
+    summary = predict.predict_file(path, str(folder), str(tmp_path / "out.jsonl"))
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert summary["inputs"] == 2 and [os.path.basename(r["source"]) for r in records] == ["a.png", "b.png"]
+    # The 28x28 grayscale image is predicted as the export predicts it directly.
+    image = tf.io.decode_png(tf.io.read_file(str(folder / "a.png")))[None]
+    direct = tf.saved_model.load(path).signatures["serving_default"](images=image)
+    assert records[0]["class_id"] == int(direct["class_ids"][0])
+    np.testing.assert_allclose(records[0]["probabilities"], direct["probabilities"][0].numpy(), atol=1e-6)
+    (folder / "c.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"c.png: not a readable PNG, JPEG, GIF or BMP image"):
+        predict.predict_file(path, str(folder), str(tmp_path / "out.jsonl"))
+
+
+def test_text_inputs_one_document_per_line_or_dbpedia_csv(tmp_path):
+    specs = {"texts": tf.TensorSpec([None], tf.string)}
+    (tmp_path / "docs.txt").write_text("first document\n\nsecond, with a comma\n")
+    batches = list(predict.read_inputs(str(tmp_path / "docs.txt"), specs, batch_size=1))
+    assert [list(raw["texts"]) for raw, _ in batches] == [["first document"], ["second, with a comma"]]
+    assert [sources for _, sources in batches] == [[f"{tmp_path / 'docs.txt'}:1"], [f"{tmp_path / 'docs.txt'}:3"]]
+    (tmp_path / "new.csv").write_text('3,"Title","Some content"\n')
+    raw, sources = next(predict.read_inputs(str(tmp_path / "new.csv"), specs, batch_size=8))
+    assert list(raw["texts"]) == ["Title Some content"]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(DataError, match="empty.txt: no documents found"):
+        next(predict.read_inputs(str(tmp_path / "empty.txt"), specs, batch_size=8))
