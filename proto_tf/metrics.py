@@ -24,7 +24,8 @@ def confidence(weights: tf.Tensor, labels: tf.Tensor, num_classes: int) -> tf.Te
     Returns:
       `[B]` confidences in [0, 1]; 1 iff all non-zero weights share one label.
     """
-    return tf.reduce_max(class_weights(weights, labels, num_classes), axis=-1)
+    # The weights sum to 1 up to float rounding: keep the result a share, never 1 + eps.
+    return tf.minimum(tf.reduce_max(class_weights(weights, labels, num_classes), axis=-1), 1.0)
 
 
 def prototype_counts(weights: tf.Tensor, thresholds: tuple = DEFAULT_THRESHOLDS) -> tf.Tensor:

@@ -102,3 +102,9 @@ def test_auc_curve_keeps_confident_examples():
     assert curve[1]["kept"] == kept.mean()
     assert np.isclose(curve[1]["auc"], _pairwise_auc(scores[kept], positives[kept]))
     assert curve[2] == {"threshold": 1.01, "kept": 0.0, "auc": None}
+
+
+def test_confidence_never_exceeds_one():
+    # Weights that sum to 1 + rounding: the confidence stays a share.
+    weights = np.full([1, 3], np.float32(1 / 3) * np.float32(1.0000005), np.float32)
+    assert float(metrics.confidence(weights, np.zeros(3, np.int32), 2)[0]) == 1.0

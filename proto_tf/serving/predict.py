@@ -122,7 +122,7 @@ def _image_batches(folder, shape, batch_size):
 def predict_file(saved_model: str, inputs: str, output: str, confidence_threshold: float | None = None,
                  batch_size: int = 256, show_progress: bool | None = None) -> dict:  # fmt: skip
     """Writes one JSON line per input of `inputs` to `output` and returns a summary
-    (`inputs`, `per_class` counts, `abstained_share`).
+    (`inputs`, `per_class` counts with abstentions under "(abstained)", `abstained_share`).
 
     Each line: `input` (position, from 0), `source` (file:line or image file),
     `class_id`, `class_name`, `probabilities`, and with prototypes `confidence`,
@@ -154,7 +154,8 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
             for row, source in enumerate(sources):
                 record = _record(out, row, total, source)
                 handle.write(json.dumps(record) + "\n")
-                counts[record["class_name"]] = counts.get(record["class_name"], 0) + 1
+                name = "(abstained)" if record.get("abstained") else record["class_name"]
+                counts[name] = counts.get(name, 0) + 1
                 abstained += bool(record.get("abstained"))
                 total += 1
             if progress is not None:
