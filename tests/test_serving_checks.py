@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from proto_tf.serving import export
-from proto_tf.errors import ConfigError
+from proto_tf.errors import ConfigError, DataError
 from test_export import _assert_same, _raw_test_inputs, _train_and_export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,6 +92,37 @@ def test_class_names_are_returned_and_empty_where_abstained(adult):
     np.testing.assert_array_equal(
         out["prototype_label_names"].numpy().astype(str), names[out["prototype_labels"].numpy()]
     )
+
+
+def test_a_database_of_one_class_decides_that_class_with_full_confidence(adult):
+    trainer, _, raw, _, tmp_path = adult
+    # Rows of one label whose own value the decision layer gives that label: any convex
+    # combination of them (the bias-free decision is linear, two classes) gets it too.
+    from proto_tf.data import adult as adult_data
+
+    data_file = os.path.join(trainer.config.data_dir, "adult.data")
+    columns, labels = adult_data.read_adult_csv(data_file)
+    model = trainer.model
+    plain = np.argmax(model.decision(model.encode(adult_data.featurize(columns))[2]).numpy(), -1)
+    label = 1 if ((labels == 1) & (plain == 1)).any() else 0
+    with open(data_file) as handle:
+        lines = [line for line in handle if line.strip()]
+    chosen = [line for line, y, p in zip(lines, labels, plain) if y == label and p == label]
+    database = tmp_path / "one_class.csv"
+    database.write_text("".join(chosen))
+    path = export.export_model_dir(
+        trainer.config.model_dir, str(tmp_path / "one_class_exports"), checkpoint="last",
+        database_path=str(database),
+    )  # fmt: skip
+    out = tf.saved_model.load(path).signatures["serving_default"](**_feed(raw))
+    assert (out["class_ids"].numpy() == label).all()
+    np.testing.assert_allclose(out["confidence"].numpy(), 1.0, rtol=1e-6)  # float32 sums.
+    assert set(out["class_names"].numpy().astype(str)) == {["<=50K", ">50K"][label]}
+    indices = out["prototype_indices"].numpy()
+    assert indices.min() >= 0 and indices.max() < len(chosen)  # Rows of the database file.
+    with pytest.raises(DataError, match="--database=.*no such file"):
+        export.export_model_dir(trainer.config.model_dir, str(tmp_path / "x"), checkpoint="last",
+                                database_path=str(tmp_path / "missing.csv"))  # fmt: skip
 
 
 def test_unknown_category_strings_are_counted(adult):

@@ -23,6 +23,12 @@ flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to e
 flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.", flag_values=FLAGS)
 flags.DEFINE_integer("top_k", 5, "Prototypes returned per instance (>= 1).", flag_values=FLAGS)
+flags.DEFINE_string(
+    "database", None,
+    "Labelled examples to use as the prototype database instead of training examples: an "
+    "adult.data-like CSV, a DBPedia-like CSV, or an image folder with one subfolder per class.",
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_integer(
     "max_batch_size", export.DEFAULT_MAX_BATCH_SIZE,
     "Most instances one request may hold; larger requests get InvalidArgument.",
@@ -40,6 +46,7 @@ def main(argv):
         FLAGS.data_dir,
         FLAGS.top_k,
         FLAGS.max_batch_size,
+        FLAGS.database,
     )
     print(f"Exported {path}")
 

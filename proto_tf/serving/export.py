@@ -18,6 +18,7 @@ from proto_tf.data.common import Split
 from proto_tf.data.registry import DatasetInfo
 from proto_tf.errors import ConfigError
 from proto_tf.model import ProtoAttend
+from proto_tf.serving.database_files import read_database
 
 SERVING_SIGNATURE = "serving_default"
 # Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
@@ -317,13 +318,16 @@ def export_model_dir(
     data_dir: str | None = None,
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    database_path: str | None = None,
 ) -> str:
     """Exports a run of `run/train.py` as `<export_dir>/<model_name>/<next version>`,
     published atomically (`publish_version`).
 
     The inference database is `infer_database_size` training examples (the run's
-    D_infer by default), the same fixed-seed sample its evaluation used.
-    Returns the version directory written.
+    D_infer by default), the same fixed-seed sample its evaluation used, or, with
+    `database_path`, every labelled example of that file or folder
+    (`database_files.read_database`; prototype indices are then its rows): prototypes
+    can be added or removed without retraining. Returns the version directory written.
     """
     from proto_tf.training import trainer  # Heavy; only this entry point needs it.
     from proto_tf.training.config import check_against_data
@@ -335,7 +339,10 @@ def export_model_dir(
     config, dataset, model, _ = trainer.load_run(model_dir, checkpoint, data_dir)
     info = dataset_info(config.dataset)
     database = None
-    if not model.is_baseline:
+    if database_path is not None and not model.is_baseline:
+        database_split = read_database(database_path, info, dataset.class_names)
+        database = encode_database(model, dataset.preprocess, database_split)
+    elif not model.is_baseline:
         size = infer_database_size or config.infer_database_size
         check_against_data(dataclasses.replace(config, infer_database_size=size), len(dataset.train))
         database_split = inference_database(dataset.train, size, config.seed, info.class_shares)
