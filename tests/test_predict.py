@@ -76,9 +76,20 @@ def test_predict_on_an_image_folder_resizes_and_names_unreadable_files(tmp_path)
     assert summary["inputs"] == 2 and [os.path.basename(r["source"]) for r in records] == ["a.png", "b.png"]
     # The 28x28 grayscale image is predicted as the export predicts it directly.
     image = tf.io.decode_png(tf.io.read_file(str(folder / "a.png")))[None]
-    direct = tf.saved_model.load(path).signatures["serving_default"](images=image)
+    loaded = tf.saved_model.load(path)
+    direct = loaded.signatures["serving_default"](images=image)
     assert records[0]["class_id"] == int(direct["class_ids"][0])
     np.testing.assert_allclose(records[0]["probabilities"], direct["probabilities"][0].numpy(), atol=1e-6)
+    # The same images as encoded bytes (TF Serving's {"b64": ...} convention): decoded and
+    # resized in the graph, answered as the pixels are.
+    encoded = tf.constant([tf.io.read_file(str(folder / name)).numpy() for name in ("a.png", "b.png")])
+    from_bytes = loaded.signatures["image_bytes"](image_bytes=encoded)
+    pixels = np.stack([predict.images.read_image(str(folder / "a.png"), 28), predict.images.read_image(str(folder / "b.png"), 28)])
+    gray = tf.cast(tf.round(tf.image.rgb_to_grayscale(pixels)), tf.uint8)
+    from_pixels = loaded.signatures["serving_default"](images=gray)
+    np.testing.assert_allclose(from_bytes["probabilities"].numpy(), from_pixels["probabilities"].numpy(), atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        loaded.signatures["image_bytes"](image_bytes=tf.constant([b"not an image"]))
     (folder / "c.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"c.png: not a readable PNG, JPEG, GIF or BMP image"):
         predict.predict_file(path, str(folder), str(tmp_path / "out.jsonl"))
@@ -96,3 +107,25 @@ def test_text_inputs_one_document_per_line_or_dbpedia_csv(tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(DataError, match="empty.txt: no documents found"):
         next(predict.read_inputs(str(tmp_path / "empty.txt"), specs, batch_size=8))
+
+
+def test_readme_custom_export_example_runs_and_serves_without_proto_tf(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    with open(os.path.join(REPO, "README.md")) as handle:
+        readme = handle.read()
+    blocks = {
+        name: re.search(rf"\(`{name}`\):\s*```python\n(.*?)```", readme, re.S).group(1)
+        for name in ("train_and_export.py", "query.py")
+    }
+    for name, code in blocks.items():
+        (tmp_path / name).write_text(code)
+    trained = subprocess.run([sys.executable, "train_and_export.py"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    served = subprocess.run([sys.executable, "query.py"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, PYTHONPATH=""))  # fmt: skip
+    assert served.returncode == 0, served.stderr[-3000:]
+    assert served.stdout.strip().splitlines()[-1].startswith("[b'first'] [")

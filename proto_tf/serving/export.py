@@ -25,6 +25,7 @@ SERVING_SIGNATURE = "serving_default"
 # from exhausting a server (about 94 KB a row for Adult at D_infer 4096).
 DEFAULT_MAX_BATCH_SIZE = 8192
 ABSTAIN_SIGNATURE = "abstain"
+IMAGE_BYTES_SIGNATURE = "image_bytes"  # Image exports: encoded images, as REST sends them.
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -69,57 +70,101 @@ def raw_input_signature(info: DatasetInfo) -> dict[str, tf.TensorSpec]:
     return specs
 
 
-def _raw_to_model_inputs(info, preprocess):
+@dataclasses.dataclass
+class ServingInputs:
+    """How a signature's raw inputs become model inputs: the named TensorSpecs, the
+    graph preprocessing `to_inputs(raw)`, per-instance outputs of the preprocessing
+    itself `extra_outputs(raw)`, the layers (lookup tables) the export must track, and
+    the finite range each numeric input must lie in (checked in the graph)."""
+
+    signature: dict
+    to_inputs: Callable
+    extra_outputs: Callable = lambda raw: {}
+    layers: tuple = ()
+    value_ranges: dict = dataclasses.field(default_factory=dict)  # {input: (low, high)}
+
+
+def dataset_serving_inputs(info, preprocess) -> ServingInputs:
     """The serving graph's preprocessing, identical to evaluation's: images go through
     the dataset's own `preprocess`; texts through the character quantiser; Adult
-    columns through AdultFeatures. Returns `(to_inputs, extra_outputs, layers)`:
-    `extra_outputs(raw)` gives per-instance outputs of the preprocessing itself
-    (Adult's count of unknown category strings)."""
+    columns through AdultFeatures (which also counts unknown category strings)."""
+    signature = raw_input_signature(info)
     if info.kind == "image":
-        return (lambda raw: preprocess(raw["images"])), (lambda raw: {}), []
+        return ServingInputs(signature, lambda raw: preprocess(raw["images"]))
     if info.kind == "text":
         quantizer = text.CharacterQuantizer(info.input_shape[0])
-        return (lambda raw: preprocess(quantizer(raw["texts"]))), (lambda raw: {}), [quantizer]
+        return ServingInputs(signature, lambda raw: preprocess(quantizer(raw["texts"])), layers=(quantizer,))
     features = adult.AdultFeatures()
 
     def columns(raw):
         return {column: raw[column.replace("-", "_")] for column in adult.COLUMNS}
 
-    def extra_outputs(raw):
-        return {"unknown_categories": features.unknown_fields(columns(raw))}
+    return ServingInputs(
+        signature,
+        lambda raw: preprocess(features(columns(raw))),
+        lambda raw: {"unknown_categories": features.unknown_fields(columns(raw))},
+        (features,),
+        {name.replace("-", "_"): bounds for name, bounds in adult.VALID_RANGES.items()},
+    )
 
-    return (lambda raw: preprocess(features(columns(raw)))), extra_outputs, [features]
+
+def image_bytes_serving_inputs(info, preprocess) -> ServingInputs:
+    """Encoded images (PNG, JPEG, GIF, BMP; TF Serving's REST `{"b64": ...}`) decoded
+    and resized in the graph to the model's size, as `read_image` does for files."""
+    height, width, channels = info.input_shape
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        image = tf.image.resize(image, [height, width])
+        return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+
+    def to_inputs(raw):
+        pixels = tf.map_fn(
+            decode, raw["image_bytes"], fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8)
+        )
+        return preprocess(pixels)
+
+    signature = {"image_bytes": tf.TensorSpec([None], tf.string, name="image_bytes")}
+    return ServingInputs(signature, to_inputs)
 
 
 def build_serving_function(model, info, preprocess, database, top_k=5,
                            max_batch_size=DEFAULT_MAX_BATCH_SIZE, class_names=None):  # fmt: skip
-    """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`.
+    """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`
+    for a dataset's raw inputs; also returns the preprocessing layers to track."""
+    inputs = dataset_serving_inputs(info, preprocess)
+    serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names)
+    return serve, list(inputs.layers)
+
+
+def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+                     class_names=None):  # fmt: skip
+    """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`
+    for raw inputs described by `inputs` (a ServingInputs).
 
     Every request is checked in the graph first (`_checked`): a bad one fails with
     InvalidArgument naming the input, never with a number. `class_names` (label
     order; default the label ids as strings) name the decision and the prototypes'
     labels in the outputs `class_names` and `prototype_label_names`.
     """
-    to_inputs, extra_outputs, preprocessing_layers = _raw_to_model_inputs(info, preprocess)
+    to_inputs, extra_outputs, signature = inputs.to_inputs, inputs.extra_outputs, inputs.signature
     names = list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
     if len(names) != model.num_classes:
         raise ValueError(f"{len(names)} class names for a model of {model.num_classes} classes.")
 
-    signature = raw_input_signature(info)
-
     def serve(raw, confidence_threshold=None):
-        raw = _checked(raw, signature, max_batch_size)
+        raw = _checked(raw, signature, max_batch_size, inputs.value_ranges)
         if confidence_threshold is not None:
             confidence_threshold = _checked_threshold(confidence_threshold, raw, signature)
-        inputs = to_inputs(raw)
+        model_inputs = to_inputs(raw)
         if model.is_baseline:
-            logits = model(inputs, training=False)["logits"]
+            logits = model(model_inputs, training=False)["logits"]
             outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
             outputs["probabilities"] = tf.nn.softmax(tf.cast(logits, tf.float32))
             outputs["class_names"] = tf.gather(tf.constant(names), outputs["class_ids"])
             outputs.update(extra_outputs(raw))
             return outputs
-        queries, _, _ = model.encode(inputs, training=False)
+        queries, _, _ = model.encode(model_inputs, training=False)
         weighted_values, weights = model.prototype_attention(
             queries, database.keys, database.values
         )
@@ -149,15 +194,15 @@ def build_serving_function(model, info, preprocess, database, top_k=5,
             outputs["class_names"] = tf.where(abstained, "", outputs["class_names"])
         return outputs
 
-    return serve, preprocessing_layers
+    return serve
 
 
-def _checked(raw, signature, max_batch_size):
+def _checked(raw, signature, max_batch_size, value_ranges):
     """The raw inputs, each made to depend on checks of the request, so that a bad
     request fails with InvalidArgument naming the input before any computation (a
     loaded signature does not enforce its own static shapes): shape, one batch size
-    for all inputs, 1..max_batch_size instances, and for numeric Adult columns
-    finite values in `adult.VALID_RANGES`."""
+    for all inputs, 1..max_batch_size instances, and for the inputs in `value_ranges`
+    (Adult's numeric columns) finite values within their range."""
     names = list(signature)
     first = names[0]
     batch = tf.shape(tf.ensure_shape(raw[first], signature[first].shape))[0]
@@ -179,9 +224,8 @@ def _checked(raw, signature, max_batch_size):
                 message=f"input {name} has another number of instances than input {first}; "
                 "every input needs one value per instance",
             ))  # fmt: skip
-        column = name.replace("_", "-")
-        if column in adult.VALID_RANGES:
-            low, high = adult.VALID_RANGES[column]
+        if name in value_ranges:
+            low, high = value_ranges[name]
             checks.append(tf.debugging.assert_all_finite(
                 value, message=f"input {name} holds NaN or an infinity"
             ))  # fmt: skip
@@ -284,29 +328,111 @@ def export_saved_model(
     a per-instance `confidence_threshold`; class_ids is -1 and `abstained` True where
     the confidence is below it). A baseline model returns class_ids and probabilities.
     Both also return `class_names` (the decision's name; "" where abstained) and
-    `prototype_label_names`; Adult exports also `unknown_categories`. Requests of
-    more than `max_batch_size` instances are refused.
+    `prototype_label_names`; Adult exports also `unknown_categories`. Image exports
+    add `image_bytes` and `abstain_image_bytes`, taking encoded images (strings) as
+    TF Serving's REST API sends `{"b64": ...}` values. Requests of more than
+    `max_batch_size` instances are refused.
     """
-    _check_positive(top_k=top_k, max_batch_size=max_batch_size)
-    serve, preprocessing_layers = build_serving_function(
-        model, info, preprocess, database, top_k, max_batch_size, class_names
-    )
-    signature = raw_input_signature(info)
+    endpoints = {"": dataset_serving_inputs(info, preprocess)}
+    if info.kind == "image":
+        endpoints[IMAGE_BYTES_SIGNATURE] = image_bytes_serving_inputs(info, preprocess)
+    return write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names)
 
+
+def write_saved_model(
+    model: ProtoAttend,
+    endpoints: dict,
+    database: PrototypeDatabaseLayer | None,
+    path: str,
+    top_k: int = 5,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    class_names: Sequence[str] | None = None,
+) -> str:
+    """Writes a SavedModel with, for each `{name: ServingInputs}` of `endpoints`, a
+    signature `name` (`serving_default` for "") and, with a database, `abstain_<name>`
+    (`abstain` for "")."""
+    _check_positive(top_k=top_k, max_batch_size=max_batch_size)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for layer in preprocessing_layers + ([database] if database is not None else []):
-        archive.track(layer)
-    archive.add_endpoint(SERVING_SIGNATURE, lambda raw: serve(raw), input_signature=[signature])
     if database is not None:
-        threshold = tf.TensorSpec([None], tf.float32, name="confidence_threshold")
-        archive.add_endpoint(
-            ABSTAIN_SIGNATURE,
-            lambda raw, confidence_threshold: serve(raw, confidence_threshold),
-            input_signature=[signature, threshold],
-        )
+        archive.track(database)
+    for name, inputs in endpoints.items():
+        serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names)
+        for layer in inputs.layers:
+            archive.track(layer)
+        predict, abstain = _endpoints(serve)
+        archive.add_endpoint(name or SERVING_SIGNATURE, predict, input_signature=[inputs.signature])
+        if database is not None:
+            threshold = tf.TensorSpec([None], tf.float32, name="confidence_threshold")
+            archive.add_endpoint(
+                f"{ABSTAIN_SIGNATURE}_{name}" if name else ABSTAIN_SIGNATURE,
+                abstain,
+                input_signature=[inputs.signature, threshold],
+            )
     archive.write_out(path, verbose=False)
     return path
+
+
+def _endpoints(serve):
+    """The two signature functions of `serve`, each with only its tensor arguments."""
+
+    def predict(raw):
+        return serve(raw)
+
+    def abstain(raw, confidence_threshold):
+        return serve(raw, confidence_threshold)
+
+    return predict, abstain
+
+
+def export_any(
+    model: ProtoAttend,
+    database_inputs,
+    database_labels,
+    input_signature: dict,
+    path: str,
+    preprocess: Callable | None = None,
+    class_names: Sequence[str] | None = None,
+    top_k: int = 5,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> str:
+    """Exports any ProtoAttend (any encoder, any data) with the signatures of the
+    built-in datasets.
+
+    Args:
+      model: a built ProtoAttend with attention.
+      database_inputs: the prototypes' raw inputs, as the serving inputs are given:
+        an array when `input_signature` has one input, else a dict of arrays.
+      database_labels: their labels; prototype indices are positions in them.
+      input_signature: `{name: tf.TensorSpec}` of the raw serving inputs.
+      path: the SavedModel folder to write.
+      preprocess: `preprocess(raw) -> model inputs`, TF ops only (it runs in the
+        serving graph); default: the single input as it is.
+      class_names: names of the classes in label order.
+      top_k, max_batch_size: as for `export_saved_model`.
+    """
+    if model.is_baseline:
+        raise ValueError("export_any needs a model with attention (prototypes).")
+    names = list(input_signature)
+    if preprocess is None:
+        if len(names) != 1:
+            raise ValueError("Give `preprocess` for a signature of several inputs.")
+        preprocess = lambda raw: raw[names[0]]  # noqa: E731
+    raw_database = database_inputs if isinstance(database_inputs, dict) else {names[0]: database_inputs}
+    keys, values = [], []
+    count = len(next(iter(raw_database.values())))
+    for start in range(0, count, 1024):
+        batch = {name: tf.convert_to_tensor(value[start:start + 1024]) for name, value in raw_database.items()}
+        _, batch_keys, batch_values = model.encode(preprocess(batch), training=False)
+        keys.append(batch_keys.numpy())
+        values.append(batch_values.numpy())
+    keys, values, labels = np.concatenate(keys), np.concatenate(values), np.asarray(database_labels)
+    model.set_database(keys, values, labels, np.arange(count))  # As run exports leave it.
+    database = PrototypeDatabaseLayer(keys, values, labels, np.arange(count), name="prototype_database")
+    # Signature keys come from the specs' names: name each after its key.
+    signature = {key: tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in input_signature.items()}
+    inputs = ServingInputs(signature, preprocess)
+    return write_saved_model(model, {"": inputs}, database, path, top_k, max_batch_size, class_names)
 
 
 def export_model_dir(
