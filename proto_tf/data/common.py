@@ -25,18 +25,21 @@ def missing_data(dataset, looked_for, url, flag="--data_dir", detail=""):
 def read_text_lines(path):
     """The lines of a UTF-8 text file; a DataError names the file, line and byte column
     of the first byte that is not UTF-8."""
+    return list(iterate_text_lines(path))
+
+
+def iterate_text_lines(path):
+    """`read_text_lines` one line at a time (memory does not grow with the file)."""
     with open(path, "rb") as handle:
-        raw_lines = handle.read().splitlines()
-    lines = []
-    for line_number, raw in enumerate(raw_lines, 1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            raise DataError(
-                f"{path}:{line_number}: byte {error.start + 1} ({raw[error.start]:#04x}) is not "
-                "UTF-8; the file must be UTF-8 text."
-            ) from None
-    return lines
+        for line_number, raw in enumerate(handle, 1):
+            raw = raw.rstrip(b"\r\n")
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(
+                    f"{path}:{line_number}: byte {error.start + 1} ({raw[error.start]:#04x}) is "
+                    "not UTF-8; the file must be UTF-8 text."
+                ) from None
 
 
 def require_rows(path, count, expected):

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf.data import adult, images
-from proto_tf.data.common import read_text_lines
+from proto_tf.data.common import iterate_text_lines
 from proto_tf.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -37,7 +37,8 @@ def input_kind(specs: dict) -> str:
 
 
 def read_inputs(path: str, specs: dict, batch_size: int) -> Iterator[tuple[dict, list[str]]]:
-    """Batches `(raw inputs for the signature, source of each input)` from `path`."""
+    """Batches `(raw inputs for the signature, source of each input)` from `path`,
+    read as they are needed."""
     kind = input_kind(specs)
     if kind == "image":
         return _image_batches(path, specs["images"].shape, batch_size)
@@ -48,26 +49,35 @@ def read_inputs(path: str, specs: dict, batch_size: int) -> Iterator[tuple[dict,
     return _adult_batches(path, batch_size)
 
 
-def _chunks(items, size):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _batches_of(rows, batch_size):
+    """Lists of up to `batch_size` items of the iterable `rows`, streamed."""
+    batch = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
-def _adult_batches(path, batch_size):
-    lines = read_text_lines(path)
-    rows = []
+def _adult_rows(path):
+    lines = iterate_text_lines(path)
     for line_number, row in enumerate(csv.reader(lines, skipinitialspace=True), 1):
-        if not row or row[0].startswith("|") or (not rows and row[0].strip() == "age"):
+        if not row or row[0].startswith("|") or (line_number == 1 and row[0].strip() == "age"):
             continue  # Blank lines, the UCI test header, a header row.
         if len(row) not in (len(adult.COLUMNS), len(adult.COLUMNS) + 1):
             raise DataError(
                 f"{path}:{line_number}: expected {len(adult.COLUMNS)} comma-separated fields "
                 f"({', '.join(adult.COLUMNS)}), optionally followed by the income; got {len(row)}."
             )
-        rows.append((line_number, row))
-    if not rows:
-        raise DataError(f"{path}: no rows found; expected rows of {', '.join(adult.COLUMNS)}.")
-    for chunk in _chunks(rows, batch_size):
+        yield line_number, row
+
+
+def _adult_batches(path, batch_size):
+    found = False
+    for chunk in _batches_of(_adult_rows(path), batch_size):
+        found = True
         columns = {name: [] for name in adult.COLUMNS}
         for line_number, row in chunk:
             for number, (name, value) in enumerate(zip(adult.COLUMNS, row), 1):
@@ -80,24 +90,32 @@ def _adult_batches(path, batch_size):
             for name, values in columns.items()
         }
         yield raw, [f"{path}:{line_number}" for line_number, _ in chunk]
+    if not found:
+        raise DataError(f"{path}: no rows found; expected rows of {', '.join(adult.COLUMNS)}.")
 
 
-def _text_batches(path, batch_size):
-    lines = read_text_lines(path)
+def _documents(path):
+    lines = iterate_text_lines(path)
     if path.lower().endswith(".csv"):
-        documents = []
         for line_number, row in enumerate(csv.reader(lines), 1):
             if not row:
                 continue
             if len(row) != 3:
                 raise DataError(f'{path}:{line_number}: expected class,"title","content"; got {len(row)} field(s).')
-            documents.append((line_number, f"{row[1]} {row[2]}"))
+            yield line_number, f"{row[1]} {row[2]}"
     else:
-        documents = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
-    if not documents:
-        raise DataError(f"{path}: no documents found.")
-    for chunk in _chunks(documents, batch_size):
+        for line_number, line in enumerate(lines, 1):
+            if line.strip():
+                yield line_number, line
+
+
+def _text_batches(path, batch_size):
+    found = False
+    for chunk in _batches_of(_documents(path), batch_size):
+        found = True
         yield {"texts": np.asarray([text for _, text in chunk], object)}, [f"{path}:{n}" for n, _ in chunk]
+    if not found:
+        raise DataError(f"{path}: no documents found.")
 
 
 def _image_batches(folder, shape, batch_size):
@@ -112,7 +130,7 @@ def _image_batches(folder, shape, batch_size):
     if not files:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found.")
     height, channels = int(shape[1]), int(shape[-1])
-    for chunk in _chunks(files, batch_size):
+    for chunk in _batches_of(files, batch_size):
         pictures = [images.read_image(path, height) for path in chunk]
         if channels == 1:
             pictures = [tf.cast(tf.round(tf.image.rgb_to_grayscale(p)), tf.uint8).numpy() for p in pictures]
