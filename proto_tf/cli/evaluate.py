@@ -29,8 +29,9 @@ flags.DEFINE_list(
 flags.DEFINE_integer("dknn_neighbours", 0, "k of a deep k-NN comparison (Fig. 7); 0 skips it.", flag_values=FLAGS)
 flags.DEFINE_integer(
     "batchnorm_batches", 0,
-    "Re-estimate BatchNorm statistics from this many training batches before evaluating; "
-    "0 uses the checkpoint's (run/train.py already re-estimates them before saving).",
+    "Re-estimate BatchNorm statistics from this many training steps' batches before "
+    "evaluating; 0 uses the checkpoint's (re-estimated already if the run was trained with "
+    "--batchnorm_batches).",
     flag_values=FLAGS,
 )
 
