@@ -166,3 +166,16 @@ def test_unreadable_image_is_named(tmp_path):
 
 def test_data_errors_are_user_errors():
     assert issubclass(DataError, UserError) and issubclass(DataError, ValueError)
+
+
+def test_dbpedia_class_names_come_from_classes_txt(tmp_path):
+    folder = write_dbpedia(str(tmp_path))
+    assert load_dataset("dbpedia", folder).class_names[0] == "Company"  # Built in.
+    names = [f"Class{i}" for i in range(14)]
+    with open(os.path.join(folder, "classes.txt"), "w") as handle:
+        handle.write("\n".join(names) + "\n")
+    assert load_dataset("dbpedia", folder).class_names == tuple(names)
+    with open(os.path.join(folder, "classes.txt"), "w") as handle:
+        handle.write("Only\nTwo\n")
+    with pytest.raises(DataError, match="classes.txt: expected 14 class names, one per line; got 2"):
+        load_dataset("dbpedia", folder)

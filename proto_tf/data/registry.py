@@ -92,7 +92,7 @@ def _read_splits(name, data_dir, download):
     if name == "isic":
         return (*images.load_isic(data_dir), _CLASS_NAMES[name])
     if name == "dbpedia":
-        return (*text.load_dbpedia(data_dir), _CLASS_NAMES[name])
+        return text.load_dbpedia(data_dir)
     return (*adult.load(data_dir), _CLASS_NAMES[name])
 
 

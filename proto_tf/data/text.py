@@ -114,9 +114,22 @@ def dbpedia_files(data_dir):
 
 
 def load_dbpedia(data_dir):
-    """Train and test splits from `train.csv` / `test.csv` (see `dbpedia_files`)."""
+    """Train and test splits from `train.csv` / `test.csv` (see `dbpedia_files`) and the
+    class names of `classes.txt` beside them (the built-in names when it is absent)."""
     splits = []
-    for path in dbpedia_files(data_dir):
+    paths = dbpedia_files(data_dir)
+    for path in paths:
         texts, labels = read_dbpedia_csv(path)
         splits.append(Split(quantize(texts), labels, np.arange(len(labels))))
-    return splits
+    return (*splits, read_class_names(os.path.join(os.path.dirname(paths[0]), "classes.txt")))
+
+
+def read_class_names(path):
+    """The fourteen class names of DBPedia's `classes.txt` (one per line, in label order),
+    or `CLASS_NAMES` when there is no such file."""
+    if not os.path.isfile(path):
+        return CLASS_NAMES
+    names = tuple(line.strip() for line in read_text_lines(path) if line.strip())
+    if len(names) != len(CLASS_NAMES):
+        raise DataError(f"{path}: expected {len(CLASS_NAMES)} class names, one per line; got {len(names)}.")
+    return names
