@@ -149,10 +149,7 @@ def read_adult_csv(path):
                 f"{where}: expected {len(COLUMNS) + 1} comma-separated fields "
                 f"({', '.join(COLUMNS)}, income), got {len(row)}."
             )
-        for column_number, (name, value) in enumerate(zip(COLUMNS, row), 1):
-            value = value.strip()
-            if name in CONTINUOUS:
-                value = parse_number(value, name, f"{where}: column {column_number} ({name})")
+        for name, value in parse_fields(row, where).items():
             values[name].append(value)
         label = row[-1].strip().rstrip(".")
         if label not in CLASS_NAMES:
@@ -167,6 +164,18 @@ def read_adult_csv(path):
         for name, column in values.items()
     }
     return columns, np.asarray(labels, np.int32)
+
+
+def parse_fields(row: list[str], where: str) -> dict:
+    """The 14 columns of a CSV row: stripped strings, and numbers checked against
+    `VALID_RANGES` (a DataError names `where`, the column and the range)."""
+    fields = {}
+    for column_number, (name, value) in enumerate(zip(COLUMNS, row), 1):
+        value = value.strip()
+        if name in CONTINUOUS:
+            value = parse_number(value, name, f"{where}: column {column_number} ({name})")
+        fields[name] = value
+    return fields
 
 
 def parse_number(text: str, name: str, where: str) -> float:

@@ -207,9 +207,10 @@ def load_image_folder(folder, size, class_names=None):
     return np.stack(images), np.asarray(labels, np.int32), tuple(class_names)
 
 
-def read_image(path, size):
-    """A PNG/JPEG/GIF/BMP file as a `[size, size, 3]` uint8 array (resized when needed);
-    a DataError names a file that cannot be decoded."""
+def read_image(path, size, channels=3):
+    """A PNG/JPEG/GIF/BMP file as a `[size, size, channels]` uint8 array (resized when
+    needed; `channels=1` converts the colour image to grayscale); a DataError names a
+    file that cannot be decoded."""
     try:
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
@@ -217,6 +218,8 @@ def read_image(path, size):
         raise DataError(f"{path}: not a readable PNG, JPEG, GIF or BMP image ({message}).") from None
     if image.shape[0] != size or image.shape[1] != size:
         image = tf.cast(tf.round(tf.image.resize(image, [size, size])), tf.uint8)
+    if channels == 1:
+        image = tf.cast(tf.round(tf.image.rgb_to_grayscale(image)), tf.uint8)
     return image.numpy()
 
 

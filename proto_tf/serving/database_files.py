@@ -4,7 +4,6 @@ rows (or images) of a user's file become the prototypes an export attends over."
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from proto_tf.data import adult, images, text
 from proto_tf.data.common import Split
@@ -51,10 +50,7 @@ def _image_folder(folder, info, class_names):
     size, channels = info.input_shape[0], info.input_shape[-1]
     for name in subfolders:
         for file_name in sorted(os.listdir(os.path.join(folder, name))):
-            image = images.read_image(os.path.join(folder, name, file_name), size)
-            if channels == 1:
-                image = tf.cast(tf.round(tf.image.rgb_to_grayscale(image)), tf.uint8).numpy()
-            pictures.append(image)
+            pictures.append(images.read_image(os.path.join(folder, name, file_name), size, channels))
             labels.append(labels_of[name])
     if not pictures:
         raise DataError(f"--database={folder}: no images in its class subfolders.")

@@ -153,6 +153,7 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
         raise ValueError(f"{len(names)} class names for a model of {model.num_classes} classes.")
 
     def serve(raw, confidence_threshold=None):
+        names_tensor = tf.constant(names)
         raw = _checked(raw, signature, max_batch_size, inputs.value_ranges)
         if confidence_threshold is not None:
             confidence_threshold = _checked_threshold(confidence_threshold, raw, signature)
@@ -161,7 +162,7 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
             logits = model(model_inputs, training=False)["logits"]
             outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
             outputs["probabilities"] = tf.nn.softmax(tf.cast(logits, tf.float32))
-            outputs["class_names"] = tf.gather(tf.constant(names), outputs["class_ids"])
+            outputs["class_names"] = tf.gather(names_tensor, outputs["class_ids"])
             outputs.update(extra_outputs(raw))
             return outputs
         queries, _, _ = model.encode(model_inputs, training=False)
@@ -184,7 +185,6 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
             "prototype_labels": tf.gather(database.labels, top_indices),
             **extra_outputs(raw),
         }
-        names_tensor = tf.constant(names)
         outputs["class_names"] = tf.gather(names_tensor, outputs["class_ids"])
         outputs["prototype_label_names"] = tf.gather(names_tensor, outputs["prototype_labels"])
         if confidence_threshold is not None:

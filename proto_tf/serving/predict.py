@@ -80,10 +80,7 @@ def _adult_batches(path, batch_size):
         found = True
         columns = {name: [] for name in adult.COLUMNS}
         for line_number, row in chunk:
-            for number, (name, value) in enumerate(zip(adult.COLUMNS, row), 1):
-                value = value.strip()
-                if name in adult.CONTINUOUS:
-                    value = adult.parse_number(value, name, f"{path}:{line_number}: column {number} ({name})")
+            for name, value in adult.parse_fields(row, f"{path}:{line_number}").items():
                 columns[name].append(value)
         raw = {
             name.replace("-", "_"): np.asarray(values, np.float32 if name in adult.CONTINUOUS else object)
@@ -131,9 +128,7 @@ def _image_batches(folder, shape, batch_size):
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found.")
     height, channels = int(shape[1]), int(shape[-1])
     for chunk in _batches_of(files, batch_size):
-        pictures = [images.read_image(path, height) for path in chunk]
-        if channels == 1:
-            pictures = [tf.cast(tf.round(tf.image.rgb_to_grayscale(p)), tf.uint8).numpy() for p in pictures]
+        pictures = [images.read_image(path, height, channels) for path in chunk]
         yield {"images": np.stack(pictures).astype(np.uint8)}, list(chunk)
 
 

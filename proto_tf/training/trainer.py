@@ -392,9 +392,8 @@ class Trainer:
         if name not in writers:
             return
         with writers[name].as_default(step=step):
-            for key, value in scalars.items():
-                if isinstance(value, (int, float)):  # Skips None (e.g. no wrong decisions).
-                    tf.summary.scalar(key, value)
+            for key, value in scalars.items():  # Numbers only: `progress.tagged` drops None.
+                tf.summary.scalar(key, value)
             writers[name].flush()
 
     def _cleanup(self):
