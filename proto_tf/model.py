@@ -74,6 +74,9 @@ class ProtoAttend(keras.Model):
       attention_size: size of keys and queries (16 in every experiment of the paper).
       value_size: size of values (64 for most datasets, 128 for CIFAR-10, 16 for Adult).
       sparsity_weight: lambda of the entropy regulariser (Eq. 2); 0 disables it.
+      matching_loss_weight: weight of Eq. 1's two attention terms (prototype and
+        mixed paths); 1 is the paper. An ablation knob: 0 trains with the plain term
+        alone, a value below 1 down-weights the matching terms' pull on the encoder.
       alpha_range: `(low, high)`; alpha of Eq. 1's third term is drawn uniformly
         from it at each step. `low == high` fixes alpha.
       entropy_epsilon: epsilon of Eq. 2.
@@ -115,6 +118,7 @@ class ProtoAttend(keras.Model):
         attention_size: int = 16,
         value_size: int = 64,
         sparsity_weight: float = 0.0,
+        matching_loss_weight: float = 1.0,
         alpha_range: tuple[float, float] = (0.45, 0.5),
         entropy_epsilon: float = 1e-6,
         seed: int = 0,
@@ -137,6 +141,8 @@ class ProtoAttend(keras.Model):
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
         if sparsity_weight < 0:
             raise ValueError(f"sparsity_weight must be >= 0, got {sparsity_weight}.")
+        if not 0 <= matching_loss_weight < float("inf"):
+            raise ValueError(f"matching_loss_weight must be >= 0, got {matching_loss_weight}.")
         if candidate_memory < 0 or (candidate_memory and candidate_gradients):
             raise ValueError(
                 f"candidate_memory must be 0, or positive with candidate_gradients=False "
@@ -151,6 +157,7 @@ class ProtoAttend(keras.Model):
         self.attention_size = int(attention_size)
         self.value_size = int(value_size)
         self.sparsity_weight = float(sparsity_weight)
+        self.matching_loss_weight = float(matching_loss_weight)
         self.alpha_range = (low, high)
         self.entropy_epsilon = float(entropy_epsilon)
         self.seed = int(seed)
@@ -405,8 +412,7 @@ class ProtoAttend(keras.Model):
         terms["sparsity_loss"] = tf.reduce_mean(entropy)
         terms["loss"] = (
             terms["plain_loss"]
-            + terms["prototype_loss"]
-            + terms["mixed_loss"]
+            + self.matching_loss_weight * (terms["prototype_loss"] + terms["mixed_loss"])
             + self.sparsity_weight * terms["sparsity_loss"]
         )
         return terms
@@ -539,6 +545,7 @@ class ProtoAttend(keras.Model):
                 "attention_size": self.attention_size,
                 "value_size": self.value_size,
                 "sparsity_weight": self.sparsity_weight,
+                "matching_loss_weight": self.matching_loss_weight,
                 "alpha_range": list(self.alpha_range),
                 "entropy_epsilon": self.entropy_epsilon,
                 "seed": self.seed,

@@ -42,11 +42,15 @@ def _numpy_forward(model, x, normalization):
 
 
 @pytest.mark.parametrize(
-    "attention,reference", [("softmax", softmax), ("sparsemax", sparsemax_bisection)]
+    "attention,reference,matching",
+    [("softmax", softmax, 1.0), ("sparsemax", sparsemax_bisection, 1.0),
+     ("sparsemax", sparsemax_bisection, 0.25), ("softmax", softmax, 0.0)],
 )
-def test_loss_terms_match_numpy(attention, reference):
+def test_loss_terms_match_numpy(attention, reference, matching):
     rng = np.random.default_rng(0)
-    model = _dense_model(attention, alpha_range=(0.47, 0.47), sparsity_weight=0.01)
+    model = _dense_model(
+        attention, alpha_range=(0.47, 0.47), sparsity_weight=0.01, matching_loss_weight=matching
+    )
     data = {
         "inputs": rng.normal(size=(8, 4)).astype(np.float32),
         "labels": rng.integers(0, 3, 8),
@@ -68,7 +72,7 @@ def test_loss_terms_match_numpy(attention, reference):
         "sparsity_loss": np.mean(-(weights * np.log(weights + 1e-6)).sum(-1)),
     }
     expected["loss"] = (
-        expected["plain_loss"] + expected["prototype_loss"] + expected["mixed_loss"]
+        expected["plain_loss"] + matching * (expected["prototype_loss"] + expected["mixed_loss"])
         + 0.01 * expected["sparsity_loss"]
     )
     for name, value in expected.items():

@@ -37,6 +37,8 @@ def test_rows_name_the_cheaper_training_modes():
     memory = comparison.comparison_row(_summary(candidate_gradients=True, candidate_refresh=128))
     assert fast["experiment"] == "adult_sparsemax (forward-only candidates)"
     assert memory["experiment"] == "adult_sparsemax (memory, 128 fresh/step)"
+    ablation = comparison.comparison_row(_summary(matching_loss_weight=0.25))
+    assert ablation["experiment"] == "adult_sparsemax (ablation: matching terms x0.25)"
     assert fast["paper_accuracy"] == 85.58  # Still compared with the paper's row.
 
 

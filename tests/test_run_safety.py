@@ -32,11 +32,29 @@ from test_training import REPO, _tiny_config
         ("eval_batch_size", 0, "must be a positive integer"),
         ("label_noise", 1.0, r"must be in \[0, 1\)"),
         ("divergence_factor", 0.5, "must be 0 \\(off\\) or > 1"),
+        ("matching_loss_weight", -0.5, "must be >= 0"),
     ],
 )
 def test_each_bad_flag_is_refused_by_name(name, value, rule):
     with pytest.raises(ConfigError, match=rf"^--{name}={value!r} {rule}\.$"):
         ExperimentConfig(**{name: value})
+
+
+@pytest.mark.parametrize("name", ["sparsity_weight", "matching_loss_weight"])
+def test_attention_loss_weights_are_refused_for_the_baseline(name):
+    # The baseline has no attention terms: a weight for them would be ignored silently.
+    with pytest.raises(ConfigError, match=rf"^--{name}=0.5 has no effect with --attention=none"):
+        ExperimentConfig(attention="none", **{name: 0.5})
+
+
+def test_a_run_made_before_a_field_existed_resumes_at_its_default():
+    # config.json of an older version lacks the newer fields; they ran at the default.
+    stored = dataclasses.asdict(ExperimentConfig())
+    del stored["matching_loss_weight"]
+    assert run_directory.config_differences(stored, ExperimentConfig()) == []
+    assert run_directory.config_differences(stored, ExperimentConfig(matching_loss_weight=0.5)) == [
+        "--matching_loss_weight: 1.0 in the run, 0.5 now"
+    ]
 
 
 def test_infer_database_larger_than_the_training_split_is_refused(tmp_path):

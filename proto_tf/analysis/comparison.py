@@ -36,6 +36,8 @@ def read_summary(model_dir):
 
 def _mode(config):
     """How the run departs from the paper's training step, if it does."""
+    if config.get("matching_loss_weight", 1.0) != 1.0 and config["attention"] != "none":
+        return f" (ablation: matching terms x{config['matching_loss_weight']:g})"
     if config.get("candidate_refresh"):
         return f" (memory, {config['candidate_refresh']} fresh/step)"
     if config.get("candidate_gradients") is False and config["attention"] != "none":

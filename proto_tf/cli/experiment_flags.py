@@ -47,6 +47,8 @@ _HELP = {
     "attention_size": "Size of keys and queries (16 in every experiment of the paper).",
     "value_size": "Size of values (64; 128 for CIFAR-10, 16 for Adult).",
     "sparsity_weight": "Lambda of the entropy regulariser (Eq. 2), >= 0; 0 disables it.",
+    "matching_loss_weight": "Weight of Eq. 1's prototype and mixed terms, >= 0; 1 is the "
+    "paper. An ablation knob: 0 trains with the plain term alone.",
     "alpha_min": "Lower end of the uniform range alpha of Eq. 1's third term is drawn from, "
     "per step, in [0, 1].",
     "alpha_max": "Upper end of alpha's range, in [alpha_min, 1].",

@@ -39,6 +39,8 @@ class ExperimentConfig:
     attention_size: int = 16
     value_size: int = 64
     sparsity_weight: float = 0.0
+    # Ablation knob, 1 = the paper: weight of Eq. 1's prototype and mixed terms.
+    matching_loss_weight: float = 1.0
     alpha_min: float = 0.45
     alpha_max: float = 0.5
     candidate_gradients: bool = True  # False: candidates encoded forward-only (faster).
@@ -96,6 +98,14 @@ class ExperimentConfig:
                    "must be a finite number > 0")  # fmt: skip
         _check(self, "decay_rate", 0 < self.decay_rate <= 1, "must be in (0, 1]")
         _check(self, "sparsity_weight", 0 <= self.sparsity_weight < math.inf, "must be >= 0")
+        _check(self, "matching_loss_weight", 0 <= self.matching_loss_weight < math.inf,
+               "must be >= 0")  # fmt: skip
+        if self.attention == "none":
+            for name in ("sparsity_weight", "matching_loss_weight"):
+                default = ExperimentConfig.__dataclass_fields__[name].default
+                _check(self, name, getattr(self, name) == default,
+                       f"has no effect with --attention=none (the baseline has no attention "
+                       f"terms); leave it at {default}")  # fmt: skip
         _check(self, "alpha_min", 0 <= self.alpha_min <= self.alpha_max <= 1,
                f"must satisfy 0 <= alpha_min <= alpha_max ({self.alpha_max}) <= 1")  # fmt: skip
         _check(self, "label_noise", 0 <= self.label_noise < 1, "must be in [0, 1)")
@@ -152,6 +162,7 @@ def build_model(config, info: DatasetInfo, num_classes):
         attention_size=config.attention_size,
         value_size=config.value_size,
         sparsity_weight=config.sparsity_weight,
+        matching_loss_weight=config.matching_loss_weight,
         alpha_range=(config.alpha_min, config.alpha_max),
         seed=config.seed,
         candidate_gradients=config.candidate_gradients and not config.candidate_refresh,

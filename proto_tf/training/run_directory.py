@@ -81,11 +81,14 @@ def config_differences(stored: dict, config) -> list[str]:
     """`--flag: run value -> new value` for each field of `config` that differs from
     the stored config.json and may not change on resume."""
     current = dataclasses.asdict(config)
+    # A run made before a field existed ran with that field's default.
+    defaults = {field.name: field.default for field in dataclasses.fields(config)}
     differences = []
     for name in sorted(set(stored) | set(current)):
         if name in RESUMABLE_CHANGES:
             continue
-        old, new = stored.get(name, "<not set>"), current.get(name, "<not set>")
+        old = stored.get(name, defaults.get(name, "<not set>"))
+        new = current.get(name, "<not set>")
         if isinstance(old, list):
             old = tuple(old)
         if isinstance(new, list):
