@@ -5,10 +5,10 @@ import math
 import keras
 import tensorflow as tf
 
-from proto_tf.sparsemax import sparsemax
+from proto_tf.sparsemax import DEFAULT_TOP_K, sparsemax
 
 NORMALIZATIONS = ("softmax", "sparsemax")
-SPARSEMAX_TOP_K = 64  # Sorted entries per row before sparsemax's exact fallback.
+SPARSEMAX_TOP_K = DEFAULT_TOP_K  # Entries per row sparsemax's fast path sorts first.
 
 
 def masked_softmax(logits: tf.Tensor) -> tf.Tensor:
@@ -23,7 +23,7 @@ def masked_softmax(logits: tf.Tensor) -> tf.Tensor:
 
 
 def normalize(
-    logits: tf.Tensor, normalization: str, sparsemax_top_k: int | None = None
+    logits: tf.Tensor, normalization: str, sparsemax_top_k: int | None = SPARSEMAX_TOP_K
 ) -> tf.Tensor:
     """Applies the named attention normalisation over the last axis, in float32."""
     logits = tf.cast(logits, tf.float32)
@@ -45,9 +45,9 @@ class PrototypeAttention(keras.layers.Layer):
 
     Args:
       normalization: "softmax" or "sparsemax".
-      sparsemax_top_k: `top_k` of `sparsemax` (its fast exact path; None sorts
-        every row in full). Outputs are the same either way; the fast path is
-        several times faster over large databases.
+      sparsemax_top_k: `top_k` of `sparsemax`, a speed knob of its exact fast path
+        (also under XLA); None sorts every row in full (the slow reference). The
+        weights are the same either way.
 
     Call args:
       queries: `[B, d_att]`.

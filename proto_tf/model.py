@@ -92,8 +92,9 @@ class ProtoAttend(keras.Model):
         attends over the whole memory, whose keys and values the heads recompute
         (and learn from) every step. The rest of Section 5.1's idea: candidates are
         encoded once, not once per step. Requires `candidate_gradients=False`.
-      sparsemax_top_k: `top_k` of sparsemax's exact fast path (PrototypeAttention);
-        None sorts every row in full, which XLA needs (static shapes). Same weights.
+      sparsemax_top_k: `top_k` of sparsemax's exact fast path (PrototypeAttention),
+        a speed knob that also works under XLA; None sorts every row in full (the
+        slow reference). Same weights either way.
 
     Training data for `train_step` is a dict with `inputs [B, ...]`, `labels [B]`,
     `candidate_inputs [D, ...]` and, optionally, `candidate_labels [D]`. Under a

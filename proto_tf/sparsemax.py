@@ -18,20 +18,24 @@ from proto_tf import blockwise
 _COMPUTE_DTYPE = tf.float32
 
 
-def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = None) -> tf.Tensor:
-    """Sparsemax of `logits` along `axis`.
+# Largest logits per row the fast path starts from when rows have no static width.
+DEFAULT_TOP_K = 64
+
+
+def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP_K) -> tf.Tensor:
+    """Sparsemax of `logits` along `axis`, exact and fast by default.
 
     Args:
       logits: floating tensor of any rank >= 1. Entries equal to `-inf` are masked:
         they get probability 0. A row whose entries are all `-inf` maps to zeros.
       axis: the axis to normalise over.
-      top_k: None sorts each whole row (O(n log n)). An integer k takes the fast
-        exact path: rows of known width sort only the entries above a sort-free
-        lower bound of the threshold; rows of unknown width start from the k
-        largest logits and double k until every row is certified exact (the
-        (k+1)-th largest logit is at or below the threshold found). The result is
-        the full sort's; it is much faster when supports are small compared to the
-        row, as they are over prototype databases.
+      top_k: a speed knob that never changes the result: where rows have no static
+        width, the fast path starts from each row's `top_k` largest logits. None
+        sorts each whole row (O(n log n)): the reference, slow over long rows.
+
+    The default path never sorts whole rows, eagerly, in a `tf.function` (rows of
+    known or unknown width) and under XLA (`jit_compile=True`), where it takes a
+    static-shaped form (`sparsemax_threshold_fast`).
 
     Returns:
       A tensor of the dtype and shape of `logits`, non-negative, each row summing
@@ -54,8 +58,8 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = None) -> tf
         )
     if not -rank <= axis < rank:
         raise ValueError(f"axis={axis} is out of range for logits of rank {rank}.")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k}.")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
     axis %= rank
 
     x = tf.cast(logits, _COMPUTE_DTYPE)
@@ -66,7 +70,7 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = None) -> tf
     if top_k is None:
         tau = sparsemax_threshold(x)
     else:
-        tau = sparsemax_threshold_top_k(x, top_k)
+        tau = sparsemax_threshold_fast(x, top_k)
     probabilities = _project(x, tf.stop_gradient(tau))
     if axis != rank - 1:
         probabilities = tf.transpose(probabilities, perm)  # A swap is its own inverse.
@@ -105,29 +109,77 @@ def sparsemax_threshold(logits: tf.Tensor) -> tf.Tensor:
     return _threshold_from_sorted(tf.sort(logits - shift, axis=-1, direction="DESCENDING"), shift)
 
 
-def sparsemax_threshold_top_k(logits: tf.Tensor, initial_k: int) -> tf.Tensor:
-    """The threshold of `sparsemax_threshold`, computed from few logits of each row.
+def sparsemax_threshold_fast(logits: tf.Tensor, top_k: int = DEFAULT_TOP_K) -> tf.Tensor:
+    """The threshold of `sparsemax_threshold` without sorting whole rows.
 
-    Rows of known width are first reduced to the entries above a sort-free lower
-    bound of the threshold (`_support_candidates`): only they can be in the support,
-    and they are the first entries of the row in sorted order, so the threshold
-    sorted from them is the full sort's, bit for bit.
+    In a `tf.function` or eagerly, shapes may follow the data: rows of known width
+    are cut to the entries above a sort-free lower bound of the threshold
+    (`_support_candidates`), which are sorted; rows of unknown width start from
+    their `top_k` largest logits and double k until certified (the (k+1)-th largest
+    at or below the threshold found). Both give the full sort's threshold, bit for
+    bit.
 
-    Rows of unknown width use the top-k logits: with z_(1) >= z_(2) >= ... and tau_k
-    the threshold computed from the first k, the true support lies within the top k
-    iff z_(k+1) <= tau_k; then tau_k is the exact threshold. Otherwise k doubles (up
-    to the row length) and the check is repeated, so the answer is always exact.
+    Under XLA, which needs static shapes, `_threshold_static` runs instead: only
+    reductions, exact up to float32 rounding of the threshold's sum.
     """
-    length = logits.shape[-1]
-    if length is None:
-        return _threshold_by_doubling(logits, initial_k)
-    rows = tf.reshape(logits, [-1, length])
-    tau = sparsemax_threshold(_support_candidates(rows))
+    if _in_xla_context():
+        width = logits.shape[-1]
+        rows = tf.reshape(logits, [-1, width if width is not None else tf.shape(logits)[-1]])
+        tau = _threshold_static(rows)
+    elif logits.shape[-1] is None:
+        return _threshold_by_doubling(logits, top_k)
+    else:
+        rows = tf.reshape(logits, [-1, logits.shape[-1]])
+        tau = sparsemax_threshold(_support_candidates(rows))
     return tf.reshape(tau, tf.concat([tf.shape(logits)[:-1], [1]], 0))
+
+
+def _in_xla_context() -> bool:
+    # How TensorFlow's own ops choose an XLA-friendly form (e.g. array_grad.py);
+    # true inside `tf.function(jit_compile=True)` and Keras' `jit_compile`.
+    from tensorflow.python.framework import ops  # pylint: disable=g-direct-tensorflow-import
+    from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
+
+    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
 
 
 # Rows this long (a database of 8192 candidates or more) are reduced block-wise.
 _MIN_BLOCKED_LENGTH = 64 * blockwise.DEFAULT_BLOCK_SIZE
+
+
+def _threshold_static(rows):
+    """The exact threshold `[R, 1]` of each row of `rows` `[R, n]` with static shapes.
+
+    Michelot's iteration: from a lower bound t, set t to (sum of the entries above t
+    - 1) / (their count) until that set stops changing. From a lower bound it rises
+    monotonically to the threshold, and a set that no longer changes is the support.
+    Long rows start from the bound of their block maxima (usually within a step or
+    two of the threshold); others from max - 1. Each step is one fused pass.
+    """
+    if rows.shape[-1] is not None and rows.shape[-1] < _MIN_BLOCKED_LENGTH:
+        row_max = tf.reduce_max(rows, axis=-1, keepdims=True)
+        start = tf.where(tf.math.is_finite(row_max), row_max - 1.0, float("inf"))
+    else:
+        start = _subset_lower_bound(blockwise.block_maxima(rows)[1])
+    shift = _row_shift(tf.reduce_max(rows, axis=-1, keepdims=True))
+    shifted = rows - shift  # Entries above t are in [-1, 0]: sums are well-conditioned.
+    zero = tf.zeros_like(shifted)
+
+    def step(t, count, changed):
+        above = shifted > t
+        new_count = tf.reduce_sum(tf.cast(above, rows.dtype), axis=-1, keepdims=True)
+        total = tf.reduce_sum(tf.where(above, shifted, zero), axis=-1, keepdims=True)
+        # max(): the iterates only rise, so the set above t only shrinks and the loop
+        # ends (float32 rounding cannot make it cycle).
+        candidate = (total - 1.0) / tf.maximum(new_count, 1.0)
+        t = tf.where(new_count > 0, tf.maximum(t, candidate), t)
+        return t, new_count, tf.reduce_any(new_count != count)
+
+    # A fully masked row starts (and stays) at +inf: nothing is above it.
+    t0 = tf.where(tf.math.is_finite(start), start - shift, start)
+    initial = (t0, tf.fill(tf.shape(t0), -1.0), tf.constant(True))
+    t, _, _ = tf.while_loop(lambda t, count, changed: changed, step, initial)
+    return t + shift
 
 
 def _support_candidates(rows):

@@ -118,59 +118,90 @@ def test_rejects_bad_inputs():
         sparsemax(tf.zeros([2, 3]), axis=2)
 
 
-@pytest.mark.parametrize("top_k", [1, 4, 64])
-def test_top_k_equals_full_sort_on_random_and_adversarial_rows(top_k):
-    rng = np.random.default_rng(6)
-    random_rows = _random_rows(rng, rows=500, width=300).astype(np.float32)
-    # Near-uniform rows put almost every logit in the support: k must grow to the end.
-    uniform_rows = (1.0 + 1e-4 * rng.normal(size=(20, 300))).astype(np.float32)
+def _call(logits, mode, top_k):
+    """sparsemax of `logits` as a user would call it: eagerly, inside a tf.function
+    of known or unknown width, or compiled by XLA (known or unknown width)."""
+    width_spec = [tf.TensorSpec([None, None], tf.float32)]
+    fn = lambda z: sparsemax(z, top_k=top_k)  # noqa: E731
+    calls = {
+        "eager": fn,
+        "graph": tf.function(fn),
+        "graph_unknown_width": tf.function(fn, input_signature=width_spec),
+        "xla": tf.function(fn, jit_compile=True),
+        "xla_unknown_width": tf.function(fn, jit_compile=True, input_signature=width_spec),
+    }
+    return calls[mode](tf.constant(logits)).numpy()
+
+
+MODES = ["eager", "graph", "graph_unknown_width", "xla", "xla_unknown_width"]
+
+
+def _assert_same_as_full_sort(fast, full):
+    # The same support (so the same gradient), and values equal up to float32
+    # rounding of the threshold's sum (XLA's form sums in another order than the
+    # sort's cumulative sum).
+    np.testing.assert_array_equal(fast > 0, full > 0)
+    np.testing.assert_allclose(fast, full, rtol=0, atol=2e-7)
+
+
+def _mixed_rows(rng, width=300):
+    """Random rows with every support size, and rows built against the fast path."""
+    random_rows = _random_rows(rng, rows=500, width=width)
+    # Near-uniform rows put almost every logit in the support.
+    uniform_rows = 1.0 + 1e-4 * rng.normal(size=(20, width))
     # A plateau of ten equal logits: the support ends inside a run of ties.
-    tied_rows = np.zeros((20, 300), np.float32)
+    tied_rows = np.zeros((20, width))
     tied_rows[:, :10] = 0.1
     tied_rows[:, 10:] = -0.5
     masked_rows = random_rows[:20].copy()
     masked_rows[:, ::3] = -np.inf
     masked_rows[0] = -np.inf
-    logits = np.concatenate([random_rows, uniform_rows, tied_rows, masked_rows])
-    full = sparsemax(tf.constant(logits)).numpy()
-    # Known width: the sort-free bound. Unknown width: k doubles until certified.
-    bounded = sparsemax(tf.constant(logits), top_k=top_k).numpy()
-    doubling = tf.function(
-        lambda z: sparsemax(z, top_k=top_k), input_signature=[tf.TensorSpec([None, None])]
-    )(logits).numpy()
-    np.testing.assert_array_equal(bounded, full)
-    np.testing.assert_array_equal(doubling, full)
-    np.testing.assert_allclose(full[520:540], sparsemax_bisection(tied_rows), atol=1e-7)
-    assert ((full[500:520] > 0).sum(-1) > 250).all()  # Those rows needed k near 300.
+    return np.concatenate([random_rows, uniform_rows, tied_rows, masked_rows]).astype(np.float32)
 
 
-# 200 wide: the bound from the whole row; 10000 wide: from the block maxima.
-@pytest.mark.parametrize("seed, shape", [(7, (30, 200)), (11, (4, 10000))])
-def test_top_k_gradient_equals_full_gradient(seed, shape):
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("top_k", [1, 64])
+def test_default_path_equals_full_sort_on_random_and_adversarial_rows(mode, top_k):
+    logits = _mixed_rows(np.random.default_rng(6))
+    full = sparsemax(tf.constant(logits), top_k=None).numpy()
+    _assert_same_as_full_sort(_call(logits, mode, top_k), full)
+    np.testing.assert_allclose(full[520:540], sparsemax_bisection(logits[520:540]), atol=1e-7)
+    assert ((full[500:520] > 0).sum(-1) > 250).all()  # Supports of most of the row.
+
+
+def test_graph_paths_equal_the_full_sort_bit_for_bit():
+    # Outside XLA the fast path sorts the few entries that can be in the support:
+    # the same arithmetic as the full sort.
+    logits = _mixed_rows(np.random.default_rng(12))
+    wide = _adversarial_rows(np.random.default_rng(12), 20000)
+    for rows in (logits, wide):
+        full = sparsemax(tf.constant(rows), top_k=None).numpy()
+        for mode in ("eager", "graph", "graph_unknown_width"):
+            np.testing.assert_array_equal(_call(rows, mode, 4), full)
+
+
+# 200 wide: the rows as they are; 10000 wide: cut to blocks first.
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("seed, shape, scale", [(7, (30, 200), 3.0), (11, (4, 10000), 3.0),
+                                                (13, (8, 3000), 0.01)])  # fmt: skip
+def test_default_gradient_equals_full_sort_gradient(mode, seed, shape, scale):
+    # scale 0.01: supports of hundreds of entries, finished by Michelot's iteration.
     rng = np.random.default_rng(seed)
-    x = tf.Variable(rng.normal(size=shape) * 3, dtype=tf.float32)
+    x = tf.Variable(rng.normal(size=shape) * scale, dtype=tf.float32)
     upstream = tf.constant(rng.normal(size=shape), tf.float32)
-    gradients = []
-    for top_k in (None, 8):
+
+    def gradient(top_k):
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(sparsemax(x, top_k=top_k) * upstream)
-        gradients.append(tape.gradient(loss, x).numpy())
-    np.testing.assert_array_equal(gradients[0], gradients[1])
-    assert np.abs(gradients[0]).sum() > 0
+        return tape.gradient(loss, x)
 
-
-def test_top_k_inside_tf_function_with_unknown_width():
-    fn = tf.function(
-        lambda z: sparsemax(z, top_k=2), input_signature=[tf.TensorSpec([None, None], tf.float32)]
-    )
-    logits = np.array([[0.5, 0.4, 0.3, -2.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
-    np.testing.assert_allclose(fn(logits).numpy(), sparsemax_bisection(logits), atol=1e-6)
-
-
-def test_top_k_inside_tf_function_with_known_shape():
-    logits = tf.Variable(np.random.default_rng(8).normal(size=(16, 500)), dtype=tf.float32)
-    fn = tf.function(lambda: sparsemax(logits, top_k=4))
-    np.testing.assert_allclose(fn().numpy(), sparsemax(logits).numpy(), atol=1e-7)
+    compiled = {"eager": gradient, "graph": tf.function(gradient),
+                "xla": tf.function(gradient, jit_compile=True)}[mode]  # fmt: skip
+    # Against the full sort in the same mode (XLA fuses the gradient's mean in its own
+    # order); equal supports make the gradients equal bit for bit.
+    np.testing.assert_array_equal(compiled(64).numpy(), compiled(None).numpy())
+    np.testing.assert_allclose(compiled(64).numpy(), gradient(None).numpy(), atol=1e-7)
+    assert np.abs(gradient(None).numpy()).sum() > 0
 
 
 def _adversarial_rows(rng, width):
@@ -187,27 +218,41 @@ def _adversarial_rows(rng, width):
     masked = rng.normal(size=width)
     masked[::3] = -np.inf
     fully_masked = np.full(width, -np.inf)
+    exactly_flat = np.zeros(width)  # Every entry tied: the whole row is the support.
     return np.stack(
-        [spread, flat, concentrated, scattered, tied_at_threshold, masked, fully_masked]
-    ).astype(np.float32)
+        [spread, flat, concentrated, scattered, tied_at_threshold, masked, fully_masked,
+         exactly_flat]
+    ).astype(np.float32)  # fmt: skip
 
 
-# 3000 wide: the bound from the whole row; 20000 wide: from the block maxima.
-@pytest.mark.parametrize("top_k", [1, 64])
+# 3000 wide: the rows as they are; 20000 wide: cut to blocks first (the flat row
+# needs every block, so that batch takes the whole-row branch).
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("width", [3000, 20000])
-def test_fast_path_equals_full_sort_on_adversarial_rows(top_k, width):
-    logits = _adversarial_rows(np.random.default_rng(9), width)
-    full = sparsemax(tf.constant(logits)).numpy()
-    fast = sparsemax(tf.constant(logits), top_k=top_k).numpy()
-    np.testing.assert_array_equal(fast, full)
+def test_default_path_equals_full_sort_on_adversarial_rows(mode, width):
+    rng = np.random.default_rng(9)
+    logits = _adversarial_rows(rng, width)
+    full = sparsemax(tf.constant(logits), top_k=None).numpy()
+    _assert_same_as_full_sort(_call(logits, mode, 64), full)
+    # Without the flat rows, every row's support fits in the kept blocks.
+    _assert_same_as_full_sort(_call(logits[[0, 2, 3, 4, 5, 6]], mode, 64), full[[0, 2, 3, 4, 5, 6]])
     # Independent reference (bisection) on the hand-built rows, and their supports.
     np.testing.assert_allclose(full[:6], sparsemax_bisection(logits[:6]), atol=1e-6)
     assert (full[1] > 0).sum() > width // 2 and (full[2] > 0).sum() == 50
     assert (full[3] > 0).sum() == 50 and np.flatnonzero(full[4]).tolist() == [width // 3]
     assert not full[6].any()
+    np.testing.assert_allclose(full[7], 1.0 / width, rtol=1e-5)
 
 
-def test_block_wise_top_k_on_higher_rank_and_inside_tf_function():
+def test_fast_path_on_higher_rank_and_other_axis():
     logits = np.random.default_rng(10).normal(size=(2, 3, 9000)).astype(np.float32)
-    fn = tf.function(lambda z: sparsemax(z, axis=-1, top_k=8))
-    np.testing.assert_array_equal(fn(logits).numpy(), sparsemax(logits).numpy())
+    full = sparsemax(logits, top_k=None).numpy()
+    _assert_same_as_full_sort(tf.function(lambda z: sparsemax(z, top_k=8))(logits).numpy(), full)
+    moved = np.moveaxis(logits, -1, 1)
+    _assert_same_as_full_sort(np.moveaxis(sparsemax(moved, axis=1).numpy(), 1, -1), full)
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 2.5, True])
+def test_top_k_must_be_a_positive_integer_or_none(top_k):
+    with pytest.raises(ValueError, match="top_k must be a positive integer or None"):
+        sparsemax(tf.zeros([2, 3]), top_k=top_k)

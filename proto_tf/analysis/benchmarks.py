@@ -155,3 +155,60 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
                     ),
                 }
             shutil.rmtree(path)
+
+
+def random_attention_logits(max_size, batch_size, seed=0, scale=3.0):
+    """`[batch_size, max_size]` logits drawn from N(0, scale^2): a database unlike any
+    trained one (supports of a few entries, no structure)."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(batch_size, max_size)) * scale).astype(np.float32)
+
+
+def trained_attention_logits(model_dir, max_size, batch_size):
+    """`[batch_size, max_size]` attention logits of a trained tabular run: its first
+    test examples' queries against the keys of a jittered database of `max_size` rows
+    (`jittered_database`). Any prefix of the columns is such a database too."""
+    config = trainer.read_config(model_dir)
+    dataset = trainer.load_experiment_dataset(config)
+    if dataset_info(config.dataset).kind != "tabular":
+        raise ValueError(f"Trained logits come from a tabular run, got {config.dataset}.")
+    model = trainer.load_trained_model(model_dir, config, dataset)[0]
+    database = export.encode_database(
+        model, dataset.preprocess, jittered_database(dataset.train, max_size, config.seed)
+    )
+    queries = model.encode(dataset.preprocess(dataset.test.inputs[:batch_size]))[0]
+    logits = tf.matmul(queries, database.keys, transpose_b=True) / np.sqrt(config.attention_size)
+    return logits.numpy()
+
+
+def normalization_latencies(logits, database_sizes, batch_sizes, rounds=3):
+    """Seconds per call of softmax and of the default sparsemax on the first
+    `batch_size` rows and `D` columns of `logits`, in a `tf.function` and compiled by
+    XLA. Softmax and sparsemax alternate over `rounds`, and each keeps its median, so a
+    machine's drift weighs on both.
+
+    Yields one dict per (D, batch, compiler).
+    """
+    from proto_tf.attention import masked_softmax
+    from proto_tf.sparsemax import sparsemax
+
+    for size in database_sizes:
+        for batch_size in batch_sizes:
+            block = tf.constant(logits[:batch_size, :size])
+            for compiler, jit_compile in (("graph", False), ("xla", True)):
+                functions = {
+                    "softmax": tf.function(masked_softmax, jit_compile=jit_compile),
+                    "sparsemax": tf.function(lambda z: sparsemax(z), jit_compile=jit_compile),
+                }
+                times = {name: [] for name in functions}
+                for _ in range(rounds):
+                    for name, function in functions.items():
+                        times[name].append(
+                            seconds_per_call(lambda: function(block).numpy(), min_seconds=0.3)
+                        )
+                yield {
+                    "database_size": size,
+                    "batch_size": batch_size,
+                    "compiler": compiler,
+                    **{f"{name}_seconds": float(np.median(t)) for name, t in times.items()},
+                }

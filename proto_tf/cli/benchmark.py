@@ -3,6 +3,7 @@
   python run/benchmark.py --suite=input --datasets=adult,fashion_mnist
   python run/benchmark.py --suite=train
   python run/benchmark.py --suite=inference --model_dir=runs/adult_sparsemax
+  python run/benchmark.py --suite=sparsemax --model_dir=runs/adult_sparsemax_small
 
 input: steps/s of the input pipeline alone against steps/s of a full training step at
   the paper's batch size and D_train (each dataset's flagfile), in the same run.
@@ -13,6 +14,9 @@ train: ms per training step of each encoder family (small variants, the paper's 
 inference: latency of a trained tabular run against D_infer, batch 1 and 128, softmax
   and sparsemax: the attention alone, the serving function in memory, and the same
   function from the exported SavedModel.
+sparsemax: the default sparsemax against softmax on the same logits, D x batch, in a
+  tf.function and under XLA, on random logits and (with --model_dir) on a trained
+  tabular run's attention logits.
 """
 
 import os
@@ -34,7 +38,9 @@ from proto_tf.training.trainer import load_experiment_dataset  # noqa: E402
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
-flags.DEFINE_enum("suite", "input", ["input", "train", "inference"], "Which benchmark to run.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "suite", "input", ["input", "train", "inference", "sparsemax"], "Which benchmark to run.", flag_values=FLAGS
+)
 flags.DEFINE_list("datasets", ["adult", "fashion_mnist"], "input: datasets to measure.", flag_values=FLAGS)
 flags.DEFINE_string("attention", "softmax", "input, train: attention of the measured model.", flag_values=FLAGS)
 flags.DEFINE_integer("train_steps_timed", 10, "input, train: training steps timed per row.", flag_values=FLAGS)
@@ -47,11 +53,13 @@ flags.DEFINE_list(
 flags.DEFINE_list(
     "families", ["adult", "fashion_mnist", "dbpedia"], "train: datasets of the encoder families.", flag_values=FLAGS
 )
-flags.DEFINE_string("model_dir", None, "inference: a trained tabular run (run/train.py).", flag_values=FLAGS)
-flags.DEFINE_list(
-    "database_sizes", ["4096", "32768", "262144", "1048576"], "inference: D_infer values.", flag_values=FLAGS
+flags.DEFINE_string(
+    "model_dir", None, "inference, sparsemax: a trained tabular run (run/train.py).", flag_values=FLAGS
 )
-flags.DEFINE_list("batch_sizes", ["1", "128"], "inference: request batch sizes.", flag_values=FLAGS)
+flags.DEFINE_list(
+    "database_sizes", ["4096", "32768", "262144", "1048576"], "inference, sparsemax: D values.", flag_values=FLAGS
+)
+flags.DEFINE_list("batch_sizes", ["1", "128"], "inference, sparsemax: batch sizes.", flag_values=FLAGS)
 
 # Training-step variants: extra run/train.py flags, and the Keras dtype policy.
 TRAIN_MODES = {
@@ -179,10 +187,30 @@ def print_sparsemax_over_softmax(rows):
         print(f"| {size} | {batch} | " + " | ".join(f"{ratio:.2f}×" for ratio in ratios) + " |")
 
 
+def sparsemax_suite():
+    sizes = [int(size) for size in FLAGS.database_sizes]
+    batches = [int(size) for size in FLAGS.batch_sizes]
+    logit_sets = {"random": benchmarks.random_attention_logits(max(sizes), max(batches))}
+    if FLAGS.model_dir is not None:
+        logit_sets["trained"] = benchmarks.trained_attention_logits(FLAGS.model_dir, max(sizes), max(batches))
+    print("| logits | D | batch | compiler | softmax ms | sparsemax ms | sparsemax / softmax |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for kind, logits in logit_sets.items():
+        for row in benchmarks.normalization_latencies(logits, sizes, batches):
+            print(
+                f"| {kind} | {row['database_size']} | {row['batch_size']} | {row['compiler']} | "
+                f"{1000 * row['softmax_seconds']:.2f} | {1000 * row['sparsemax_seconds']:.2f} | "
+                f"{row['sparsemax_seconds'] / row['softmax_seconds']:.2f}× |",
+                flush=True,
+            )
+
+
 def main(argv):
     del argv
     _print_header()
-    {"input": input_suite, "train": train_suite, "inference": inference_suite}[FLAGS.suite]()
+    suites = {"input": input_suite, "train": train_suite, "inference": inference_suite,
+              "sparsemax": sparsemax_suite}  # fmt: skip
+    suites[FLAGS.suite]()
 
 
 def run():

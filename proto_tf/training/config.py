@@ -167,8 +167,7 @@ def build_model(config, info: DatasetInfo, num_classes):
         seed=config.seed,
         candidate_gradients=config.candidate_gradients and not config.candidate_refresh,
         candidate_memory=config.train_database_size if config.candidate_refresh else 0,
-        # XLA needs static shapes; sparsemax's fast path sizes its work by the data.
-        sparsemax_top_k=None if config.jit_compile else SPARSEMAX_TOP_K,
+        sparsemax_top_k=SPARSEMAX_TOP_K,  # Exact and static-shaped: also under XLA.
         name="proto_attend",
     )
     model.build((None,) + tuple(info.input_shape), input_dtype=info.input_dtype)
