@@ -1,6 +1,6 @@
 import pytest
 
-from proto_tf.analysis import comparison
+from proto_tf.analysis import comparison, plots
 
 
 def _summary(**config):
@@ -45,3 +45,30 @@ def test_rows_name_the_cheaper_training_modes():
 def test_missing_summary_names_the_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a finished run"):
         comparison.read_summary(str(tmp_path))
+
+
+def _fmnist(attention, steps, accuracy, **config):
+    settings = {"dataset": "fashion_mnist", "attention": attention, "sparsity_weight": 0.0,
+                "model_dir": f"runs/{attention}_{steps}", **config}  # fmt: skip
+    return {"config": settings, "steps": steps, "test_last": {"accuracy": accuracy}}
+
+
+def test_budget_gaps_pair_each_row_with_the_baseline_at_the_same_share(tmp_path):
+    paper_steps = {"fashion_mnist_baseline": 332000, "fashion_mnist_sparsemax": 392000}.get
+    summaries = [
+        _fmnist("none", 3320, 0.8818), _fmnist("none", 1660, 0.8502),
+        _fmnist("sparsemax", 3920, 0.8264), _fmnist("sparsemax", 1960, 0.7781),
+        _fmnist("sparsemax", 3920, 0.8500, matching_loss_weight=0.25),
+    ]  # fmt: skip
+    gaps = comparison.budget_gaps(summaries, paper_steps)
+    assert gaps["fashion_mnist_sparsemax"] == {
+        "points": [(0.005, -7.21), (0.01, -5.54)], "paper_gap": -0.32  # 94.42 - 94.74
+    }
+    assert gaps["fashion_mnist_sparsemax (ablation: matching terms x0.25)"] == {
+        "points": [(0.01, -3.18)], "paper_gap": None
+    }
+    path = plots.plot_budget_gap(gaps, str(tmp_path / "gap.png"))
+    with open(path, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"No baseline run of fashion_mnist at 0.005 .* runs/sparsemax_1960"):
+        comparison.budget_gaps(summaries[:1] + summaries[2:4], paper_steps)

@@ -98,3 +98,56 @@ def markdown_table(rows, hardware=None):
             f"{row['database']} | {row['train_minutes']} |"
         )
     return "\n".join(lines)
+
+
+def budget_gaps(summaries, paper_steps):
+    """Accuracy gap to the baseline against the share of the paper's training steps.
+
+    Args:
+      summaries: `summary.json` contents of finished runs: baselines and prototype
+        rows, each at some share of its paper row's steps.
+      paper_steps: function from an experiment key (`experiment_key`) to the paper's
+        step count for that row (its flagfile's `--train_steps`).
+
+    Returns:
+      `{experiment: {"points": [(share, gap in points), ...], "paper_gap": gap}}`,
+      points sorted by share: each prototype run (last checkpoint) against the
+      baseline of its dataset at the same share; `paper_gap` from Table 2 (None for
+      rows the paper does not have, such as ablations).
+    """
+    def share(summary):
+        return round(summary["steps"] / paper_steps(experiment_key(summary["config"])), 6)
+
+    baselines = {
+        (s["config"]["dataset"], share(s)): 100 * s["test_last"]["accuracy"]
+        for s in summaries
+        if s["config"]["attention"] == "none"
+    }
+    gaps = {}
+    for summary in summaries:
+        config = summary["config"]
+        if config["attention"] == "none":
+            continue
+        baseline = baselines.get((config["dataset"], share(summary)))
+        if baseline is None:
+            raise ValueError(
+                f"No baseline run of {config['dataset']} at {share(summary):g} of the paper's "
+                f"steps among the runs given, for {config['model_dir']}."
+            )
+        key, mode = experiment_key(config), _mode(config)
+        entry = gaps.setdefault(
+            key + mode, {"points": [], "paper_gap": None if mode else paper_gap(config["dataset"], key)}
+        )
+        gap = 100 * summary["test_last"]["accuracy"] - baseline
+        entry["points"].append((share(summary), round(gap, 2)))
+    for entry in gaps.values():
+        entry["points"].sort()
+    return gaps
+
+
+def paper_gap(dataset, key):
+    """The paper's accuracy gap (points) of a Table 2 row to its dataset's baseline;
+    None when the paper has no such row."""
+    if key not in REPORTED or f"{dataset}_baseline" not in REPORTED:
+        return None
+    return round(REPORTED[key]["accuracy"] - REPORTED[f"{dataset}_baseline"]["accuracy"], 2)

@@ -34,3 +34,18 @@ def _save(figure, axes, xlabel, ylabel, title, path):
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_budget_gap(gaps, path, title="Gap to the baseline against the budget"):
+    """One line per row of `comparison.budget_gaps` (gap in points against the share of
+    the paper's steps), with the paper's own gap at share 1 as an open square."""
+    figure, axes = plt.subplots(figsize=(5.5, 4))
+    for label, entry in gaps.items():
+        points = entry["points"]
+        line = axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)[0]
+        if entry["paper_gap"] is not None:
+            axes.plot([1.0], [entry["paper_gap"]], marker="s", fillstyle="none", color=line.get_color())
+    axes.axhline(0.0, color="black", linewidth=0.8)
+    axes.set_xscale("log")
+    return _save(figure, axes, "share of the paper's training steps (□: the paper)",
+                 "test accuracy − baseline (points)", title, path)  # fmt: skip

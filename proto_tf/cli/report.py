@@ -1,6 +1,10 @@
 """Prints the paper's numbers next to finished runs as a Markdown table.
 
-  python run/comparison.py --model_dirs=runs/adult_baseline,runs/adult_softmax
+  python run/report.py --model_dirs=runs/adult_baseline,runs/adult_softmax
+
+With --budget_plot, runs of the same rows at reduced step budgets (each a share of its
+paper row's steps, with a baseline at every share) also give the gap to the baseline
+against the budget: a table and a PNG.
 """
 
 import os
@@ -9,19 +13,41 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
-from proto_tf.analysis import comparison  # noqa: E402
+from proto_tf.analysis import comparison, plots  # noqa: E402
+from proto_tf.cli import experiment_flags  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
 flags.DEFINE_list("model_dirs", None, "model_dirs of finished run/train.py runs.", required=True, flag_values=FLAGS)
 flags.DEFINE_string("hardware", None, "Hardware description for the table's header.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "budget_plot", None, "PNG path: gap to the baseline against the share of the paper's steps.", flag_values=FLAGS
+)
 
 
 def main(argv):
     del argv
-    rows = [comparison.comparison_row(comparison.read_summary(d)) for d in FLAGS.model_dirs]
-    print(comparison.markdown_table(rows, FLAGS.hardware))
+    summaries = [comparison.read_summary(d) for d in FLAGS.model_dirs]
+    print(comparison.markdown_table([comparison.comparison_row(s) for s in summaries], FLAGS.hardware))
+    if FLAGS.budget_plot:
+        print_budget_gaps(summaries, FLAGS.budget_plot)
+
+
+def print_budget_gaps(summaries, path):
+    """The gap to the baseline per row and budget, as a table and a PNG at `path`."""
+    gaps = comparison.budget_gaps(summaries, _paper_steps)
+    print("\n| row | share of the paper's steps: gap to the baseline (points) | the paper's gap |")
+    print("| --- | --- | --- |")
+    for name, entry in gaps.items():
+        shown = ", ".join(f"1/{round(1 / share)}: {gap:+.2f}" for share, gap in entry["points"])
+        paper = "–" if entry["paper_gap"] is None else f"{entry['paper_gap']:+.2f}"
+        print(f"| {name} | {shown} | {paper} |")
+    print(f"\n{plots.plot_budget_gap(gaps, path)}")
+
+
+def _paper_steps(key):
+    return experiment_flags.config_for([f"--experiment={key}"]).train_steps
 
 
 def run():
