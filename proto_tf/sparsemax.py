@@ -182,24 +182,36 @@ def _threshold_static(rows):
     return t + shift
 
 
+# Rows of 256 to 8191 entries are cut to blocks of 16: the bound's passes then run
+# over a sixteenth of the row.
+_MIN_SHORT_BLOCKED_LENGTH = 256
+_SHORT_ROW_BLOCK_SIZE = 16
+
+
 def _support_candidates(rows):
     """Few entries of each row of `rows` `[R, n]` that have the row's threshold.
 
     The threshold of any subset of a row is a lower bound of the row's threshold
     (dropping entries can only lower it). Entries at or below such a bound are
     outside the support, and dropping them leaves the threshold unchanged. Short
-    rows take the bound from all their entries; long rows from their block maxima,
-    and only blocks whose maximum is above it are searched.
+    rows take the bound from all their entries; longer rows from their block maxima
+    (blocks of 16 below 8192 entries, of 128 above), and only blocks whose maximum
+    is above it are searched.
 
     Returns:
       `[R, m]`: each row's entries above the bound, padded with `-inf` (m >= 1).
       They are the first entries of the row in sorted order, so the threshold
       computed from them is the one computed from the whole row, bit for bit.
     """
-    if rows.shape[-1] < _MIN_BLOCKED_LENGTH:
+    if rows.shape[-1] < _MIN_SHORT_BLOCKED_LENGTH:
         entries, lower_bound = rows, _subset_lower_bound(rows)
     else:
-        blocks, maxima = blockwise.block_maxima(rows)
+        block_size = (
+            blockwise.DEFAULT_BLOCK_SIZE
+            if rows.shape[-1] >= _MIN_BLOCKED_LENGTH
+            else _SHORT_ROW_BLOCK_SIZE
+        )
+        blocks, maxima = blockwise.block_maxima(rows, block_size)
         lower_bound = _subset_lower_bound(maxima)
         needed = tf.reduce_sum(tf.cast(maxima > lower_bound, tf.int32), axis=-1)
         # At least one block, so that a fully masked row still has a (-inf) entry.
