@@ -86,6 +86,9 @@ class ProtoAttend(keras.Model):
         the candidate database; False encodes candidates forward-only (the key and
         value heads still learn from them), a cheaper step in the spirit of Section
         5.1's "less frequent updates" of candidate keys and values.
+      joint_encoding: with candidate gradients, True encodes inputs and candidates in
+        one encoder call (BatchNorm statistics over both, one large batch); False in
+        two calls, each with its own batch statistics, as the authors' code does.
       candidate_memory: 0 (the paper) attends over the candidates of the step. N > 0
         keeps a memory of the encoder outputs of the last N candidates: each step
         encodes only its own candidates (forward-only) into the oldest slots and
@@ -124,6 +127,7 @@ class ProtoAttend(keras.Model):
         entropy_epsilon: float = 1e-6,
         seed: int = 0,
         candidate_gradients: bool = True,
+        joint_encoding: bool = True,
         candidate_memory: int = 0,
         sparsemax_top_k: int | None = SPARSEMAX_TOP_K,
         **kwargs,
@@ -163,6 +167,7 @@ class ProtoAttend(keras.Model):
         self.entropy_epsilon = float(entropy_epsilon)
         self.seed = int(seed)
         self.candidate_gradients = bool(candidate_gradients)
+        self.joint_encoding = bool(joint_encoding)
         self.candidate_memory = int(candidate_memory)
         self.sparsemax_top_k = sparsemax_top_k
         self.database = None
@@ -344,7 +349,7 @@ class ProtoAttend(keras.Model):
         if self.is_baseline:
             return {"plain_logits": self.decision(self.encoder(inputs, training=training))}
         candidate_inputs = data["candidate_inputs"]
-        if self.candidate_gradients:
+        if self.candidate_gradients and self.joint_encoding:
             batch_size = tf.shape(tf.nest.flatten(inputs)[0])[0]
             # One encoder pass over inputs and candidates together: batch-norm statistics
             # cover both, and the work is one large batch instead of two.
@@ -353,6 +358,9 @@ class ProtoAttend(keras.Model):
             )
             features = self.encoder(joint, training=training)
             input_features, candidate_features = features[:batch_size], features[batch_size:]
+        elif self.candidate_gradients:
+            input_features = self.encoder(inputs, training=training)
+            candidate_features = self.encoder(candidate_inputs, training=training)
         else:
             input_features = self.encoder(inputs, training=training)
             candidate_features = tf.stop_gradient(self.encoder(candidate_inputs, training=training))
@@ -551,6 +559,7 @@ class ProtoAttend(keras.Model):
                 "entropy_epsilon": self.entropy_epsilon,
                 "seed": self.seed,
                 "candidate_gradients": self.candidate_gradients,
+                "joint_encoding": self.joint_encoding,
                 "candidate_memory": self.candidate_memory,
                 "sparsemax_top_k": self.sparsemax_top_k,
             }

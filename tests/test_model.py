@@ -268,3 +268,28 @@ def test_candidate_memory_attends_over_the_last_candidates_written():
     with pytest.raises(ValueError, match="candidate_gradients=False"):
         _dense_model("softmax", candidate_memory=8)
     assert ProtoAttend.from_config(memory.get_config()).candidate_memory == 8
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_two_call_encoding_gives_each_call_its_own_batch_statistics(joint):
+    # With BatchNorm in the encoder, the joint call normalises inputs with statistics
+    # over inputs and candidates; the two-call form (the authors' code) with the
+    # inputs' own. Reference: the same layers called by hand.
+    encoder = keras.Sequential([keras.layers.Dense(6), keras.layers.BatchNormalization()], name="encoder")
+    model = ProtoAttend(encoder, 3, "sparsemax", value_size=5, joint_encoding=joint)
+    model.build((None, 4))
+    data = _training_data(seed=5)
+    data["candidate_inputs"] = data["candidate_inputs"] * 3.0 + 1.0  # Other statistics.
+    outputs = model.forward_train(data, model.sample_alpha(0), training=True)
+
+    def plain_logits(features):
+        return model.decision(model.value_norm(model.value_head(features))).numpy()
+
+    both = np.concatenate([data["inputs"], data["candidate_inputs"]])
+    joint_features = encoder(both, training=True)[:6]
+    own_features = encoder(data["inputs"], training=True)
+    expected = plain_logits(joint_features if joint else own_features)
+    other = plain_logits(own_features if joint else joint_features)
+    np.testing.assert_allclose(outputs["plain_logits"].numpy(), expected, atol=1e-5)
+    assert not np.allclose(outputs["plain_logits"].numpy(), other, atol=1e-3)
+    assert ProtoAttend.from_config(model.get_config()).joint_encoding is joint

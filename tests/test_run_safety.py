@@ -40,11 +40,18 @@ def test_each_bad_flag_is_refused_by_name(name, value, rule):
         ExperimentConfig(**{name: value})
 
 
-@pytest.mark.parametrize("name", ["sparsity_weight", "matching_loss_weight"])
-def test_attention_loss_weights_are_refused_for_the_baseline(name):
-    # The baseline has no attention terms: a weight for them would be ignored silently.
-    with pytest.raises(ConfigError, match=rf"^--{name}=0.5 has no effect with --attention=none"):
-        ExperimentConfig(attention="none", **{name: 0.5})
+@pytest.mark.parametrize("name, value", [("sparsity_weight", 0.5), ("matching_loss_weight", 0.5),
+                                         ("joint_encoding", False)])  # fmt: skip
+def test_attention_only_flags_are_refused_for_the_baseline(name, value):
+    # The baseline has no attention terms: a flag for them would be ignored silently.
+    with pytest.raises(ConfigError, match=rf"^--{name}={value!r} has no effect with --attention=none"):
+        ExperimentConfig(attention="none", **{name: value})
+
+
+@pytest.mark.parametrize("other", [dict(candidate_gradients=False), dict(candidate_refresh=8)])
+def test_two_call_encoding_is_refused_where_candidates_are_forward_only(other):
+    with pytest.raises(ConfigError, match=r"^--joint_encoding=False has no effect with --nocandidate_gradients"):
+        ExperimentConfig(attention="sparsemax", joint_encoding=False, **other)
 
 
 def test_a_run_made_before_a_field_existed_resumes_at_its_default():

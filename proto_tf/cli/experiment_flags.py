@@ -54,6 +54,9 @@ _HELP = {
     "alpha_max": "Upper end of alpha's range, in [alpha_min, 1].",
     "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "
     "--nocandidate_gradients encodes them forward-only.",
+    "joint_encoding": "With candidate gradients: encode inputs and candidates in one encoder "
+    "call (BatchNorm statistics over both); --nojoint_encoding uses two calls, each with its "
+    "own batch statistics, as the authors' code does.",
     "candidate_refresh": "0 (the paper): encode all D_train candidates every step. R > 0: "
     "encode R fresh candidates per step (forward-only) into a memory of the last D_train "
     "candidate encodings and attend over it.",

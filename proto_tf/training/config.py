@@ -44,6 +44,9 @@ class ExperimentConfig:
     alpha_min: float = 0.45
     alpha_max: float = 0.5
     candidate_gradients: bool = True  # False: candidates encoded forward-only (faster).
+    # With candidate gradients: inputs and candidates in one encoder call (False: two
+    # calls, each with its own BatchNorm batch statistics, as the authors' code).
+    joint_encoding: bool = True
     # > 0: encode this many fresh candidates per step into a memory of the last
     # train_database_size encodings, and attend over the memory (forward-only).
     candidate_refresh: int = 0
@@ -101,11 +104,16 @@ class ExperimentConfig:
         _check(self, "matching_loss_weight", 0 <= self.matching_loss_weight < math.inf,
                "must be >= 0")  # fmt: skip
         if self.attention == "none":
-            for name in ("sparsity_weight", "matching_loss_weight"):
+            for name in ("sparsity_weight", "matching_loss_weight", "joint_encoding"):
                 default = ExperimentConfig.__dataclass_fields__[name].default
                 _check(self, name, getattr(self, name) == default,
                        f"has no effect with --attention=none (the baseline has no attention "
                        f"terms); leave it at {default}")  # fmt: skip
+        if not self.candidate_gradients or self.candidate_refresh:
+            _check(self, "joint_encoding", self.joint_encoding,
+                   "has no effect with --nocandidate_gradients or --candidate_refresh "
+                   "(candidates are then encoded forward-only in a call of their own); "
+                   "leave it at True")  # fmt: skip
         _check(self, "alpha_min", 0 <= self.alpha_min <= self.alpha_max <= 1,
                f"must satisfy 0 <= alpha_min <= alpha_max ({self.alpha_max}) <= 1")  # fmt: skip
         _check(self, "label_noise", 0 <= self.label_noise < 1, "must be in [0, 1)")
@@ -166,6 +174,7 @@ def build_model(config, info: DatasetInfo, num_classes):
         alpha_range=(config.alpha_min, config.alpha_max),
         seed=config.seed,
         candidate_gradients=config.candidate_gradients and not config.candidate_refresh,
+        joint_encoding=config.joint_encoding,
         candidate_memory=config.train_database_size if config.candidate_refresh else 0,
         sparsemax_top_k=SPARSEMAX_TOP_K,  # Exact and static-shaped: also under XLA.
         name="proto_attend",
