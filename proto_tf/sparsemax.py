@@ -151,34 +151,36 @@ def _threshold_static(rows):
     """The exact threshold `[R, 1]` of each row of `rows` `[R, n]` with static shapes.
 
     Michelot's iteration: from a lower bound t, set t to (sum of the entries above t
-    - 1) / (their count) until that set stops changing. From a lower bound it rises
-    monotonically to the threshold, and a set that no longer changes is the support.
-    Long rows start from the bound of their block maxima (usually within a step or
-    two of the threshold); others from max - 1. Each step is one fused pass.
+    - 1) / (their count). From a lower bound it rises monotonically to the
+    threshold; it has arrived when every entry that was above t is still above the
+    new t (the set no longer changes). Count, sum and that check are one fused pass
+    per step. Long rows start from the threshold of their block maxima, usually a
+    step from the row's; others from max - 1.
     """
     if rows.shape[-1] is not None and rows.shape[-1] < _MIN_BLOCKED_LENGTH:
         row_max = tf.reduce_max(rows, axis=-1, keepdims=True)
         start = tf.where(tf.math.is_finite(row_max), row_max - 1.0, float("inf"))
     else:
-        start = _subset_lower_bound(blockwise.block_maxima(rows)[1])
-    shift = _row_shift(tf.reduce_max(rows, axis=-1, keepdims=True))
-    shifted = rows - shift  # Entries above t are in [-1, 0]: sums are well-conditioned.
-    zero = tf.zeros_like(shifted)
+        maxima = blockwise.block_maxima(rows)[1]
+        row_max = tf.reduce_max(maxima, axis=-1, keepdims=True)
+        start = _subset_lower_bound(maxima)
+    shift = _row_shift(row_max)
+    # Shifted entries above t are in [-1, 0], so the sums are well-conditioned; the
+    # shift is applied inside each pass, not stored as another copy of the rows.
+    t0 = tf.where(tf.math.is_finite(start), start - shift, start)  # +inf: fully masked.
 
-    def step(t, count, changed):
+    def step(t, done):
+        shifted = rows - shift
         above = shifted > t
-        new_count = tf.reduce_sum(tf.cast(above, rows.dtype), axis=-1, keepdims=True)
-        total = tf.reduce_sum(tf.where(above, shifted, zero), axis=-1, keepdims=True)
-        # max(): the iterates only rise, so the set above t only shrinks and the loop
-        # ends (float32 rounding cannot make it cycle).
-        candidate = (total - 1.0) / tf.maximum(new_count, 1.0)
-        t = tf.where(new_count > 0, tf.maximum(t, candidate), t)
-        return t, new_count, tf.reduce_any(new_count != count)
+        count = tf.reduce_sum(tf.cast(above, rows.dtype), axis=-1, keepdims=True)
+        total = tf.reduce_sum(tf.where(above, shifted, 0.0), axis=-1, keepdims=True)
+        lowest_above = tf.reduce_min(tf.where(above, shifted, float("inf")), axis=-1, keepdims=True)
+        # max(): rounding must not move an iterate down (the set could then grow).
+        new_t = tf.where(count > 0, tf.maximum(t, (total - 1.0) / tf.maximum(count, 1.0)), t)
+        # A row with nothing above t (fully masked) has arrived too.
+        return new_t, tf.reduce_all(tf.logical_or(lowest_above > new_t, count == 0))
 
-    # A fully masked row starts (and stays) at +inf: nothing is above it.
-    t0 = tf.where(tf.math.is_finite(start), start - shift, start)
-    initial = (t0, tf.fill(tf.shape(t0), -1.0), tf.constant(True))
-    t, _, _ = tf.while_loop(lambda t, count, changed: changed, step, initial)
+    t, _ = tf.while_loop(lambda t, done: tf.logical_not(done), step, (t0, tf.constant(False)))
     return t + shift
 
 
