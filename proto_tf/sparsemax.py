@@ -145,6 +145,10 @@ def _in_xla_context() -> bool:
 
 # Rows this long (a database of 8192 candidates or more) are reduced block-wise.
 _MIN_BLOCKED_LENGTH = 64 * blockwise.DEFAULT_BLOCK_SIZE
+# Rows of 256 to 8191 entries are cut to blocks of 16: the bound's passes then run
+# over a sixteenth of the row.
+_MIN_SHORT_BLOCKED_LENGTH = 256
+_SHORT_ROW_BLOCK_SIZE = 16
 
 
 def _threshold_static(rows):
@@ -154,14 +158,18 @@ def _threshold_static(rows):
     - 1) / (their count). From a lower bound it rises monotonically to the
     threshold; it has arrived when every entry that was above t is still above the
     new t (the set no longer changes). Count, sum and that check are one fused pass
-    per step. Long rows start from the threshold of their block maxima, usually a
-    step from the row's; others from max - 1.
+    per step. Rows of 256 entries or more start from the threshold of their block
+    maxima (blocks as in `_support_candidates`), usually a few steps from the row's;
+    shorter ones from max - 1.
     """
-    if rows.shape[-1] is not None and rows.shape[-1] < _MIN_BLOCKED_LENGTH:
+    width = rows.shape[-1]
+    if width is not None and width < _MIN_SHORT_BLOCKED_LENGTH:
         row_max = tf.reduce_max(rows, axis=-1, keepdims=True)
         start = tf.where(tf.math.is_finite(row_max), row_max - 1.0, float("inf"))
     else:
-        maxima = blockwise.block_maxima(rows)[1]
+        short = width is not None and width < _MIN_BLOCKED_LENGTH
+        block_size = _SHORT_ROW_BLOCK_SIZE if short else blockwise.DEFAULT_BLOCK_SIZE
+        maxima = blockwise.block_maxima(rows, block_size)[1]
         row_max = tf.reduce_max(maxima, axis=-1, keepdims=True)
         start = _subset_lower_bound(maxima)
     shift = _row_shift(row_max)
@@ -182,12 +190,6 @@ def _threshold_static(rows):
 
     t, _ = tf.while_loop(lambda t, done: tf.logical_not(done), step, (t0, tf.constant(False)))
     return t + shift
-
-
-# Rows of 256 to 8191 entries are cut to blocks of 16: the bound's passes then run
-# over a sixteenth of the row.
-_MIN_SHORT_BLOCKED_LENGTH = 256
-_SHORT_ROW_BLOCK_SIZE = 16
 
 
 def _support_candidates(rows):
