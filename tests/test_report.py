@@ -1,6 +1,12 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from proto_tf.analysis import comparison, plots
+from proto_tf.errors import ConfigError, RunDirectoryError
+from test_training import REPO
 
 
 def _summary(**config):
@@ -43,8 +49,18 @@ def test_rows_name_the_cheaper_training_modes():
 
 
 def test_missing_summary_names_the_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a finished run"):
+    with pytest.raises(RunDirectoryError, match="not a finished run"):
         comparison.read_summary(str(tmp_path))
+
+
+def test_cli_on_a_directory_without_a_run_is_one_line(tmp_path):
+    # A user's mistake: one line and exit status 2, no traceback.
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run", "report.py"), f"--model_dirs={tmp_path}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: No {tmp_path}/summary.json")
 
 
 def _fmnist(attention, steps, accuracy, **config):
@@ -70,5 +86,5 @@ def test_budget_gaps_pair_each_row_with_the_baseline_at_the_same_share(tmp_path)
     path = plots.plot_budget_gap(gaps, str(tmp_path / "gap.png"))
     with open(path, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ValueError, match=r"No baseline run of fashion_mnist at 0.005 .* runs/sparsemax_1960"):
+    with pytest.raises(ConfigError, match=r"--model_dirs: no baseline run of fashion_mnist at 0.005 .* runs/sparsemax_1960"):
         comparison.budget_gaps(summaries[:1] + summaries[2:4], paper_steps)

@@ -5,6 +5,7 @@ import os
 import platform
 
 from proto_tf.analysis.paper_numbers import REPORTED
+from proto_tf.errors import ConfigError, RunDirectoryError
 
 
 def experiment_key(config):
@@ -26,7 +27,7 @@ def read_summary(model_dir):
     """The `summary.json` that `run/train.py` writes at the end of a run."""
     path = os.path.join(model_dir, "summary.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise RunDirectoryError(
             f"No {path}: {model_dir} is not a finished run of run/train.py "
             "(the summary is written when training ends)."
         )
@@ -130,9 +131,9 @@ def budget_gaps(summaries, paper_steps):
             continue
         baseline = baselines.get((config["dataset"], share(summary)))
         if baseline is None:
-            raise ValueError(
-                f"No baseline run of {config['dataset']} at {share(summary):g} of the paper's "
-                f"steps among the runs given, for {config['model_dir']}."
+            raise ConfigError(
+                f"--model_dirs: no baseline run of {config['dataset']} at {share(summary):g} of "
+                f"the paper's steps for {config['model_dir']}; give one baseline per budget."
             )
         key, mode = experiment_key(config), _mode(config)
         entry = gaps.setdefault(
