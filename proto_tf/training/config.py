@@ -176,7 +176,7 @@ def build_model(config, info: DatasetInfo, num_classes):
         candidate_gradients=config.candidate_gradients and not config.candidate_refresh,
         joint_encoding=config.joint_encoding,
         candidate_memory=config.train_database_size if config.candidate_refresh else 0,
-        sparsemax_top_k=SPARSEMAX_TOP_K,  # Exact and static-shaped: also under XLA.
+        sparsemax_top_k=SPARSEMAX_TOP_K,  # The fast exact path, also under XLA.
         name="proto_attend",
     )
     model.build((None,) + tuple(info.input_shape), input_dtype=info.input_dtype)
