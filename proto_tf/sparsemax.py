@@ -122,14 +122,14 @@ def sparsemax_threshold_fast(logits: tf.Tensor, top_k: int = DEFAULT_TOP_K) -> t
     Under XLA, which needs static shapes, `_threshold_static` runs instead: only
     reductions, exact up to float32 rounding of the threshold's sum.
     """
-    if _in_xla_context():
-        width = logits.shape[-1]
-        rows = tf.reshape(logits, [-1, width if width is not None else tf.shape(logits)[-1]])
-        tau = _threshold_static(rows)
-    elif logits.shape[-1] is None:
+    width = logits.shape[-1]
+    in_xla = _in_xla_context()
+    if width is None and not in_xla:
         return _threshold_by_doubling(logits, top_k)
+    rows = tf.reshape(logits, [-1, width if width is not None else tf.shape(logits)[-1]])
+    if in_xla:
+        tau = _threshold_static(rows)
     else:
-        rows = tf.reshape(logits, [-1, logits.shape[-1]])
         tau = sparsemax_threshold(_support_candidates(rows))
     return tf.reshape(tau, tf.concat([tf.shape(logits)[:-1], [1]], 0))
 
@@ -151,6 +151,16 @@ _MIN_SHORT_BLOCKED_LENGTH = 256
 _SHORT_ROW_BLOCK_SIZE = 16
 
 
+def _bound_block_size(width):
+    """Blocks whose maxima give the lower bound of the threshold for rows of `width`
+    entries (None: unknown, taken as long); None for rows short enough to use whole."""
+    if width is not None and width < _MIN_SHORT_BLOCKED_LENGTH:
+        return None
+    if width is not None and width < _MIN_BLOCKED_LENGTH:
+        return _SHORT_ROW_BLOCK_SIZE
+    return blockwise.DEFAULT_BLOCK_SIZE
+
+
 def _threshold_static(rows):
     """The exact threshold `[R, 1]` of each row of `rows` `[R, n]` with static shapes.
 
@@ -158,20 +168,13 @@ def _threshold_static(rows):
     - 1) / (their count). From a lower bound it rises monotonically to the
     threshold; it has arrived when every entry that was above t is still above the
     new t (the set no longer changes). Count, sum and that check are one fused pass
-    per step. Rows of 256 entries or more start from the threshold of their block
-    maxima (blocks as in `_support_candidates`), usually a few steps from the row's;
-    shorter ones from max - 1.
+    per step. It starts from the bound `_support_candidates` uses (from the block
+    maxima of rows of 256 entries or more), usually a few steps from the threshold.
     """
-    width = rows.shape[-1]
-    if width is not None and width < _MIN_SHORT_BLOCKED_LENGTH:
-        row_max = tf.reduce_max(rows, axis=-1, keepdims=True)
-        start = tf.where(tf.math.is_finite(row_max), row_max - 1.0, float("inf"))
-    else:
-        short = width is not None and width < _MIN_BLOCKED_LENGTH
-        block_size = _SHORT_ROW_BLOCK_SIZE if short else blockwise.DEFAULT_BLOCK_SIZE
-        maxima = blockwise.block_maxima(rows, block_size)[1]
-        row_max = tf.reduce_max(maxima, axis=-1, keepdims=True)
-        start = _subset_lower_bound(maxima)
+    block_size = _bound_block_size(rows.shape[-1])
+    subset = rows if block_size is None else blockwise.block_maxima(rows, block_size)[1]
+    start = _subset_lower_bound(subset)
+    row_max = tf.reduce_max(subset, axis=-1, keepdims=True)  # The block maxima's is the row's.
     shift = _row_shift(row_max)
     # Shifted entries above t are in [-1, 0], so the sums are well-conditioned; the
     # shift is applied inside each pass, not stored as another copy of the rows.
@@ -207,14 +210,10 @@ def _support_candidates(rows):
       They are the first entries of the row in sorted order, so the threshold
       computed from them is the one computed from the whole row, bit for bit.
     """
-    if rows.shape[-1] < _MIN_SHORT_BLOCKED_LENGTH:
+    block_size = _bound_block_size(rows.shape[-1])
+    if block_size is None:
         entries, lower_bound = rows, _subset_lower_bound(rows)
     else:
-        block_size = (
-            blockwise.DEFAULT_BLOCK_SIZE
-            if rows.shape[-1] >= _MIN_BLOCKED_LENGTH
-            else _SHORT_ROW_BLOCK_SIZE
-        )
         blocks, maxima = blockwise.block_maxima(rows, block_size)
         lower_bound = _subset_lower_bound(maxima)
         needed = tf.reduce_sum(tf.cast(maxima > lower_bound, tf.int32), axis=-1)
