@@ -1,11 +1,15 @@
+import dataclasses
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from proto_tf.analysis import comparison, plots
+from proto_tf.analysis import benchmarks, comparison, plots
 from proto_tf.errors import ConfigError, RunDirectoryError
+from proto_tf.training.config import ExperimentConfig
+from proto_tf.training.trainer import CONFIG_FILE
 from test_training import REPO
 
 
@@ -88,3 +92,14 @@ def test_budget_gaps_pair_each_row_with_the_baseline_at_the_same_share(tmp_path)
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match=r"--model_dirs: no baseline run of fashion_mnist at 0.005 .* runs/sparsemax_1960"):
         comparison.budget_gaps(summaries[:1] + summaries[2:4], paper_steps)
+
+
+def test_benchmarks_refuse_a_non_tabular_run_before_loading_its_data(tmp_path):
+    # data_dir points nowhere: loading the data first would fail with another error.
+    config = ExperimentConfig(dataset="fashion_mnist", data_dir=str(tmp_path / "absent"))
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config)))
+    message = rf"^--model_dir={tmp_path} is a fashion_mnist run; this benchmark takes a tabular"
+    with pytest.raises(ConfigError, match=message):
+        benchmarks.trained_attention_logits(str(tmp_path), 4096, 1)
+    with pytest.raises(ConfigError, match=message):
+        next(benchmarks.inference_latencies(str(tmp_path), [4096], [1], str(tmp_path)))

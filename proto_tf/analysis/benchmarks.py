@@ -11,6 +11,9 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf.analysis import explain
+from proto_tf.attention import masked_softmax
+from proto_tf.errors import ConfigError
+from proto_tf.sparsemax import sparsemax
 from proto_tf.serving import export
 from proto_tf.training import trainer
 from proto_tf.data import Split, candidates, class_names, dataset_info, text
@@ -104,6 +107,19 @@ def seconds_per_call(call, min_calls=3, min_seconds=1.0, warmup=2):
     return float(np.median(times))
 
 
+def _tabular_run(model_dir):
+    """`(config, dataset, info)` of a trained tabular run; any other run is refused
+    before its data is loaded."""
+    config = trainer.read_config(model_dir)
+    info = dataset_info(config.dataset)
+    if info.kind != "tabular":
+        raise ConfigError(
+            f"--model_dir={model_dir} is a {config.dataset} run; this benchmark takes a "
+            "tabular (adult) run."
+        )
+    return config, trainer.load_experiment_dataset(config), info
+
+
 def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
     """Serving latency of a trained tabular run against the database size: for each
     attention (softmax, sparsemax: the run's weights, either normalisation), D and
@@ -112,11 +128,7 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
 
     Yields one dict per (attention, D, batch).
     """
-    config = trainer.read_config(model_dir)
-    dataset = trainer.load_experiment_dataset(config)
-    info = dataset_info(config.dataset)
-    if info.kind != "tabular":
-        raise ValueError(f"The inference benchmark takes a tabular run, got {config.dataset}.")
+    config, dataset, info = _tabular_run(model_dir)
     models = {}
     for attention in ("softmax", "sparsemax"):
         attention_config = dataclasses.replace(config, attention=attention)
@@ -168,10 +180,7 @@ def trained_attention_logits(model_dir, max_size, batch_size):
     """`[batch_size, max_size]` attention logits of a trained tabular run: its first
     test examples' queries against the keys of a jittered database of `max_size` rows
     (`jittered_database`). Any prefix of the columns is such a database too."""
-    config = trainer.read_config(model_dir)
-    dataset = trainer.load_experiment_dataset(config)
-    if dataset_info(config.dataset).kind != "tabular":
-        raise ValueError(f"Trained logits come from a tabular run, got {config.dataset}.")
+    config, dataset, _ = _tabular_run(model_dir)
     model = trainer.load_trained_model(model_dir, config, dataset)[0]
     database = export.encode_database(
         model, dataset.preprocess, jittered_database(dataset.train, max_size, config.seed)
@@ -189,9 +198,6 @@ def normalization_latencies(logits, database_sizes, batch_sizes, rounds=3):
 
     Yields one dict per (D, batch, compiler).
     """
-    from proto_tf.attention import masked_softmax
-    from proto_tf.sparsemax import sparsemax
-
     for size in database_sizes:
         for batch_size in batch_sizes:
             block = tf.constant(logits[:batch_size, :size])
