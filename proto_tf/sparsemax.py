@@ -27,7 +27,10 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP
 
     Args:
       logits: floating tensor of any rank >= 1. Entries equal to `-inf` are masked:
-        they get probability 0. A row whose entries are all `-inf` maps to zeros.
+        they get probability 0. A row whose entries are all `-inf` maps to zeros. A
+        row holding NaN or `+inf` maps to NaN everywhere (its gradient too), on
+        every path. Large logits are exact: the computation runs on rows shifted by
+        their maximum (an offset of 1e30 gives the answer of the unshifted row).
       axis: the axis to normalise over.
       top_k: a speed knob that never changes the result: where rows have no static
         width, the fast path starts from each row's `top_k` largest logits. None
@@ -67,11 +70,22 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP
         perm = list(range(rank))
         perm[axis], perm[-1] = perm[-1], perm[axis]
         x = tf.transpose(x, perm)
+    # A row holding NaN or +inf has no projection onto the simplex: it maps to NaN
+    # (values and gradient) on every path. The threshold is found on a clean copy.
+    invalid = tf.reduce_any(
+        tf.logical_or(tf.math.is_nan(x), tf.equal(x, float("inf"))), axis=-1, keepdims=True
+    )
+    clean = tf.where(invalid, tf.zeros_like(x), x)
+    # Everything after this works on rows shifted by their maximum (exact for
+    # sparsemax, and x - max is exact in float32): adding the shift back before
+    # max(z - tau, 0) would round the answer away for large logits (1e8, 0, 0).
+    shift = tf.stop_gradient(_row_shift(tf.reduce_max(clean, axis=-1, keepdims=True)))
+    clean = clean - shift
     if top_k is None:
-        tau = sparsemax_threshold(x)
+        tau = sparsemax_threshold(clean)
     else:
-        tau = sparsemax_threshold_fast(x, top_k)
-    probabilities = _project(x, tf.stop_gradient(tau))
+        tau = sparsemax_threshold_fast(clean, top_k)
+    probabilities = _project(x - shift, tf.stop_gradient(tau), invalid)
     if axis != rank - 1:
         probabilities = tf.transpose(probabilities, perm)  # A swap is its own inverse.
     return tf.cast(probabilities, logits.dtype)
@@ -284,15 +298,17 @@ def _threshold_by_doubling(logits, initial_k):
 
 
 @tf.custom_gradient
-def _project(logits, tau):
-    """max(logits - tau, 0) for float32 logits, with sparsemax's exact gradient.
+def _project(logits, tau, invalid):
+    """max(logits - tau, 0) for float32 logits, with sparsemax's exact gradient;
+    NaN (values and gradient) in the rows where `invalid` `[..., 1]` is true.
 
     `tau` must be sparsemax's threshold of `logits`: the gradient treats it as the
     function of the logits it is (its own gradient flows through this formula).
     """
-    # One pass fewer than a select. Masked entries stay at 0: -inf - tau is -inf,
-    # also for the +inf threshold of a fully masked row.
-    probabilities = tf.nn.relu(logits - tau)
+    # Masked entries stay at 0: -inf - tau is -inf, also for the +inf threshold of a
+    # fully masked row.
+    nan = tf.constant(float("nan"), logits.dtype)
+    probabilities = tf.where(invalid, nan, tf.nn.relu(logits - tau))
 
     def grad(upstream):
         # The Jacobian is diag(s) - s s^T / |s| with s the support indicator:
@@ -302,6 +318,7 @@ def _project(logits, tau):
         support_mean = tf.math.divide_no_nan(
             tf.reduce_sum(upstream * support, axis=-1, keepdims=True), support_size
         )
-        return support * (upstream - support_mean), tf.zeros_like(tau)
+        logits_grad = tf.where(invalid, nan, support * (upstream - support_mean))
+        return logits_grad, tf.zeros_like(tau), None
 
     return probabilities, grad

@@ -256,3 +256,76 @@ def test_fast_path_on_higher_rank_and_other_axis():
 def test_top_k_must_be_a_positive_integer_or_none(top_k):
     with pytest.raises(ValueError, match="top_k must be a positive integer or None"):
         sparsemax(tf.zeros([2, 3]), top_k=top_k)
+
+
+def _reference_of_float32(logits):
+    """The float64 reference of float32 `logits`, computed on rows shifted by their
+    maximum (exact in float64), so that it keeps its precision at any offset."""
+    z = np.asarray(logits, np.float32).astype(np.float64)
+    finite_max = np.where(np.isfinite(z), z, -np.inf).max(axis=-1, keepdims=True)
+    return sparsemax_bisection(z - np.where(np.isfinite(finite_max), finite_max, 0.0))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e6, 1e7, 1e12, 1e30, -1e30])
+def test_large_offsets_keep_the_answer(mode, offset):
+    # Shifting a row changes nothing in sparsemax; float32 must not lose the answer.
+    rng = np.random.default_rng(12)
+    rows = np.concatenate([rng.normal(size=(4, 1024)), rng.normal(size=(4, 1024)) * 30])
+    logits = (rows + offset).astype(np.float32)
+    got = _call(logits, mode, 64)
+    np.testing.assert_allclose(got, _reference_of_float32(logits), atol=1e-6)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_dominant_and_near_overflow_rows(mode):
+    big = np.finfo(np.float32).max
+    logits = np.array(
+        [
+            [1e8, 0, 0, 0],  # Was [0, 0, 0, 0]: the shift was added back before max(z - tau, 0).
+            [big, big, 0, -big],  # Two equal maxima at the float32 limit; -big - big overflows.
+            [-big, -big, -big, -big],  # A flat row at the lowest finite value.
+            [big, -big, -np.inf, 0],
+        ],
+        np.float32,
+    )
+    expected = [[1, 0, 0, 0], [0.5, 0.5, 0, 0], [0.25] * 4, [1, 0, 0, 0]]
+    np.testing.assert_allclose(_call(logits, mode, 64), expected, atol=1e-7)
+    np.testing.assert_allclose(_call(logits, mode, None if mode.startswith("xla") else 1), expected, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nan_and_positive_infinity_rows_are_nan_on_every_path(mode):
+    # One documented behaviour: a row holding NaN or +inf is NaN everywhere (values
+    # and gradient); the other rows of the batch are untouched; -inf stays a mask.
+    logits = np.array(
+        [[0, np.nan, 0.8, 0.6], [0, np.inf, 0.8, 0.6], [np.inf, np.inf, 0, 0],
+         [0.5, 0.4, 0.3, -np.inf], [np.nan, -np.inf, -np.inf, -np.inf]],
+        np.float32,
+    )  # fmt: skip
+    for top_k in (1, 64, None):
+        got = _call(logits, mode, top_k)
+        assert np.isnan(got[[0, 1, 2, 4]]).all(), (top_k, got)
+        np.testing.assert_allclose(got[3], [13 / 30, 10 / 30, 7 / 30, 0], atol=1e-6)
+
+    width_spec = [tf.TensorSpec([None, None], tf.float32)]
+
+    def gradient(z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = tf.reduce_sum(sparsemax(z) * tf.constant([1.0, 2.0, 3.0, 4.0]))
+        return tape.gradient(loss, z)
+
+    calls = {
+        "eager": gradient,
+        "graph": tf.function(gradient),
+        "graph_unknown_width": tf.function(gradient, input_signature=width_spec),
+        "xla": tf.function(gradient, jit_compile=True),
+        "xla_unknown_width": tf.function(gradient, jit_compile=True, input_signature=width_spec),
+    }
+    grad = calls[mode](tf.constant(logits)).numpy()
+    assert np.isnan(grad[[0, 1, 2, 4]]).all()
+    assert np.isfinite(grad[3]).all()
+    # On the support {0, 1, 2}: upstream minus its mean there (2), zero off it.
+    np.testing.assert_allclose(grad[3], [-1, 0, 1, 0], atol=1e-6)
