@@ -179,3 +179,62 @@ def test_dbpedia_class_names_come_from_classes_txt(tmp_path):
         handle.write("Only\nTwo\n")
     with pytest.raises(DataError, match="classes.txt: expected 14 class names, one per line; got 2"):
         load_dataset("dbpedia", folder)
+
+
+def _adult_file(tmp_path, content: bytes):
+    folder = write_adult(str(tmp_path / "adult"), train_rows=20, test_rows=8)
+    path = os.path.join(folder, "adult.data")
+    with open(path, "wb") as handle:
+        handle.write(content)
+    return folder, path
+
+
+def test_adult_bom_and_any_line_ending_are_read(tmp_path):
+    from proto_tf.data import adult
+
+    rows = [GOOD, GOOD.replace("39,", "40,", 1), GOOD.replace("39,", "41,", 1)]
+    expected, _ = adult.read_adult_csv(_adult_file(tmp_path, ("\n".join(rows) + "\n").encode())[1])
+    for name, content in {
+        "bom": b"\xef\xbb\xbf" + "\n".join(rows).encode(),  # Was "'\ufeff39' is not a number".
+        "crlf": "\r\n".join(rows).encode() + b"\r\n",
+        "cr_only": "\r".join(rows).encode() + b"\r",  # Was a _csv.Error traceback.
+        "lone_cr": (rows[0] + "\r" + rows[1] + "\n" + rows[2] + "\n").encode(),
+    }.items():
+        columns, labels = adult.read_adult_csv(_adult_file(tmp_path / name, content)[1])
+        assert len(labels) == 3, name
+        for column, values in expected.items():
+            np.testing.assert_array_equal(columns[column], values, err_msg=f"{name}: {column}")
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (GOOD.replace("State-gov", '"State-gov'), r"adult.data:3: not valid CSV \(.*\); a field that opens a quote must close it"),
+        (GOOD.replace("State-gov", '"State"-gov'), r"adult.data:3: not valid CSV"),
+        (GOOD.replace("State-gov", "State\x00gov"), r"adult.data:3: byte 10 is a NUL byte \(0x00\); the file must be UTF-8 text"),
+    ],
+)  # fmt: skip
+def test_adult_stray_quote_and_nul_byte_name_file_and_line(tmp_path, line, message):
+    folder, _ = _adult_with_line(tmp_path, line)
+    with pytest.raises(DataError, match=message):
+        load_dataset("adult", folder, validation_fraction=0.0)
+
+
+def test_adult_values_outside_the_vocabulary_are_counted_and_refused_when_most(tmp_path, capsys):
+    from proto_tf.data import adult
+
+    # Three of twenty rows with a lower-case workclass: counted and reported, then
+    # treated as missing; sex coded M/F in every row: refused with the valid values.
+    rows = [GOOD.replace("39,", f"{30 + i},", 1) for i in range(20)]
+    rows[:3] = [row.replace("State-gov", "state-gov") for row in rows[:3]]
+    _, path = _adult_file(tmp_path / "some", ("\n".join(rows) + "\n").encode())
+    adult.read_adult_csv(path)
+    assert capsys.readouterr().out.strip() == (
+        f"warning: {path}: column 2 (workclass): 3 of 20 values are not in its vocabulary "
+        "(most common: 'state-gov'); they are treated as missing (?)."
+    )
+    coded = [row.replace("Male", "M") for row in rows]
+    folder, _ = _adult_file(tmp_path / "coded", ("\n".join(coded) + "\n").encode())
+    with pytest.raises(DataError, match=r"adult.data: column 10 \(sex\): 20 of 20 values are not in its "
+                       r"vocabulary \(most common: 'M'\); valid: Female, Male \(or \? for a missing value\)\."):  # fmt: skip
+        load_dataset("adult", folder, validation_fraction=0.0)

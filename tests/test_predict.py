@@ -129,3 +129,102 @@ def test_readme_custom_export_example_runs_and_serves_without_proto_tf(tmp_path)
                             timeout=300, env=dict(os.environ, PYTHONPATH=""))  # fmt: skip
     assert served.returncode == 0, served.stderr[-3000:]
     assert served.stdout.strip().splitlines()[-1].startswith("[b'first'] [")
+
+
+@pytest.fixture(scope="module")
+def adult_export(tmp_path_factory):
+    """A tiny Adult run and its export, with adult.test's rows as a CSV of new people."""
+    from data_files import write_adult
+
+    folder = tmp_path_factory.mktemp("adult_predict")
+    data_dir = write_adult(str(folder / "data"), train_rows=200, test_rows=300)
+    config = ExperimentConfig(dataset="adult", attention="sparsemax", model_dir=str(folder / "run"),
+                              data_dir=data_dir, **dict(TINY, infer_database_size=64))  # fmt: skip
+    Trainer(config, verbose=False).train()
+    path = export.export_model_dir(config.model_dir, str(folder / "exports"), checkpoint="last")
+    lines = [line.rstrip(".") for line in open(os.path.join(data_dir, "adult.test")).read().splitlines()[1:]]
+    return path, config.model_dir, lines
+
+
+def _predictions(path):
+    return [json.loads(line) for line in open(path).read().splitlines()]
+
+
+def test_a_header_is_read_by_name_in_any_column_order(tmp_path, adult_export):
+    from proto_tf.data import adult
+
+    path, _, lines = adult_export
+    rows = [[field.strip() for field in line.split(",")] for line in lines]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("\n".join(", ".join(row[:14]) for row in rows) + "\n")
+    predict.predict_file(path, str(plain), str(tmp_path / "plain.jsonl"))
+    # The same rows under a header that lists the columns (and the income) in reverse
+    # order, with `_` for `-`: every prediction must be the same.
+    names = [name.replace("-", "_") for name in adult.COLUMNS] + ["income"]
+    shuffled = tmp_path / "shuffled.csv"
+    shuffled.write_text(",".join(reversed(names)) + "\n" + "\n".join(",".join(reversed(row)) for row in rows) + "\n")
+    predict.predict_file(path, str(shuffled), str(tmp_path / "shuffled.jsonl"))
+    expected, got = _predictions(tmp_path / "plain.jsonl"), _predictions(tmp_path / "shuffled.jsonl")
+    assert len(got) == len(expected) == 300
+    for a, b in zip(expected, got):
+        assert (a["class_id"], a["probabilities"], a["prototypes"]) == (b["class_id"], b["probabilities"], b["prototypes"])
+    # A header with an unknown and a missing column names both.
+    bad = tmp_path / "bad_header.csv"
+    bad.write_text(",".join(names[:-2] + ["country"]) + "\n" + "\n".join(",".join(row[:14]) for row in rows[:3]) + "\n")
+    with pytest.raises(DataError, match=r"bad_header.csv:1: the header's columns do not match the model's "
+                       r"\(unknown: country; missing: native-country\)"):  # fmt: skip
+        predict.predict_file(path, str(bad), str(tmp_path / "x.jsonl"))
+
+
+def test_a_failing_run_leaves_an_existing_output_as_it_was(tmp_path, adult_export):
+    path, _, lines = adult_export
+    output = tmp_path / "out.jsonl"
+    output.write_text("earlier predictions\n")
+    bad = tmp_path / "bad.csv"
+    # 299 good rows, then a bad one: nothing may be written over the earlier output.
+    bad.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines[:299]) + "\nnot, a, row\n")
+    with pytest.raises(DataError, match=r"bad.csv:300: expected 14 comma-separated fields"):
+        predict.predict_file(path, str(bad), str(output), batch_size=64)
+    with pytest.raises(DataError, match="missing.csv: no such file"):
+        predict.predict_file(path, str(tmp_path / "missing.csv"), str(output))
+    assert output.read_text() == "earlier predictions\n"
+    assert sorted(os.listdir(tmp_path)) == ["bad.csv", "out.jsonl"]  # No temporary file left.
+    # The input as its own output is refused before anything is written.
+    good = tmp_path / "good.csv"
+    good.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines[:5]) + "\n")
+    content = good.read_bytes()
+    with pytest.raises(ConfigError, match=r"--output=.*good.csv is the --inputs file"):
+        predict.predict_file(path, str(good), str(good))
+    assert good.read_bytes() == content
+    with pytest.raises(ConfigError, match=r"--output=.* is a folder"):
+        predict.predict_file(path, str(good), str(tmp_path))
+    with pytest.raises(ConfigError, match=r"the folder .*nowhere does not exist"):
+        predict.predict_file(path, str(good), str(tmp_path / "nowhere" / "out.jsonl"))
+
+
+def test_saved_model_flag_names_what_was_given_instead(tmp_path, adult_export):
+    path, model_dir, lines = adult_export
+    good = tmp_path / "good.csv"
+    good.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines[:5]) + "\n")
+    out = str(tmp_path / "out.jsonl")
+    with pytest.raises(ConfigError, match=r"is a training run \(it holds config.json\); give it as --model_dir="):
+        predict.predict_file(model_dir, str(good), out)
+    with pytest.raises(ConfigError, match=r"holds versions 1; give one version folder, e.g. --saved_model=.*/1\."):
+        predict.predict_file(os.path.dirname(path), str(good), out)
+    with pytest.raises(ConfigError, match=r"is not a SavedModel folder"):
+        predict.predict_file(str(tmp_path), str(good), out)
+
+
+def test_batch_size_above_the_export_limit_names_the_flag(tmp_path):
+    from data_files import write_adult
+
+    data_dir = write_adult(str(tmp_path / "data"), train_rows=100, test_rows=20)
+    config = ExperimentConfig(dataset="adult", attention="sparsemax", model_dir=str(tmp_path / "run"),
+                              data_dir=data_dir, **dict(TINY, infer_database_size=32))  # fmt: skip
+    Trainer(config, verbose=False).train()
+    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last", max_batch_size=8)
+    rows = [line.rstrip(".").rsplit(",", 1)[0] for line in open(os.path.join(data_dir, "adult.test")).read().splitlines()[1:]]
+    (tmp_path / "new.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=r"^--batch_size=16 is above the 8 inputs this export answers per call; lower --batch_size to <= 8\.$"):
+        predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=16)
+    assert predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=8)["inputs"] == 20

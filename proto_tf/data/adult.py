@@ -7,14 +7,13 @@ takes the log of capital gain/loss, which is -inf for the common value 0: this
 uses log(1 + x) there, so 0 maps to (0 - 5) / 5 = -1.
 """
 
-import csv
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.data.common import Split, missing_data, read_text_lines, require_rows
+from proto_tf.data.common import Split, csv_rows, missing_data, require_rows
 from proto_tf.errors import DataError
 
 URL = "https://archive.ics.uci.edu/static/public/2/adult.zip"
@@ -129,19 +128,20 @@ class AdultFeatures(keras.layers.Layer):
         return (None, NUM_FEATURES)
 
 
-def read_adult_csv(path):
+def read_adult_csv(path, report=print):
     """Reads an Adult file into `(columns dict of numpy arrays, labels)`.
 
     Skips blank lines and the test file's `|1x3 Cross validator` header; strips the
     test labels' trailing `.`. Every field is checked: a DataError names the file, the
     line, the column and what is valid (a number in `VALID_RANGES`, a known label,
-    UTF-8 text, at least one row).
+    UTF-8 text, at least one row). Categorical values outside the vocabulary become
+    all-zero blocks like `?`: they are counted per column and `report`ed, and a column
+    where they are most of the values is refused (`check_vocabulary`).
     """
     values = {name: [] for name in COLUMNS}
     labels = []
-    lines = read_text_lines(path)
-    for line_number, row in enumerate(csv.reader(lines, skipinitialspace=True), 1):
-        if not row or row[0].startswith("|"):
+    for line_number, row in csv_rows(path, skipinitialspace=True):
+        if row[0].startswith("|"):
             continue
         where = f"{path}:{line_number}"
         if len(row) != len(COLUMNS) + 1:
@@ -163,7 +163,48 @@ def read_adult_csv(path):
         name: np.asarray(column, np.float32 if name in CONTINUOUS else object)
         for name, column in values.items()
     }
+    check_vocabulary(path, columns, report)
     return columns, np.asarray(labels, np.int32)
+
+
+# A categorical column with more than this share of values outside its vocabulary is
+# refused: its one-hot block would be (almost) all zeros, so the column would be lost.
+MAX_UNKNOWN_SHARE = 0.5
+MISSING_VALUE = "?"
+
+
+def unknown_value_counts(columns: dict) -> dict:
+    """`{column: (count, most common unknown values)}` of the categorical values outside
+    the vocabulary (`?`, Adult's missing value, not counted), for columns that have any."""
+    found = {}
+    for name, vocabulary in CATEGORICAL.items():
+        known = set(vocabulary) | {MISSING_VALUE}
+        unknown = [value for value in columns[name] if value not in known]
+        if unknown:
+            kinds, counts = np.unique(np.asarray(unknown, object).astype(str), return_counts=True)
+            examples = [str(kinds[i]) for i in np.argsort(-counts, kind="stable")[:3]]
+            found[name] = (len(unknown), examples)
+    return found
+
+
+def check_vocabulary(path: str, columns: dict, report=print) -> None:
+    """Reports the unknown categorical values of each column of a file (they become
+    all-zero blocks like `?`) and raises a DataError when a column is mostly unknown,
+    naming the column, the counts, examples and the valid values."""
+    rows = len(columns[COLUMNS[0]])
+    for name, (count, examples) in unknown_value_counts(columns).items():
+        column = COLUMNS.index(name) + 1
+        shown = ", ".join(repr(value) for value in examples)
+        if count > MAX_UNKNOWN_SHARE * rows:
+            raise DataError(
+                f"{path}: column {column} ({name}): {count} of {rows} values are not in its "
+                f"vocabulary (most common: {shown}); valid: {', '.join(CATEGORICAL[name])} "
+                f"(or {MISSING_VALUE} for a missing value)."
+            )
+        report(
+            f"warning: {path}: column {column} ({name}): {count} of {rows} values are not in "
+            f"its vocabulary (most common: {shown}); they are treated as missing ({MISSING_VALUE})."
+        )
 
 
 def parse_fields(row: list[str], where: str) -> dict:

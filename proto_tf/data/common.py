@@ -1,5 +1,6 @@
 """Containers shared by the dataset loaders, and the error for missing data."""
 
+import csv
 import dataclasses
 from typing import Callable
 
@@ -23,23 +24,65 @@ def missing_data(dataset, looked_for, url, flag="--data_dir", detail=""):
 
 
 def read_text_lines(path):
-    """The lines of a UTF-8 text file; a DataError names the file, line and byte column
-    of the first byte that is not UTF-8."""
+    """The lines of a UTF-8 text file (`iterate_text_lines`) as a list."""
     return list(iterate_text_lines(path))
 
 
 def iterate_text_lines(path):
-    """`read_text_lines` one line at a time (memory does not grow with the file)."""
+    """The lines of a UTF-8 text file one at a time, without their line endings (memory
+    does not grow with the file).
+
+    Line endings may be LF, CRLF or CR alone (a lone CR ends a line, as in Python's
+    universal newlines); a UTF-8 byte-order mark at the start is dropped. A byte that
+    is not UTF-8, or a NUL byte, is a DataError naming the file, line and byte column.
+    """
+    line_number = 0
     with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, 1):
-            raw = raw.rstrip(b"\r\n")
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataError(
-                    f"{path}:{line_number}: byte {error.start + 1} ({raw[error.start]:#04x}) is "
-                    "not UTF-8; the file must be UTF-8 text."
-                ) from None
+        for raw in handle:
+            if line_number == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            for piece in raw.rstrip(b"\r\n").replace(b"\r\n", b"\n").split(b"\r"):
+                line_number += 1
+                yield _decoded(piece, path, line_number)
+
+
+def _decoded(raw, path, line_number):
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise DataError(
+            f"{path}:{line_number}: byte {nul + 1} is a NUL byte (0x00); the file must be UTF-8 text."
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}:{line_number}: byte {error.start + 1} ({raw[error.start]:#04x}) is "
+            "not UTF-8; the file must be UTF-8 text."
+        ) from None
+
+
+def csv_rows(path, **reader_options):
+    """`(line number, fields)` of each row of a CSV file, streamed; blank lines are
+    skipped. Read through `iterate_text_lines` (UTF-8, any line ending, BOM dropped);
+    a quoted field may span lines (the row's first line is given). Malformed CSV (a
+    quote that is never closed, text after a closing quote) is a DataError naming the
+    file and the row's line, never a csv.Error."""
+    lines = iterate_text_lines(path)
+    reader = csv.reader((line + "\n" for line in lines), strict=True, **reader_options)
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise DataError(
+                f"{path}:{start}: not valid CSV ({error}); a field that opens a quote must "
+                "close it, and only a delimiter may follow the closing quote."
+            ) from None
+        if row:
+            yield start, row
+        start = reader.line_num + 1
 
 
 def require_rows(path, count, expected):

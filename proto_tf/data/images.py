@@ -1,7 +1,6 @@
 """Image datasets of Appendix A.1: readers of the upstream on-disk formats, TFDS, and
 the paper's augmentation (pad + random crop, flips, per-image standardisation)."""
 
-import csv
 import dataclasses
 import gzip
 import os
@@ -14,8 +13,8 @@ import tensorflow as tf
 from proto_tf.data.common import (
     Split,
     check_labels,
+    csv_rows,
     missing_data,
-    read_text_lines,
     require_rows,
 )
 from proto_tf.errors import DataError
@@ -252,8 +251,8 @@ def load_isic(data_dir):
             raise missing_data("ISIC", [folder, labels_file], URLS["isic"])
         files = {os.path.splitext(f)[0]: f for f in os.listdir(folder)}
         images, labels = [], []
-        for line_number, row in enumerate(csv.reader(read_text_lines(labels_file)), 1):
-            if not row or (line_number == 1 and row[-1].strip().lower() not in _ISIC_LABELS):
+        for line_number, row in csv_rows(labels_file):
+            if (line_number == 1 and row[-1].strip().lower() not in _ISIC_LABELS):
                 continue  # Header or blank line.
             where = f"{labels_file}:{line_number}"
             if len(row) < 2 or row[1].strip().lower() not in _ISIC_LABELS:

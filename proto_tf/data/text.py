@@ -68,8 +68,8 @@ def read_dbpedia_csv(path):
     file and line of a row that is not UTF-8, has another field count or class."""
     texts, labels = [], []
     # Lines are split by the CSV reader, not before: quoted contents may hold newlines.
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # A leading BOM is dropped.
+        reader = csv.reader(handle, strict=True)
         while True:
             try:
                 row = next(reader)

@@ -7,8 +7,8 @@ the model's size as evaluation does), a text file with one document per line, or
 DBPedia-format CSV (`class,"title","content"`; the class is ignored).
 """
 
-import csv
 import json
+import re
 import os
 import sys
 from typing import Iterator
@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf.data import adult, images
-from proto_tf.data.common import iterate_text_lines
+from proto_tf.data.common import csv_rows, iterate_text_lines
 from proto_tf.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
@@ -61,17 +61,56 @@ def _batches_of(rows, batch_size):
         yield batch
 
 
+def _header_columns(row):
+    """The column order of a header row (Adult's names, `-` or `_`), or None when
+    `row` is a data row."""
+    names = [field.strip().replace("_", "-") for field in row]
+    if not set(names) & set(adult.COLUMNS):
+        return None
+    return names
+
+
 def _adult_rows(path):
-    lines = iterate_text_lines(path)
-    for line_number, row in enumerate(csv.reader(lines, skipinitialspace=True), 1):
-        if not row or row[0].startswith("|") or (line_number == 1 and row[0].strip() == "age"):
-            continue  # Blank lines, the UCI test header, a header row.
-        if len(row) not in (len(adult.COLUMNS), len(adult.COLUMNS) + 1):
-            raise DataError(
-                f"{path}:{line_number}: expected {len(adult.COLUMNS)} comma-separated fields "
-                f"({', '.join(adult.COLUMNS)}), optionally followed by the income; got {len(row)}."
-            )
-        yield line_number, row
+    """`(line number, the 14 fields in adult.COLUMNS order)` of each data row. A
+    header row is read by name: its columns may come in any order, with or without
+    the income; unknown or missing names are a DataError naming them."""
+    order = None  # Positions of adult.COLUMNS in the file's rows (from a header).
+    expected = (len(adult.COLUMNS), len(adult.COLUMNS) + 1)
+    for line_number, row in csv_rows(path, skipinitialspace=True):
+        if row[0].startswith("|"):
+            continue  # The UCI test file's first line.
+        if order is None and line_number == 1:
+            names = _header_columns(row)
+            if names is not None:
+                order = _header_order(path, names)
+                expected = (len(names),)
+                continue
+        if len(row) not in expected:
+            layout = (
+                f"the {expected[0]} columns of the header" if order is not None
+                else f"{len(adult.COLUMNS)} comma-separated fields ({', '.join(adult.COLUMNS)}), "
+                "optionally followed by the income"
+            )  # fmt: skip
+            raise DataError(f"{path}:{line_number}: expected {layout}; got {len(row)}.")
+        yield line_number, row if order is None else [row[i] for i in order]
+
+
+def _header_order(path, names):
+    allowed = set(adult.COLUMNS) | {"income"}
+    unknown = [name for name in names if name not in allowed]
+    missing = [name for name in adult.COLUMNS if name not in names]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if unknown or missing or repeated:
+        problems = [
+            f"{label}: {', '.join(found)}"
+            for label, found in (("unknown", unknown), ("missing", missing), ("repeated", repeated))
+            if found
+        ]
+        raise DataError(
+            f"{path}:1: the header's columns do not match the model's ({'; '.join(problems)}); "
+            f"expected {', '.join(adult.COLUMNS)} in any order, and optionally income."
+        )
+    return [names.index(name) for name in adult.COLUMNS]
 
 
 def _adult_batches(path, batch_size):
@@ -92,16 +131,13 @@ def _adult_batches(path, batch_size):
 
 
 def _documents(path):
-    lines = iterate_text_lines(path)
     if path.lower().endswith(".csv"):
-        for line_number, row in enumerate(csv.reader(lines), 1):
-            if not row:
-                continue
+        for line_number, row in csv_rows(path):
             if len(row) != 3:
                 raise DataError(f'{path}:{line_number}: expected class,"title","content"; got {len(row)} field(s).')
             yield line_number, f"{row[1]} {row[2]}"
     else:
-        for line_number, line in enumerate(lines, 1):
+        for line_number, line in enumerate(iterate_text_lines(path), 1):
             if line.strip():
                 yield line_number, line
 
@@ -147,7 +183,8 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
         raise ConfigError(f"--confidence_threshold={confidence_threshold} must be in [0, 1].")
     if batch_size < 1:
         raise ConfigError(f"--batch_size={batch_size} must be a positive integer.")
-    loaded = tf.saved_model.load(saved_model)
+    check_output_path(output, inputs)
+    loaded = tf.saved_model.load(check_saved_model(saved_model))
     serve = loaded.signatures["serving_default"]
     has_prototypes = "abstain" in loaded.signatures
     if confidence_threshold is not None and not has_prototypes:
@@ -158,22 +195,76 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
     show_progress = sys.stdout.isatty() if show_progress is None else show_progress
     progress = keras.utils.Progbar(None, unit_name="input") if show_progress else None
     counts, abstained, total = {}, 0, 0
-    with open(output, "w") as handle:
-        for raw, sources in read_inputs(inputs, specs, batch_size):
-            feed = {name: tf.constant(value) for name, value in raw.items()}
-            if confidence_threshold is not None:
-                feed["confidence_threshold"] = tf.fill([len(sources)], float(confidence_threshold))
-            out = {k: v.numpy() for k, v in serve(**feed).items()}
-            for row, source in enumerate(sources):
-                record = _record(out, row, total, source)
-                handle.write(json.dumps(record) + "\n")
-                name = "(abstained)" if record.get("abstained") else record["class_name"]
-                counts[name] = counts.get(name, 0) + 1
-                abstained += bool(record.get("abstained"))
-                total += 1
-            if progress is not None:
-                progress.update(total)
+    # Written beside the output and renamed when complete: a failing run leaves an
+    # existing output as it was, never a truncated or partial file.
+    temporary = os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "w") as handle:
+            for raw, sources in read_inputs(inputs, specs, batch_size):
+                feed = {name: tf.constant(value) for name, value in raw.items()}
+                if confidence_threshold is not None:
+                    feed["confidence_threshold"] = tf.fill([len(sources)], float(confidence_threshold))
+                out = {k: v.numpy() for k, v in _call(serve, feed, batch_size).items()}
+                for row, source in enumerate(sources):
+                    record = _record(out, row, total, source)
+                    handle.write(json.dumps(record) + "\n")
+                    name = "(abstained)" if record.get("abstained") else record["class_name"]
+                    counts[name] = counts.get(name, 0) + 1
+                    abstained += bool(record.get("abstained"))
+                    total += 1
+                if progress is not None:
+                    progress.update(total)
+        os.replace(temporary, output)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
     return {"inputs": total, "per_class": counts, "abstained_share": abstained / max(total, 1)}
+
+
+def check_output_path(output: str, inputs: str) -> None:
+    """Refuses an `--output` that is a folder, lies in a missing folder, or is the
+    input file itself (which the predictions would replace)."""
+    folder = os.path.dirname(os.path.abspath(output))
+    if os.path.isdir(output):
+        raise ConfigError(f"--output={output} is a folder; give a file name, e.g. {os.path.join(output, 'predictions.jsonl')}.")
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--output={output}: the folder {folder} does not exist; create it or write elsewhere.")
+    if os.path.exists(output) and os.path.exists(inputs) and os.path.samefile(output, inputs):
+        raise ConfigError(f"--output={output} is the --inputs file; the predictions would replace it. Write them to another file.")
+
+
+def check_saved_model(path: str) -> str:
+    """`path` when it is a SavedModel folder; else a ConfigError saying what it is and
+    what to give instead (a run folder, a model folder of versions, nothing)."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if os.path.isfile(os.path.join(path, "config.json")):
+        raise ConfigError(f"--saved_model={path} is a training run (it holds config.json); give it as --model_dir={path}.")
+    versions = sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
+    if versions:
+        raise ConfigError(
+            f"--saved_model={path} holds versions {', '.join(map(str, versions))}; give one version "
+            f"folder, e.g. --saved_model={os.path.join(path, str(versions[-1]))}."
+        )
+    raise ConfigError(f"--saved_model={path} is not a SavedModel folder (no saved_model.pb in it).")
+
+
+_BATCH_LIMIT = re.compile(r"this export answers at most (\d+) per request")
+
+
+def _call(serve, feed, batch_size):
+    """`serve(**feed)`; a request above the export's batch limit becomes the flag to
+    lower."""
+    try:
+        return serve(**feed)
+    except tf.errors.InvalidArgumentError as error:
+        limit = _BATCH_LIMIT.search(error.message)
+        if limit is None:
+            raise
+        raise ConfigError(
+            f"--batch_size={batch_size} is above the {limit.group(1)} inputs this export answers "
+            f"per call; lower --batch_size to <= {limit.group(1)}."
+        ) from None
 
 
 def _record(out, row, position, source):
