@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from proto_tf.training import health as health_lib
 from proto_tf import metrics
+from proto_tf.errors import DataError
 from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttention
 
 ATTENTIONS = NORMALIZATIONS + ("none",)
@@ -59,6 +60,31 @@ def _free_rows_variable(value, name):
     return tf.Variable(
         value, shape=tf.TensorShape([None]).concatenate(value.shape[1:]), trainable=False, name=name
     )
+
+
+def _rows(mask, limit=5):
+    rows = np.flatnonzero(mask)
+    shown = ", ".join(str(row) for row in rows[:limit])
+    return f"row{'s' if rows.size > 1 else ''} {shown}{', ...' if rows.size > limit else ''} ({rows.size} in all)"
+
+
+def _check_database(keys, values, labels, num_classes):
+    """A DataError for a database that would answer wrongly: no rows, labels outside
+    [0, num_classes) (every confidence would be 0), NaN or infinite keys or values."""
+    if keys.shape[0] == 0:
+        raise DataError("the prototype database is empty: give at least one candidate.")
+    labels = np.asarray(labels)
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise DataError(
+            f"prototype database labels must be class ids in 0..{num_classes - 1}; "
+            f"{_rows(bad)} hold{'s' if bad.sum() == 1 else ''} {sorted(set(labels[bad].tolist()))[:5]}."
+        )
+    for name, array in (("keys", keys), ("values", values)):
+        array = np.asarray(array, np.float32).reshape(array.shape[0], -1)
+        bad = ~np.isfinite(array).all(axis=1)
+        if bad.any():
+            raise DataError(f"prototype database {name} hold NaN or infinite numbers in {_rows(bad)}.")
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -292,6 +318,7 @@ class ProtoAttend(keras.Model):
                 f"got keys {keys.shape}, values {values.shape}, labels {labels.shape}"
                 + (f", indices {indices.shape}." if indices is not None else ".")
             )
+        _check_database(keys, values, labels, self.num_classes)
         if self.database is None or self.database.keys.shape[1:] != keys.shape[1:]:
             self.database = PrototypeDatabase(keys, values, labels, indices)
         else:

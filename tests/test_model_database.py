@@ -81,3 +81,26 @@ def test_keras_file_keeps_the_database(tmp_path, inputs):
     expected, got = model(inputs), loaded(inputs)
     for name in ("logits", "weights", "confidence"):
         np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy())
+
+
+def test_set_database_refuses_labels_outside_the_classes_nan_rows_and_no_rows():
+    from proto_tf.errors import DataError
+
+    model = _model()
+    keys, values = model.encode_database(np.random.default_rng(0).normal(size=(6, 5)).astype("float32"))
+    keys, values = keys.numpy(), values.numpy()
+    with pytest.raises(DataError, match=r"labels must be class ids in 0\.\.2; rows 1, 4 \(2 in all\) hold \[-1, 3\]"):
+        model.set_database(keys, values, labels=[0, -1, 2, 1, 3, 0])
+    bad_keys = keys.copy()
+    bad_keys[2, 0] = np.nan
+    with pytest.raises(DataError, match=r"database keys hold NaN or infinite numbers in row 2 \(1 in all\)"):
+        model.set_database(bad_keys, values, labels=np.zeros(6))
+    bad_values = values.copy()
+    bad_values[5, 1] = np.inf
+    with pytest.raises(DataError, match=r"database values hold NaN or infinite numbers in row 5 \(1 in all\)"):
+        model.set_database(keys, bad_values, labels=np.zeros(6))
+    with pytest.raises(DataError, match=r"^the prototype database is empty"):
+        model.set_database(keys[:0], values[:0], labels=np.zeros(0))
+    assert model.database is None  # Nothing was set by a refused call.
+    model.set_database(keys, values, labels=[0, 1, 2, 1, 2, 0])
+    assert len(model.database) == 6
