@@ -191,3 +191,121 @@ def test_resume_with_dropout_is_bit_identical_and_time_accumulates(tmp_path):
     assert summary["train_seconds"] > first["train_seconds"] > 0
     for expected, got in zip(straight.model.weights, resumed.model.weights):
         np.testing.assert_array_equal(got.numpy(), expected.numpy(), err_msg=expected.path)
+
+
+@pytest.mark.parametrize("name, value, rule", [
+    ("seed", -1, r"must be an integer in \[0, 2\*\*32\)"),
+    ("lstm_embedding_size", 0, "must be a positive integer"),
+    ("resnet_filters", 0, "must be a positive integer"),
+    ("vdcnn_first_filters", -3, "must be a positive integer"),
+    ("dense_units", (16, 0), "must be positive integers"),
+    ("model_dir", "", "must name a folder"),
+])  # fmt: skip
+def test_more_bad_flags_are_refused_by_name(name, value, rule):
+    import re
+
+    with pytest.raises(ConfigError, match=rf"^--{name}={re.escape(repr(value))} {rule}\.$"):
+        ExperimentConfig(**{name: value})
+
+
+def _train_cli(*args, timeout=180):
+    return subprocess.run([sys.executable, os.path.join(REPO, "run", "train.py"), *args],
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def test_an_experiment_with_a_contradicting_dataset_is_refused(tmp_path):
+    # Adult's hyper-parameters would silently train another dataset.
+    result = _train_cli("--experiment=adult_sparsemax", "--dataset=fashion_mnist", f"--model_dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: --dataset=fashion_mnist contradicts --experiment=adult_sparsemax, whose flagfile "
+        f"{os.path.join(REPO, 'flags', 'adult_sparsemax.cfg')} sets --dataset=adult; give --experiment "
+        "alone, or --dataset and --attention without it."
+    )
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_model_dir_naming_a_file_or_an_unwritable_place_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunDirectoryError, match=r"--model_dir=.*file is a file, not a folder"):
+        Trainer(_tiny_config(tmp_path, "file"), verbose=False).train()
+    inside_a_file = _tiny_config(tmp_path, "file/run")
+    with pytest.raises(RunDirectoryError, match=r"^cannot write to --model_dir=.*file/run \(Not a directory\)"):
+        Trainer(inside_a_file, verbose=False).train()
+
+
+def test_binary_garbage_in_the_state_file_resumes_from_the_newest_checkpoint(tmp_path, capsys):
+    config = _finished_run(tmp_path)
+    state = tmp_path / "run" / "checkpoints" / "checkpoint"
+    state.write_bytes(b"\xff\xfe\x00\x80 garbage \xc3")  # Was a UnicodeDecodeError traceback.
+    resumed = Trainer(dataclasses.replace(config, train_steps=6), verbose=False).train()
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 6
+    assert f"warning: {state} was unreadable (UnicodeDecodeError" in capsys.readouterr().out
+    assert run_directory.checkpoint_paths(str(state.parent))[0].endswith("ckpt-6")
+    import tensorflow as tf
+
+    assert tf.train.latest_checkpoint(str(state.parent)).endswith("ckpt-6")  # A valid state file again.
+
+
+def test_resuming_on_other_data_is_refused_naming_the_split(tmp_path):
+    config = _finished_run(tmp_path)
+    other = write_adult(str(tmp_path / "other"), train_rows=200, test_rows=60, seed=5)
+    with pytest.raises(RunDirectoryError) as error:
+        Trainer(dataclasses.replace(config, train_steps=6, data_dir=other), verbose=False).train()
+    message = str(error.value)
+    assert f"was trained on other data than --data_dir={other} holds (train split: 200 examples, sha256 " in message
+    assert f"the run read {config.data_dir}" in message
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["data_dir"] == config.data_dir  # Not overwritten by the refused resume.
+    # The same files in another folder are the same data: the resume goes on.
+    import shutil
+
+    moved = shutil.copytree(config.data_dir, tmp_path / "moved")
+    resumed = Trainer(dataclasses.replace(config, train_steps=6, data_dir=str(moved)), verbose=False).train()
+    assert resumed["resumed_from_step"] == 4
+
+
+def test_a_truncated_summary_is_rewritten_and_a_truncated_best_record_is_named(tmp_path, capsys):
+    config = _finished_run(tmp_path)
+    summary = tmp_path / "run" / "summary.json"
+    summary.write_text(summary.read_text()[:40])
+    again = Trainer(config, verbose=False).train()  # Was a JSONDecodeError naming no file.
+    assert again["steps"] == 4 and json.loads(summary.read_text())["steps"] == 4
+    assert f"warning: {summary} is unreadable" in capsys.readouterr().out
+    validated = _tiny_config(tmp_path, "validated", train_steps=4, checkpoint_every=2, validation_fraction=0.2,
+                             eval_every=2)  # fmt: skip
+    Trainer(validated, verbose=False).train()
+    best = tmp_path / "validated" / "best.json"
+    best.write_text('{"step": 4, "accu')
+    with pytest.raises(RunDirectoryError, match=rf"^{best} is unreadable \(.*\); it holds the validation result of the best checkpoint"):
+        Trainer(dataclasses.replace(validated, train_steps=6), verbose=False).train()
+    from proto_tf.cli.report import main as _  # noqa: F401  (the report reads summaries the same way)
+    from proto_tf.analysis.comparison import read_summary
+
+    summary.write_text("{")
+    with pytest.raises(RunDirectoryError, match=rf"^{summary} is unreadable"):
+        read_summary(str(tmp_path / "run"))
+
+
+def test_a_full_disk_while_saving_stops_with_the_intact_checkpoints_named(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    config = _finished_run(tmp_path)
+    trainer = Trainer(dataclasses.replace(config, train_steps=8), verbose=False)
+    original = trainer.latest.save
+
+    def full(checkpoint_number):
+        if checkpoint_number > 4:
+            raise tf.errors.ResourceExhaustedError(None, None, "ckpt-6_temp; No space left on device")
+        return original(checkpoint_number=checkpoint_number)
+
+    monkeypatch.setattr(trainer.latest, "save", full)
+    with pytest.raises(RunDirectoryError) as error:
+        trainer.train()
+    assert str(error.value) == (
+        f"could not save the checkpoint of step 6 in {tmp_path / 'run' / 'checkpoints'} (ckpt-6_temp; No "
+        "space left on device). The earlier checkpoints are intact (ckpt-4, ckpt-2): free space (or fix "
+        "the folder) and run the same command again to resume exactly from ckpt-4."
+    )
+    resumed = Trainer(dataclasses.replace(config, train_steps=8), verbose=False).train()
+    assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 8

@@ -227,3 +227,48 @@ def test_readme_rest_request_in_row_format(adult):
     assert set(answer["predictions"][0]) == set(served)
     for name, value in served.items():
         assert len(value) == len(instances), name
+
+
+def test_a_scalar_threshold_reaching_the_graph_gets_the_documented_message(adult):
+    # TF Serving feeds a tensor as it was sent, so a scalar reaches the graph (Python's
+    # signatures refuse it before): it was "slice index -1 of dimension 0 out of bounds".
+    _, _, raw, _, _ = adult
+    signature = {name: tf.TensorSpec([None], tf.as_dtype(value.dtype) if value.dtype.kind == "f" else tf.string)
+                 for name, value in raw.items()}  # fmt: skip
+    columns = {name: tf.constant(value) for name, value in raw.items()}
+    check = lambda threshold: export._checked_threshold(threshold, columns, signature)  # noqa: E731
+    # As in the served graph: a threshold of unknown shape (also eagerly, where the
+    # check is static and raises a ValueError).
+    for call in (check, tf.function(check, input_signature=[tf.TensorSpec(None, tf.float32)])):
+        with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="confidence_threshold needs one value per instance"):
+            call(tf.constant(0.5))
+        np.testing.assert_array_equal(call(tf.fill([4], 0.5)).numpy(), 0.5)
+
+
+def test_published_versions_are_readable_by_other_users(tmp_path):
+    # mkdtemp makes its folder 0700: TF Serving running as another user could not read it.
+    old = os.umask(0o022)
+    try:
+        def write(path):
+            os.makedirs(os.path.join(path, "variables"))
+            with open(os.path.join(path, "variables", "variables.index"), "w") as handle:
+                handle.write("x")
+            _write_marker(path)
+
+        version = export.publish_version(write, str(tmp_path / "exports"), "m")
+    finally:
+        os.umask(old)
+    modes = {
+        os.path.relpath(os.path.join(root, name), version) or ".": os.stat(os.path.join(root, name)).st_mode & 0o777
+        for root, folders, files in os.walk(version) for name in folders + files
+    }  # fmt: skip
+    assert os.stat(version).st_mode & 0o777 == 0o755
+    assert modes == {"variables": 0o755, "variables/variables.index": 0o644, "saved_model.pb": 0o644}
+
+
+def test_an_unwritable_export_dir_is_one_line(tmp_path):
+    from proto_tf.errors import ConfigError
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"^cannot write to --export_dir=.*file \(Not a directory"):
+        export.publish_version(_write_marker, str(tmp_path / "file"), "m")

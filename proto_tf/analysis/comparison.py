@@ -1,11 +1,11 @@
 """Side-by-side tables of the paper's numbers and a run's own."""
 
-import json
 import os
 import platform
 
 from proto_tf.analysis.paper_numbers import REPORTED
 from proto_tf.errors import ConfigError, RunDirectoryError
+from proto_tf.json_files import read_json
 
 
 def experiment_key(config):
@@ -31,8 +31,7 @@ def read_summary(model_dir):
             f"No {path}: {model_dir} is not a finished run of run/train.py "
             "(the summary is written when training ends)."
         )
-    with open(path) as handle:
-        return json.load(handle)
+    return read_json(path, f"the results of the run in {model_dir}; train it again to rewrite it")
 
 
 def _mode(config):

@@ -1,12 +1,12 @@
 """Evaluating a run of run/train.py: the measurements of Section 4.2 as JSON and PNGs."""
 
-import json
 import os
 
-from proto_tf import metrics
+from proto_tf import json_files, metrics
 from proto_tf.analysis import dknn, evaluation, plots
 from proto_tf.training import batchnorm, trainer
 from proto_tf.data import candidates, dataset_info, load_dataset, shift
+from proto_tf.errors import ConfigError
 
 
 def evaluate_model_dir(
@@ -29,6 +29,11 @@ def evaluate_model_dir(
     re-estimated from that many training batches (proto_tf/training/batchnorm.py). Writes
     `evaluation.json` and PNGs to `output_dir` (default `<model_dir>/evaluation`);
     returns the report dict."""
+    if shift_data_dirs and trainer.read_config(model_dir).dataset != "fashion_mnist":
+        raise ConfigError(
+            f"--shift_data_dirs applies to Fashion-MNIST runs (Fig. 8); {model_dir} is a run "
+            f"of {trainer.read_config(model_dir).dataset}."
+        )
     config, dataset, model, checkpoint_path = trainer.load_run(model_dir, checkpoint, data_dir)
     if batchnorm_batches:
         batchnorm.reestimate_from_training_split(model, dataset, config, batchnorm_batches)
@@ -63,8 +68,7 @@ def evaluate_model_dir(
             report["shift_png"] = plots.plot_shift(
                 report["shift"], evaluation.SHIFT_LEVELS, os.path.join(output_dir, "shift.png")
             )
-    with open(os.path.join(output_dir, "evaluation.json"), "w") as handle:
-        json.dump(report, handle, indent=2)
+    json_files.write_json(os.path.join(output_dir, "evaluation.json"), report)
     return report
 
 

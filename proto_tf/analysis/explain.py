@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from proto_tf.data import adult, dataset_info, load_dataset, text  # noqa: E402
+from proto_tf.errors import ConfigError  # noqa: E402
 
 
 def load_raw(dataset, data_dir):
@@ -34,6 +35,23 @@ def load_raw(dataset, data_dir):
     return {"train": loaded.train.inputs, "test": loaded.test.inputs,
             "train_labels": loaded.train.labels, "test_labels": loaded.test.labels,
             "class_names": loaded.class_names}  # fmt: skip
+
+
+def check_export_matches(path: str, dataset: str) -> None:
+    """A ConfigError when the SavedModel at `path` does not take `dataset`'s inputs
+    (another kind of data, or images of another shape)."""
+    info = dataset_info(dataset)
+    specs = dict(tf.saved_model.load(path).signatures["serving_default"].structured_input_signature[1])
+    kind = "image" if "images" in specs else "text" if "texts" in specs else "tabular"
+    shape = tuple(specs["images"].shape[1:]) if kind == "image" else None
+    if kind != info.kind or (shape is not None and shape != tuple(info.input_shape)):
+        takes = f"{kind} inputs" + (f" of shape {shape}" if shape else "")
+        raise ConfigError(
+            f"--dataset={dataset} does not match the SavedModel {path}: it takes {takes}, "
+            f"{dataset} has {info.kind} inputs"
+            + (f" of shape {tuple(info.input_shape)}" if info.kind == "image" else "")
+            + "; give the dataset the model was trained on."
+        )
 
 
 def take(raw, positions):

@@ -8,6 +8,7 @@ from absl import app, flags, logging
 
 from proto_tf.errors import USAGE_EXIT_STATUS, exit_on_user_error
 
+INTERRUPTED_EXIT_STATUS = 130  # 128 + SIGINT, as shells report it.
 _HELP_ARGUMENTS = ("-h", "--help", "--helpshort", "--helpfull", "-?")
 
 
@@ -22,6 +23,7 @@ def run_command(
     flag_values: flags.FlagValues,
     parse: Callable | None = None,
     allow_arguments: bool = False,
+    interrupted: str = "nothing was left half-written; run the command again",
 ) -> None:
     """Runs `main(argv)` under absl with the command's own `flag_values`.
 
@@ -29,7 +31,8 @@ def run_command(
     exits with status 2; a UserError from `main` too (`exit_on_user_error`). `parse`
     replaces the plain `flag_values(argv)` (e.g. to load flagfiles first);
     `allow_arguments` passes arguments that are not flags on to `main`. Python-side
-    INFO logs of TensorFlow (saving, tracing) are kept out of the output.
+    INFO logs of TensorFlow (saving, tracing) are kept out of the output. Ctrl-C
+    prints one line (`interrupted` says what to do) and exits with status 130.
     """
 
     def parser(argv):
@@ -49,6 +52,10 @@ def run_command(
         if len(argv) > 1 and not allow_arguments:
             print(f"error: unexpected arguments: {' '.join(argv[1:])}", file=sys.stderr)
             sys.exit(USAGE_EXIT_STATUS)
-        return main(argv)
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            print(f"\nerror: interrupted (Ctrl-C); {interrupted}.", file=sys.stderr)
+            sys.exit(INTERRUPTED_EXIT_STATUS)
 
     app.run(exit_on_user_error(quiet_main), flags_parser=parser)

@@ -15,6 +15,9 @@ from absl import flags  # noqa: E402
 
 from proto_tf.analysis import evaluate_run  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
+from proto_tf.errors import ConfigError  # noqa: E402
+
+SHIFT_SETS = ("mnist", "cifar10")  # Shifted sets for a Fashion-MNIST model (Fig. 8).
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
@@ -37,12 +40,26 @@ flags.DEFINE_integer(
 
 
 def main(argv):
-    shift_dirs = dict(pair.split("=", 1) for pair in FLAGS.shift_data_dirs)
+    shift_dirs = _shift_dirs(FLAGS.shift_data_dirs)
     report = evaluate_run.evaluate_model_dir(
         FLAGS.model_dir, FLAGS.output_dir, FLAGS.checkpoint, FLAGS.infer_database_size,
         FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours, FLAGS.batchnorm_batches,
     )  # fmt: skip
     print(json.dumps(report, indent=2))
+
+
+def _shift_dirs(pairs):
+    """--shift_data_dirs as {name: folder}; names are the shifted sets evaluate knows."""
+    found = {}
+    for pair in pairs:
+        name, _, folder = pair.partition("=")
+        if name not in SHIFT_SETS or not folder:
+            raise ConfigError(
+                f"--shift_data_dirs={','.join(pairs)}: {pair!r} is not name=folder with name one of "
+                f"{', '.join(SHIFT_SETS)} (e.g. --shift_data_dirs=mnist=~/mnist)."
+            )
+        found[name] = folder
+    return found
 
 
 def run():

@@ -6,7 +6,6 @@ wrong-label prototypes. Works from an exported SavedModel or from a run (exporte
   python run/explain.py --model_dir=runs/fashion_mnist_sparsemax_small --examples=0,1,2,3
 """
 
-import json
 import os
 import tempfile
 
@@ -14,8 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags  # noqa: E402
 
+from proto_tf import json_files  # noqa: E402
 from proto_tf.analysis import explain  # noqa: E402
 from proto_tf.serving import export  # noqa: E402
+from proto_tf.serving.predict import check_saved_model  # noqa: E402
 from proto_tf.training import trainer  # noqa: E402
 from proto_tf.cli.common import run_command  # noqa: E402
 from proto_tf.data import dataset_info  # noqa: E402
@@ -27,7 +28,15 @@ flags.DEFINE_string("saved_model", None, "An exported SavedModel version directo
 flags.DEFINE_string("model_dir", None, "A run/train.py model_dir (exported on the fly).", flag_values=FLAGS)
 flags.DEFINE_string("dataset", None, "Dataset of the SavedModel (read from model_dir otherwise).", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "Data folder (default: the dataset's usual place).", flag_values=FLAGS)
-flags.DEFINE_list("examples", ["0", "1", "2", "3", "4", "5"], "Test-set positions to explain.", flag_values=FLAGS)
+flags.DEFINE_list(
+    "examples", ["0", "1", "2", "3", "4", "5"], "Test-set positions to explain (0 = the first).",
+    flag_values=FLAGS,
+)  # fmt: skip
+flags.DEFINE_enum(
+    "checkpoint", "best", ["best", "last"],
+    "With --model_dir: the checkpoint to explain (last: also of an unfinished run).",
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_integer("misclassified", 4, "How many misclassified test examples to show.", flag_values=FLAGS)
 flags.DEFINE_integer("scan", 2000, "Test examples scanned for misclassified ones.", flag_values=FLAGS)
 flags.DEFINE_string(
@@ -48,7 +57,9 @@ def main(argv):
         output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "explanations")
         # Exported on the fly into a folder removed afterwards.
         with tempfile.TemporaryDirectory(prefix="proto_tf_explain_") as exports:
-            path = export.export_model_dir(FLAGS.model_dir, exports, "explain", data_dir=data_dir)
+            path = export.export_model_dir(
+                FLAGS.model_dir, exports, "explain", FLAGS.checkpoint, data_dir=data_dir
+            )
             _explain(path, config.dataset, data_dir, output_dir)
         return
     if FLAGS.dataset is None:
@@ -61,8 +72,17 @@ def main(argv):
 
 
 def _explain(path, dataset, data_dir, output_dir):
+    positions = _example_positions(FLAGS.examples)
+    explain.check_export_matches(check_saved_model(path), dataset)  # Before any data is read.
     raw = explain.load_raw(dataset, data_dir)
-    chosen = explain.explain(path, dataset, raw, [int(e) for e in FLAGS.examples])
+    count = len(raw["test_labels"])
+    outside = [p for p in positions if p >= count]
+    if outside:
+        raise ConfigError(
+            f"--examples={','.join(FLAGS.examples)}: {', '.join(map(str, outside))} is past the "
+            f"end of the test set; valid positions: 0..{count - 1}."
+        )
+    chosen = explain.explain(path, dataset, raw, positions)
     scanned = explain.explain(path, dataset, raw, list(range(min(FLAGS.scan, len(raw["test_labels"])))))
     wrong = explain.misclassified(scanned)[: FLAGS.misclassified]
     os.makedirs(output_dir, exist_ok=True)
@@ -78,12 +98,29 @@ def _explain(path, dataset, data_dir, output_dir):
                     handle.write(explain.MISCLASSIFIED_NOTE + "\n\n")
                 handle.write(explain.render_text(items, raw, dataset))
         print("Wrote", ", ".join(written))
-    with open(os.path.join(output_dir, "explanations.json"), "w") as handle:
-        json.dump(
-            {"examples": chosen, "misclassified": wrong, "misclassified_note": explain.MISCLASSIFIED_NOTE},
-            handle, indent=1,
-        )  # fmt: skip
+    json_files.write_json(
+        os.path.join(output_dir, "explanations.json"),
+        {"examples": chosen, "misclassified": wrong, "misclassified_note": explain.MISCLASSIFIED_NOTE},
+    )
     print("Wrote", os.path.join(output_dir, "explanations.json"))
+
+
+def _example_positions(values):
+    """--examples as test-set positions: integers >= 0 (a negative one would count from
+    the end, and name the wrong row)."""
+    positions = []
+    for value in values:
+        try:
+            position = int(value)
+        except ValueError:
+            position = -1
+        if position < 0:
+            raise ConfigError(
+                f"--examples={','.join(values)}: {value!r} is not a test-set position; give "
+                "integers >= 0, e.g. --examples=0,1,2."
+            )
+        positions.append(position)
+    return positions
 
 
 def run():

@@ -19,7 +19,12 @@ FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly thes
 flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=True, flag_values=FLAGS)
 flags.DEFINE_string("export_dir", "exports", "Base folder of exported models.", flag_values=FLAGS)
 flags.DEFINE_string("model_name", None, "Model name in export_dir (default: model_dir's name).", flag_values=FLAGS)
-flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to export.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "checkpoint", "best", ["best", "last"],
+    "Which checkpoint to export: best (on validation; a finished run only) or last (also of "
+    "an unfinished run).",
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.", flag_values=FLAGS)
 flags.DEFINE_integer("top_k", 5, "Prototypes returned per instance (>= 1).", flag_values=FLAGS)

@@ -36,6 +36,11 @@ flags.DEFINE_float(
     flag_values=FLAGS,
 )  # fmt: skip
 flags.DEFINE_integer("batch_size", 256, "Inputs per call of the model.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "checkpoint", "best", ["best", "last"],
+    "With --model_dir: the checkpoint to predict with (last: also of an unfinished run).",
+    flag_values=FLAGS,
+)  # fmt: skip
 
 
 def main(argv):
@@ -46,7 +51,7 @@ def main(argv):
         summary = _predict(FLAGS.saved_model)
     else:
         with tempfile.TemporaryDirectory(prefix="proto_tf_predict_") as exports:
-            summary = _predict(export.export_model_dir(FLAGS.model_dir, exports, "predict"))
+            summary = _predict(export.export_model_dir(FLAGS.model_dir, exports, "predict", FLAGS.checkpoint))
     print(json.dumps({"output": FLAGS.output, **summary}, indent=2))
 
 

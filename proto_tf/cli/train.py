@@ -54,8 +54,10 @@ def main(argv):
 def run():
     """Console-script entry point."""
     run_command(
-        main, __doc__, FLAGS, parse=lambda argv: experiment_flags.parse_with_flagfiles(argv, FLAGS)
-    )
+        main, __doc__, FLAGS, parse=lambda argv: experiment_flags.parse_with_flagfiles(argv, FLAGS),
+        interrupted="the run's checkpoints are intact: run the same command again to resume "
+        "from the last one (saved every --checkpoint_every steps)",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

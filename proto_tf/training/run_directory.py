@@ -5,12 +5,16 @@ records written atomically."""
 import dataclasses
 import fcntl
 import glob
-import json
+import hashlib
 import os
 import re
 import socket
 
+import numpy as np
+import tensorflow as tf
+
 from proto_tf.errors import RunDirectoryError
+from proto_tf.json_files import read_json
 
 LOCK_FILE = ".lock"
 # Flags that may differ when a run is resumed: they change when and how often things
@@ -20,17 +24,6 @@ RESUMABLE_CHANGES = (
     "data_dir", "model_dir", "download", "strategy", "deterministic", "jit_compile",
     "divergence_factor",
 )  # fmt: skip
-
-
-def write_json(path: str, value) -> None:
-    """Writes `value` as JSON to `path` through a temporary file and a rename, so a
-    kill leaves the old file or the new one, never half of one."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=2, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 class RunLock:
@@ -48,8 +41,16 @@ class RunLock:
         self._handle = None
 
     def __enter__(self):
-        os.makedirs(self.model_dir, exist_ok=True)
-        handle = open(self.path, "a+")
+        if os.path.exists(self.model_dir) and not os.path.isdir(self.model_dir):
+            raise RunDirectoryError(f"--model_dir={self.model_dir} is a file, not a folder; give a folder.")
+        try:
+            os.makedirs(self.model_dir, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise RunDirectoryError(
+                f"cannot write to --model_dir={self.model_dir} ({error.strerror}); give a "
+                "folder this user can write to."
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -103,14 +104,9 @@ def check_resumable(model_dir: str, config, config_file: str) -> None:
     path = os.path.join(model_dir, config_file)
     if not os.path.isfile(path):
         return
-    try:
-        with open(path) as handle:
-            stored = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise RunDirectoryError(
-            f"{path} is unreadable ({error}); it describes the run in {model_dir}: restore it "
-            "or train into another --model_dir."
-        ) from None
+    stored = read_json(
+        path, f"the flags of the run in {model_dir}: restore it or train into another --model_dir"
+    )
     differences = config_differences(stored, config)
     if differences:
         raise RunDirectoryError(
@@ -130,3 +126,74 @@ def checkpoint_paths(directory: str) -> list[str]:
         if match:
             found.append((int(match.group(1)), index_file[: -len(".index")]))
     return [path for _, path in sorted(found, reverse=True)]
+
+
+def repair_state_file(directory: str, report=print) -> None:
+    """Rewrites the `checkpoint` state file of `directory` from the checkpoint files
+    when it cannot be parsed (binary or text garbage, a truncated write), so that
+    TensorFlow's checkpoint manager can open the folder; the checkpoints themselves
+    are untouched."""
+    state_file = os.path.join(directory, "checkpoint")
+    if not os.path.isfile(state_file):
+        return
+    try:
+        tf.train.get_checkpoint_state(directory)
+        return
+    except Exception as error:  # noqa: BLE001 (UnicodeDecodeError, ParseError, OpError)
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    paths = checkpoint_paths(directory)
+    if paths:
+        # The text format TensorFlow writes, with paths relative to the folder.
+        lines = [f'model_checkpoint_path: "{os.path.basename(paths[0])}"']
+        lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for p in reversed(paths)]
+        temporary = f"{state_file}.tmp-{os.getpid()}"
+        with open(temporary, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.replace(temporary, state_file)
+    else:
+        os.remove(state_file)
+    report(
+        f"warning: {state_file} was unreadable ({reason}); rebuilt it from the checkpoint files "
+        f"({', '.join(os.path.basename(p) for p in paths) or 'none'})."
+    )
+
+
+DATA_FILE = "data.json"
+
+
+def data_fingerprint(dataset) -> dict:
+    """`{split: {"examples": n, "sha256": hash of inputs and labels}}` of a loaded
+    dataset: what the run trained and is evaluated on, whatever folder it came from."""
+    fingerprint = {}
+    for name in ("train", "validation", "test"):
+        split = getattr(dataset, name)
+        if split is None:
+            continue
+        digest = hashlib.sha256()
+        for array in (split.inputs, split.labels):
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape}".encode())
+            digest.update(memoryview(array).cast("B"))
+        fingerprint[name] = {"examples": len(split), "sha256": digest.hexdigest()}
+    return fingerprint
+
+
+def check_same_data(model_dir: str, fingerprint: dict, data_dir: str | None, run_data_dir: str | None) -> None:
+    """Refuses to resume the run in `model_dir` on data other than it trained on
+    (the fingerprint in its data.json); a run without one is not checked."""
+    path = os.path.join(model_dir, DATA_FILE)
+    if not os.path.isfile(path):
+        return
+    stored = read_json(path, f"the fingerprint of the data the run in {model_dir} trained on")
+    differences = []
+    for split in [s for s in ("train", "validation", "test") if s in stored or s in fingerprint]:
+        old, new = stored.get(split), fingerprint.get(split)
+        if old != new:
+            describe = lambda f: "none" if f is None else f"{f['examples']} examples, sha256 {f['sha256'][:12]}"  # noqa: E731
+            differences.append(f"{split} split: {describe(old)} in the run, {describe(new)} now")
+    if differences:
+        raise RunDirectoryError(
+            f"{model_dir} was trained on other data than --data_dir={data_dir} holds "
+            f"({'; '.join(differences)}; the run read {run_data_dir}). Give the run's data, or "
+            "train into another --model_dir."
+        )

@@ -1,0 +1,27 @@
+"""JSON records of a run, written atomically and read with one clear error."""
+
+import json
+import os
+
+from proto_tf.errors import RunDirectoryError
+
+
+def write_json(path: str, value) -> None:
+    """Writes `value` as JSON to `path` through a temporary file and a rename, so a
+    kill leaves the old file or the new one, never half of one."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump(value, handle, indent=2, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_json(path: str, what: str):
+    """The JSON value in `path`; a RunDirectoryError names the file and says what it
+    holds (`what`) when it cannot be read or parsed (a truncated write, garbage)."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError too.
+        raise RunDirectoryError(f"{path} is unreadable ({error}); it holds {what}.") from None

@@ -1,0 +1,138 @@
+"""Commands on a trained run (export, evaluate, explain) and Ctrl-C: a user's mistake or
+a damaged run gives one line naming what is wrong, never a traceback or a silent answer."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from data_files import write_adult
+from proto_tf.analysis import evaluate_run
+from proto_tf.errors import ConfigError, RunDirectoryError
+from proto_tf.serving import export
+from proto_tf.training.config import ExperimentConfig
+from proto_tf.training.trainer import Trainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(train_steps=4, batch_size=8, train_database_size=16, infer_database_size=30,
+            value_size=8, lstm_embedding_size=8, checkpoint_every=2, eval_every=2,
+            eval_batch_size=64)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A finished run with a validation split (so a best checkpoint), and its data."""
+    folder = tmp_path_factory.mktemp("runs")
+    data_dir = write_adult(str(folder / "adult"))
+    config = ExperimentConfig(dataset="adult", attention="sparsemax", data_dir=data_dir,
+                              model_dir=str(folder / "finished"), validation_fraction=0.2, **TINY)  # fmt: skip
+    Trainer(config, verbose=False).train()
+    return folder, config
+
+
+def _copy_run(runs, tmp_path, name):
+    import shutil
+
+    return str(shutil.copytree(runs[1].model_dir, tmp_path / name))
+
+
+def _command(name, *args):
+    return subprocess.run([sys.executable, os.path.join(REPO, "run", f"{name}.py"), *args],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_the_best_checkpoint_of_an_unfinished_run_is_not_exported(runs, tmp_path):
+    run = _copy_run(runs, tmp_path, "unfinished")
+    # As if killed at step 4 of 8: the config asks for more steps, no summary yet.
+    config = json.loads(open(os.path.join(run, "config.json")).read())
+    config["train_steps"] = 8
+    with open(os.path.join(run, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    os.remove(os.path.join(run, "summary.json"))
+    with pytest.raises(RunDirectoryError, match=r"^the run in .*unfinished \(newest checkpoint at step 4 of 8; no "
+                       r"final summary.json\): finish it .* or export its last checkpoint anyway with --checkpoint=last\.$"):  # fmt: skip
+        export.export_model_dir(run, str(tmp_path / "exports"))
+    assert not os.path.exists(tmp_path / "exports")
+    lines = []
+    path = export.export_model_dir(run, str(tmp_path / "exports"), checkpoint="last", report=lines.append)
+    assert lines == [f"Exporting {run}/checkpoints/ckpt-4 (step 4, the last checkpoint; the run is unfinished: "
+                     "newest checkpoint at step 4 of 8; no final summary.json)."]  # fmt: skip
+    assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def test_a_damaged_best_checkpoint_falls_back_to_the_last_good_one(runs, tmp_path, capsys):
+    run = _copy_run(runs, tmp_path, "damaged_best")
+    best = [name for name in os.listdir(os.path.join(run, "best")) if ".data-" in name][0]
+    data_file = os.path.join(run, "best", best)
+    with open(data_file, "r+b") as handle:
+        handle.truncate(20)  # Was "IndexError: Read less bytes than requested".
+    lines = []
+    export.export_model_dir(run, str(tmp_path / "exports"), report=lines.append)
+    output = capsys.readouterr().out
+    prefix = best.split(".data-")[0]
+    assert f"warning: skipped unreadable checkpoint {run}/best/{prefix}" in output
+    assert f"warning: using {run}/checkpoints/ckpt-4 instead." in output
+    assert lines[0].startswith(f"Exporting {run}/checkpoints/ckpt-4 (step 4, the last checkpoint).")
+    report = evaluate_run.evaluate_model_dir(run, str(tmp_path / "evaluation"))
+    assert report["checkpoint"] == f"{run}/checkpoints/ckpt-4"
+
+
+def test_a_run_without_checkpoints_is_one_line_for_export_and_evaluate(runs, tmp_path):
+    run = tmp_path / "empty"
+    run.mkdir()
+    (run / "config.json").write_text(open(os.path.join(runs[1].model_dir, "config.json")).read())
+    (run / "summary.json").write_text(json.dumps({"steps": 0}))
+    message = rf"^{run} holds no checkpoint \(nothing under {run}/best or {run}/checkpoints\): train the run first"
+    with pytest.raises(RunDirectoryError, match=message):
+        export.export_model_dir(str(run), str(tmp_path / "exports"), checkpoint="last")
+    with pytest.raises(RunDirectoryError, match=message):
+        evaluate_run.evaluate_model_dir(str(run), checkpoint="last")
+
+
+def test_explain_examples_and_dataset_are_checked_before_any_work(runs, tmp_path):
+    from proto_tf.cli.explain import _example_positions
+
+    assert _example_positions(["0", "3"]) == [0, 3]
+    for bad in ("-1", "abc", "1.5"):  # -1 named row 16280 of the test set as "test_row: -1".
+        with pytest.raises(ConfigError, match=rf"^--examples=0,{bad}: '{bad}' is not a test-set position; give integers >= 0"):
+            _example_positions(["0", bad])
+    path = export.export_model_dir(runs[1].model_dir, str(tmp_path / "exports"))
+    past_the_end = _command("explain", f"--saved_model={path}", "--dataset=adult",
+                            f"--data_dir={runs[1].data_dir}", "--examples=0,60", f"--output_dir={tmp_path / 'x'}")  # fmt: skip
+    assert past_the_end.returncode == 2 and "Traceback" not in past_the_end.stderr
+    assert past_the_end.stderr.strip() == (
+        "error: --examples=0,60: 60 is past the end of the test set; valid positions: 0..59."
+    )
+    # Another dataset's name: refused from the export's signature, before any data is read.
+    wrong = _command("explain", f"--saved_model={path}", "--dataset=fashion_mnist", "--data_dir=/nonexistent")
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip() == (
+        f"error: --dataset=fashion_mnist does not match the SavedModel {path}: it takes tabular inputs, "
+        "fashion_mnist has image inputs of shape (28, 28, 1); give the dataset the model was trained on."
+    )
+
+
+def test_evaluate_shift_data_dirs_are_checked(runs):
+    from proto_tf.cli.evaluate import _shift_dirs
+
+    assert _shift_dirs(["mnist=~/mnist"]) == {"mnist": "~/mnist"}
+    for bad in ("foo", "svhn=~/svhn", "mnist="):
+        with pytest.raises(ConfigError, match=rf"^--shift_data_dirs={bad}: '{bad}' is not name=folder with name one of mnist, cifar10"):
+            _shift_dirs([bad])
+    with pytest.raises(ConfigError, match=r"^--shift_data_dirs applies to Fashion-MNIST runs \(Fig. 8\); .* is a run of adult\.$"):
+        evaluate_run.evaluate_model_dir(runs[1].model_dir, shift_data_dirs={"mnist": "/x"})
+
+
+def test_ctrl_c_is_one_line_saying_what_to_do():
+    code = (
+        "from absl import flags\n"
+        "from proto_tf.cli.common import run_command\n"
+        "def main(argv):\n"
+        "    raise KeyboardInterrupt\n"
+        "run_command(main, 'doc', flags.FlagValues(), interrupted='run the same command again to resume')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: interrupted (Ctrl-C); run the same command again to resume."
