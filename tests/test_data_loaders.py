@@ -8,7 +8,9 @@ from data_files import (
     write_adult, write_cifar10, write_dbpedia, write_fruits, write_idx, write_isic, write_mnist,
 )  # fmt: skip
 from proto_tf.data import MissingDataError, load_dataset
-from proto_tf.data.adult import NUM_FEATURES, AdultFeatures
+from proto_tf.data import adult
+from proto_tf.data.adult import NUM_FEATURES
+from proto_tf.data.tabular import TabularFeatures
 from proto_tf.data.text import ALPHABET, CharacterQuantizer
 from proto_tf.errors import DataError
 
@@ -40,8 +42,8 @@ def test_adult_known_rows_give_exact_feature_vectors(tmp_path):
 
 
 def test_adult_features_layer_rejects_missing_columns():
-    with pytest.raises(ValueError, match="Missing Adult columns: age"):
-        AdultFeatures()({"sex": tf.constant(["Male"])})
+    with pytest.raises(ValueError, match="Missing columns: age"):
+        TabularFeatures(adult.SCHEMA)({"sex": tf.constant(["Male"])})
 
 
 def test_real_adult_files():

@@ -11,7 +11,7 @@ import sys
 
 from absl import flags
 
-from proto_tf.training.config import ExperimentConfig
+from proto_tf.training.config import NAME_LIST_FIELDS, ExperimentConfig
 from proto_tf.data.registry import DATASETS
 from proto_tf.training.distribute import STRATEGIES
 from proto_tf.errors import USAGE_EXIT_STATUS
@@ -27,7 +27,7 @@ def _flagfiles_dir():
 FLAGS_DIR = _flagfiles_dir()
 _ENUMS = {"dataset": list(DATASETS), "attention": list(ATTENTIONS), "strategy": list(STRATEGIES)}
 _HELP = {
-    "dataset": "Dataset of Table 1.",
+    "dataset": "A dataset of Table 1, or csv: your own table (README, \"Your own data\").",
     "attention": "Attention normalisation; none trains the baseline encoder.",
     "data_dir": "Folder of the dataset's files (default: the dataset's usual place, see README).",
     "model_dir": "Where checkpoints, logs and summary.json go (default runs/<experiment>[_small]).",
@@ -67,6 +67,14 @@ _HELP = {
     "class (Table 3), in [0, 1); test labels stay clean.",
     "validation_fraction": "Share of the training file held out (fixed seed) for checkpoint "
     "selection, in [0, 1).",
+    "label_column": "--dataset=csv: the column holding the class (default: the last column).",
+    "categorical_columns": "--dataset=csv: comma-separated columns to read as categories "
+    "(default: a column is numeric when every non-missing value is a number).",
+    "numeric_columns": "--dataset=csv: comma-separated columns to read as numbers.",
+    "ignore_columns": "--dataset=csv: comma-separated columns to leave out (e.g. an id).",
+    "max_categories": "--dataset=csv: most distinct values a categorical column may have.",
+    "test_fraction": "--dataset=csv: share of train.csv held out (fixed seed) as the test "
+    "split when there is no test.csv, in (0, 1).",
     "resnet_depth": "ResNet depth, 6n + 2 (32 for the MNISTs and Fruits, 50 for CIFAR-10 "
     "and ISIC).",
     "resnet_filters": "Filters of the ResNet's first stage (16; doubled at each stage).",
@@ -99,8 +107,10 @@ def define_flags(flag_values):
     for field in dataclasses.fields(ExperimentConfig):
         name, default = field.name, getattr(defaults, field.name)
         help_text = _HELP[name]  # Every field has a written help line (a test checks).
-        if name == "model_dir":
+        if name in ("model_dir", "label_column"):
             flags.DEFINE_string(name, None, help_text, flag_values=flag_values)
+        elif name in NAME_LIST_FIELDS:
+            flags.DEFINE_list(name, [], help_text, flag_values=flag_values)
         elif name in _ENUMS:
             flags.DEFINE_enum(name, default, _ENUMS[name], help_text, flag_values=flag_values)
         elif isinstance(default, bool):
@@ -146,6 +156,8 @@ def _parse_with_flagfiles(argv, user):
     if not os.path.isfile(flagfile):
         valid = sorted(f[:-4] for f in os.listdir(FLAGS_DIR) if f.endswith(".cfg"))
         _exit_usage(f"no flagfile {flagfile}; valid experiments: {', '.join(valid)}.")
+    if user.experiment:
+        _check_experiment_agrees(user, flagfile)
     prefix = [f"--flagfile={flagfile}"]
     user.unparse_flags()
     user([argv[0]] + prefix + argv[1:], known_only=True)
@@ -153,6 +165,23 @@ def _parse_with_flagfiles(argv, user):
         prefix.append(f"--flagfile={os.path.join(FLAGS_DIR, 'small', user.dataset + '.cfg')}")
     user.unparse_flags()
     return user([argv[0]] + prefix + argv[1:])
+
+
+def _check_experiment_agrees(user, flagfile):
+    """Refuses a --dataset or --attention on the command line that contradicts the
+    experiment's flagfile (its other flags would be mixed into another dataset's run)."""
+    with open(flagfile) as handle:
+        stated = dict(
+            line.strip()[2:].split("=", 1) for line in handle
+            if line.startswith(("--dataset=", "--attention="))
+        )  # fmt: skip
+    for name in ("dataset", "attention"):
+        if user[name].present and name in stated and user[name].value != stated[name]:
+            _exit_usage(
+                f"--{name}={user[name].value} contradicts --experiment={user.experiment}, whose "
+                f"flagfile {flagfile} sets --{name}={stated[name]}; give --experiment alone, or "
+                f"--dataset and --attention without it."
+            )
 
 
 def _exit_usage(message):
@@ -174,7 +203,9 @@ def config_from_flags(flag_values):
     values = {}
     for field in dataclasses.fields(ExperimentConfig):
         value = flag_values[field.name].value
-        if isinstance(getattr(ExperimentConfig(), field.name), tuple):
+        if field.name in NAME_LIST_FIELDS:
+            value = tuple(value)
+        elif isinstance(getattr(ExperimentConfig(), field.name), tuple):
             value = tuple(int(v) for v in value)
         values[field.name] = value
     if values["model_dir"] is None:

@@ -9,10 +9,9 @@ uses log(1 + x) there, so 0 maps to (0 - 5) / 5 = -1.
 
 import os
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from proto_tf.data import tabular
 from proto_tf.data.common import Split, csv_rows, missing_data, require_rows
 from proto_tf.errors import DataError
 
@@ -75,57 +74,23 @@ CATEGORICAL = {
                        "El-Salvador", "Trinadad&Tobago", "Peru", "Hong", "Holand-Netherlands"),
 }  # fmt: skip
 
-NUM_FEATURES = len(CONTINUOUS) + sum(len(v) for v in CATEGORICAL.values())  # 105
+MISSING_VALUE = "?"
 
-
-@keras.saving.register_keras_serializable(package="proto_tf")
-class AdultFeatures(keras.layers.Layer):
-    """Maps a dict of raw Adult columns (`[B]` each) to the `[B, 105]` feature vector.
-
-    Continuous features come first in `CONTINUOUS` order, then one block per
-    categorical column in `CATEGORICAL` order. Strings are stripped of surrounding
-    spaces, as in the UCI files. Everything is TF ops, so the layer can live in a
-    serving graph.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.lookups = {
-            name: keras.layers.StringLookup(
-                vocabulary=list(vocabulary), num_oov_indices=1, output_mode="one_hot",
-                name=f"lookup_{name.replace('-', '_')}",
-            )
-            for name, vocabulary in CATEGORICAL.items()
-        }
-        self.built = True
-
-    def call(self, columns):
-        missing = [name for name in COLUMNS if name not in columns]
-        if missing:
-            raise ValueError(f"Missing Adult columns: {', '.join(missing)}; expected {COLUMNS}.")
-        blocks = []
-        for name, (offset, scale, log) in CONTINUOUS.items():
-            value = tf.cast(columns[name], tf.float32)
-            if log == "log":
-                value = tf.math.log(value)
-            elif log == "log1p":
-                value = tf.math.log1p(value)
-            blocks.append(((value - offset) / scale)[:, None])
-        for name, lookup in self.lookups.items():
-            one_hot = lookup(tf.strings.strip(columns[name]))
-            blocks.append(tf.cast(one_hot[:, 1:], tf.float32))  # Drop the unknown slot.
-        return tf.concat(blocks, axis=-1)
-
-    def unknown_fields(self, columns):
-        """How many categorical columns of each row hold a value outside the vocabulary
-        (`?` included): `[B]` int32. Such a column is an all-zero block."""
-        unknown = [
-            lookup(tf.strings.strip(columns[name]))[:, 0] for name, lookup in self.lookups.items()
-        ]
-        return tf.cast(tf.add_n(unknown), tf.int32)
-
-    def compute_output_shape(self, input_shape):
-        return (None, NUM_FEATURES)
+# The paper's fixed transforms and vocabularies as a tabular schema: the generic CSV
+# path (proto_tf.data.tabular) makes Adult's features, in the same order as Appendix
+# A.3.1 (continuous columns first, then one block per categorical column).
+SCHEMA = tabular.TabularSchema(
+    columns=COLUMNS,
+    numeric=tuple(
+        tabular.NumericColumn(name, offset, scale, transform, VALID_RANGES[name], allow_missing=False)
+        for name, (offset, scale, transform) in CONTINUOUS.items()
+    ),
+    categorical=tuple(tabular.CategoricalColumn(name, vocabulary) for name, vocabulary in CATEGORICAL.items()),
+    missing_tokens=(MISSING_VALUE,),
+)
+NUM_FEATURES = SCHEMA.num_features  # 105
+# Files of new people for predictions: Adult's columns with or without a header row.
+TABLE = tabular.TableFormat(SCHEMA, "income", header_required=False)
 
 
 def read_adult_csv(path, report=print):
@@ -136,7 +101,7 @@ def read_adult_csv(path, report=print):
     line, the column and what is valid (a number in `VALID_RANGES`, a known label,
     UTF-8 text, at least one row). Categorical values outside the vocabulary become
     all-zero blocks like `?`: they are counted per column and `report`ed, and a column
-    where they are most of the values is refused (`check_vocabulary`).
+    where they are most of the values is refused (`tabular.check_vocabulary`).
     """
     values = {name: [] for name in COLUMNS}
     labels = []
@@ -159,88 +124,23 @@ def read_adult_csv(path, report=print):
             )
         labels.append(CLASS_NAMES.index(label))
     require_rows(path, len(labels), f"rows of {len(COLUMNS) + 1} comma-separated fields")
-    columns = {
-        name: np.asarray(column, np.float32 if name in CONTINUOUS else object)
-        for name, column in values.items()
-    }
-    check_vocabulary(path, columns, report)
+    columns = tabular.as_arrays(SCHEMA, values)
+    tabular.check_vocabulary(path, SCHEMA, columns, report)
     return columns, np.asarray(labels, np.int32)
-
-
-# A categorical column with more than this share of values outside its vocabulary is
-# refused: its one-hot block would be (almost) all zeros, so the column would be lost.
-MAX_UNKNOWN_SHARE = 0.5
-MISSING_VALUE = "?"
-
-
-def unknown_value_counts(columns: dict) -> dict:
-    """`{column: (count, most common unknown values)}` of the categorical values outside
-    the vocabulary (`?`, Adult's missing value, not counted), for columns that have any."""
-    found = {}
-    for name, vocabulary in CATEGORICAL.items():
-        known = set(vocabulary) | {MISSING_VALUE}
-        unknown = [value for value in columns[name] if value not in known]
-        if unknown:
-            kinds, counts = np.unique(np.asarray(unknown, object).astype(str), return_counts=True)
-            examples = [str(kinds[i]) for i in np.argsort(-counts, kind="stable")[:3]]
-            found[name] = (len(unknown), examples)
-    return found
-
-
-def check_vocabulary(path: str, columns: dict, report=print) -> None:
-    """Reports the unknown categorical values of each column of a file (they become
-    all-zero blocks like `?`) and raises a DataError when a column is mostly unknown,
-    naming the column, the counts, examples and the valid values."""
-    rows = len(columns[COLUMNS[0]])
-    for name, (count, examples) in unknown_value_counts(columns).items():
-        column = COLUMNS.index(name) + 1
-        shown = ", ".join(repr(value) for value in examples)
-        if count > MAX_UNKNOWN_SHARE * rows:
-            raise DataError(
-                f"{path}: column {column} ({name}): {count} of {rows} values are not in its "
-                f"vocabulary (most common: {shown}); valid: {', '.join(CATEGORICAL[name])} "
-                f"(or {MISSING_VALUE} for a missing value)."
-            )
-        report(
-            f"warning: {path}: column {column} ({name}): {count} of {rows} values are not in "
-            f"its vocabulary (most common: {shown}); they are treated as missing ({MISSING_VALUE})."
-        )
 
 
 def parse_fields(row: list[str], where: str) -> dict:
     """The 14 columns of a CSV row: stripped strings, and numbers checked against
     `VALID_RANGES` (a DataError names `where`, the column and the range)."""
-    fields = {}
-    for column_number, (name, value) in enumerate(zip(COLUMNS, row), 1):
-        value = value.strip()
-        if name in CONTINUOUS:
-            value = parse_number(value, name, f"{where}: column {column_number} ({name})")
-        fields[name] = value
-    return fields
-
-
-def parse_number(text: str, name: str, where: str) -> float:
-    """`text` as a number of column `name`; a DataError at `where` when it is not one
-    in `VALID_RANGES`."""
-    low, high = VALID_RANGES[name]
-    try:
-        value = float(text)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:  # Also false for NaN.
-        raise DataError(f"{where}: {text!r} is not a number in [{low:g}, {high:g}].")
-    return value
+    return {
+        name: tabular.parse_value(SCHEMA, name, value, f"{where}: column {number} ({name})")
+        for number, (name, value) in enumerate(zip(COLUMNS, row), 1)
+    }
 
 
 def featurize(columns, batch_size=8192):
     """Feature vectors `[N, 105]` (float32) of raw columns, computed in batches."""
-    layer = AdultFeatures()
-    count = len(next(iter(columns.values())))
-    parts = [
-        layer({name: column[start:start + batch_size] for name, column in columns.items()}).numpy()
-        for start in range(0, count, batch_size)
-    ]
-    return np.concatenate(parts, axis=0)
+    return tabular.featurize(SCHEMA, columns, batch_size)
 
 
 def load(data_dir):

@@ -145,6 +145,7 @@ class LoadedDataset:
     test: Split
     augment: Callable
     preprocess: Callable
+    info: object = None  # The DatasetInfo, with a user's dataset's own shape and schema.
 
 
 def cast_only(dtype):

@@ -3,10 +3,12 @@
 import dataclasses
 import os
 
-from proto_tf.data import adult, images, text
+from proto_tf.data import adult, csv_dataset, images, text
 from proto_tf.data.common import LoadedDataset, carve_validation, cast_only
 from proto_tf.data.images import ImageAugmentation
+from proto_tf.data.tabular import TabularSchema
 from proto_tf.data.noise import with_label_noise
+from proto_tf.errors import ConfigError
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The Adult files: data/adult/ of a checkout, else the copy installed with the package.
@@ -22,11 +24,14 @@ class DatasetInfo:
 
     name: str
     kind: str  # "image", "text" or "tabular"
-    input_shape: tuple
+    input_shape: tuple | None  # None: set by the data (a user's own dataset).
     input_dtype: str
     augmentation: ImageAugmentation | None = None
     class_shares: tuple | None = None
-    default_data_dir: str = "~/tensorflow_datasets"
+    default_data_dir: str | None = "~/tensorflow_datasets"
+    schema: TabularSchema | None = None  # Tabular: the columns a model reads.
+    label_column: str | None = None  # Tabular: the label's column (optional in inputs to predict).
+    user_data: bool = False  # A user's own files: shapes and database sizes follow the data.
 
 
 DATASETS = {
@@ -53,8 +58,10 @@ DATASETS = {
     ),
     "adult": DatasetInfo(
         "adult", "tabular", (adult.NUM_FEATURES,), "float32",
-        default_data_dir=_ADULT_DIR,
+        default_data_dir=_ADULT_DIR, schema=adult.SCHEMA, label_column="income",
     ),
+    # A user's own data (README, "Your own data").
+    "csv": DatasetInfo("csv", "tabular", None, "float32", default_data_dir=None, user_data=True),
 }  # fmt: skip
 
 _CLASS_NAMES = {
@@ -76,10 +83,19 @@ def class_names(name: str) -> tuple:
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """The DatasetInfo of `name`; a ValueError lists the valid names."""
+    """The DatasetInfo of `name`; a ConfigError (a ValueError) lists the valid names."""
     if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}; valid: {', '.join(DATASETS)}.")
+        raise ConfigError(f"--dataset={name!r} is not known; valid: {', '.join(DATASETS)}.")
     return DATASETS[name]
+
+
+def _read_user_splits(info, data_dir, seed, options):
+    """Splits, class names and the resolved DatasetInfo of a user's own files."""
+    if data_dir is None:
+        raise ConfigError(f"--dataset={info.name} reads your own files: give --data_dir=DIR.")
+    train, test, class_names, schema, label = csv_dataset.load(data_dir, options or csv_dataset.CsvOptions(), seed)
+    resolved = dataclasses.replace(info, input_shape=(schema.num_features,), schema=schema, label_column=label)
+    return train, test, class_names, resolved
 
 
 def _read_splits(name, data_dir, download):
@@ -103,6 +119,7 @@ def load_dataset(
     label_noise: float = 0.0,
     seed: int = 0,
     download: bool = False,
+    options=None,
 ) -> LoadedDataset:
     """Loads a dataset of Table 1 with the paper's preprocessing.
 
@@ -115,13 +132,19 @@ def load_dataset(
         by another class (Table 3); the test split stays clean.
       seed: seed of the validation carve and of the label noise.
       download: let TFDS download MNIST / Fashion-MNIST / CIFAR-10 into `data_dir`.
+      options: how a user's own files are read (`csv_dataset.CsvOptions` for csv).
 
     Returns:
-      A LoadedDataset.
+      A LoadedDataset; its `info` is the DatasetInfo with the data's own shape and
+      schema for a user's dataset.
     """
     info = dataset_info(name)
-    data_dir = os.path.expanduser(data_dir or info.default_data_dir)
-    train, test, class_names = _read_splits(name, data_dir, download)
+    if info.user_data:
+        data_dir = os.path.expanduser(data_dir) if data_dir else None
+        train, test, class_names, info = _read_user_splits(info, data_dir, seed, options)
+    else:
+        data_dir = os.path.expanduser(data_dir or info.default_data_dir)
+        train, test, class_names = _read_splits(name, data_dir, download)
     num_classes = len(class_names)
     if label_noise:
         train = with_label_noise(train, label_noise, num_classes, seed)
@@ -131,5 +154,5 @@ def load_dataset(
     else:
         augment, preprocess = cast_only(info.input_dtype)
     return LoadedDataset(
-        name, num_classes, tuple(class_names), train, validation, test, augment, preprocess
+        name, num_classes, tuple(class_names), train, validation, test, augment, preprocess, info
     )

@@ -12,11 +12,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import blockwise, metrics
-from proto_tf.data import adult, text
+from proto_tf import blockwise, json_files, metrics
+from proto_tf.data import tabular, text
 from proto_tf.data.common import Split
 from proto_tf.data.registry import DatasetInfo
-from proto_tf.errors import ConfigError
+from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.model import ProtoAttend
 from proto_tf.serving.database_files import read_database
 
@@ -26,6 +26,8 @@ SERVING_SIGNATURE = "serving_default"
 DEFAULT_MAX_BATCH_SIZE = 8192
 ABSTAIN_SIGNATURE = "abstain"
 IMAGE_BYTES_SIGNATURE = "image_bytes"  # Image exports: encoded images, as REST sends them.
+# Tabular exports: the columns new rows are read by (run/predict.py); TF Serving ignores it.
+TABLE_FILE = os.path.join("assets.extra", "proto_tf_table.json")
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -57,15 +59,16 @@ class PrototypeDatabaseLayer(keras.layers.Layer):
 
 
 def raw_input_signature(info: DatasetInfo) -> dict[str, tf.TensorSpec]:
-    """Named TensorSpecs of a dataset's raw serving inputs."""
+    """Named TensorSpecs of a dataset's raw serving inputs: `images`, `texts`, or one
+    input per table column (numbers as float32, categories as strings), named by
+    `TabularSchema.input_names`."""
     if info.kind == "image":
         return {"images": tf.TensorSpec([None, *info.input_shape], tf.uint8, name="images")}
     if info.kind == "text":
         return {"texts": tf.TensorSpec([None], tf.string, name="texts")}
-    specs = {}
-    for column in adult.COLUMNS:
-        dtype = tf.float32 if column in adult.CONTINUOUS else tf.string
-        name = column.replace("-", "_")  # Signature keys must be valid identifiers.
+    schema, specs = info.schema, {}
+    for column, name in schema.input_names().items():
+        dtype = tf.float32 if schema.is_numeric(column) else tf.string
         specs[name] = tf.TensorSpec([None], dtype, name=name)
     return specs
 
@@ -74,37 +77,42 @@ def raw_input_signature(info: DatasetInfo) -> dict[str, tf.TensorSpec]:
 class ServingInputs:
     """How a signature's raw inputs become model inputs: the named TensorSpecs, the
     graph preprocessing `to_inputs(raw)`, per-instance outputs of the preprocessing
-    itself `extra_outputs(raw)`, the layers (lookup tables) the export must track, and
-    the finite range each numeric input must lie in (checked in the graph)."""
+    itself `extra_outputs(raw)`, the layers (lookup tables) the export must track, the
+    range each numeric input must lie in (checked in the graph), and the numeric inputs
+    where NaN means a missing value (the others must be finite)."""
 
     signature: dict
     to_inputs: Callable
     extra_outputs: Callable = lambda raw: {}
     layers: tuple = ()
     value_ranges: dict = dataclasses.field(default_factory=dict)  # {input: (low, high)}
+    missing_allowed: set = dataclasses.field(default_factory=set)
 
 
 def dataset_serving_inputs(info, preprocess) -> ServingInputs:
     """The serving graph's preprocessing, identical to evaluation's: images go through
     the dataset's own `preprocess`; texts through the character quantiser; Adult
-    columns through AdultFeatures (which also counts unknown category strings)."""
+    columns through the dataset's TabularFeatures (which also counts unknown category
+    strings)."""
     signature = raw_input_signature(info)
     if info.kind == "image":
         return ServingInputs(signature, lambda raw: preprocess(raw["images"]))
     if info.kind == "text":
         quantizer = text.CharacterQuantizer(info.input_shape[0])
         return ServingInputs(signature, lambda raw: preprocess(quantizer(raw["texts"])), layers=(quantizer,))
-    features = adult.AdultFeatures()
+    features = tabular.TabularFeatures(info.schema)
+    names = info.schema.input_names()
 
     def columns(raw):
-        return {column: raw[column.replace("-", "_")] for column in adult.COLUMNS}
+        return {column: raw[name] for column, name in names.items()}
 
     return ServingInputs(
         signature,
         lambda raw: preprocess(features(columns(raw))),
         lambda raw: {"unknown_categories": features.unknown_fields(columns(raw))},
         (features,),
-        {name.replace("-", "_"): bounds for name, bounds in adult.VALID_RANGES.items()},
+        {names[c.name]: c.valid_range for c in info.schema.numeric},
+        {names[c.name] for c in info.schema.numeric if c.allow_missing},
     )
 
 
@@ -154,7 +162,7 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
 
     def serve(raw, confidence_threshold=None):
         names_tensor = tf.constant(names)
-        raw = _checked(raw, signature, max_batch_size, inputs.value_ranges)
+        raw = _checked(raw, signature, max_batch_size, inputs.value_ranges, inputs.missing_allowed)
         if confidence_threshold is not None:
             confidence_threshold = _checked_threshold(confidence_threshold, raw, signature)
         model_inputs = to_inputs(raw)
@@ -197,7 +205,7 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
     return serve
 
 
-def _checked(raw, signature, max_batch_size, value_ranges):
+def _checked(raw, signature, max_batch_size, value_ranges, missing_allowed=()):
     """The raw inputs, each made to depend on checks of the request, so that a bad
     request fails with InvalidArgument naming the input before any computation (a
     loaded signature does not enforce its own static shapes): shape, one batch size
@@ -224,7 +232,14 @@ def _checked(raw, signature, max_batch_size, value_ranges):
                 message=f"input {name} has another number of instances than input {first}; "
                 "every input needs one value per instance",
             ))  # fmt: skip
-        if name in value_ranges:
+        if name in missing_allowed:
+            low, high = value_ranges[name]
+            valid = tf.math.is_nan(value) | ((value >= low) & (value <= high) & tf.math.is_finite(value))
+            checks.append(tf.debugging.Assert(tf.reduce_all(valid), [
+                f"input {name} holds an infinity or a value outside [{low:g}, {high:g}] (NaN means "
+                "a missing value); first values:", value,
+            ]))  # fmt: skip
+        elif name in value_ranges:
             low, high = value_ranges[name]
             checks.append(tf.debugging.assert_all_finite(
                 value, message=f"input {name} holds NaN or an infinity"
@@ -242,12 +257,17 @@ def _checked_threshold(threshold, raw, signature):
     """`confidence_threshold` checked: one finite value in [0, 1] per instance."""
     threshold = tf.cast(threshold, tf.float32)
     batch = tf.shape(raw[next(iter(signature))])[0]
+    rank_check = tf.debugging.assert_rank(
+        threshold, 1, message="confidence_threshold needs one value per instance"
+    )
+    # The size is read only after the rank is known to be 1 (a scalar has no size to
+    # slice, and would fail with an index error instead of this message).
+    with tf.control_dependencies([rank_check]):
+        size = tf.reshape(tf.size(threshold), [])
     checks = [
-        tf.debugging.assert_rank(
-            threshold, 1, message="confidence_threshold needs one value per instance"
-        ),
+        rank_check,
         tf.debugging.assert_equal(
-            tf.shape(threshold)[-1], batch,
+            size, batch,
             message="confidence_threshold needs one value per instance (no broadcasting)",
         ),
         tf.debugging.Assert(
@@ -276,10 +296,17 @@ def publish_version(write: Callable[[str], object], export_dir: str, model_name:
     export has just published fails, and the next number is tried.
     """
     base = os.path.join(export_dir, model_name)
-    os.makedirs(base, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=".export-", dir=base)
+    try:
+        os.makedirs(base, exist_ok=True)
+        temporary = tempfile.mkdtemp(prefix=".export-", dir=base)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot write to --export_dir={export_dir} ({error.strerror}: {error.filename}); give "
+            "a folder this user can write to."
+        ) from None
     try:
         write(temporary)
+        _make_readable(temporary)
         while True:
             target = next_version_dir(export_dir, model_name)
             try:
@@ -291,6 +318,20 @@ def publish_version(write: Callable[[str], object], export_dir: str, model_name:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def _make_readable(folder):
+    """Modes of a published version as a plain copy would have them (folders 0777,
+    files 0666, less the umask; 0755/0644 under the usual 022): `mkdtemp` makes its
+    folder 0700, which a TF Serving process running as another user cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
 def encode_database(
@@ -336,7 +377,13 @@ def export_saved_model(
     endpoints = {"": dataset_serving_inputs(info, preprocess)}
     if info.kind == "image":
         endpoints[IMAGE_BYTES_SIGNATURE] = image_bytes_serving_inputs(info, preprocess)
-    return write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names)
+    write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names)
+    if info.kind == "tabular":
+        # How files of new rows are read (run/predict.py); TF Serving ignores the file.
+        table = tabular.TableFormat(info.schema, info.label_column, header_required=info.user_data)
+        os.makedirs(os.path.join(path, os.path.dirname(TABLE_FILE)), exist_ok=True)
+        json_files.write_json(os.path.join(path, TABLE_FILE), table.to_json())
+    return path
 
 
 def write_saved_model(
@@ -445,6 +492,7 @@ def export_model_dir(
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     database_path: str | None = None,
+    report: Callable[[str], None] = print,
 ) -> str:
     """Exports a run of `run/train.py` as `<export_dir>/<model_name>/<next version>`,
     published atomically (`publish_version`).
@@ -454,16 +502,32 @@ def export_model_dir(
     `database_path`, every labelled example of that file or folder
     (`database_files.read_database`; prototype indices are then its rows): prototypes
     can be added or removed without retraining. Returns the version directory written.
+
+    The `best` checkpoint of an unfinished run is refused (a RunDirectoryError saying
+    how far it got); `checkpoint="last"` exports it anyway. Which checkpoint and step
+    is exported is `report`ed.
     """
     from proto_tf.training import trainer  # Heavy; only this entry point needs it.
     from proto_tf.training.config import check_against_data
-    from proto_tf.data import dataset_info, inference_database
+    from proto_tf.data import inference_database
 
     _check_positive(top_k=top_k, max_batch_size=max_batch_size)
     if infer_database_size is not None:
         _check_positive(infer_database_size=infer_database_size)
-    config, dataset, model, _ = trainer.load_run(model_dir, checkpoint, data_dir)
-    info = dataset_info(config.dataset)
+    status = trainer.run_status(model_dir)
+    if not status.finished and checkpoint != "last":
+        raise RunDirectoryError(
+            f"the run in {model_dir} is unfinished ({status.describe()}): finish it by running "
+            "its training command again, or export its last checkpoint anyway with --checkpoint=last."
+        )
+    config, dataset, model, checkpoint_path = trainer.load_run(model_dir, checkpoint, data_dir)
+    info = dataset.info
+    step = trainer.checkpoint_step(checkpoint_path)
+    which = "best validation" if os.path.basename(os.path.dirname(checkpoint_path)) == "best" else "last"
+    report(
+        f"Exporting {checkpoint_path} (step {step}, the {which} checkpoint"
+        + (f"; the run is unfinished: {status.describe()})." if not status.finished else ").")
+    )
     database = None
     if database_path is not None and not model.is_baseline:
         database_split = read_database(database_path, info, dataset.class_names)

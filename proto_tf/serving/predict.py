@@ -17,9 +17,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.data import adult, images
+from proto_tf.data import adult, images, tabular
 from proto_tf.data.common import csv_rows, iterate_text_lines
 from proto_tf.errors import ConfigError, DataError
+from proto_tf.serving.export import TABLE_FILE
+from proto_tf.json_files import read_json
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 
@@ -36,9 +38,10 @@ def input_kind(specs: dict) -> str:
     return "text" if "texts" in specs else "tabular"
 
 
-def read_inputs(path: str, specs: dict, batch_size: int) -> Iterator[tuple[dict, list[str]]]:
+def read_inputs(path: str, specs: dict, batch_size: int,
+                table: tabular.TableFormat | None = None) -> Iterator[tuple[dict, list[str]]]:  # fmt: skip
     """Batches `(raw inputs for the signature, source of each input)` from `path`,
-    read as they are needed."""
+    read as they are needed; a table's columns as `table` says (Adult's by default)."""
     kind = input_kind(specs)
     if kind == "image":
         return _image_batches(path, specs["images"].shape, batch_size)
@@ -46,7 +49,15 @@ def read_inputs(path: str, specs: dict, batch_size: int) -> Iterator[tuple[dict,
         raise DataError(f"{path}: no such file; expected a {'CSV' if kind == 'tabular' else 'text or CSV'} file.")
     if kind == "text":
         return _text_batches(path, batch_size)
-    return _adult_batches(path, batch_size)
+    return _table_batches(path, table or adult.TABLE, batch_size)
+
+
+def table_format(saved_model: str) -> tabular.TableFormat:
+    """The TableFormat written with a tabular export (Adult's for older exports)."""
+    path = os.path.join(saved_model, TABLE_FILE)
+    if not os.path.isfile(path):
+        return adult.TABLE
+    return tabular.TableFormat.from_json(read_json(path, "the columns this export reads"))
 
 
 def _batches_of(rows, batch_size):
@@ -61,73 +72,76 @@ def _batches_of(rows, batch_size):
         yield batch
 
 
-def _header_columns(row):
-    """The column order of a header row (Adult's names, `-` or `_`), or None when
-    `row` is a data row."""
-    names = [field.strip().replace("_", "-") for field in row]
-    if not set(names) & set(adult.COLUMNS):
+def _header_order(path, row, schema, label_column, required):
+    """Positions of `schema.columns` in the rows of a file whose first row is `row`, and
+    the header's width; None when `row` is a data row (rows are then read in the
+    schema's order). A header is read by name, the columns in any order (by their names
+    or their serving input names), the label column allowed and ignored; unknown,
+    missing or repeated names are a DataError naming them."""
+    aliases = {name: column for column, name in schema.input_names().items()}
+    aliases.update({column: column for column in schema.columns})
+    names = [field.strip() for field in row]
+    mapped = [aliases.get(name, name) for name in names]
+    if not set(mapped) & set(schema.columns):
+        if required:
+            raise DataError(f"{path}:1: expected a header row naming the columns ({', '.join(schema.columns)}).")
         return None
-    return names
+    unknown = [name for name, column in zip(names, mapped) if column not in schema.columns and name != label_column]
+    missing = [column for column in schema.columns if column not in mapped]
+    repeated = sorted({column for column in mapped if mapped.count(column) > 1})
+    if unknown or missing or repeated:
+        problems = [
+            f"{kind}: {', '.join(found)}"
+            for kind, found in (("unknown", unknown), ("missing", missing), ("repeated", repeated))
+            if found
+        ]
+        label = f", and optionally {label_column}" if label_column else ""
+        raise DataError(
+            f"{path}:1: the header's columns do not match the model's ({'; '.join(problems)}); "
+            f"expected {', '.join(schema.columns)} in any order{label}."
+        )
+    return [mapped.index(column) for column in schema.columns], len(names)
 
 
-def _adult_rows(path):
-    """`(line number, the 14 fields in adult.COLUMNS order)` of each data row. A
-    header row is read by name: its columns may come in any order, with or without
-    the income; unknown or missing names are a DataError naming them."""
-    order = None  # Positions of adult.COLUMNS in the file's rows (from a header).
-    expected = (len(adult.COLUMNS), len(adult.COLUMNS) + 1)
+def _table_rows(path, schema, label_column, header_required):
+    """`(line number, the fields in schema.columns order)` of each data row."""
+    order, count = None, len(schema.columns)
+    expected = (count, count + 1) if label_column else (count,)
     for line_number, row in csv_rows(path, skipinitialspace=True):
         if row[0].startswith("|"):
             continue  # The UCI test file's first line.
         if order is None and line_number == 1:
-            names = _header_columns(row)
-            if names is not None:
-                order = _header_order(path, names)
-                expected = (len(names),)
+            found = _header_order(path, row, schema, label_column, header_required)
+            if found is not None:
+                order, width = found
+                expected = (width,)
                 continue
         if len(row) not in expected:
             layout = (
                 f"the {expected[0]} columns of the header" if order is not None
-                else f"{len(adult.COLUMNS)} comma-separated fields ({', '.join(adult.COLUMNS)}), "
-                "optionally followed by the income"
+                else f"{count} comma-separated fields ({', '.join(schema.columns)})"
+                + (f", optionally followed by {label_column}" if label_column else "")
             )  # fmt: skip
             raise DataError(f"{path}:{line_number}: expected {layout}; got {len(row)}.")
         yield line_number, row if order is None else [row[i] for i in order]
 
 
-def _header_order(path, names):
-    allowed = set(adult.COLUMNS) | {"income"}
-    unknown = [name for name in names if name not in allowed]
-    missing = [name for name in adult.COLUMNS if name not in names]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if unknown or missing or repeated:
-        problems = [
-            f"{label}: {', '.join(found)}"
-            for label, found in (("unknown", unknown), ("missing", missing), ("repeated", repeated))
-            if found
-        ]
-        raise DataError(
-            f"{path}:1: the header's columns do not match the model's ({'; '.join(problems)}); "
-            f"expected {', '.join(adult.COLUMNS)} in any order, and optionally income."
-        )
-    return [names.index(name) for name in adult.COLUMNS]
-
-
-def _adult_batches(path, batch_size):
+def _table_batches(path, table, batch_size):
+    schema, label_column = table.schema, table.label_column
+    names = schema.input_names()
     found = False
-    for chunk in _batches_of(_adult_rows(path), batch_size):
+    rows = _table_rows(path, schema, label_column, table.header_required)
+    for chunk in _batches_of(rows, batch_size):
         found = True
-        columns = {name: [] for name in adult.COLUMNS}
+        columns = {name: [] for name in schema.columns}
         for line_number, row in chunk:
-            for name, value in adult.parse_fields(row, f"{path}:{line_number}").items():
-                columns[name].append(value)
-        raw = {
-            name.replace("-", "_"): np.asarray(values, np.float32 if name in adult.CONTINUOUS else object)
-            for name, values in columns.items()
-        }
+            for number, (name, value) in enumerate(zip(schema.columns, row), 1):
+                where = f"{path}:{line_number}: column {number} ({name})"
+                columns[name].append(tabular.parse_value(schema, name, value, where))
+        raw = {names[name]: array for name, array in tabular.as_arrays(schema, columns).items()}
         yield raw, [f"{path}:{line_number}" for line_number, _ in chunk]
     if not found:
-        raise DataError(f"{path}: no rows found; expected rows of {', '.join(adult.COLUMNS)}.")
+        raise DataError(f"{path}: no rows found; expected rows of {', '.join(schema.columns)}.")
 
 
 def _documents(path):
@@ -200,7 +214,7 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
     temporary = os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.tmp-{os.getpid()}")
     try:
         with open(temporary, "w") as handle:
-            for raw, sources in read_inputs(inputs, specs, batch_size):
+            for raw, sources in read_inputs(inputs, specs, batch_size, table_format(saved_model)):
                 feed = {name: tf.constant(value) for name, value in raw.items()}
                 if confidence_threshold is not None:
                     feed["confidence_threshold"] = tf.fill([len(sources)], float(confidence_threshold))

@@ -6,10 +6,19 @@ import math
 import keras
 
 from proto_tf.attention import SPARSEMAX_TOP_K
+from proto_tf.data.csv_dataset import CsvOptions
 from proto_tf.data.registry import DatasetInfo
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
 from proto_tf.errors import ConfigError
 from proto_tf.model import ATTENTIONS, ProtoAttend
+
+
+# Datasets of a user's own files, and the fields that only they read.
+USER_DATASETS = ("csv",)
+USER_DATA_FIELDS = ("label_column", "categorical_columns", "numeric_columns", "ignore_columns",
+                    "max_categories", "test_fraction")  # fmt: skip
+# Fields holding lists of names (the other tuple fields hold integers).
+NAME_LIST_FIELDS = ("categorical_columns", "numeric_columns", "ignore_columns")
 
 
 @dataclasses.dataclass
@@ -58,6 +67,13 @@ class ExperimentConfig:
     # Data.
     label_noise: float = 0.0
     validation_fraction: float = 0.1
+    # A user's own table (--dataset=csv); see proto_tf/data/csv_dataset.py.
+    label_column: str | None = None
+    categorical_columns: tuple = ()
+    numeric_columns: tuple = ()
+    ignore_columns: tuple = ()
+    max_categories: int = 1000
+    test_fraction: float = 0.2
     # Encoder (which ones apply depends on the dataset's kind).
     resnet_depth: int = 32
     resnet_filters: int = 16
@@ -94,8 +110,15 @@ class ExperimentConfig:
             )
         for name in ("train_steps", "batch_size", "train_database_size", "infer_database_size",
                      "decay_steps", "checkpoint_every", "eval_every", "log_every",
-                     "eval_batch_size", "attention_size", "value_size"):  # fmt: skip
+                     "eval_batch_size", "attention_size", "value_size", "resnet_depth",
+                     "resnet_filters", "vdcnn_first_filters", "lstm_embedding_size"):  # fmt: skip
             _check(self, name, getattr(self, name) > 0, "must be a positive integer")
+        for name in ("dense_units", "vdcnn_block_filters"):
+            _check(self, name, len(getattr(self, name)) > 0 and all(size > 0 for size in getattr(self, name)),
+                   "must be positive integers")  # fmt: skip
+        _check(self, "seed", 0 <= self.seed < 2**32, "must be an integer in [0, 2**32)")
+        _check(self, "model_dir", bool(self.model_dir and self.model_dir.strip()),
+               "must name a folder")  # fmt: skip
         for name in ("learning_rate", "clip_value"):
             _check(self, name, math.isfinite(getattr(self, name)) and getattr(self, name) > 0,
                    "must be a finite number > 0")  # fmt: skip
@@ -130,6 +153,27 @@ class ExperimentConfig:
         )
         self.dense_units = tuple(self.dense_units)
         self.vdcnn_block_filters = tuple(self.vdcnn_block_filters)
+        for name in USER_DATA_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+        _check(self, "max_categories", self.max_categories > 0, "must be a positive integer")
+        _check(self, "test_fraction", 0 < self.test_fraction < 1, "must be in (0, 1)")
+        if not self.dataset_reads_user_files:
+            for name in USER_DATA_FIELDS:
+                default = ExperimentConfig.__dataclass_fields__[name].default
+                _check(self, name, getattr(self, name) == default,
+                       f"applies to your own data (--dataset=csv), not --dataset={self.dataset}; "
+                       f"leave it at {default!r}")  # fmt: skip
+
+    @property
+    def dataset_reads_user_files(self) -> bool:
+        return self.dataset in USER_DATASETS
+
+    def csv_options(self):
+        """How --dataset=csv reads its files."""
+        return CsvOptions(self.label_column, self.categorical_columns, self.numeric_columns,
+                          self.ignore_columns, self.max_categories, self.test_fraction)  # fmt: skip
 
 
 def build_encoder(config, info: DatasetInfo):
@@ -213,3 +257,19 @@ def check_against_data(config, train_examples):
                 f"{config.dataset} (after holding out --validation_fraction="
                 f"{config.validation_fraction}); valid: 1..{train_examples}."
             )
+
+
+def fit_to_data(config, train_examples, report=print):
+    """For a user's own data, whose size a flagfile cannot know: `config` with the batch
+    and database sizes lowered to the training split's size where they exceed it (each
+    change reported). The paper's datasets are returned unchanged (and checked by
+    `check_against_data`)."""
+    if not config.dataset_reads_user_files:
+        return config
+    changes = {}
+    for name in ("batch_size", "train_database_size", "infer_database_size"):
+        if getattr(config, name) > train_examples:
+            changes[name] = train_examples
+            report(f"--{name}={getattr(config, name)} is above the {train_examples} training "
+                   f"examples: using {train_examples}.")  # fmt: skip
+    return dataclasses.replace(config, **changes) if changes else config

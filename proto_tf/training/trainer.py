@@ -15,6 +15,7 @@ from proto_tf.analysis import evaluation
 from proto_tf.data import candidates
 from proto_tf.data.common import LoadedDataset
 from proto_tf.data.registry import dataset_info, load_dataset
+from proto_tf import json_files
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training import batchnorm, distribute, health, run_directory
 from proto_tf.training import config as config_lib
@@ -40,6 +41,7 @@ def load_experiment_dataset(config: ExperimentConfig) -> LoadedDataset:
         label_noise=config.label_noise,
         seed=config.seed,
         download=config.download,
+        options=config.csv_options() if config.dataset_reads_user_files else None,
     )
 
 
@@ -70,15 +72,15 @@ class Trainer:
         make_optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
     ):
-        self.config = config
         self.callbacks = list(callbacks)
-        self.info = dataset_info(config.dataset)
         # First: a multi-worker strategy must exist before any TensorFlow op runs.
         self.strategy = strategy or distribute.make_strategy(config.strategy)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
         self.dataset = dataset or load_experiment_dataset(config)
+        self.info = self.dataset.info or dataset_info(config.dataset)
+        config = self.config = config_lib.fit_to_data(config, len(self.dataset.train))
         config_lib.check_against_data(config, len(self.dataset.train))
         self.verbose = verbose
         self.is_chief = distribute.is_chief()
@@ -95,6 +97,8 @@ class Trainer:
         checkpoint = make_checkpoint(
             self.model, self.optimizer, run_state={"train_seconds": self.train_seconds}
         )
+        for folder in ("checkpoints", "best"):  # The managers below parse these files.
+            run_directory.repair_state_file(os.path.join(self.write_dir, folder))
         self.latest = tf.train.CheckpointManager(
             checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=2
         )
@@ -244,7 +248,15 @@ class Trainer:
             print(f"The run in {config.model_dir} has finished {start} steps; nothing to do.")
             return finished
         if self.is_chief:
-            run_directory.write_json(
+            fingerprint = run_directory.data_fingerprint(self.dataset)
+            if start:
+                run_directory.check_same_data(
+                    config.model_dir, fingerprint, config.data_dir, self._stored_data_dir()
+                )
+            json_files.write_json(
+                os.path.join(config.model_dir, run_directory.DATA_FILE), fingerprint
+            )
+            json_files.write_json(
                 os.path.join(config.model_dir, CONFIG_FILE), dataclasses.asdict(config)
             )
         best_state = self._read_best()
@@ -257,14 +269,23 @@ class Trainer:
         self._cleanup()
         return summary
 
+    def _stored_data_dir(self):
+        path = os.path.join(self.config.model_dir, CONFIG_FILE)
+        if not os.path.isfile(path):
+            return None
+        return json_files.read_json(path, "the run's flags").get("data_dir")
+
     def _finished_summary(self, start):
         """The run's summary.json when it has finished at `start`: it reached
         train_steps, or a callback stopped it there."""
         path = os.path.join(self.config.model_dir, SUMMARY_FILE)
         if not start or not os.path.isfile(path):
             return None
-        with open(path) as handle:
-            summary = json.load(handle)
+        try:
+            summary = json_files.read_json(path, "the run's final results")
+        except RunDirectoryError as error:
+            print(f"warning: {error} The final evaluation is made again and the file rewritten.")
+            return None
         done = start == self.config.train_steps or summary.get("stopped_by_callback_at") == start
         return summary if done and summary.get("steps") == start else None
 
@@ -303,7 +324,7 @@ class Trainer:
             save_due = save_due or step % config.checkpoint_every == 0
             if save_due and monitor.safe_to_save():
                 self.train_seconds.assign(seconds_before + time.time() - started)
-                self.latest.save(checkpoint_number=step)
+                self._save(self.latest, step)
                 save_due = False
             if self.dataset.validation is not None and (
                 step % config.eval_every == 0 or step == config.train_steps
@@ -318,8 +339,24 @@ class Trainer:
         callbacks.on_train_end()
         self.reestimate_batchnorm()  # The last checkpoint is what gets evaluated and exported.
         self.train_seconds.assign(seconds_before + time.time() - started)
-        self.latest.save(checkpoint_number=step)
+        self._save(self.latest, step)
         return best_state
+
+    def _save(self, manager, step):
+        """Saves a checkpoint of `step`; a full disk or an unwritable folder stops the
+        run with one line saying that the earlier checkpoints are intact."""
+        try:
+            manager.save(checkpoint_number=step)
+        except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError,
+                tf.errors.UnavailableError, OSError) as error:  # fmt: skip
+            kept = run_directory.checkpoint_paths(os.path.join(self.write_dir, "checkpoints"))
+            raise RunDirectoryError(
+                f"could not save the checkpoint of step {step} in {manager.directory} "
+                f"({_first_line(error)}). The earlier checkpoints are intact "
+                f"({', '.join(os.path.basename(p) for p in kept) or 'none yet'}): free space "
+                "(or fix the folder) and run the same command again to resume exactly from "
+                f"{os.path.basename(kept[0]) if kept else 'step 0'}."
+            ) from None
 
     def _validate(self, step, writers, best_state):
         result = self.last_validation = self.evaluate(self.dataset.validation)
@@ -329,9 +366,9 @@ class Trainer:
             self._write_prototype_images(writers["validation"], step)
         if best_state is None or result["accuracy"] > best_state["accuracy"]:
             best_state = {"step": step, **result}
-            self.best.save(checkpoint_number=step)
+            self._save(self.best, step)
             if self.is_chief:
-                run_directory.write_json(os.path.join(self.write_dir, BEST_FILE), best_state)
+                json_files.write_json(os.path.join(self.write_dir, BEST_FILE), best_state)
         return best_state
 
     def _write_prototype_images(self, writer, step, examples=4, prototypes=3):
@@ -369,14 +406,17 @@ class Trainer:
                 self.checkpoint.restore(self.best.latest_checkpoint).assert_consumed()
                 summary["test_best"] = self.evaluate(self.dataset.test)
         if self.is_chief:
-            run_directory.write_json(os.path.join(self.config.model_dir, SUMMARY_FILE), summary)
+            json_files.write_json(os.path.join(self.config.model_dir, SUMMARY_FILE), summary)
         return summary
 
     def _read_best(self):
         path = os.path.join(self.write_dir, BEST_FILE)
         if os.path.exists(path):
-            with open(path) as handle:
-                return json.load(handle)
+            return json_files.read_json(
+                path,
+                f"the validation result of the best checkpoint in {self.write_dir}/best; restore "
+                "it, or move it and that folder away to resume without the earlier best",
+            )
         return None
 
     def _summary_writers(self):
@@ -427,11 +467,7 @@ def read_config(model_dir: str) -> ExperimentConfig:
     path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise RunDirectoryError(f"no {CONFIG_FILE} in {model_dir}: is it a run/train.py model_dir?")
-    try:
-        with open(path) as handle:
-            values = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise RunDirectoryError(f"{path} is unreadable: {error}.") from None
+    values = json_files.read_json(path, f"the flags the run in {model_dir} was trained with")
     known = {field.name for field in dataclasses.fields(config_lib.ExperimentConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -446,19 +482,78 @@ def load_trained_model(
     model_dir: str, config: ExperimentConfig, dataset: LoadedDataset, checkpoint: str = "best"
 ) -> tuple:
     """The model of an experiment with `config`, from the `best` checkpoint in
-    `model_dir` (the last one when there is no best) or its `last` checkpoint."""
+    `model_dir` (the last one when there is no best) or its `last` checkpoint.
+
+    Checkpoints are found from their files (a damaged state file does not matter); an
+    unreadable one is skipped with a warning naming it, for the next newest: a damaged
+    best checkpoint falls back to the last good one of `checkpoints/`. No readable
+    checkpoint is a RunDirectoryError."""
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}.")
-    model = config_lib.build_model(config, dataset_info(config.dataset), dataset.num_classes)
-    path = None
-    if checkpoint == "best":
-        path = tf.train.latest_checkpoint(os.path.join(model_dir, "best"))
-    path = path or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if path is None:
-        raise FileNotFoundError(f"No checkpoint under {model_dir}/best or {model_dir}/checkpoints.")
-    # Only the model: the optimizer's variables in the checkpoint are not needed.
-    make_checkpoint(model).restore(path).expect_partial().assert_existing_objects_matched()
-    return model, path
+    model = config_lib.build_model(config, dataset.info or dataset_info(config.dataset), dataset.num_classes)
+    folders = (["best"] if checkpoint == "best" else []) + ["checkpoints"]
+    candidates = [
+        path for folder in folders
+        for path in run_directory.checkpoint_paths(os.path.join(model_dir, folder))
+    ]  # fmt: skip
+    failures = []
+    for path in candidates:
+        try:
+            # Only the model: the optimizer's variables in the checkpoint are not needed.
+            make_checkpoint(model).restore(path).expect_partial().assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+            failures.append(path)
+            print(f"warning: skipped unreadable checkpoint {path} ({_first_line(error)}).")
+            continue
+        if failures:
+            print(f"warning: using {path} instead.")
+        return model, path
+    if failures:
+        raise RunDirectoryError(
+            f"no checkpoint of {model_dir} can be read ({', '.join(failures)}): the run's files "
+            "are damaged; train it again into another --model_dir."
+        )
+    raise RunDirectoryError(
+        f"{model_dir} holds no checkpoint (nothing under {model_dir}/best or "
+        f"{model_dir}/checkpoints): train the run first (run/train.py --model_dir={model_dir})."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStatus:
+    """How far a run in a model_dir got: `finished` (its summary.json says so), the
+    step of its newest checkpoint and the steps it was asked for."""
+
+    finished: bool
+    step: int
+    train_steps: int
+
+    def describe(self) -> str:
+        state = "finished" if self.finished else "no final summary.json"
+        return f"newest checkpoint at step {self.step} of {self.train_steps}; {state}"
+
+
+def checkpoint_step(path: str) -> int:
+    """The step number of a checkpoint prefix `.../ckpt-<step>`."""
+    return int(path.rsplit("-", 1)[1])
+
+
+def run_status(model_dir: str) -> RunStatus:
+    """The RunStatus of the run in `model_dir` (its config.json must be readable)."""
+    config = read_config(model_dir)
+    paths = run_directory.checkpoint_paths(os.path.join(model_dir, "checkpoints"))
+    step = checkpoint_step(paths[0]) if paths else 0
+    finished = False
+    path = os.path.join(model_dir, SUMMARY_FILE)
+    if os.path.isfile(path):
+        try:
+            summary = json_files.read_json(path, "the run's final results")
+        except RunDirectoryError:
+            summary = {}
+        finished = summary.get("steps") == step and (
+            step == config.train_steps or summary.get("stopped_by_callback_at") == step
+        )
+    return RunStatus(finished, step, config.train_steps)
 
 
 def load_run(model_dir: str, checkpoint: str = "best", data_dir: str | None = None) -> tuple:
@@ -466,7 +561,7 @@ def load_run(model_dir: str, checkpoint: str = "best", data_dir: str | None = No
     read from `data_dir` when given (else from where the run read it)."""
     config = read_config(model_dir)
     if data_dir is not None:
-        config.data_dir = data_dir
+        config = dataclasses.replace(config, data_dir=data_dir)
     dataset = load_experiment_dataset(config)
     model, path = load_trained_model(model_dir, config, dataset, checkpoint)
     return config, dataset, model, path

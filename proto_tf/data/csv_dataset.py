@@ -1,0 +1,164 @@
+"""A user's own table: `train.csv` and `test.csv` with a header row, any columns.
+
+`--dataset=csv --data_dir=DIR [--label_column=NAME]`. Column types, vocabularies and
+standardisation come from the training file (`tabular.infer_schema`); the test file is
+read by column name with the training file's schema. Without `test.csv`, a fixed-seed
+share of `train.csv` is held out as the test split (the schema then comes from the
+rest). The label values are the class names.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from proto_tf.data import tabular
+from proto_tf.data.common import MissingDataError, Split, csv_rows
+from proto_tf.errors import DataError
+
+TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvOptions:
+    """How a user's table is read (flags of the same names)."""
+
+    label_column: str | None = None  # None: the last column.
+    categorical_columns: tuple = ()
+    numeric_columns: tuple = ()
+    ignore_columns: tuple = ()
+    max_categories: int = 1000
+    test_fraction: float = 0.2  # Held out of train.csv when there is no test.csv.
+
+
+@dataclasses.dataclass
+class Table:
+    """A CSV file read as text: its header (stripped names) and rows, each row with the
+    line it starts on."""
+
+    path: str
+    header: list
+    rows: list
+    lines: list
+
+    def column(self, name):
+        index = self.header.index(name)
+        return [row[index] for row in self.rows]
+
+
+def read_table(path: str) -> Table:
+    """The header and rows of a CSV file with a header row; every row must have the
+    header's number of fields (a DataError names the line)."""
+    rows, lines, header = [], [], None
+    for line_number, row in csv_rows(path, skipinitialspace=True):
+        row = [field.strip() for field in row]
+        if header is None:
+            header = row
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated or "" in header:
+                raise DataError(f"{path}:1: the header needs a unique, non-empty name per column; "
+                                f"{'repeated: ' + ', '.join(repeated) if repeated else 'a name is empty'}.")  # fmt: skip
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}:{line_number}: expected the header's {len(header)} fields; got {len(row)}.")
+        rows.append(row)
+        lines.append(line_number)
+    if header is None or not rows:
+        raise DataError(f"{path}: no rows found; expected a header row and at least one data row.")
+    return Table(path, header, rows, lines)
+
+
+def load(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0, report=print) -> tuple:
+    """`(train Split, test Split, class names, schema, label column)` of the tables in
+    `data_dir`. Split indices are the rows' positions in `train.csv` (data rows from 0)
+    or in `test.csv`."""
+    train_path, test_path = (os.path.join(data_dir, name) for name in (TRAIN_FILE, TEST_FILE))
+    if not os.path.isfile(train_path):
+        raise MissingDataError(
+            f"no {train_path}: --dataset=csv reads DIR/{TRAIN_FILE} (and DIR/{TEST_FILE} when present), "
+            "each with a header row; give --data_dir=DIR."
+        )
+    train = read_table(train_path)
+    label = _label_column(train, options)
+    features = [name for name in train.header if name != label and name not in options.ignore_columns]
+    unknown = [name for name in options.ignore_columns if name not in train.header]
+    if unknown:
+        raise DataError(f"--ignore_columns: {train_path} has no column {', '.join(map(repr, unknown))}; its columns: {', '.join(train.header)}.")
+    if not features:
+        raise DataError(f"{train_path}: no feature columns besides the label column {label!r}.")
+    positions = np.arange(len(train.rows))
+    if os.path.isfile(test_path):
+        test = read_table(test_path)
+        _check_same_columns(train, test, label, options.ignore_columns)
+        train_positions, test_positions = positions, np.arange(len(test.rows))
+    else:
+        if not 0 < options.test_fraction < 1:
+            raise DataError(f"--test_fraction={options.test_fraction} must be in (0, 1) when {test_path} is absent.")
+        order = np.random.default_rng(seed).permutation(len(positions))
+        size = max(1, int(round(options.test_fraction * len(positions))))
+        if size >= len(positions):
+            raise DataError(f"{train_path}: {len(positions)} rows are too few to hold out a test split.")
+        test, train_positions, test_positions = train, np.sort(order[size:]), np.sort(order[:size])
+        report(f"No {test_path}: held out {size} of the {len(positions)} rows of {train_path} "
+               f"(fixed seed {seed}) as the test split.")  # fmt: skip
+    training_rows = [[train.rows[i][train.header.index(name)] for name in features] for i in train_positions]
+    schema = tabular.infer_schema(train_path, features, training_rows, options.categorical_columns,
+                                  options.numeric_columns, options.max_categories)  # fmt: skip
+    class_names = _class_names(train, label, train_positions)
+    splits = []
+    for table, chosen in ((train, train_positions), (test, test_positions)):
+        columns, labels = _parse(table, chosen, schema, label, class_names)
+        tabular.report_missing(table.path, schema, columns, report)
+        tabular.check_vocabulary(table.path, schema, columns, report)
+        splits.append(Split(tabular.featurize(schema, columns), labels, chosen))
+    return splits[0], splits[1], class_names, schema, label
+
+
+def _label_column(table, options):
+    label = options.label_column or table.header[-1]
+    if label not in table.header:
+        raise DataError(f"--label_column={label!r}: {table.path} has no such column; its columns: {', '.join(table.header)}.")
+    return label
+
+
+def _check_same_columns(train, test, label, ignored):
+    missing = [name for name in train.header if name not in test.header and name not in ignored]
+    extra = [name for name in test.header if name not in train.header]
+    if missing or extra:
+        parts = [f"{kind}: {', '.join(names)}" for kind, names in (("missing", missing), ("not in train.csv", extra)) if names]
+        raise DataError(f"{test.path}:1: its columns differ from {train.path}'s ({'; '.join(parts)}); "
+                        f"expected {', '.join(train.header)} in any order.")  # fmt: skip
+    del label
+
+
+def _class_names(table, label, positions):
+    """The sorted label values of the training rows (numbers in numeric order)."""
+    index = table.header.index(label)
+    values = {table.rows[i][index] for i in positions}
+    for i in positions:
+        if tabular.is_missing(table.rows[i][index]):
+            raise DataError(f"{table.path}:{table.lines[i]}: the label ({label}) is missing; every training row needs one.")
+    try:
+        return tuple(sorted(values, key=float))
+    except ValueError:
+        return tuple(sorted(values))
+
+
+def _parse(table, positions, schema, label, class_names):
+    label_index = table.header.index(label)
+    indices = {name: table.header.index(name) for name in schema.columns}
+    values = {name: [] for name in schema.columns}
+    labels = []
+    ids = {name: i for i, name in enumerate(class_names)}
+    for i in positions:
+        row, line = table.rows[i], table.lines[i]
+        for number, name in enumerate(schema.columns):
+            where = f"{table.path}:{line}: column {indices[name] + 1} ({name})"
+            values[name].append(tabular.parse_value(schema, name, row[indices[name]], where))
+        value = row[label_index]
+        if value not in ids:
+            shown = ", ".join(class_names[:20]) + (", …" if len(class_names) > 20 else "")
+            raise DataError(f"{table.path}:{line}: column {label_index + 1} ({label}): label {value!r} is not a "
+                            f"class of the training file; classes: {shown}.")  # fmt: skip
+        labels.append(ids[value])
+    return tabular.as_arrays(schema, values), np.asarray(labels, np.int32)
