@@ -121,3 +121,54 @@ def write_dbpedia(folder, train=70, test=28):
                 label = index % 14 + 1
                 writer.writerow([label, f"Title {index}", f"Content of class {label}, row {index}. Caf\u00e9!"])
     return folder
+
+
+def write_own_table(folder, rows=240, test_rows=None, seed=0):
+    """A user's table: mixed types, missing values, names with spaces and symbols, a
+    string label that depends on the columns (so a model can learn it). With
+    `test_rows`, also a test.csv whose columns come in another order."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    header = ["Age (years)", "colour", "income $", "id-code", "outcome"]
+
+    def make(count):
+        out = []
+        for _ in range(count):
+            age = float(rng.integers(18, 80))
+            colour = str(rng.choice(["red", "green", "blue"]))
+            income = round(float(rng.normal(50, 15)), 2)
+            label = "yes" if (age > 45) != (colour == "blue") else "no"
+            fields = [f"{age:g}", colour, f"{income}", f"{int(rng.integers(1, 4))}", label]
+            if rng.random() < 0.1:
+                fields[2] = str(rng.choice(["", "NA", "?", "NaN"]))  # A missing number.
+            if rng.random() < 0.1:
+                fields[1] = ""  # A missing category.
+            out.append(fields)
+        return out
+
+    with open(os.path.join(folder, "train.csv"), "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(make(rows))
+    if test_rows:
+        order = [4, 2, 0, 3, 1]
+        with open(os.path.join(folder, "test.csv"), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([header[i] for i in order])
+            writer.writerows([[row[i] for i in order] for row in make(test_rows)])
+    return folder
+
+
+def write_own_images(folder, classes=("cat", "dog"), per_class=12, size=(12, 10), grey=False, test=True, seed=0):
+    """train/<class>/*.png (and test/<class>/*.png): each class a different brightness,
+    so a model can learn it."""
+    rng = np.random.default_rng(seed)
+    channels = 1 if grey else 3
+    for split in ("train", "test") if test else ("train",):
+        for label, name in enumerate(classes):
+            os.makedirs(os.path.join(folder, split, name), exist_ok=True)
+            for index in range(per_class):
+                base = 60 + 120 * label
+                image = np.clip(rng.normal(base, 20, size=(*size, channels)), 0, 255).astype(np.uint8)
+                _write_png(os.path.join(folder, split, name, f"{index}.png"), image)
+    return folder

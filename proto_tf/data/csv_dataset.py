@@ -109,7 +109,7 @@ def load(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0, repor
     for table, chosen in ((train, train_positions), (test, test_positions)):
         columns, labels = _parse(table, chosen, schema, label, class_names)
         tabular.report_missing(table.path, schema, columns, report)
-        tabular.check_vocabulary(table.path, schema, columns, report)
+        tabular.check_vocabulary(table.path, schema, columns, report, table.header)
         splits.append(Split(tabular.featurize(schema, columns), labels, chosen))
     return splits[0], splits[1], class_names, schema, label
 
@@ -162,3 +162,21 @@ def _parse(table, positions, schema, label, class_names):
                             f"class of the training file; classes: {shown}.")  # fmt: skip
         labels.append(ids[value])
     return tabular.as_arrays(schema, values), np.asarray(labels, np.int32)
+
+
+def read_labelled(path: str, schema: tabular.TabularSchema, label_column: str, class_names) -> Split:
+    """The rows of a CSV file with a header holding a model's columns and its label
+    column (any order; other columns are refused), featurised with the model's schema;
+    indices are the rows' positions in the file."""
+    table = read_table(path)
+    expected = set(schema.columns) | {label_column}
+    missing = [name for name in schema.columns + (label_column,) if name not in table.header]
+    extra = [name for name in table.header if name not in expected]
+    if missing or extra:
+        parts = [f"{kind}: {', '.join(names)}" for kind, names in (("missing", missing), ("unknown", extra)) if names]
+        raise DataError(f"{path}:1: the header's columns do not match the model's ({'; '.join(parts)}); expected "
+                        f"{', '.join(schema.columns)} and {label_column}, in any order.")  # fmt: skip
+    positions = np.arange(len(table.rows))
+    columns, labels = _parse(table, positions, schema, label_column, tuple(class_names))
+    tabular.check_vocabulary(path, schema, columns, header=table.header)
+    return Split(tabular.featurize(schema, columns), labels, positions)

@@ -31,6 +31,7 @@ URLS = {
     "fruits": "https://www.kaggle.com/datasets/moltean/fruits (Fruits-360)",
     "isic": "https://challenge.isic-archive.com/data/ (ISIC 2016, melanoma vs benign)",
 }
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -207,19 +208,27 @@ def load_image_folder(folder, size, class_names=None):
 
 
 def read_image(path, size, channels=3):
-    """A PNG/JPEG/GIF/BMP file as a `[size, size, channels]` uint8 array (resized when
-    needed; `channels=1` converts the colour image to grayscale); a DataError names a
-    file that cannot be decoded."""
+    """A PNG/JPEG/GIF/BMP file as a `[height, width, channels]` uint8 array, `size`
+    being `height` for a square or `(height, width)`, resized when needed;
+    `channels=1` converts a colour image to grayscale. A DataError names a file that
+    cannot be decoded."""
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    image = decode_image_file(path, 3)
+    if image.shape[0] != height or image.shape[1] != width:
+        image = tf.cast(tf.round(tf.image.resize(image, [height, width])), tf.uint8)
+    if channels == 1:
+        image = tf.cast(tf.round(tf.image.rgb_to_grayscale(image)), tf.uint8)
+    return np.asarray(image)
+
+
+def decode_image_file(path, channels=0):
+    """The decoded image of a file as a uint8 tensor (`channels=0`: as stored); a
+    DataError names a file that cannot be decoded."""
     try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        return tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as error:
         message = error.message.splitlines()[0] if error.message else type(error).__name__
         raise DataError(f"{path}: not a readable PNG, JPEG, GIF or BMP image ({message}).") from None
-    if image.shape[0] != size or image.shape[1] != size:
-        image = tf.cast(tf.round(tf.image.resize(image, [size, size])), tf.uint8)
-    if channels == 1:
-        image = tf.cast(tf.round(tf.image.rgb_to_grayscale(image)), tf.uint8)
-    return image.numpy()
 
 
 def load_fruits(data_dir):

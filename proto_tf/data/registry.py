@@ -3,7 +3,7 @@
 import dataclasses
 import os
 
-from proto_tf.data import adult, csv_dataset, images, text
+from proto_tf.data import adult, csv_dataset, image_folder, images, text
 from proto_tf.data.common import LoadedDataset, carve_validation, cast_only
 from proto_tf.data.images import ImageAugmentation
 from proto_tf.data.tabular import TabularSchema
@@ -62,6 +62,7 @@ DATASETS = {
     ),
     # A user's own data (README, "Your own data").
     "csv": DatasetInfo("csv", "tabular", None, "float32", default_data_dir=None, user_data=True),
+    "image_folder": DatasetInfo("image_folder", "image", None, "float32", default_data_dir=None, user_data=True),
 }  # fmt: skip
 
 _CLASS_NAMES = {
@@ -93,6 +94,10 @@ def _read_user_splits(info, data_dir, seed, options):
     """Splits, class names and the resolved DatasetInfo of a user's own files."""
     if data_dir is None:
         raise ConfigError(f"--dataset={info.name} reads your own files: give --data_dir=DIR.")
+    if info.name == "image_folder":
+        loaded = image_folder.load(data_dir, options or image_folder.ImageFolderOptions(), seed)
+        train, test, class_names, shape, augmentation = loaded
+        return train, test, class_names, dataclasses.replace(info, input_shape=shape, augmentation=augmentation)
     train, test, class_names, schema, label = csv_dataset.load(data_dir, options or csv_dataset.CsvOptions(), seed)
     resolved = dataclasses.replace(info, input_shape=(schema.num_features,), schema=schema, label_column=label)
     return train, test, class_names, resolved

@@ -253,14 +253,18 @@ def unknown_value_counts(schema: TabularSchema, columns: dict) -> dict:
     return found
 
 
-def check_vocabulary(path: str, schema: TabularSchema, columns: dict, report=print) -> None:
+def check_vocabulary(path: str, schema: TabularSchema, columns: dict, report=print, header=None) -> None:
     """Reports the unknown categorical values of each column of a file (they become
     all-zero blocks like a missing value) and raises a DataError when a column is
-    mostly unknown, naming the column, the counts, examples and the valid values."""
+    mostly unknown, naming the column (its position in `header`, the file's column
+    names, else in the schema), the counts, examples and the valid values."""
     rows = len(next(iter(columns.values())))
-    missing_token = schema.missing_tokens[0] if schema.missing_tokens else "an empty field"
+    token = schema.missing_tokens[0] if schema.missing_tokens else ""
+    missing_token = token or "an empty field"
+    as_missing = f"missing ({token})" if token else "missing values"
+    order = list(header) if header is not None else list(schema.columns)
     for name, (count, examples) in unknown_value_counts(schema, columns).items():
-        where = f"column {schema.columns.index(name) + 1} ({name})"
+        where = f"column {order.index(name) + 1} ({name})"
         shown = ", ".join(repr(value) for value in examples)
         vocabulary = schema.column(name).vocabulary
         valid = ", ".join(vocabulary[:30]) + (f", … ({len(vocabulary)} values)" if len(vocabulary) > 30 else "")
@@ -271,7 +275,7 @@ def check_vocabulary(path: str, schema: TabularSchema, columns: dict, report=pri
             )
         report(
             f"warning: {path}: {where}: {count} of {rows} values are not in its vocabulary "
-            f"(most common: {shown}); they are treated as missing ({missing_token})."
+            f"(most common: {shown}); they are treated as {as_missing}."
         )
 
 

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from proto_tf.data import adult, images, text
+from proto_tf.data import adult, csv_dataset, images, text
 from proto_tf.data.common import Split
 from proto_tf.data.registry import DatasetInfo
 from proto_tf.errors import DataError
@@ -15,10 +15,13 @@ def read_database(path: str, info: DatasetInfo, class_names) -> Split:
     """The labelled examples of `path` in stored form, each with its row in the file
     (counted from 0) as its index.
 
-    Adult: a CSV like `adult.data` (15 columns, the income last). DBPedia: a CSV like
+    Adult: a CSV like `adult.data` (15 columns, the income last). A user's table: a CSV
+    with a header holding the model's columns and label column. DBPedia: a CSV like
     `train.csv`. Images: a folder with one subfolder per class, named by the class name
     or its label id (0, 1, ...), resized to the model's size.
     """
+    if info.kind == "tabular" and info.user_data:
+        return csv_dataset.read_labelled(_file(path), info.schema, info.label_column, class_names)
     if info.kind == "tabular":
         columns, labels = adult.read_adult_csv(_file(path))
         return Split(adult.featurize(columns), labels, np.arange(len(labels)))
@@ -47,7 +50,7 @@ def _image_folder(folder, info, class_names):
             f"({', '.join(class_names)}); found {', '.join(unknown) or 'none'}."
         )
     pictures, labels = [], []
-    size, channels = info.input_shape[0], info.input_shape[-1]
+    size, channels = tuple(info.input_shape[:2]), info.input_shape[-1]
     for name in subfolders:
         for file_name in sorted(os.listdir(os.path.join(folder, name))):
             pictures.append(images.read_image(os.path.join(folder, name, file_name), size, channels))

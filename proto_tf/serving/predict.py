@@ -23,7 +23,7 @@ from proto_tf.errors import ConfigError, DataError
 from proto_tf.serving.export import TABLE_FILE
 from proto_tf.json_files import read_json
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
 
 
 def signature_inputs(serve) -> dict:
@@ -176,9 +176,9 @@ def _image_batches(folder, shape, batch_size):
     )
     if not files:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found.")
-    height, channels = int(shape[1]), int(shape[-1])
+    size, channels = (int(shape[1]), int(shape[2])), int(shape[-1])
     for chunk in _batches_of(files, batch_size):
-        pictures = [images.read_image(path, height, channels) for path in chunk]
+        pictures = [images.read_image(path, size, channels) for path in chunk]
         yield {"images": np.stack(pictures).astype(np.uint8)}, list(chunk)
 
 

@@ -7,16 +7,21 @@ import keras
 
 from proto_tf.attention import SPARSEMAX_TOP_K
 from proto_tf.data.csv_dataset import CsvOptions
+from proto_tf.data.image_folder import ImageFolderOptions
 from proto_tf.data.registry import DatasetInfo
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
 from proto_tf.errors import ConfigError
 from proto_tf.model import ATTENTIONS, ProtoAttend
 
 
-# Datasets of a user's own files, and the fields that only they read.
-USER_DATASETS = ("csv",)
-USER_DATA_FIELDS = ("label_column", "categorical_columns", "numeric_columns", "ignore_columns",
-                    "max_categories", "test_fraction")  # fmt: skip
+# Datasets of a user's own files, and the fields that only they read (field: datasets).
+USER_DATASETS = ("csv", "image_folder")
+USER_DATA_FIELDS = {
+    "label_column": ("csv",), "categorical_columns": ("csv",), "numeric_columns": ("csv",),
+    "ignore_columns": ("csv",), "max_categories": ("csv",), "test_fraction": USER_DATASETS,
+    "image_size": ("image_folder",), "flip_left_right": ("image_folder",),
+    "flip_up_down": ("image_folder",),
+}  # fmt: skip
 # Fields holding lists of names (the other tuple fields hold integers).
 NAME_LIST_FIELDS = ("categorical_columns", "numeric_columns", "ignore_columns")
 
@@ -74,6 +79,10 @@ class ExperimentConfig:
     ignore_columns: tuple = ()
     max_categories: int = 1000
     test_fraction: float = 0.2
+    # A user's own images (--dataset=image_folder); see proto_tf/data/image_folder.py.
+    image_size: tuple = ()
+    flip_left_right: bool = False
+    flip_up_down: bool = False
     # Encoder (which ones apply depends on the dataset's kind).
     resnet_depth: int = 32
     resnet_filters: int = 16
@@ -159,21 +168,26 @@ class ExperimentConfig:
                 setattr(self, name, tuple(value))
         _check(self, "max_categories", self.max_categories > 0, "must be a positive integer")
         _check(self, "test_fraction", 0 < self.test_fraction < 1, "must be in (0, 1)")
-        if not self.dataset_reads_user_files:
-            for name in USER_DATA_FIELDS:
-                default = ExperimentConfig.__dataclass_fields__[name].default
-                _check(self, name, getattr(self, name) == default,
-                       f"applies to your own data (--dataset=csv), not --dataset={self.dataset}; "
-                       f"leave it at {default!r}")  # fmt: skip
+        for name, datasets in USER_DATA_FIELDS.items():
+            default = ExperimentConfig.__dataclass_fields__[name].default
+            _check(self, name, self.dataset in datasets or getattr(self, name) == default,
+                   f"applies to --dataset={' or '.join(datasets)}, not --dataset={self.dataset}; "
+                   f"leave it at {default!r}")  # fmt: skip
+        _check(self, "image_size", self.image_size == () or (len(self.image_size) == 2 and min(self.image_size) > 0),
+               "must be two positive integers H,W (or empty: the images' own size)")  # fmt: skip
 
     @property
     def dataset_reads_user_files(self) -> bool:
         return self.dataset in USER_DATASETS
 
-    def csv_options(self):
-        """How --dataset=csv reads its files."""
-        return CsvOptions(self.label_column, self.categorical_columns, self.numeric_columns,
-                          self.ignore_columns, self.max_categories, self.test_fraction)  # fmt: skip
+    def data_options(self):
+        """How a user's own files are read (None for the paper's datasets)."""
+        if self.dataset == "csv":
+            return CsvOptions(self.label_column, self.categorical_columns, self.numeric_columns,
+                              self.ignore_columns, self.max_categories, self.test_fraction)  # fmt: skip
+        if self.dataset == "image_folder":
+            return ImageFolderOptions(self.image_size, self.flip_left_right, self.flip_up_down, self.test_fraction)
+        return None
 
 
 def build_encoder(config, info: DatasetInfo):

@@ -41,7 +41,7 @@ def load_experiment_dataset(config: ExperimentConfig) -> LoadedDataset:
         label_noise=config.label_noise,
         seed=config.seed,
         download=config.download,
-        options=config.csv_options() if config.dataset_reads_user_files else None,
+        options=config.data_options(),
     )
 
 

@@ -1,0 +1,200 @@
+"""A user's own data, from files to a served prediction: --dataset=csv and
+--dataset=image_folder, read in the real formats, checked against hand computations,
+exported, and predicted from files; bad files give one line naming what is wrong."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_files import write_own_images, write_own_table
+from proto_tf.analysis.evaluate_run import evaluate_model_dir
+from proto_tf.data import csv_dataset, image_folder, load_dataset, tabular
+from proto_tf.errors import ConfigError, DataError
+from proto_tf.serving import export, predict
+from proto_tf.training.config import ExperimentConfig
+from proto_tf.training.trainer import Trainer
+
+TINY = dict(train_steps=30, batch_size=16, train_database_size=32, infer_database_size=4096,
+            validation_fraction=0.0, value_size=8, lstm_embedding_size=8, resnet_depth=8,
+            dense_units=(8,), eval_batch_size=64, learning_rate=0.01, checkpoint_every=30)  # fmt: skip
+
+
+def test_csv_schema_is_inferred_from_the_training_file_as_by_hand(tmp_path):
+    folder = tmp_path / "table"
+    folder.mkdir()
+    (folder / "train.csv").write_text(
+        "a b,kind,n,label\n1,x,3,p\n2,y,,q\n4,x,NA,p\n5,?,7,q\n"
+    )  # fmt: skip
+    loaded = load_dataset("csv", str(folder), validation_fraction=0.0, options=csv_dataset.CsvOptions(test_fraction=0.25))
+    schema = loaded.info.schema
+    assert [c.name for c in schema.numeric] == ["a b", "n"] and [c.name for c in schema.categorical] == ["kind"]
+    assert loaded.class_names == ("p", "q") and loaded.info.label_column == "label"
+    # Held out: one of the four rows (fixed seed); the schema comes from the other three.
+    assert len(loaded.test) == 1 and len(loaded.train) == 3
+    rows = np.array([[1, 3], [2, np.nan], [4, np.nan], [5, 7]], float)[loaded.train.indices]
+    kinds = np.array(["x", "y", "x", "?"], object)[loaded.train.indices]
+    a, n = schema.numeric
+    np.testing.assert_allclose([a.offset, a.scale], [rows[:, 0].mean(), rows[:, 0].std()])
+    present = rows[~np.isnan(rows[:, 1]), 1]
+    assert n.missing_indicator == np.isnan(rows[:, 1]).any()
+    np.testing.assert_allclose(n.offset, present.mean())
+    assert schema.categorical[0].vocabulary == tuple(sorted({k for k in kinds if k != "?"}))
+    # Features by hand: standardised numbers (0 where missing), indicators, one-hot blocks.
+    expected = []
+    for (x, m), kind in zip(rows, kinds):
+        row = [(x - a.offset) / a.scale, 0.0 if np.isnan(m) else (m - n.offset) / n.scale]
+        row += [float(np.isnan(m))] if n.missing_indicator else []
+        row += [float(kind == v) for v in schema.categorical[0].vocabulary]
+        expected.append(row)
+    np.testing.assert_allclose(loaded.train.inputs, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_input_names_are_valid_and_unique():
+    names = tabular.input_names(["Age (years)", "income $", "id-code", "3rd", "a b", "a_b", "%"])
+    assert names == {"Age (years)": "Age_years", "income $": "income", "id-code": "id_code", "3rd": "c_3rd",
+                     "a b": "a_b", "a_b": "a_b_2", "%": "column"}  # fmt: skip
+
+
+def _train(tmp_path, dataset, data_dir, **overrides):
+    config = ExperimentConfig(dataset=dataset, attention="sparsemax", data_dir=data_dir,
+                              model_dir=str(tmp_path / f"run_{dataset}"), **dict(TINY, **overrides))  # fmt: skip
+    Trainer(config, verbose=False).train()
+    return config
+
+
+def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_path, capsys):
+    data_dir = write_own_table(str(tmp_path / "table"), rows=240, test_rows=80)
+    config = _train(tmp_path, "csv", data_dir)
+    output = capsys.readouterr().out
+    assert "--infer_database_size=4096 is above the 240 training examples: using 240." in output
+    assert "train.csv: missing values (of 240 rows): colour " in output
+    evaluated = evaluate_model_dir(config.model_dir, str(tmp_path / "evaluation"))
+    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"))
+    loaded = tf.saved_model.load(path)
+    serve = loaded.signatures["serving_default"]
+    specs = dict(serve.structured_input_signature[1])
+    assert {name: spec.dtype for name, spec in specs.items()} == {
+        "Age_years": tf.float32, "colour": tf.string, "income": tf.float32, "id_code": tf.float32,
+    }  # fmt: skip
+    answer = serve(Age_years=tf.constant([70.0, 20.0]), colour=tf.constant(["red", "purple"]),
+                   income=tf.constant([np.nan, 40.0]), id_code=tf.constant([1.0, 2.0]))  # fmt: skip
+    assert {name.decode() for name in answer["class_names"].numpy()} <= {"yes", "no"}
+    np.testing.assert_array_equal(answer["unknown_categories"].numpy(), [0, 1])  # "purple" is unknown.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="input income holds an infinity"):
+        serve(Age_years=tf.constant([70.0]), colour=tf.constant(["red"]), income=tf.constant([np.inf]),
+              id_code=tf.constant([1.0]))  # fmt: skip
+    # test.csv without its label column, columns in yet another order: predict gives the
+    # evaluation's accuracy exactly.
+    with open(os.path.join(data_dir, "test.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    order = ["id-code", "colour", "Age (years)", "income $"]
+    with open(tmp_path / "new.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(order)
+        writer.writerows([[row[name] for name in order] for row in rows])
+    summary = predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"))
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert summary["inputs"] == 80
+    accuracy = np.mean([r["class_name"] == row["outcome"] for r, row in zip(records, rows)])
+    assert accuracy == pytest.approx(evaluated["test"]["accuracy"], abs=1e-12)
+    # A file with a header naming a column the model does not know is refused.
+    (tmp_path / "bad.csv").write_text("Age (years),colour,income $,zip\n30,red,1,2\n")
+    with pytest.raises(DataError, match=r"bad.csv:1: the header's columns do not match the model's \(unknown: zip; missing: id-code\)"):
+        predict.predict_file(path, str(tmp_path / "bad.csv"), str(tmp_path / "x.jsonl"))
+    # The training file is a valid --database (its label column is read by name).
+    curated = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), database_path=os.path.join(data_dir, "train.csv"))
+    assert os.path.isfile(os.path.join(curated, "saved_model.pb"))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(label_column="target"), r"^--label_column='target': .*train.csv has no such column; its columns: Age \(years\), colour, income \$, id-code, outcome\.$"),
+        (dict(test_header="Age (years),colour,income,id-code,outcome"), r"test.csv:1: its columns differ from .*train.csv's \(missing: income \$; not in train.csv: income\)"),
+        (dict(empty_column=True), r"train.csv: column 2 \(colour\) is entirely missing"),
+        (dict(max_categories=2), r"train.csv: column 2 \(colour\) has 3 distinct values, more than --max_categories=2"),
+        (dict(numeric_columns=("colour",)), r"--numeric_columns: column 2 \(colour\) of .*train.csv holds '(red|green|blue)', not a finite number"),
+        (dict(test_label="maybe"), r"test.csv:2: column 1 \(outcome\): label 'maybe' is not a class of the training file; classes: no, yes\."),
+    ],
+)  # fmt: skip
+def test_csv_mistakes_are_one_line(tmp_path, change, message):
+    data_dir = write_own_table(str(tmp_path / "table"), rows=40, test_rows=10)
+    train, test = os.path.join(data_dir, "train.csv"), os.path.join(data_dir, "test.csv")
+    if "test_header" in change:
+        lines = open(test).read().splitlines()
+        open(test, "w").write("\n".join([change.pop("test_header")] + lines[1:]) + "\n")
+    if change.pop("empty_column", False):
+        rows = list(csv.reader(open(train)))
+        with open(train, "w", newline="") as handle:
+            csv.writer(handle).writerows([rows[0]] + [[r[0], "", *r[2:]] for r in rows[1:]])
+    if "test_label" in change:
+        rows = list(csv.reader(open(test)))
+        rows[1][0] = change.pop("test_label")
+        with open(test, "w", newline="") as handle:
+            csv.writer(handle).writerows(rows)
+    options = csv_dataset.CsvOptions(**change)
+    with pytest.raises(DataError, match=message):
+        load_dataset("csv", data_dir, validation_fraction=0.0, options=options)
+
+
+def test_csv_unknown_categories_in_the_test_file_are_counted(tmp_path, capsys):
+    data_dir = write_own_table(str(tmp_path / "table"), rows=40, test_rows=10)
+    test = os.path.join(data_dir, "test.csv")
+    rows = list(csv.reader(open(test)))
+    colour = rows[0].index("colour")
+    rows[1][colour] = rows[2][colour] = "purple"
+    with open(test, "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    load_dataset("csv", data_dir, validation_fraction=0.0)
+    assert (f"warning: {test}: column 5 (colour): 2 of 10 values are not in its vocabulary (most common: "
+            "'purple'); they are treated as missing values.") in capsys.readouterr().out  # fmt: skip
+
+
+def test_own_data_flags_are_refused_for_other_datasets():
+    with pytest.raises(ConfigError, match=r"^--label_column='income' applies to --dataset=csv, not --dataset=adult"):
+        ExperimentConfig(dataset="adult", label_column="income")
+    with pytest.raises(ConfigError, match=r"^--image_size=\(28, 28\) applies to --dataset=image_folder, not --dataset=csv"):
+        ExperimentConfig(dataset="csv", image_size=(28, 28))
+
+
+def test_image_folder_end_to_end_with_class_names_and_encoded_images(tmp_path):
+    data_dir = write_own_images(str(tmp_path / "images"), size=(12, 10))
+    loaded = load_dataset("image_folder", data_dir, validation_fraction=0.0)
+    assert loaded.class_names == ("cat", "dog") and loaded.info.input_shape == (12, 10, 3)
+    assert loaded.info.augmentation.pad == 1
+    config = _train(tmp_path, "image_folder", data_dir)
+    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"))
+    loaded_model = tf.saved_model.load(path)
+    pixels = loaded.test.inputs[:4]
+    by_pixels = loaded_model.signatures["serving_default"](images=tf.constant(pixels))
+    assert {n.decode() for n in by_pixels["class_names"].numpy()} <= {"cat", "dog"}
+    files = sorted(os.path.join(data_dir, "test", "cat", f) for f in os.listdir(os.path.join(data_dir, "test", "cat")))
+    encoded = tf.constant([open(f, "rb").read() for f in files[:4]])
+    by_bytes = loaded_model.signatures["image_bytes"](image_bytes=encoded)
+    np.testing.assert_allclose(by_bytes["probabilities"].numpy(), by_pixels["probabilities"].numpy(), atol=1e-6)
+    evaluated = evaluate_model_dir(config.model_dir, str(tmp_path / "evaluation"))
+    summary = predict.predict_file(path, os.path.join(data_dir, "test"), str(tmp_path / "out.jsonl"))
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    truth = [os.path.basename(os.path.dirname(r["source"])) for r in records]
+    assert summary["inputs"] == 24
+    assert np.mean([r["class_name"] == t for r, t in zip(records, truth)]) == pytest.approx(evaluated["test"]["accuracy"])
+
+
+def test_image_folder_grey_sizes_and_mistakes(tmp_path):
+    grey = write_own_images(str(tmp_path / "grey"), grey=True, test=False)
+    loaded = load_dataset("image_folder", grey, validation_fraction=0.0, seed=3)
+    assert loaded.info.input_shape == (12, 10, 1) and len(loaded.test) == 5 and len(loaded.train) == 19
+    mixed = write_own_images(str(tmp_path / "mixed"), size=(12, 10))
+    tf.io.write_file(os.path.join(mixed, "train", "dog", "big.png"), tf.io.encode_png(np.zeros((20, 20, 3), np.uint8)))
+    with pytest.raises(DataError, match=r"the training images differ in size \(.*cat/0.png is 12x10, .*dog/big.png is 20x20, 2 sizes in all\): give --image_size=H,W"):
+        load_dataset("image_folder", mixed, validation_fraction=0.0)
+    resized = load_dataset("image_folder", mixed, validation_fraction=0.0,
+                           options=image_folder.ImageFolderOptions(image_size=(8, 8)))  # fmt: skip
+    assert resized.train.inputs.shape[1:] == (8, 8, 3)
+    os.makedirs(os.path.join(mixed, "test", "bird"))
+    with pytest.raises(DataError, match=r"test: class folder bird is not in the training folder; its classes: cat, dog\."):
+        load_dataset("image_folder", mixed, validation_fraction=0.0, options=image_folder.ImageFolderOptions(image_size=(8, 8)))
