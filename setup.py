@@ -11,6 +11,7 @@ with open("proto_tf/__init__.py") as handle:
 
 COMMANDS = (
     "train", "export", "evaluate", "explain", "predict", "label_noise", "report", "benchmark",
+    "reference",
 )
 
 setuptools.setup(
@@ -45,5 +46,6 @@ setuptools.setup(
         "absl-py>=2.0",
         "matplotlib>=3.8",
     ],
-    extras_require={"tfds": ["tensorflow-datasets>=4.9"]},
+    # compare: the scikit-learn references of run/reference.py (not needed otherwise).
+    extras_require={"tfds": ["tensorflow-datasets>=4.9"], "compare": ["scikit-learn>=1.5"]},
 )

@@ -44,6 +44,7 @@ def test_explanations_from_a_saved_model(tmp_path):
 def test_adult_explanation_is_a_table_with_the_weight_share():
     raw = {
         "class_names": ("<=50K", ">50K"),
+        "schema": adult.SCHEMA,
         "test": {name: np.array([1.0 if name in adult.CONTINUOUS else "x"], dtype=object) for name in adult.COLUMNS},
         "train": {name: np.array([2.0, 3.0] if name in adult.CONTINUOUS else ["a", "b"], dtype=object)
                   for name in adult.COLUMNS},  # fmt: skip

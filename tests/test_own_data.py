@@ -105,6 +105,20 @@ def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_pat
     (tmp_path / "bad.csv").write_text("Age (years),colour,income $,zip\n30,red,1,2\n")
     with pytest.raises(DataError, match=r"bad.csv:1: the header's columns do not match the model's \(unknown: zip; missing: id-code\)"):
         predict.predict_file(path, str(tmp_path / "bad.csv"), str(tmp_path / "x.jsonl"))
+    # Explanations: the prototypes' rows of train.csv, shown as the file holds them.
+    from proto_tf.analysis import explain
+
+    raw = explain.load_raw("csv", data_dir, config.data_options(), config.seed)
+    items = explain.explain(path, "csv", raw, [0, 1])
+    assert [item["label_name"] for item in items] == [rows[0]["outcome"], rows[1]["outcome"]]
+    table = explain.render_text(items[:1], raw, "csv").splitlines()
+    assert table[2] == "|  | weight | label | Age (years) | colour | income $ | id-code |"
+    with open(os.path.join(data_dir, "train.csv")) as handle:
+        train_rows = list(csv.DictReader(handle))
+    prototype = items[0]["prototypes"][0]
+    source = train_rows[prototype["train_row"]]
+    assert table[5].startswith(f"| train row {prototype['train_row']} | {prototype['weight']:.3f} | {source['outcome']} | "
+                               f"{float(source['Age (years)']):g} | {source['colour']} |")  # fmt: skip
     # The training file is a valid --database (its label column is read by name).
     curated = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), database_path=os.path.join(data_dir, "train.csv"))
     assert os.path.isfile(os.path.join(curated, "saved_model.pb"))

@@ -10,15 +10,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from proto_tf.data import adult, dataset_info, load_dataset, text  # noqa: E402
+from proto_tf.data import adult, csv_dataset, dataset_info, load_dataset, text  # noqa: E402
 from proto_tf.errors import ConfigError  # noqa: E402
 
 
-def load_raw(dataset, data_dir):
-    """Raw train and test examples, indexed by their row in the source files:
-    `{"train": raw, "test": raw, "labels": {...}, "class_names": ...}`."""
+def load_raw(dataset, data_dir, options=None, seed=0):
+    """Raw train and test examples, the train ones indexed by their row in the source
+    files (the prototypes' `train_row`), the test ones by their test-set position:
+    `{"train": raw, "test": raw, "train_labels", "test_labels", "class_names"}` (and the
+    `schema` of a table). `options` and `seed`: how the run read a user's own files."""
     info = dataset_info(dataset)
-    data_dir = os.path.expanduser(data_dir or info.default_data_dir)
+    if info.user_data and info.kind == "tabular":
+        tables = csv_dataset.read_tables(os.path.expanduser(data_dir), options or csv_dataset.CsvOptions(), seed,
+                                         report=lambda line: None)  # fmt: skip
+        train, train_labels = csv_dataset.raw_columns(tables, 0)
+        test, test_labels = csv_dataset.raw_columns(tables, 1)
+        return {"train": train, "test": test, "train_labels": train_labels, "test_labels": test_labels,
+                "class_names": tables.class_names, "schema": tables.schema}  # fmt: skip
+    if not info.user_data:
+        data_dir = os.path.expanduser(data_dir or info.default_data_dir)
     if dataset == "dbpedia":
         train_path, test_path = text.dbpedia_files(data_dir)
         train_texts, train_labels = text.read_dbpedia_csv(train_path)
@@ -30,9 +40,13 @@ def load_raw(dataset, data_dir):
         train, train_labels = adult.read_adult_csv(os.path.join(data_dir, adult.TRAIN_FILE))
         test, test_labels = adult.read_adult_csv(os.path.join(data_dir, adult.TEST_FILE))
         return {"train": train, "test": test, "train_labels": train_labels,
-                "test_labels": test_labels, "class_names": adult.CLASS_NAMES}  # fmt: skip
-    loaded = load_dataset(dataset, data_dir, validation_fraction=0)
-    return {"train": loaded.train.inputs, "test": loaded.test.inputs,
+                "test_labels": test_labels, "class_names": adult.CLASS_NAMES, "schema": adult.SCHEMA}  # fmt: skip
+    loaded = load_dataset(dataset, data_dir, validation_fraction=0, seed=seed, options=options)
+    # Prototype indices count the images of the training source (a held-out test split
+    # included): place each training example at its index.
+    train = np.zeros((int(loaded.train.indices.max()) + 1, *loaded.train.inputs.shape[1:]), loaded.train.inputs.dtype)
+    train[loaded.train.indices] = loaded.train.inputs
+    return {"train": train, "test": loaded.test.inputs,
             "train_labels": loaded.train.labels, "test_labels": loaded.test.labels,
             "class_names": loaded.class_names}  # fmt: skip
 
@@ -44,12 +58,13 @@ def check_export_matches(path: str, dataset: str) -> None:
     specs = dict(tf.saved_model.load(path).signatures["serving_default"].structured_input_signature[1])
     kind = "image" if "images" in specs else "text" if "texts" in specs else "tabular"
     shape = tuple(specs["images"].shape[1:]) if kind == "image" else None
-    if kind != info.kind or (shape is not None and shape != tuple(info.input_shape)):
+    known_shape = info.input_shape is not None  # A user's dataset: set by its files.
+    if kind != info.kind or (shape is not None and known_shape and shape != tuple(info.input_shape)):
         takes = f"{kind} inputs" + (f" of shape {shape}" if shape else "")
         raise ConfigError(
             f"--dataset={dataset} does not match the SavedModel {path}: it takes {takes}, "
             f"{dataset} has {info.kind} inputs"
-            + (f" of shape {tuple(info.input_shape)}" if info.kind == "image" else "")
+            + (f" of shape {tuple(info.input_shape)}" if info.kind == "image" and known_shape else "")
             + "; give the dataset the model was trained on."
         )
 
@@ -61,13 +76,15 @@ def take(raw, positions):
     return raw[positions]
 
 
-def serving_inputs(kind, examples):
-    """Raw examples as the tensors a `serving_default` call takes."""
+def serving_inputs(kind, examples, schema=None):
+    """Raw examples as the tensors a `serving_default` call takes (a table's columns
+    named by `schema`, Adult's by default)."""
     if kind == "image":
         return {"images": tf.constant(examples, tf.uint8)}
     if kind == "text":
         return {"texts": tf.constant(list(examples))}
-    return {name.replace("-", "_"): tf.constant(column) for name, column in examples.items()}
+    names = (schema or adult.SCHEMA).input_names()
+    return {names[name]: tf.constant(column) for name, column in examples.items()}
 
 
 def explain(saved_model_path, dataset, raw, positions, batch_size=256):
@@ -84,7 +101,8 @@ def explain(saved_model_path, dataset, raw, positions, batch_size=256):
     positions = np.asarray(positions)
     for start in range(0, len(positions), batch_size):
         chunk = positions[start:start + batch_size]
-        out = {k: v.numpy() for k, v in serve(**serving_inputs(kind, take(raw["test"], chunk))).items()}
+        inputs = serving_inputs(kind, take(raw["test"], chunk), raw.get("schema"))
+        out = {k: v.numpy() for k, v in serve(**inputs).items()}
         for row, position in enumerate(chunk):
             prototypes = [
                 {"train_row": int(i), "weight": float(w), "label": int(y), "label_name": names[int(y)]}
@@ -164,8 +182,8 @@ def render_text(explanations, raw, dataset, max_characters=160):
             "of the attention weight (rows count examples from 0)."
         )
         lines.append("")
-        if dataset == "adult":
-            lines += _adult_table(item, raw)
+        if "schema" in raw:
+            lines += _table(item, raw)
         else:
             lines.append(f"> {str(raw['test'][item['test_row']])[:max_characters]}")
             lines.append("")
@@ -176,21 +194,24 @@ def render_text(explanations, raw, dataset, max_characters=160):
     return "\n".join(lines)
 
 
-def _adult_table(item, raw):
-    header = ["", "weight", "label"] + list(adult.COLUMNS)
+def _table(item, raw):
+    schema = raw["schema"]
+    header = ["", "weight", "label"] + list(schema.columns)
     rows = [[f"test row {item['test_row']}", "", item["label_name"]]
-            + _adult_values(raw["test"], item["test_row"])]  # fmt: skip
+            + _values(schema, raw["test"], item["test_row"])]  # fmt: skip
     rows += [
         [f"train row {p['train_row']}", f"{p['weight']:.3f}", p["label_name"]]
-        + _adult_values(raw["train"], p["train_row"])
+        + _values(schema, raw["train"], p["train_row"])
         for p in item["prototypes"]
     ]
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     return table + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
-def _adult_values(columns, row):
+def _values(schema, columns, row):
+    """A row's fields as text; a missing number is an empty cell."""
     return [
-        f"{columns[name][row]:g}" if name in adult.CONTINUOUS else str(columns[name][row])
-        for name in adult.COLUMNS
+        ("" if np.isnan(columns[name][row]) else f"{columns[name][row]:g}") if schema.is_numeric(name)
+        else str(columns[name][row])
+        for name in schema.columns
     ]

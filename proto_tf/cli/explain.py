@@ -60,10 +60,15 @@ def main(argv):
             path = export.export_model_dir(
                 FLAGS.model_dir, exports, "explain", FLAGS.checkpoint, data_dir=data_dir
             )
-            _explain(path, config.dataset, data_dir, output_dir)
+            _explain(path, config.dataset, data_dir, output_dir, config.data_options(), config.seed)
         return
     if FLAGS.dataset is None:
         raise ConfigError("--dataset is needed with --saved_model.")
+    if dataset_info(FLAGS.dataset).user_data:
+        raise ConfigError(
+            f"--dataset={FLAGS.dataset}: explain your own data with --model_dir=RUN (the run "
+            "knows how its files are read)."
+        )
     version = os.path.normpath(FLAGS.saved_model)
     default = os.path.join(
         "explanations", f"{os.path.basename(os.path.dirname(version))}_{os.path.basename(version)}"
@@ -71,10 +76,10 @@ def main(argv):
     _explain(FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, FLAGS.output_dir or default)
 
 
-def _explain(path, dataset, data_dir, output_dir):
+def _explain(path, dataset, data_dir, output_dir, options=None, seed=0):
     positions = _example_positions(FLAGS.examples)
     explain.check_export_matches(check_saved_model(path), dataset)  # Before any data is read.
-    raw = explain.load_raw(dataset, data_dir)
+    raw = explain.load_raw(dataset, data_dir, options, seed)
     count = len(raw["test_labels"])
     outside = [p for p in positions if p >= count]
     if outside:

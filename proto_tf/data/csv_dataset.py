@@ -72,6 +72,30 @@ def load(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0, repor
     """`(train Split, test Split, class names, schema, label column)` of the tables in
     `data_dir`. Split indices are the rows' positions in `train.csv` (data rows from 0)
     or in `test.csv`."""
+    tables = read_tables(data_dir, options, seed, report)
+    splits = []
+    for table, chosen in tables.parts:
+        columns, labels = _parse(table, chosen, tables.schema, tables.label, tables.class_names)
+        tabular.report_missing(table.path, tables.schema, columns, report)
+        tabular.check_vocabulary(table.path, tables.schema, columns, report, table.header)
+        splits.append(Split(tabular.featurize(tables.schema, columns), labels, chosen))
+    return splits[0], splits[1], tables.class_names, tables.schema, tables.label
+
+
+@dataclasses.dataclass
+class Tables:
+    """The files of a user's table, read: `parts` is `(table, row positions)` of the
+    training and the test split, with the schema from the training split."""
+
+    parts: tuple
+    schema: tabular.TabularSchema
+    label: str
+    class_names: tuple
+
+
+def read_tables(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0, report=print) -> Tables:
+    """The tables of `data_dir`, the rows of each split and the schema inferred from
+    the training split (see `load`)."""
     train_path, test_path = (os.path.join(data_dir, name) for name in (TRAIN_FILE, TEST_FILE))
     if not os.path.isfile(train_path):
         raise MissingDataError(
@@ -92,8 +116,6 @@ def load(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0, repor
         _check_same_columns(train, test, label, options.ignore_columns)
         train_positions, test_positions = positions, np.arange(len(test.rows))
     else:
-        if not 0 < options.test_fraction < 1:
-            raise DataError(f"--test_fraction={options.test_fraction} must be in (0, 1) when {test_path} is absent.")
         order = np.random.default_rng(seed).permutation(len(positions))
         size = max(1, int(round(options.test_fraction * len(positions))))
         if size >= len(positions):
@@ -105,13 +127,15 @@ def load(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0, repor
     schema = tabular.infer_schema(train_path, features, training_rows, options.categorical_columns,
                                   options.numeric_columns, options.max_categories)  # fmt: skip
     class_names = _class_names(train, label, train_positions)
-    splits = []
-    for table, chosen in ((train, train_positions), (test, test_positions)):
-        columns, labels = _parse(table, chosen, schema, label, class_names)
-        tabular.report_missing(table.path, schema, columns, report)
-        tabular.check_vocabulary(table.path, schema, columns, report, table.header)
-        splits.append(Split(tabular.featurize(schema, columns), labels, chosen))
-    return splits[0], splits[1], class_names, schema, label
+    return Tables(((train, train_positions), (test, test_positions)), schema, label, class_names)
+
+
+def raw_columns(tables: Tables, split: int) -> tuple:
+    """`(columns as the serving graph takes them, labels)` of every row of a split's
+    file (split 0: train.csv, whose rows prototypes are numbered by; 1: the test rows)."""
+    table, chosen = tables.parts[split]
+    rows = np.arange(len(table.rows)) if split == 0 else chosen
+    return _parse(table, rows, tables.schema, tables.label, tables.class_names, labels_required=split == 1)
 
 
 def _label_column(table, options):
@@ -144,7 +168,7 @@ def _class_names(table, label, positions):
         return tuple(sorted(values))
 
 
-def _parse(table, positions, schema, label, class_names):
+def _parse(table, positions, schema, label, class_names, labels_required=True):
     label_index = table.header.index(label)
     indices = {name: table.header.index(name) for name in schema.columns}
     values = {name: [] for name in schema.columns}
@@ -156,6 +180,9 @@ def _parse(table, positions, schema, label, class_names):
             where = f"{table.path}:{line}: column {indices[name] + 1} ({name})"
             values[name].append(tabular.parse_value(schema, name, row[indices[name]], where))
         value = row[label_index]
+        if value not in ids and not labels_required:
+            labels.append(-1)  # A row whose label the training split never had.
+            continue
         if value not in ids:
             shown = ", ".join(class_names[:20]) + (", …" if len(class_names) > 20 else "")
             raise DataError(f"{table.path}:{line}: column {label_index + 1} ({label}): label {value!r} is not a "
