@@ -172,3 +172,22 @@ def write_own_images(folder, classes=("cat", "dog"), per_class=12, size=(12, 10)
                 image = np.clip(rng.normal(base, 20, size=(*size, channels)), 0, 255).astype(np.uint8)
                 _write_png(os.path.join(folder, split, name, f"{index}.png"), image)
     return folder
+
+
+def write_own_documents(folder, rows=60, test_rows=20, seed=0):
+    """train.csv / test.csv: title, body (some bodies hold a quoted newline) and topic;
+    each topic has its own words, so a model can learn it."""
+    rng = np.random.default_rng(seed)
+    words = {"sport": ["goal", "match", "team"], "music": ["song", "band", "album"]}
+    os.makedirs(folder, exist_ok=True)
+    for name, count in (("train.csv", rows), ("test.csv", test_rows)):
+        with open(os.path.join(folder, name), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["title", "body", "topic"])
+            for index in range(count):
+                topic = ("sport", "music")[index % 2]
+                body = " ".join(rng.choice(words[topic], 6))
+                if index % 5 == 0:
+                    body += "\nsecond line"
+                writer.writerow([f"{topic} news {index}", body, topic])
+    return folder

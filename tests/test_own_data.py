@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from data_files import write_own_images, write_own_table
 from proto_tf.analysis.evaluate_run import evaluate_model_dir
-from proto_tf.data import csv_dataset, image_folder, load_dataset, tabular
+from proto_tf.data import csv_dataset, image_folder, load_dataset, tabular, text, text_csv
 from proto_tf.errors import ConfigError, DataError
 from proto_tf.serving import export, predict
 from proto_tf.training.config import ExperimentConfig
@@ -169,10 +169,14 @@ def test_csv_unknown_categories_in_the_test_file_are_counted(tmp_path, capsys):
 
 
 def test_own_data_flags_are_refused_for_other_datasets():
-    with pytest.raises(ConfigError, match=r"^--label_column='income' applies to --dataset=csv, not --dataset=adult"):
+    with pytest.raises(ConfigError, match=r"^--label_column='income' applies to --dataset=csv or text_csv, not --dataset=adult; leave it at None\.$"):
         ExperimentConfig(dataset="adult", label_column="income")
     with pytest.raises(ConfigError, match=r"^--image_size=\(28, 28\) applies to --dataset=image_folder, not --dataset=csv"):
         ExperimentConfig(dataset="csv", image_size=(28, 28))
+    with pytest.raises(ConfigError, match=r"^--sequence_length=64 must be at least 256"):
+        ExperimentConfig(dataset="text_csv", sequence_length=64)
+    with pytest.raises(ConfigError, match=r"^--text_columns=\('a',\) applies to --dataset=text_csv"):
+        ExperimentConfig(dataset="csv", text_columns=("a",))
 
 
 def test_image_folder_end_to_end_with_class_names_and_encoded_images(tmp_path):
@@ -212,3 +216,37 @@ def test_image_folder_grey_sizes_and_mistakes(tmp_path):
     os.makedirs(os.path.join(mixed, "test", "bird"))
     with pytest.raises(DataError, match=r"test: class folder bird is not in the training folder; its classes: cat, dog\."):
         load_dataset("image_folder", mixed, validation_fraction=0.0, options=image_folder.ImageFolderOptions(image_size=(8, 8)))
+
+
+def test_text_csv_end_to_end_by_column_name(tmp_path):
+    from data_files import write_own_documents
+
+    data_dir = write_own_documents(str(tmp_path / "docs"))
+    loaded = load_dataset("text_csv", data_dir, validation_fraction=0.0,
+                          options=text_csv.TextCsvOptions(sequence_length=256))  # fmt: skip
+    assert loaded.class_names == ("music", "sport") and loaded.info.input_shape == (256,)
+    assert loaded.info.text_columns == ("title", "body") and loaded.info.label_column == "topic"
+    # The quoted newline is kept inside the text: "sport news 0 <body>\nsecond line".
+    codes = text.quantize(["sport news 0"], quantizer=text.CharacterQuantizer(256))[0]
+    np.testing.assert_array_equal(loaded.train.inputs[0][:12], codes[:12])
+    config = _train(tmp_path, "text_csv", data_dir, sequence_length=256, vdcnn_first_filters=8,
+                    vdcnn_block_filters=(8,) * 8)  # fmt: skip
+    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"))
+    served = tf.saved_model.load(path).signatures["serving_default"](texts=tf.constant(["goal team match", "song band"]))
+    assert {n.decode() for n in served["class_names"].numpy()} <= {"music", "sport"}
+    evaluated = evaluate_model_dir(config.model_dir, str(tmp_path / "evaluation"))
+    with open(os.path.join(data_dir, "test.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    with open(tmp_path / "new.csv", "w", newline="") as handle:  # No label, other order.
+        writer = csv.writer(handle)
+        writer.writerow(["body", "title"])
+        writer.writerows([[row["body"], row["title"]] for row in rows])
+    predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"))
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(records) == 20
+    assert np.mean([r["class_name"] == row["topic"] for r, row in zip(records, rows)]) == pytest.approx(evaluated["test"]["accuracy"])
+    (tmp_path / "bad.csv").write_text("title,text\nx,y\n")
+    with pytest.raises(DataError, match=r"bad.csv:1: the header lacks the text column\(s\) body; its columns: title, text\."):
+        predict.predict_file(path, str(tmp_path / "bad.csv"), str(tmp_path / "x.jsonl"))
+    with pytest.raises(DataError, match=r"--label_column='label': .*train.csv has no such column"):
+        load_dataset("text_csv", data_dir, validation_fraction=0.0, options=text_csv.TextCsvOptions(label_column="label"))

@@ -215,16 +215,10 @@ def test_saved_model_flag_names_what_was_given_instead(tmp_path, adult_export):
         predict.predict_file(str(tmp_path), str(good), out)
 
 
-def test_batch_size_above_the_export_limit_names_the_flag(tmp_path):
-    from data_files import write_adult
-
-    data_dir = write_adult(str(tmp_path / "data"), train_rows=100, test_rows=20)
-    config = ExperimentConfig(dataset="adult", attention="sparsemax", model_dir=str(tmp_path / "run"),
-                              data_dir=data_dir, **dict(TINY, infer_database_size=32))  # fmt: skip
-    Trainer(config, verbose=False).train()
-    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last", max_batch_size=8)
-    rows = [line.rstrip(".").rsplit(",", 1)[0] for line in open(os.path.join(data_dir, "adult.test")).read().splitlines()[1:]]
-    (tmp_path / "new.csv").write_text("\n".join(rows) + "\n")
+def test_batch_size_above_the_export_limit_names_the_flag(tmp_path, adult_export):
+    _, model_dir, lines = adult_export
+    path = export.export_model_dir(model_dir, str(tmp_path / "exports"), checkpoint="last", max_batch_size=8)
+    (tmp_path / "new.csv").write_text("\n".join(line.rsplit(",", 1)[0] for line in lines[:20]) + "\n")
     with pytest.raises(ConfigError, match=r"^--batch_size=16 is above the 8 inputs this export answers per call; lower --batch_size to <= 8\.$"):
         predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=16)
     assert predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=8)["inputs"] == 20

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from proto_tf.data import adult, csv_dataset, dataset_info, load_dataset, text  # noqa: E402
+from proto_tf.data import adult, csv_dataset, dataset_info, load_dataset, text, text_csv  # noqa: E402
 from proto_tf.errors import ConfigError  # noqa: E402
 
 
@@ -27,6 +27,13 @@ def load_raw(dataset, data_dir, options=None, seed=0):
         test, test_labels = csv_dataset.raw_columns(tables, 1)
         return {"train": train, "test": test, "train_labels": train_labels, "test_labels": test_labels,
                 "class_names": tables.class_names, "schema": tables.schema}  # fmt: skip
+    if dataset == "text_csv":
+        documents = text_csv.read_documents(os.path.expanduser(data_dir), options or text_csv.TextCsvOptions(), seed,
+                                            report=lambda line: None)  # fmt: skip
+        test_rows = documents.positions[1]
+        return {"train": np.array(documents.texts[0], object), "train_labels": documents.labels[0],
+                "test": np.array([documents.texts[1][i] for i in test_rows], object),
+                "test_labels": documents.labels[1][test_rows], "class_names": documents.class_names}  # fmt: skip
     if not info.user_data:
         data_dir = os.path.expanduser(data_dir or info.default_data_dir)
     if dataset == "dbpedia":

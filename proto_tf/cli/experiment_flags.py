@@ -27,7 +27,7 @@ def _flagfiles_dir():
 FLAGS_DIR = _flagfiles_dir()
 _ENUMS = {"dataset": list(DATASETS), "attention": list(ATTENTIONS), "strategy": list(STRATEGIES)}
 _HELP = {
-    "dataset": "A dataset of Table 1, or your own data: csv or image_folder (README, \"Your own data\").",
+    "dataset": "A dataset of Table 1, or your own data: csv, image_folder or text_csv (README, \"Your own data\").",
     "attention": "Attention normalisation; none trains the baseline encoder.",
     "data_dir": "Folder of the dataset's files (default: the dataset's usual place, see README).",
     "model_dir": "Where checkpoints, logs and summary.json go (default runs/<experiment>[_small]).",
@@ -67,18 +67,23 @@ _HELP = {
     "class (Table 3), in [0, 1); test labels stay clean.",
     "validation_fraction": "Share of the training file held out (fixed seed) for checkpoint "
     "selection, in [0, 1).",
-    "label_column": "--dataset=csv: the column holding the class (default: the last column).",
+    "label_column": "--dataset=csv or text_csv: the column holding the class (default: the last column).",
     "categorical_columns": "--dataset=csv: comma-separated columns to read as categories "
     "(default: a column is numeric when every non-missing value is a number).",
     "numeric_columns": "--dataset=csv: comma-separated columns to read as numbers.",
     "ignore_columns": "--dataset=csv: comma-separated columns to leave out (e.g. an id).",
     "max_categories": "--dataset=csv: most distinct values a categorical column may have.",
-    "test_fraction": "--dataset=csv or image_folder: share of train.csv (train/) held out "
+    "test_fraction": "--dataset=csv, image_folder or text_csv: share of train.csv (train/) held out "
     "(fixed seed) as the test split when there is no test.csv (test/), in (0, 1).",
     "image_size": "--dataset=image_folder: H,W to resize every image to (default: the "
     "training images' own size, when they all share one).",
     "flip_left_right": "--dataset=image_folder: random left-right flips in training.",
     "flip_up_down": "--dataset=image_folder: random up-down flips in training.",
+    "text_columns": "--dataset=text_csv: comma-separated columns joined (by a space) into the "
+    "text (default: every column but the label).",
+    "sequence_length": "--dataset=text_csv: characters kept per text (448, as DBPedia).",
+    "alphabet": "--dataset=text_csv: the characters the quantiser knows (DBPedia's 69 by "
+    "default); texts are lower-cased, other characters map to 0.",
     "resnet_depth": "ResNet depth, 6n + 2 (32 for the MNISTs and Fruits, 50 for CIFAR-10 "
     "and ISIC).",
     "resnet_filters": "Filters of the ResNet's first stage (16; doubled at each stage).",

@@ -3,7 +3,7 @@
 import dataclasses
 import os
 
-from proto_tf.data import adult, csv_dataset, image_folder, images, text
+from proto_tf.data import adult, csv_dataset, image_folder, images, text, text_csv
 from proto_tf.data.common import LoadedDataset, carve_validation, cast_only
 from proto_tf.data.images import ImageAugmentation
 from proto_tf.data.tabular import TabularSchema
@@ -30,7 +30,9 @@ class DatasetInfo:
     class_shares: tuple | None = None
     default_data_dir: str | None = "~/tensorflow_datasets"
     schema: TabularSchema | None = None  # Tabular: the columns a model reads.
-    label_column: str | None = None  # Tabular: the label's column (optional in inputs to predict).
+    label_column: str | None = None  # Tables, documents: the label's column (optional in inputs to predict).
+    text_columns: tuple | None = None  # A user's documents: the columns joined into the text.
+    alphabet: str | None = None  # Text: the quantiser's characters (None: DBPedia's).
     user_data: bool = False  # A user's own files: shapes and database sizes follow the data.
 
 
@@ -63,6 +65,7 @@ DATASETS = {
     # A user's own data (README, "Your own data").
     "csv": DatasetInfo("csv", "tabular", None, "float32", default_data_dir=None, user_data=True),
     "image_folder": DatasetInfo("image_folder", "image", None, "float32", default_data_dir=None, user_data=True),
+    "text_csv": DatasetInfo("text_csv", "text", None, "int32", default_data_dir=None, user_data=True),
 }  # fmt: skip
 
 _CLASS_NAMES = {
@@ -94,6 +97,12 @@ def _read_user_splits(info, data_dir, seed, options):
     """Splits, class names and the resolved DatasetInfo of a user's own files."""
     if data_dir is None:
         raise ConfigError(f"--dataset={info.name} reads your own files: give --data_dir=DIR.")
+    if info.name == "text_csv":
+        options = options or text_csv.TextCsvOptions()
+        train, test, class_names, columns, label = text_csv.load(data_dir, options, seed)
+        resolved = dataclasses.replace(info, input_shape=(options.sequence_length,), label_column=label,
+                                       text_columns=columns, alphabet=options.alphabet)  # fmt: skip
+        return train, test, class_names, resolved
     if info.name == "image_folder":
         loaded = image_folder.load(data_dir, options or image_folder.ImageFolderOptions(), seed)
         train, test, class_names, shape, augmentation = loaded

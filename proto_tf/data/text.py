@@ -36,11 +36,13 @@ class CharacterQuantizer(keras.layers.Layer):
     texts are truncated and shorter ones padded with 0.
     """
 
-    def __init__(self, sequence_length=SEQUENCE_LENGTH, **kwargs):
+    def __init__(self, sequence_length=SEQUENCE_LENGTH, alphabet=None, **kwargs):
         super().__init__(**kwargs)
         self.sequence_length = sequence_length
+        # Characters in order, each once; codes 1..len (0: outside it, and padding).
+        self.alphabet = "".join(dict.fromkeys(alphabet)) if alphabet else "".join(ALPHABET)
         self.lookup = keras.layers.StringLookup(
-            vocabulary=list(ALPHABET), num_oov_indices=1, name="alphabet"
+            vocabulary=list(self.alphabet), num_oov_indices=1, name="alphabet"
         )
         self.built = True
 
@@ -58,7 +60,7 @@ class CharacterQuantizer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"sequence_length": self.sequence_length})
+        config.update({"sequence_length": self.sequence_length, "alphabet": self.alphabet})
         return config
 
 
@@ -94,14 +96,15 @@ def read_dbpedia_csv(path):
     return texts, np.asarray(labels, np.int32)
 
 
-def quantize(texts, batch_size=8192):
-    """Character codes `[N, 448]` (uint8) of a list of strings."""
-    quantizer = CharacterQuantizer()
+def quantize(texts, batch_size=8192, quantizer=None):
+    """Character codes `[N, sequence_length]` (uint8) of a list of strings, by
+    `quantizer` (DBPedia's by default: 448 characters of the 69-character alphabet)."""
+    quantizer = quantizer or CharacterQuantizer()
     parts = [
         quantizer(tf.constant(texts[start:start + batch_size])).numpy().astype(np.uint8)
         for start in range(0, len(texts), batch_size)
     ]
-    return np.concatenate(parts) if parts else np.zeros([0, SEQUENCE_LENGTH], np.uint8)
+    return np.concatenate(parts) if parts else np.zeros([0, quantizer.sequence_length], np.uint8)
 
 
 def dbpedia_files(data_dir):

@@ -25,10 +25,30 @@ def read_database(path: str, info: DatasetInfo, class_names) -> Split:
     if info.kind == "tabular":
         columns, labels = adult.read_adult_csv(_file(path))
         return Split(adult.featurize(columns), labels, np.arange(len(labels)))
+    if info.kind == "text" and info.user_data:
+        return _documents(_file(path), info, class_names)
     if info.kind == "text":
         texts, labels = text.read_dbpedia_csv(_file(path))
         return Split(text.quantize(texts), labels, np.arange(len(labels)))
     return _image_folder(path, info, list(class_names))
+
+
+def _documents(path, info, class_names):
+    """A CSV with a header holding the model's text and label columns."""
+    table = csv_dataset.read_table(path)
+    missing = [name for name in (*info.text_columns, info.label_column) if name not in table.header]
+    if missing:
+        raise DataError(f"{path}:1: the header lacks {', '.join(missing)}; its columns: {', '.join(table.header)}.")
+    ids = {name: i for i, name in enumerate(class_names)}
+    texts, labels = [], []
+    for line, row in zip(table.lines, table.rows):
+        value = row[table.header.index(info.label_column)]
+        if value not in ids:
+            raise DataError(f"{path}:{line}: label {value!r} is not a class of the model; classes: {', '.join(class_names)}.")
+        texts.append(" ".join(row[table.header.index(name)] for name in info.text_columns))
+        labels.append(ids[value])
+    quantizer = text.CharacterQuantizer(info.input_shape[0], info.alphabet)
+    return Split(text.quantize(texts, quantizer=quantizer), labels, np.arange(len(labels)))
 
 
 def _file(path):

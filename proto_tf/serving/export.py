@@ -28,6 +28,8 @@ ABSTAIN_SIGNATURE = "abstain"
 IMAGE_BYTES_SIGNATURE = "image_bytes"  # Image exports: encoded images, as REST sends them.
 # Tabular exports: the columns new rows are read by (run/predict.py); TF Serving ignores it.
 TABLE_FILE = os.path.join("assets.extra", "proto_tf_table.json")
+# Exports of a user's documents: the columns a CSV of new documents is read by.
+TEXT_FILE = os.path.join("assets.extra", "proto_tf_text.json")
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -98,7 +100,7 @@ def dataset_serving_inputs(info, preprocess) -> ServingInputs:
     if info.kind == "image":
         return ServingInputs(signature, lambda raw: preprocess(raw["images"]))
     if info.kind == "text":
-        quantizer = text.CharacterQuantizer(info.input_shape[0])
+        quantizer = text.CharacterQuantizer(info.input_shape[0], info.alphabet)
         return ServingInputs(signature, lambda raw: preprocess(quantizer(raw["texts"])), layers=(quantizer,))
     features = tabular.TabularFeatures(info.schema)
     names = info.schema.input_names()
@@ -378,6 +380,11 @@ def export_saved_model(
     if info.kind == "image":
         endpoints[IMAGE_BYTES_SIGNATURE] = image_bytes_serving_inputs(info, preprocess)
     write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names)
+    if info.text_columns:
+        # How a CSV of new documents is read (run/predict.py).
+        os.makedirs(os.path.join(path, os.path.dirname(TEXT_FILE)), exist_ok=True)
+        json_files.write_json(os.path.join(path, TEXT_FILE), {"text_columns": list(info.text_columns),
+                                                               "label_column": info.label_column})  # fmt: skip
     if info.kind == "tabular":
         # How files of new rows are read (run/predict.py); TF Serving ignores the file.
         table = tabular.TableFormat(info.schema, info.label_column, header_required=info.user_data)

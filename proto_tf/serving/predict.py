@@ -20,7 +20,8 @@ import tensorflow as tf
 from proto_tf.data import adult, images, tabular
 from proto_tf.data.common import csv_rows, iterate_text_lines
 from proto_tf.errors import ConfigError, DataError
-from proto_tf.serving.export import TABLE_FILE
+from proto_tf.data.csv_dataset import read_table
+from proto_tf.serving.export import TABLE_FILE, TEXT_FILE
 from proto_tf.json_files import read_json
 
 IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
@@ -38,17 +39,18 @@ def input_kind(specs: dict) -> str:
     return "text" if "texts" in specs else "tabular"
 
 
-def read_inputs(path: str, specs: dict, batch_size: int,
-                table: tabular.TableFormat | None = None) -> Iterator[tuple[dict, list[str]]]:  # fmt: skip
+def read_inputs(path: str, specs: dict, batch_size: int, table: tabular.TableFormat | None = None,
+                text_columns: tuple | None = None) -> Iterator[tuple[dict, list[str]]]:  # fmt: skip
     """Batches `(raw inputs for the signature, source of each input)` from `path`,
-    read as they are needed; a table's columns as `table` says (Adult's by default)."""
+    read as they are needed; a table's columns as `table` says (Adult's by default); a
+    CSV of documents by its header's `text_columns` (DBPedia's rows without them)."""
     kind = input_kind(specs)
     if kind == "image":
         return _image_batches(path, specs["images"].shape, batch_size)
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file; expected a {'CSV' if kind == 'tabular' else 'text or CSV'} file.")
     if kind == "text":
-        return _text_batches(path, batch_size)
+        return _text_batches(path, batch_size, text_columns)
     return _table_batches(path, table or adult.TABLE, batch_size)
 
 
@@ -58,6 +60,15 @@ def table_format(saved_model: str) -> tabular.TableFormat:
     if not os.path.isfile(path):
         return adult.TABLE
     return tabular.TableFormat.from_json(read_json(path, "the columns this export reads"))
+
+
+def _text_columns(saved_model):
+    """The text columns a CSV of new documents is read by (exports of a user's
+    documents), else None."""
+    path = os.path.join(saved_model, TEXT_FILE)
+    if not os.path.isfile(path):
+        return None
+    return tuple(read_json(path, "the columns this export reads texts from")["text_columns"])
 
 
 def _batches_of(rows, batch_size):
@@ -144,8 +155,16 @@ def _table_batches(path, table, batch_size):
         raise DataError(f"{path}: no rows found; expected rows of {', '.join(schema.columns)}.")
 
 
-def _documents(path):
-    if path.lower().endswith(".csv"):
+def _documents(path, text_columns=None):
+    if path.lower().endswith(".csv") and text_columns:
+        table = read_table(path)
+        missing = [name for name in text_columns if name not in table.header]
+        if missing:
+            raise DataError(f"{path}:1: the header lacks the text column(s) {', '.join(missing)}; its columns: "
+                            f"{', '.join(table.header)}.")  # fmt: skip
+        for line_number, row in zip(table.lines, table.rows):
+            yield line_number, " ".join(row[table.header.index(name)] for name in text_columns)
+    elif path.lower().endswith(".csv"):
         for line_number, row in csv_rows(path):
             if len(row) != 3:
                 raise DataError(f'{path}:{line_number}: expected class,"title","content"; got {len(row)} field(s).')
@@ -156,9 +175,9 @@ def _documents(path):
                 yield line_number, line
 
 
-def _text_batches(path, batch_size):
+def _text_batches(path, batch_size, text_columns=None):
     found = False
-    for chunk in _batches_of(_documents(path), batch_size):
+    for chunk in _batches_of(_documents(path, text_columns), batch_size):
         found = True
         yield {"texts": np.asarray([text for _, text in chunk], object)}, [f"{path}:{n}" for n, _ in chunk]
     if not found:
@@ -214,7 +233,7 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
     temporary = os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.tmp-{os.getpid()}")
     try:
         with open(temporary, "w") as handle:
-            for raw, sources in read_inputs(inputs, specs, batch_size, table_format(saved_model)):
+            for raw, sources in read_inputs(inputs, specs, batch_size, table_format(saved_model), _text_columns(saved_model)):
                 feed = {name: tf.constant(value) for name, value in raw.items()}
                 if confidence_threshold is not None:
                     feed["confidence_threshold"] = tf.fill([len(sources)], float(confidence_threshold))

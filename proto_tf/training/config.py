@@ -8,22 +8,26 @@ import keras
 from proto_tf.attention import SPARSEMAX_TOP_K
 from proto_tf.data.csv_dataset import CsvOptions
 from proto_tf.data.image_folder import ImageFolderOptions
+from proto_tf.data.text import ALPHABET, SEQUENCE_LENGTH
+from proto_tf.data.text_csv import TextCsvOptions
 from proto_tf.data.registry import DatasetInfo
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
 from proto_tf.errors import ConfigError
 from proto_tf.model import ATTENTIONS, ProtoAttend
 
 
+DBPEDIA_ALPHABET = "".join(ALPHABET)
 # Datasets of a user's own files, and the fields that only they read (field: datasets).
-USER_DATASETS = ("csv", "image_folder")
+USER_DATASETS = ("csv", "image_folder", "text_csv")
 USER_DATA_FIELDS = {
-    "label_column": ("csv",), "categorical_columns": ("csv",), "numeric_columns": ("csv",),
+    "label_column": ("csv", "text_csv"), "categorical_columns": ("csv",), "numeric_columns": ("csv",),
     "ignore_columns": ("csv",), "max_categories": ("csv",), "test_fraction": USER_DATASETS,
     "image_size": ("image_folder",), "flip_left_right": ("image_folder",),
-    "flip_up_down": ("image_folder",),
+    "flip_up_down": ("image_folder",), "text_columns": ("text_csv",),
+    "sequence_length": ("text_csv",), "alphabet": ("text_csv",),
 }  # fmt: skip
 # Fields holding lists of names (the other tuple fields hold integers).
-NAME_LIST_FIELDS = ("categorical_columns", "numeric_columns", "ignore_columns")
+NAME_LIST_FIELDS = ("categorical_columns", "numeric_columns", "ignore_columns", "text_columns")
 
 
 @dataclasses.dataclass
@@ -83,6 +87,10 @@ class ExperimentConfig:
     image_size: tuple = ()
     flip_left_right: bool = False
     flip_up_down: bool = False
+    # A user's own documents (--dataset=text_csv); see proto_tf/data/text_csv.py.
+    text_columns: tuple = ()
+    sequence_length: int = SEQUENCE_LENGTH
+    alphabet: str = DBPEDIA_ALPHABET
     # Encoder (which ones apply depends on the dataset's kind).
     resnet_depth: int = 32
     resnet_filters: int = 16
@@ -173,6 +181,10 @@ class ExperimentConfig:
             _check(self, name, self.dataset in datasets or getattr(self, name) == default,
                    f"applies to --dataset={' or '.join(datasets)}, not --dataset={self.dataset}; "
                    f"leave it at {default!r}")  # fmt: skip
+        # VDCNN halves the sequence five times before its 8-max pooling.
+        _check(self, "sequence_length", self.sequence_length >= 256, "must be at least 256 (the VDCNN encoder "
+               "halves it five times before keeping the 8 largest positions)")  # fmt: skip
+        _check(self, "alphabet", 0 < len(set(self.alphabet)) <= 255, "must hold 1 to 255 distinct characters")
         _check(self, "image_size", self.image_size == () or (len(self.image_size) == 2 and min(self.image_size) > 0),
                "must be two positive integers H,W (or empty: the images' own size)")  # fmt: skip
 
@@ -187,6 +199,9 @@ class ExperimentConfig:
                               self.ignore_columns, self.max_categories, self.test_fraction)  # fmt: skip
         if self.dataset == "image_folder":
             return ImageFolderOptions(self.image_size, self.flip_left_right, self.flip_up_down, self.test_fraction)
+        if self.dataset == "text_csv":
+            return TextCsvOptions(self.text_columns, self.label_column, self.sequence_length, self.alphabet,
+                                  self.test_fraction)  # fmt: skip
         return None
 
 
