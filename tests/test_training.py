@@ -248,7 +248,7 @@ def test_cli_errors_list_valid_values(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "<mnist|fashion_mnist|cifar10|fruits|isic|dbpedia|adult>" in result.stderr
+    assert "<mnist|fashion_mnist|cifar10|fruits|isic|dbpedia|adult|csv|image_folder|text_csv>" in result.stderr
     assert "Traceback" not in result.stderr
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult", "--no_such_flag=1"],
