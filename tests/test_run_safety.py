@@ -279,7 +279,6 @@ def test_a_truncated_summary_is_rewritten_and_a_truncated_best_record_is_named(t
     best.write_text('{"step": 4, "accu')
     with pytest.raises(RunDirectoryError, match=rf"^{best} is unreadable \(.*\); it holds the validation result of the best checkpoint"):
         Trainer(dataclasses.replace(validated, train_steps=6), verbose=False).train()
-    from proto_tf.cli.report import main as _  # noqa: F401  (the report reads summaries the same way)
     from proto_tf.analysis.comparison import read_summary
 
     summary.write_text("{")

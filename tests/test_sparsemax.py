@@ -121,16 +121,20 @@ def test_rejects_bad_inputs():
 def _call(logits, mode, top_k):
     """sparsemax of `logits` as a user would call it: eagerly, inside a tf.function
     of known or unknown width, or compiled by XLA (known or unknown width)."""
+    return _in_mode(lambda z: sparsemax(z, top_k=top_k), mode)(tf.constant(logits)).numpy()
+
+
+def _in_mode(fn, mode):
+    """`fn` run eagerly, as a tf.function of known or unknown width, or compiled by XLA."""
     width_spec = [tf.TensorSpec([None, None], tf.float32)]
-    fn = lambda z: sparsemax(z, top_k=top_k)  # noqa: E731
     calls = {
-        "eager": fn,
-        "graph": tf.function(fn),
-        "graph_unknown_width": tf.function(fn, input_signature=width_spec),
-        "xla": tf.function(fn, jit_compile=True),
-        "xla_unknown_width": tf.function(fn, jit_compile=True, input_signature=width_spec),
+        "eager": lambda: fn,
+        "graph": lambda: tf.function(fn),
+        "graph_unknown_width": lambda: tf.function(fn, input_signature=width_spec),
+        "xla": lambda: tf.function(fn, jit_compile=True),
+        "xla_unknown_width": lambda: tf.function(fn, jit_compile=True, input_signature=width_spec),
     }
-    return calls[mode](tf.constant(logits)).numpy()
+    return calls[mode]()
 
 
 MODES = ["eager", "graph", "graph_unknown_width", "xla", "xla_unknown_width"]
@@ -309,22 +313,13 @@ def test_nan_and_positive_infinity_rows_are_nan_on_every_path(mode):
         assert np.isnan(got[[0, 1, 2, 4]]).all(), (top_k, got)
         np.testing.assert_allclose(got[3], [13 / 30, 10 / 30, 7 / 30, 0], atol=1e-6)
 
-    width_spec = [tf.TensorSpec([None, None], tf.float32)]
-
     def gradient(z):
         with tf.GradientTape() as tape:
             tape.watch(z)
             loss = tf.reduce_sum(sparsemax(z) * tf.constant([1.0, 2.0, 3.0, 4.0]))
         return tape.gradient(loss, z)
 
-    calls = {
-        "eager": gradient,
-        "graph": tf.function(gradient),
-        "graph_unknown_width": tf.function(gradient, input_signature=width_spec),
-        "xla": tf.function(gradient, jit_compile=True),
-        "xla_unknown_width": tf.function(gradient, jit_compile=True, input_signature=width_spec),
-    }
-    grad = calls[mode](tf.constant(logits)).numpy()
+    grad = _in_mode(gradient, mode)(tf.constant(logits)).numpy()
     assert np.isnan(grad[[0, 1, 2, 4]]).all()
     assert np.isfinite(grad[3]).all()
     # On the support {0, 1, 2}: upstream minus its mean there (2), zero off it.

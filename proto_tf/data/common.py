@@ -162,6 +162,19 @@ def cast_only(dtype):
     return augment, preprocess
 
 
+def hold_out(count, fraction, seed, source, unit="rows", report=print):
+    """`(kept, held out)` sorted positions of `count` examples of `source`: a fixed-seed
+    `fraction` held out as the test split of a user's data without a test file (its
+    size reported); a DataError when too few examples are left for both."""
+    order = np.random.default_rng(seed).permutation(count)
+    size = max(1, int(round(fraction * count)))
+    if size >= count:
+        raise DataError(f"{source}: {count} {unit} are too few to hold out a test split.")
+    report(f"No test file or folder beside {source}: held out {size} of its {count} {unit} "
+           f"(fixed seed {seed}, --test_fraction={fraction:g}) as the test split.")  # fmt: skip
+    return np.sort(order[size:]), np.sort(order[:size])
+
+
 def carve_validation(split, fraction, seed):
     """Splits off a fixed-seed random `fraction` of `split` as validation data."""
     if not 0.0 <= fraction < 1.0:

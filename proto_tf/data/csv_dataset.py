@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from proto_tf.data import tabular
-from proto_tf.data.common import MissingDataError, Split, csv_rows
+from proto_tf.data.common import MissingDataError, Split, csv_rows, hold_out
 from proto_tf.errors import DataError
 
 TRAIN_FILE, TEST_FILE = "train.csv", "test.csv"
@@ -93,17 +93,27 @@ class Tables:
     class_names: tuple
 
 
-def read_tables(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0, report=print) -> Tables:
-    """The tables of `data_dir`, the rows of each split and the schema inferred from
-    the training split (see `load`)."""
+def training_table(data_dir: str, dataset: str, label_column: str | None) -> tuple:
+    """`(train.csv read, the path of test.csv, the label column)` of a user's folder: the
+    label is the last column unless named."""
     train_path, test_path = (os.path.join(data_dir, name) for name in (TRAIN_FILE, TEST_FILE))
     if not os.path.isfile(train_path):
         raise MissingDataError(
-            f"no {train_path}: --dataset=csv reads DIR/{TRAIN_FILE} (and DIR/{TEST_FILE} when present), "
-            "each with a header row; give --data_dir=DIR."
+            f"no {train_path}: --dataset={dataset} reads DIR/{TRAIN_FILE} (and DIR/{TEST_FILE} when "
+            "present), each with a header row; give --data_dir=DIR."
         )
     train = read_table(train_path)
-    label = _label_column(train, options)
+    label = label_column or train.header[-1]
+    if label not in train.header:
+        raise DataError(f"--label_column={label!r}: {train_path} has no such column; its columns: {', '.join(train.header)}.")
+    return train, test_path, label
+
+
+def read_tables(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0, report=print) -> Tables:
+    """The tables of `data_dir`, the rows of each split and the schema inferred from
+    the training split (see `load`)."""
+    train, test_path, label = training_table(data_dir, "csv", options.label_column)
+    train_path = train.path
     features = [name for name in train.header if name != label and name not in options.ignore_columns]
     unknown = [name for name in options.ignore_columns if name not in train.header]
     if unknown:
@@ -116,13 +126,8 @@ def read_tables(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0
         _check_same_columns(train, test, label, options.ignore_columns)
         train_positions, test_positions = positions, np.arange(len(test.rows))
     else:
-        order = np.random.default_rng(seed).permutation(len(positions))
-        size = max(1, int(round(options.test_fraction * len(positions))))
-        if size >= len(positions):
-            raise DataError(f"{train_path}: {len(positions)} rows are too few to hold out a test split.")
-        test, train_positions, test_positions = train, np.sort(order[size:]), np.sort(order[:size])
-        report(f"No {test_path}: held out {size} of the {len(positions)} rows of {train_path} "
-               f"(fixed seed {seed}) as the test split.")  # fmt: skip
+        test = train
+        train_positions, test_positions = hold_out(len(positions), options.test_fraction, seed, train_path, "rows", report)
     training_rows = [[train.rows[i][train.header.index(name)] for name in features] for i in train_positions]
     schema = tabular.infer_schema(train_path, features, training_rows, options.categorical_columns,
                                   options.numeric_columns, options.max_categories)  # fmt: skip
@@ -136,13 +141,6 @@ def raw_columns(tables: Tables, split: int) -> tuple:
     table, chosen = tables.parts[split]
     rows = np.arange(len(table.rows)) if split == 0 else chosen
     return _parse(table, rows, tables.schema, tables.label, tables.class_names, labels_required=split == 1)
-
-
-def _label_column(table, options):
-    label = options.label_column or table.header[-1]
-    if label not in table.header:
-        raise DataError(f"--label_column={label!r}: {table.path} has no such column; its columns: {', '.join(table.header)}.")
-    return label
 
 
 def _check_same_columns(train, test, label, ignored):

@@ -15,7 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.data.common import MissingDataError, Split, require_rows
+from proto_tf.data.common import MissingDataError, Split, hold_out, require_rows
 from proto_tf.data.images import IMAGE_EXTENSIONS, ImageAugmentation, decode_image_file
 from proto_tf.errors import DataError
 
@@ -77,13 +77,8 @@ def load(data_dir: str, options: ImageFolderOptions = ImageFolderOptions(), seed
         images = [decode_image_file(path) for path in test_paths]
         test = Split(_stack(images, size, channels), test_labels, np.arange(len(test_labels)))
     else:
-        order = np.random.default_rng(seed).permutation(len(train))
-        count = max(1, int(round(options.test_fraction * len(train))))
-        if count >= len(train):
-            raise DataError(f"{train_dir}: {len(train)} images are too few to hold out a test split.")
-        test, train = train.take(np.sort(order[:count])), train.take(np.sort(order[count:]))
-        report(f"No {test_dir}: held out {count} of the {len(order)} images of {train_dir} "
-               f"(fixed seed {seed}) as the test split.")  # fmt: skip
+        kept, held = hold_out(len(train), options.test_fraction, seed, train_dir, "images", report)
+        test, train = train.take(held), train.take(kept)
     pad = max(1, round(min(size) / 12))  # 2 for 28 pixels, 3 for 32: the paper's padding.
     augmentation = ImageAugmentation(pad, options.flip_left_right, options.flip_up_down)
     return train, test, class_names, (*size, channels), augmentation

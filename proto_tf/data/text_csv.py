@@ -14,8 +14,8 @@ import os
 import numpy as np
 
 from proto_tf.data import text
-from proto_tf.data.common import MissingDataError, Split
-from proto_tf.data.csv_dataset import TEST_FILE, TRAIN_FILE, read_table
+from proto_tf.data.common import Split, hold_out
+from proto_tf.data.csv_dataset import read_table, training_table
 from proto_tf.errors import DataError
 
 
@@ -45,16 +45,8 @@ class Documents:
 
 def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), seed: int = 0, report=print) -> Documents:
     """The documents of `data_dir` (see the module docstring)."""
-    train_path, test_path = (os.path.join(data_dir, name) for name in (TRAIN_FILE, TEST_FILE))
-    if not os.path.isfile(train_path):
-        raise MissingDataError(
-            f"no {train_path}: --dataset=text_csv reads DIR/{TRAIN_FILE} (and DIR/{TEST_FILE} when "
-            "present), each with a header row; give --data_dir=DIR."
-        )
-    train = read_table(train_path)
-    label = options.label_column or train.header[-1]
-    if label not in train.header:
-        raise DataError(f"--label_column={label!r}: {train_path} has no such column; its columns: {', '.join(train.header)}.")
+    train, test_path, label = training_table(data_dir, "text_csv", options.label_column)
+    train_path = train.path
     columns = tuple(options.text_columns) or tuple(name for name in train.header if name != label)
     unknown = [name for name in columns if name not in train.header]
     if unknown or label in columns or not columns:
@@ -75,16 +67,10 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
     if len(tables) == 2:
         train_rows, test_rows = everything, np.arange(len(tables[1].rows))
     else:
-        order = np.random.default_rng(seed).permutation(len(everything))
-        size = max(1, int(round(options.test_fraction * len(everything))))
-        if size >= len(everything):
-            raise DataError(f"{train_path}: {len(everything)} rows are too few to hold out a test split.")
-        train_rows, test_rows = np.sort(order[size:]), np.sort(order[:size])
+        train_rows, test_rows = hold_out(len(everything), options.test_fraction, seed, train_path, "rows", report)
         texts.append(texts[0])
         values.append(values[0])
         tables.append(train)
-        report(f"No {test_path}: held out {size} of the {len(everything)} rows of {train_path} "
-               f"(fixed seed {seed}) as the test split.")  # fmt: skip
     class_names = _class_names({values[0][i] for i in train_rows})
     ids = {name: i for i, name in enumerate(class_names)}
     labels, training = [], set(train_rows.tolist())
