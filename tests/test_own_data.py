@@ -250,3 +250,21 @@ def test_text_csv_end_to_end_by_column_name(tmp_path):
         predict.predict_file(path, str(tmp_path / "bad.csv"), str(tmp_path / "x.jsonl"))
     with pytest.raises(DataError, match=r"--label_column='label': .*train.csv has no such column"):
         load_dataset("text_csv", data_dir, validation_fraction=0.0, options=text_csv.TextCsvOptions(label_column="label"))
+
+
+def test_a_dataset_added_in_one_module_trains_exports_and_names_its_classes(tmp_path, monkeypatch):
+    from proto_tf.data import registry
+
+    # The module registers itself; the registry is restored for the other tests.
+    monkeypatch.setattr(registry, "DATASETS", dict(registry.DATASETS))
+    monkeypatch.setattr(registry, "_ADDED_LOADERS", dict(registry._ADDED_LOADERS))
+    import toy_dataset
+
+    config = _train(tmp_path, toy_dataset.INFO.name, None, infer_database_size=96)
+    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"))
+    served = tf.saved_model.load(path).signatures["serving_default"](
+        images=tf.constant(toy_dataset.load(None, False)[1].inputs[:4])
+    )
+    assert {name.decode() for name in served["class_names"].numpy()} <= set(toy_dataset.CLASS_NAMES)
+    with pytest.raises(ValueError, match="a dataset named 'toy_brightness' exists already"):
+        registry.register_dataset(toy_dataset.INFO, toy_dataset.load)

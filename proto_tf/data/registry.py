@@ -80,6 +80,22 @@ _CLASS_NAMES = {
 }  # fmt: skip
 
 
+# Datasets added by their own modules (`register_dataset`): name -> loader.
+_ADDED_LOADERS = {}
+
+
+def register_dataset(info: DatasetInfo, load) -> None:
+    """Adds a dataset from its own module: `load(data_dir, download)` returns `(train
+    Split, test Split, class names)` in stored form (uint8 images, character codes or
+    feature vectors); `info` says what the inputs are. Training, evaluation, export,
+    predict and explain then take `dataset=info.name` like the paper's datasets (the
+    command line also needs `flags/<name>_<attention>.cfg`)."""
+    if info.name in DATASETS:
+        raise ValueError(f"a dataset named {info.name!r} exists already.")
+    DATASETS[info.name] = info
+    _ADDED_LOADERS[info.name] = load
+
+
 def class_names(name: str) -> tuple:
     """The class names of dataset `name`, in label order."""
     dataset_info(name)  # Validates the name.
@@ -113,6 +129,8 @@ def _read_user_splits(info, data_dir, seed, options):
 
 
 def _read_splits(name, data_dir, download):
+    if name in _ADDED_LOADERS:
+        return _ADDED_LOADERS[name](data_dir, download)
     if name in ("mnist", "fashion_mnist"):
         return (*images.load_mnist_like(name, data_dir, download), _CLASS_NAMES[name])
     if name == "cifar10":
