@@ -8,13 +8,22 @@ from proto_tf.errors import RunDirectoryError
 
 def write_json(path: str, value) -> None:
     """Writes `value` as JSON to `path` through a temporary file and a rename, so a
-    kill leaves the old file or the new one, never half of one."""
+    kill leaves the old file or the new one, never half of one; a write that fails (a
+    full disk) is a RunDirectoryError naming the file, the old file left as it was."""
     temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as handle:
-        json.dump(value, handle, indent=2, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w") as handle:
+            json.dump(value, handle, indent=2, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:  # A full disk, a read-only folder.
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise RunDirectoryError(
+            f"could not write {path} ({error.strerror}); "
+            + ("the earlier file is intact." if os.path.exists(path) else "nothing was written.")
+        ) from None
 
 
 def read_json(path: str, what: str):

@@ -308,3 +308,21 @@ def test_a_full_disk_while_saving_stops_with_the_intact_checkpoints_named(tmp_pa
     )
     resumed = Trainer(dataclasses.replace(config, train_steps=8), verbose=False).train()
     assert resumed["resumed_from_step"] == 4 and resumed["steps"] == 8
+
+
+def test_a_json_record_that_cannot_be_written_leaves_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    from proto_tf import json_files
+
+    path = tmp_path / "summary.json"
+    json_files.write_json(str(path), {"steps": 4})
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(json_files.os, "fsync", full_disk)
+    with pytest.raises(RunDirectoryError, match=rf"^could not write {path} \(No space left on device\); the earlier file is intact\.$"):
+        json_files.write_json(str(path), {"steps": 6})
+    assert json.loads(path.read_text()) == {"steps": 4}
+    assert os.listdir(tmp_path) == ["summary.json"]  # No temporary file left.
