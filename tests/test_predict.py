@@ -222,3 +222,21 @@ def test_batch_size_above_the_export_limit_names_the_flag(tmp_path, adult_export
     with pytest.raises(ConfigError, match=r"^--batch_size=16 is above the 8 inputs this export answers per call; lower --batch_size to <= 8\.$"):
         predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=16)
     assert predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=8)["inputs"] == 20
+
+
+def test_a_full_disk_while_writing_predictions_is_one_line(tmp_path, adult_export, monkeypatch):
+    import errno
+
+    path, _, lines = adult_export
+    (tmp_path / "new.csv").write_text("\n".join(line.rsplit(",", 1)[0] for line in lines[:5]) + "\n")
+    output = tmp_path / "out.jsonl"
+    output.write_text("earlier predictions\n")
+
+    def full_disk(record):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(predict.json, "dumps", full_disk)
+    with pytest.raises(ConfigError, match=r"^--output=.*out.jsonl: could not write the predictions \(No space left on device\); an existing output is left as it was\.$"):
+        predict.predict_file(path, str(tmp_path / "new.csv"), str(output))
+    assert output.read_text() == "earlier predictions\n"
+    assert sorted(os.listdir(tmp_path)) == ["new.csv", "out.jsonl"]

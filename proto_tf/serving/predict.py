@@ -248,6 +248,13 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
                 if progress is not None:
                     progress.update(total)
         os.replace(temporary, output)
+    except OSError as error:
+        if error.filename not in (None, temporary, output):
+            raise  # Not the output (an input that cannot be opened: a traceback names it).
+        raise ConfigError(  # A full disk, a read-only folder.
+            f"--output={output}: could not write the predictions ({error.strerror}); an existing "
+            "output is left as it was."
+        ) from None
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
