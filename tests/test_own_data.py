@@ -18,9 +18,9 @@ from proto_tf.serving import export, predict
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
 
-TINY = dict(train_steps=30, batch_size=16, train_database_size=32, infer_database_size=4096,
+TINY = dict(train_steps=10, batch_size=16, train_database_size=32, infer_database_size=4096,
             validation_fraction=0.0, value_size=8, lstm_embedding_size=8, resnet_depth=8,
-            dense_units=(8,), eval_batch_size=64, learning_rate=0.01, checkpoint_every=30)  # fmt: skip
+            dense_units=(8,), eval_batch_size=64, learning_rate=0.01, checkpoint_every=10)  # fmt: skip
 
 
 def test_csv_schema_is_inferred_from_the_training_file_as_by_hand(tmp_path):
