@@ -117,6 +117,25 @@ def _finished_run(tmp_path, name="run", **overrides):
     return config
 
 
+@pytest.fixture(scope="module")
+def finished_template(tmp_path_factory):
+    """One finished 4-step run (and its data), copied by the tests that damage it."""
+    return _finished_run(tmp_path_factory.mktemp("template"))
+
+
+def _copy_of(template, tmp_path):
+    """The template run and its data copied into `tmp_path` (`run/`, `adult/`)."""
+    import shutil
+
+    shutil.copytree(template.data_dir, tmp_path / "adult")
+    shutil.copytree(template.model_dir, tmp_path / "run")
+    config = dataclasses.replace(template, data_dir=str(tmp_path / "adult"), model_dir=str(tmp_path / "run"))
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    stored.update(data_dir=config.data_dir, model_dir=config.model_dir)  # As a run made here.
+    (tmp_path / "run" / "config.json").write_text(json.dumps(stored))
+    return config
+
+
 def test_run_dir_with_other_flags_is_refused_and_left_intact(tmp_path):
     config = _finished_run(tmp_path)
     files = {name: (tmp_path / "run" / name).read_bytes() for name in ("config.json", "summary.json")}
@@ -234,8 +253,8 @@ def test_model_dir_naming_a_file_or_an_unwritable_place_is_one_line(tmp_path):
         Trainer(inside_a_file, verbose=False).train()
 
 
-def test_binary_garbage_in_the_state_file_resumes_from_the_newest_checkpoint(tmp_path, capsys):
-    config = _finished_run(tmp_path)
+def test_binary_garbage_in_the_state_file_resumes_from_the_newest_checkpoint(finished_template, tmp_path, capsys):
+    config = _copy_of(finished_template, tmp_path)
     state = tmp_path / "run" / "checkpoints" / "checkpoint"
     state.write_bytes(b"\xff\xfe\x00\x80 garbage \xc3")  # Was a UnicodeDecodeError traceback.
     resumed = Trainer(dataclasses.replace(config, train_steps=6), verbose=False).train()
@@ -247,8 +266,8 @@ def test_binary_garbage_in_the_state_file_resumes_from_the_newest_checkpoint(tmp
     assert tf.train.latest_checkpoint(str(state.parent)).endswith("ckpt-6")  # A valid state file again.
 
 
-def test_resuming_on_other_data_is_refused_naming_the_split(tmp_path):
-    config = _finished_run(tmp_path)
+def test_resuming_on_other_data_is_refused_naming_the_split(finished_template, tmp_path):
+    config = _copy_of(finished_template, tmp_path)
     other = write_adult(str(tmp_path / "other"), train_rows=200, test_rows=60, seed=5)
     with pytest.raises(RunDirectoryError) as error:
         Trainer(dataclasses.replace(config, train_steps=6, data_dir=other), verbose=False).train()
@@ -265,8 +284,8 @@ def test_resuming_on_other_data_is_refused_naming_the_split(tmp_path):
     assert resumed["resumed_from_step"] == 4
 
 
-def test_a_truncated_summary_is_rewritten_and_a_truncated_best_record_is_named(tmp_path, capsys):
-    config = _finished_run(tmp_path)
+def test_a_truncated_summary_is_rewritten_and_a_truncated_best_record_is_named(finished_template, tmp_path, capsys):
+    config = _copy_of(finished_template, tmp_path)
     summary = tmp_path / "run" / "summary.json"
     summary.write_text(summary.read_text()[:40])
     again = Trainer(config, verbose=False).train()  # Was a JSONDecodeError naming no file.
@@ -286,10 +305,10 @@ def test_a_truncated_summary_is_rewritten_and_a_truncated_best_record_is_named(t
         read_summary(str(tmp_path / "run"))
 
 
-def test_a_full_disk_while_saving_stops_with_the_intact_checkpoints_named(tmp_path, monkeypatch):
+def test_a_full_disk_while_saving_stops_with_the_intact_checkpoints_named(finished_template, tmp_path, monkeypatch):
     import tensorflow as tf
 
-    config = _finished_run(tmp_path)
+    config = _copy_of(finished_template, tmp_path)
     trainer = Trainer(dataclasses.replace(config, train_steps=8), verbose=False)
     original = trainer.latest.save
 
