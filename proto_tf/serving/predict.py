@@ -1,15 +1,16 @@
 """Predictions for a user's new inputs from an exported SavedModel, as JSON Lines.
 
 Inputs are read in the formats of the training data, in batches (memory does not grow
-with the input): a CSV with Adult's 14 columns (with or without a header row, with or
-without the income column, which is ignored), a folder of PNG/JPEG images (resized to
-the model's size as evaluation does), a text file with one document per line, or a
-DBPedia-format CSV (`class,"title","content"`; the class is ignored).
+with the input, but for a CSV of a user's documents, read whole): a table's CSV (a
+header read by name, the label column optional; Adult's also without a header), a
+folder of PNG/JPEG images (resized to the model's size as evaluation does), a text file
+with one document per line, or a CSV of documents (DBPedia's `class,"title","content"`,
+or a user's by its header's text columns).
 """
 
 import json
-import re
 import os
+import re
 import sys
 from typing import Iterator
 
@@ -19,10 +20,10 @@ import tensorflow as tf
 
 from proto_tf.data import adult, images, tabular
 from proto_tf.data.common import csv_rows, iterate_text_lines
-from proto_tf.errors import ConfigError, DataError
 from proto_tf.data.csv_dataset import read_table
-from proto_tf.serving.export import TABLE_FILE, TEXT_FILE
+from proto_tf.errors import ConfigError, DataError
 from proto_tf.json_files import read_json
+from proto_tf.serving.export import TABLE_FILE, TEXT_FILE
 
 IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
 
