@@ -160,6 +160,11 @@ def _class_names(table, label, positions):
     for i in positions:
         if tabular.is_missing(table.rows[i][index]):
             raise DataError(f"{table.path}:{table.lines[i]}: the label ({label}) is missing; every training row needs one.")
+    return sorted_class_names(values)
+
+
+def sorted_class_names(values) -> tuple:
+    """Label values as class names in label order: numbers in numeric order, else sorted."""
     try:
         return tuple(sorted(values, key=float))
     except ValueError:

@@ -15,7 +15,7 @@ import numpy as np
 
 from proto_tf.data import text
 from proto_tf.data.common import Split, hold_out
-from proto_tf.data.csv_dataset import read_table, training_table
+from proto_tf.data.csv_dataset import read_table, sorted_class_names, training_table
 from proto_tf.errors import DataError
 
 
@@ -71,7 +71,7 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
         texts.append(texts[0])
         values.append(values[0])
         tables.append(train)
-    class_names = _class_names({values[0][i] for i in train_rows})
+    class_names = sorted_class_names({values[0][i] for i in train_rows})
     ids = {name: i for i, name in enumerate(class_names)}
     labels, training = [], set(train_rows.tolist())
     for split, (table, rows) in enumerate(zip(tables, (everything, test_rows))):
@@ -100,9 +100,3 @@ def load(data_dir: str, options: TextCsvOptions = TextCsvOptions(), seed: int = 
         splits.append(Split(codes, documents.labels[split][rows], rows))
     return splits[0], splits[1], documents.class_names, documents.text_columns, documents.label_column
 
-
-def _class_names(values):
-    try:
-        return tuple(sorted(values, key=float))
-    except ValueError:
-        return tuple(sorted(values))
