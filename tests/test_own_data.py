@@ -245,6 +245,9 @@ def test_text_csv_end_to_end_by_column_name(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(records) == 20
     assert np.mean([r["class_name"] == row["topic"] for r, row in zip(records, rows)]) == pytest.approx(evaluated["test"]["accuracy"])
+    # The training file is a valid --database (text and label columns read by name).
+    curated = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), database_path=os.path.join(data_dir, "train.csv"))
+    assert os.path.isfile(os.path.join(curated, "saved_model.pb"))
     (tmp_path / "bad.csv").write_text("title,text\nx,y\n")
     with pytest.raises(DataError, match=r"bad.csv:1: the header lacks the text column\(s\) body; its columns: title, text\."):
         predict.predict_file(path, str(tmp_path / "bad.csv"), str(tmp_path / "x.jsonl"))

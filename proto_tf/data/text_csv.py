@@ -61,7 +61,7 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
         if missing:
             raise DataError(f"{test_path}:1: the header lacks {', '.join(missing)}; its columns: {', '.join(test.header)}.")
         tables.append(test)
-    texts = [[" ".join(row[table.header.index(c)] for c in columns) for row in table.rows] for table in tables]
+    texts = [joined_texts(table, columns) for table in tables]
     values = [[row[table.header.index(label)] for row in table.rows] for table in tables]
     everything = np.arange(len(train.rows))
     if len(tables) == 2:
@@ -86,6 +86,12 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
             split_labels[i] = ids[value]
         labels.append(split_labels)
     return Documents(tuple(texts), tuple(labels), (train_rows, test_rows), class_names, columns, label)
+
+
+def joined_texts(table, columns) -> list:
+    """Each row's text: the fields of `columns` (present in the header) joined by a space."""
+    positions = [table.header.index(name) for name in columns]
+    return [" ".join(row[i] for i in positions) for row in table.rows]
 
 
 def load(data_dir: str, options: TextCsvOptions = TextCsvOptions(), seed: int = 0, report=print) -> tuple:

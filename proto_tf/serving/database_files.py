@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from proto_tf.data import adult, csv_dataset, images, text
+from proto_tf.data import adult, csv_dataset, images, text, text_csv
 from proto_tf.data.common import Split
 from proto_tf.data.registry import DatasetInfo
 from proto_tf.errors import DataError
@@ -40,13 +40,13 @@ def _documents(path, info, class_names):
     if missing:
         raise DataError(f"{path}:1: the header lacks {', '.join(missing)}; its columns: {', '.join(table.header)}.")
     ids = {name: i for i, name in enumerate(class_names)}
-    texts, labels = [], []
+    labels = []
     for line, row in zip(table.lines, table.rows):
         value = row[table.header.index(info.label_column)]
         if value not in ids:
             raise DataError(f"{path}:{line}: label {value!r} is not a class of the model; classes: {', '.join(class_names)}.")
-        texts.append(" ".join(row[table.header.index(name)] for name in info.text_columns))
         labels.append(ids[value])
+    texts = text_csv.joined_texts(table, info.text_columns)
     quantizer = text.CharacterQuantizer(info.input_shape[0], info.alphabet)
     return Split(text.quantize(texts, quantizer=quantizer), labels, np.arange(len(labels)))
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.data import adult, images, tabular
+from proto_tf.data import adult, images, tabular, text_csv
 from proto_tf.data.common import csv_rows, iterate_text_lines
 from proto_tf.data.csv_dataset import read_table
 from proto_tf.errors import ConfigError, DataError
@@ -163,8 +163,7 @@ def _documents(path, text_columns=None):
         if missing:
             raise DataError(f"{path}:1: the header lacks the text column(s) {', '.join(missing)}; its columns: "
                             f"{', '.join(table.header)}.")  # fmt: skip
-        for line_number, row in zip(table.lines, table.rows):
-            yield line_number, " ".join(row[table.header.index(name)] for name in text_columns)
+        yield from zip(table.lines, text_csv.joined_texts(table, text_columns))
     elif path.lower().endswith(".csv"):
         for line_number, row in csv_rows(path):
             if len(row) != 3:
