@@ -5,6 +5,7 @@ exported, and predicted from files; bad files give one line naming what is wrong
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -101,6 +102,17 @@ def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_pat
     assert summary["inputs"] == 80
     accuracy = np.mean([r["class_name"] == row["outcome"] for r, row in zip(records, rows)])
     assert accuracy == pytest.approx(evaluated["test"]["accuracy"], abs=1e-12)
+    # The export records its kind and table; an export of before that record (the table
+    # in assets.extra/proto_tf_table.json) is read the same way.
+    described = json.loads(open(os.path.join(path, "assets.extra", "proto_tf_data.json")).read())
+    assert described["kind"] == "tabular" and described["table"]["label_column"] == "outcome"
+    older = str(tmp_path / "older_export")
+    shutil.copytree(path, older)
+    os.remove(os.path.join(older, "assets.extra", "proto_tf_data.json"))
+    with open(os.path.join(older, "assets.extra", "proto_tf_table.json"), "w") as handle:
+        json.dump(described["table"], handle)
+    predict.predict_file(older, str(tmp_path / "new.csv"), str(tmp_path / "older.jsonl"))
+    assert (tmp_path / "older.jsonl").read_text() == (tmp_path / "out.jsonl").read_text()
     # A file with a header naming a column the model does not know is refused.
     (tmp_path / "bad.csv").write_text("Age (years),colour,income $,zip\n30,red,1,2\n")
     with pytest.raises(DataError, match=r"bad.csv:1: the header's columns do not match the model's \(unknown: zip; missing: id-code\)"):
@@ -260,7 +272,6 @@ def test_a_dataset_added_in_one_module_trains_exports_and_names_its_classes(tmp_
 
     # The module registers itself; the registry is restored for the other tests.
     monkeypatch.setattr(registry, "DATASETS", dict(registry.DATASETS))
-    monkeypatch.setattr(registry, "_ADDED_LOADERS", dict(registry._ADDED_LOADERS))
     import toy_dataset
 
     config = _train(tmp_path, toy_dataset.INFO.name, None, infer_database_size=96)

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from data_files import write_mnist
 from proto_tf.analysis.evaluate_run import evaluate_model_dir
+from proto_tf.data import images
 from proto_tf.errors import ConfigError, DataError
 from proto_tf.serving import export, predict
 from proto_tf.training.config import ExperimentConfig
@@ -84,7 +85,7 @@ def test_predict_on_an_image_folder_resizes_and_names_unreadable_files(tmp_path)
     # resized in the graph, answered as the pixels are.
     encoded = tf.constant([tf.io.read_file(str(folder / name)).numpy() for name in ("a.png", "b.png")])
     from_bytes = loaded.signatures["image_bytes"](image_bytes=encoded)
-    pixels = np.stack([predict.images.read_image(str(folder / "a.png"), 28), predict.images.read_image(str(folder / "b.png"), 28)])
+    pixels = np.stack([images.read_image(str(folder / "a.png"), 28), images.read_image(str(folder / "b.png"), 28)])
     gray = tf.cast(tf.round(tf.image.rgb_to_grayscale(pixels)), tf.uint8)
     from_pixels = loaded.signatures["serving_default"](images=gray)
     np.testing.assert_allclose(from_bytes["probabilities"].numpy(), from_pixels["probabilities"].numpy(), atol=1e-5)

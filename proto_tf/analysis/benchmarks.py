@@ -16,7 +16,7 @@ from proto_tf.errors import ConfigError
 from proto_tf.sparsemax import sparsemax
 from proto_tf.serving import export
 from proto_tf.training import trainer
-from proto_tf.data import Split, candidates, class_names, dataset_info, text
+from proto_tf.data import Split, candidates, class_names, dataset_info
 from proto_tf.data.common import LoadedDataset, cast_only
 
 
@@ -71,12 +71,7 @@ def synthetic_dataset(config, size=4096, seed=0):
     Tabular and text datasets only."""
     info = dataset_info(config.dataset)
     rng = np.random.default_rng(seed)
-    if info.kind == "text":
-        inputs = rng.integers(0, len(text.ALPHABET) + 1, size=(size, *info.input_shape))
-    elif info.kind == "tabular":
-        inputs = rng.normal(size=(size, *info.input_shape))
-    else:
-        raise ValueError(f"No synthetic {info.kind} data; use the real {config.dataset} files.")
+    inputs = info.kind.synthetic_inputs(info, size, rng)
     num_classes = len(class_names(config.dataset))
     split = Split(inputs.astype(info.input_dtype), rng.integers(0, num_classes, size), np.arange(size))
     augment, preprocess = cast_only(info.input_dtype)
@@ -112,7 +107,7 @@ def _tabular_run(model_dir):
     before its data is loaded."""
     config = trainer.read_config(model_dir)
     info = dataset_info(config.dataset)
-    if info.kind != "tabular":
+    if info.kind.name != "tabular":
         raise ConfigError(
             f"--model_dir={model_dir} is a {config.dataset} run; this benchmark takes a "
             "tabular (adult) run."
@@ -133,7 +128,7 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
     for attention in ("softmax", "sparsemax"):
         attention_config = dataclasses.replace(config, attention=attention)
         models[attention] = trainer.load_trained_model(model_dir, attention_config, dataset)[0]
-    raw_test = explain.load_raw(config.dataset, config.data_dir)["test"]
+    raw = explain.load_raw(config.dataset, config.data_dir)
     for size in database_sizes:
         database_split = jittered_database(dataset.train, size, config.seed)
         database = export.encode_database(models["sparsemax"], dataset.preprocess, database_split)
@@ -152,7 +147,7 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
                 )[0]
             )
             for batch_size in batch_sizes:
-                raw = explain.serving_inputs(info.kind, explain.take(raw_test, np.arange(batch_size)))
+                request = info.kind.request(explain.take(raw["test"], np.arange(batch_size)), raw)
                 queries = model.encode(dataset.preprocess(dataset.test.inputs[:batch_size]))[0]
                 yield {
                     "attention": attention,
@@ -160,10 +155,10 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
                     "batch_size": batch_size,
                     "attention_seconds": seconds_per_call(lambda: attend(queries).numpy()),
                     "in_memory_seconds": seconds_per_call(
-                        lambda: serve(raw)["class_ids"].numpy()
+                        lambda: serve(request)["class_ids"].numpy()
                     ),
                     "saved_model_seconds": seconds_per_call(
-                        lambda: loaded(**raw)["class_ids"].numpy()
+                        lambda: loaded(**request)["class_ids"].numpy()
                     ),
                 }
             shutil.rmtree(path)

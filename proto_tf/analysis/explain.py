@@ -10,52 +10,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from proto_tf.data import adult, csv_dataset, dataset_info, load_dataset, text, text_csv  # noqa: E402
+from proto_tf.data import dataset_info  # noqa: E402
 from proto_tf.errors import ConfigError  # noqa: E402
+from proto_tf.serving.predict import export_data  # noqa: E402
 
 
 def load_raw(dataset, data_dir, options=None, seed=0):
     """Raw train and test examples, the train ones indexed by their row in the source
     files (the prototypes' `train_row`), the test ones by their test-set position:
     `{"train": raw, "test": raw, "train_labels", "test_labels", "class_names"}` (and the
-    `schema` of a table). `options` and `seed`: how the run read a user's own files."""
+    `schema` of a table), read by the dataset's kind (`DataKind.raw_examples`).
+    `options` and `seed`: how the run read a user's own files."""
     info = dataset_info(dataset)
-    if info.user_data and info.kind == "tabular":
-        tables = csv_dataset.read_tables(os.path.expanduser(data_dir), options or csv_dataset.CsvOptions(), seed,
-                                         report=lambda line: None)  # fmt: skip
-        train, train_labels = csv_dataset.raw_columns(tables, 0)
-        test, test_labels = csv_dataset.raw_columns(tables, 1)
-        return {"train": train, "test": test, "train_labels": train_labels, "test_labels": test_labels,
-                "class_names": tables.class_names, "schema": tables.schema}  # fmt: skip
-    if dataset == "text_csv":
-        documents = text_csv.read_documents(os.path.expanduser(data_dir), options or text_csv.TextCsvOptions(), seed,
-                                            report=lambda line: None)  # fmt: skip
-        test_rows = documents.positions[1]
-        return {"train": np.array(documents.texts[0], object), "train_labels": documents.labels[0],
-                "test": np.array([documents.texts[1][i] for i in test_rows], object),
-                "test_labels": documents.labels[1][test_rows], "class_names": documents.class_names}  # fmt: skip
     if not info.user_data:
-        data_dir = os.path.expanduser(data_dir or info.default_data_dir)
-    if dataset == "dbpedia":
-        train_path, test_path = text.dbpedia_files(data_dir)
-        train_texts, train_labels = text.read_dbpedia_csv(train_path)
-        test_texts, test_labels = text.read_dbpedia_csv(test_path)
-        return {"train": np.array(train_texts), "test": np.array(test_texts),
-                "train_labels": train_labels, "test_labels": test_labels,
-                "class_names": text.CLASS_NAMES}  # fmt: skip
-    if dataset == "adult":
-        train, train_labels = adult.read_adult_csv(os.path.join(data_dir, adult.TRAIN_FILE))
-        test, test_labels = adult.read_adult_csv(os.path.join(data_dir, adult.TEST_FILE))
-        return {"train": train, "test": test, "train_labels": train_labels,
-                "test_labels": test_labels, "class_names": adult.CLASS_NAMES, "schema": adult.SCHEMA}  # fmt: skip
-    loaded = load_dataset(dataset, data_dir, validation_fraction=0, seed=seed, options=options)
-    # Prototype indices count the images of the training source (a held-out test split
-    # included): place each training example at its index.
-    train = np.zeros((int(loaded.train.indices.max()) + 1, *loaded.train.inputs.shape[1:]), loaded.train.inputs.dtype)
-    train[loaded.train.indices] = loaded.train.inputs
-    return {"train": train, "test": loaded.test.inputs,
-            "train_labels": loaded.train.labels, "test_labels": loaded.test.labels,
-            "class_names": loaded.class_names}  # fmt: skip
+        data_dir = data_dir or info.default_data_dir
+    return info.kind.raw_examples(info, os.path.expanduser(data_dir), options, seed)
 
 
 def check_export_matches(path: str, dataset: str) -> None:
@@ -63,15 +32,15 @@ def check_export_matches(path: str, dataset: str) -> None:
     (another kind of data, or images of another shape)."""
     info = dataset_info(dataset)
     specs = dict(tf.saved_model.load(path).signatures["serving_default"].structured_input_signature[1])
-    kind = "image" if "images" in specs else "text" if "texts" in specs else "tabular"
-    shape = tuple(specs["images"].shape[1:]) if kind == "image" else None
-    known_shape = info.input_shape is not None  # A user's dataset: set by its files.
-    if kind != info.kind or (shape is not None and known_shape and shape != tuple(info.input_shape)):
-        takes = f"{kind} inputs" + (f" of shape {shape}" if shape else "")
+    kind = export_data(path, specs)[0]
+    shape = tuple(specs["images"].shape[1:]) if "images" in specs else None
+    # Images are also checked for their shape (known unless a user's files set it).
+    wanted = tuple(info.input_shape) if info.kind.examples_are_images and info.input_shape is not None else None
+    if kind is not info.kind or (shape and wanted and shape != wanted):
+        takes = f"{kind.name} inputs" + (f" of shape {shape}" if shape else "")
         raise ConfigError(
             f"--dataset={dataset} does not match the SavedModel {path}: it takes {takes}, "
-            f"{dataset} has {info.kind} inputs"
-            + (f" of shape {tuple(info.input_shape)}" if info.kind == "image" and known_shape else "")
+            f"{dataset} has {info.kind.name} inputs" + (f" of shape {wanted}" if wanted else "")
             + "; give the dataset the model was trained on."
         )
 
@@ -81,17 +50,6 @@ def take(raw, positions):
     if isinstance(raw, dict):
         return {name: column[positions] for name, column in raw.items()}
     return raw[positions]
-
-
-def serving_inputs(kind, examples, schema=None):
-    """Raw examples as the tensors a `serving_default` call takes (a table's columns
-    named by `schema`, Adult's by default)."""
-    if kind == "image":
-        return {"images": tf.constant(examples, tf.uint8)}
-    if kind == "text":
-        return {"texts": tf.constant(list(examples))}
-    names = (schema or adult.SCHEMA).input_names()
-    return {names[name]: tf.constant(column) for name, column in examples.items()}
 
 
 def explain(saved_model_path, dataset, raw, positions, batch_size=256):
@@ -108,7 +66,7 @@ def explain(saved_model_path, dataset, raw, positions, batch_size=256):
     positions = np.asarray(positions)
     for start in range(0, len(positions), batch_size):
         chunk = positions[start:start + batch_size]
-        inputs = serving_inputs(kind, take(raw["test"], chunk), raw.get("schema"))
+        inputs = kind.request(take(raw["test"], chunk), raw)
         out = {k: v.numpy() for k, v in serve(**inputs).items()}
         for row, position in enumerate(chunk):
             prototypes = [

@@ -19,17 +19,15 @@ def reference_accuracy(dataset: LoadedDataset, seed: int = 0) -> dict:
         from sklearn.svm import SVC
     except ImportError as error:
         raise ImportError("the reference needs scikit-learn: pip install proto_tf[compare]") from error
-    train, test = dataset.train, dataset.test
-    kind = dataset.info.kind
-    if kind == "tabular":
-        model, name = HistGradientBoostingClassifier(random_state=seed), "sklearn HistGradientBoostingClassifier"
-        x_train, x_test = train.inputs, test.inputs
-    elif kind == "image":
-        model, name = SVC(), "sklearn SVC (RBF)"
-        x_train = train.inputs.reshape(len(train), -1).astype(np.float32) / 255.0
-        x_test = test.inputs.reshape(len(test), -1).astype(np.float32) / 255.0
-    else:
-        raise ValueError(f"no reference for {kind} data.")
-    model.fit(x_train, train.labels)
-    accuracy = float(np.mean(model.predict(x_test) == test.labels))
+    train, test, kind = dataset.train, dataset.test, dataset.info.kind
+    references = {
+        "tabular": (lambda: HistGradientBoostingClassifier(random_state=seed), "sklearn HistGradientBoostingClassifier"),
+        "image": (SVC, "sklearn SVC (RBF)"),
+    }  # By kind: the peer a user of that kind of data would pick.
+    if kind.name not in references:
+        raise ValueError(f"no reference for {kind.name} data.")
+    make, name = references[kind.name]
+    model = make()
+    model.fit(kind.reference_features(train.inputs), train.labels)
+    accuracy = float(np.mean(model.predict(kind.reference_features(test.inputs)) == test.labels))
     return {"reference": name, "train_examples": len(train), "test_examples": len(test), "accuracy": accuracy}

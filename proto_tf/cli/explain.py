@@ -94,7 +94,7 @@ def _explain(path, dataset, data_dir, output_dir, options=None, seed=0):
     for name, items in (("prototypes", chosen), ("misclassified", wrong)):
         if not items:
             continue
-        if dataset_info(dataset).kind == "image":
+        if dataset_info(dataset).kind.examples_are_images:
             written = explain.render_images(items, raw, os.path.join(output_dir, f"{name}.png"))
         else:
             written = (os.path.join(output_dir, f"{name}.md"),)

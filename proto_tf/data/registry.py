@@ -1,12 +1,13 @@
-"""The seven datasets of Table 1: what each is, and how to load it ready for training."""
+"""The seven datasets of Table 1 and the kinds a user's own files can be: what each is,
+and how to load it ready for training."""
 
 import dataclasses
 import os
 
-from proto_tf.data import adult, csv_dataset, image_folder, images, text, text_csv
+from proto_tf.data import adult, images, text
 from proto_tf.data.common import LoadedDataset, carve_validation, cast_only
+from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.images import ImageAugmentation
-from proto_tf.data.tabular import TabularSchema
 from proto_tf.data.noise import with_label_noise
 from proto_tf.errors import ConfigError
 
@@ -16,57 +17,6 @@ _ADULT_DIR = os.path.join(os.path.dirname(_PACKAGE), "data", "adult")
 if not os.path.isdir(_ADULT_DIR):
     _ADULT_DIR = os.path.join(_PACKAGE, "adult_data")
 
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts of a dataset: model input shape and dtype, augmentation, the
-    class shares of balanced sampling (ISIC), and where its files are looked for."""
-
-    name: str
-    kind: str  # "image", "text" or "tabular"
-    input_shape: tuple | None  # None: set by the data (a user's own dataset).
-    input_dtype: str
-    augmentation: ImageAugmentation | None = None
-    class_shares: tuple | None = None
-    default_data_dir: str | None = "~/tensorflow_datasets"
-    schema: TabularSchema | None = None  # Tabular: the columns a model reads.
-    label_column: str | None = None  # Tables, documents: the label's column (optional in inputs to predict).
-    text_columns: tuple | None = None  # A user's documents: the columns joined into the text.
-    alphabet: str | None = None  # Text: the quantiser's characters (None: DBPedia's).
-    user_data: bool = False  # A user's own files: shapes and database sizes follow the data.
-
-
-DATASETS = {
-    "mnist": DatasetInfo("mnist", "image", (28, 28, 1), "float32", ImageAugmentation(2)),
-    "fashion_mnist": DatasetInfo(
-        "fashion_mnist", "image", (28, 28, 1), "float32",
-        ImageAugmentation(2, flip_left_right=True),
-        default_data_dir=images.FASHION_MNIST_SYSTEM_DIR,
-    ),
-    "cifar10": DatasetInfo(
-        "cifar10", "image", (32, 32, 3), "float32", ImageAugmentation(3, True, True)
-    ),
-    "fruits": DatasetInfo(
-        "fruits", "image", (100, 100, 3), "float32", ImageAugmentation(5, True, True),
-        default_data_dir="~/datasets/fruits-360",
-    ),
-    "isic": DatasetInfo(
-        "isic", "image", (128, 128, 3), "float32", ImageAugmentation(8, True, True),
-        class_shares=(0.6, 0.4), default_data_dir="~/datasets/isic",
-    ),
-    "dbpedia": DatasetInfo(
-        "dbpedia", "text", (text.SEQUENCE_LENGTH,), "int32",
-        default_data_dir="~/datasets/dbpedia_csv",
-    ),
-    "adult": DatasetInfo(
-        "adult", "tabular", (adult.NUM_FEATURES,), "float32",
-        default_data_dir=_ADULT_DIR, schema=adult.SCHEMA, label_column="income",
-    ),
-    # A user's own data (README, "Your own data").
-    "csv": DatasetInfo("csv", "tabular", None, "float32", default_data_dir=None, user_data=True),
-    "image_folder": DatasetInfo("image_folder", "image", None, "float32", default_data_dir=None, user_data=True),
-    "text_csv": DatasetInfo("text_csv", "text", None, "int32", default_data_dir=None, user_data=True),
-}  # fmt: skip
 
 _CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
@@ -80,9 +30,47 @@ _CLASS_NAMES = {
 }  # fmt: skip
 
 
-# Datasets added by their own modules (`register_dataset`): name -> loader.
-_ADDED_LOADERS = {}
+def _with_names(load, name):
+    """A loader returning `(train, test)` made to return the class names too."""
+    return lambda data_dir, download: (*load(data_dir, download), _CLASS_NAMES[name])
 
+
+DATASETS = {
+    "mnist": DatasetInfo("mnist", "image", (28, 28, 1), "float32", ImageAugmentation(2),
+                         loader=_with_names(lambda d, download: images.load_mnist_like("mnist", d, download), "mnist")),
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", "image", (28, 28, 1), "float32",
+        ImageAugmentation(2, flip_left_right=True),
+        default_data_dir=images.FASHION_MNIST_SYSTEM_DIR,
+        loader=_with_names(lambda d, download: images.load_mnist_like("fashion_mnist", d, download), "fashion_mnist"),
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", "image", (32, 32, 3), "float32", ImageAugmentation(3, True, True),
+        loader=_with_names(images.load_cifar10, "cifar10"),
+    ),
+    "fruits": DatasetInfo(
+        "fruits", "image", (100, 100, 3), "float32", ImageAugmentation(5, True, True),
+        default_data_dir="~/datasets/fruits-360", loader=lambda d, download: images.load_fruits(d),
+    ),
+    "isic": DatasetInfo(
+        "isic", "image", (128, 128, 3), "float32", ImageAugmentation(8, True, True),
+        class_shares=(0.6, 0.4), default_data_dir="~/datasets/isic",
+        loader=_with_names(lambda d, download: images.load_isic(d), "isic"),
+    ),
+    "dbpedia": DatasetInfo(
+        "dbpedia", "text", (text.SEQUENCE_LENGTH,), "int32",
+        default_data_dir="~/datasets/dbpedia_csv", loader=lambda d, download: text.load_dbpedia(d),
+    ),
+    "adult": DatasetInfo(
+        "adult", "tabular", (adult.NUM_FEATURES,), "float32",
+        default_data_dir=_ADULT_DIR, schema=adult.SCHEMA, label_column="income",
+        loader=_with_names(lambda d, download: adult.load(d), "adult"),
+    ),
+    # A user's own data (README, "Your own data"): read by their kind.
+    "csv": DatasetInfo("csv", "tabular", None, "float32", default_data_dir=None, user_data=True),
+    "image_folder": DatasetInfo("image_folder", "image", None, "float32", default_data_dir=None, user_data=True),
+    "text_csv": DatasetInfo("text_csv", "text", None, "int32", default_data_dir=None, user_data=True),
+}  # fmt: skip
 
 def register_dataset(info: DatasetInfo, load) -> None:
     """Adds a dataset from its own module: `load(data_dir, download)` returns `(train
@@ -92,13 +80,15 @@ def register_dataset(info: DatasetInfo, load) -> None:
     command line also needs `flags/<name>_<attention>.cfg`)."""
     if info.name in DATASETS:
         raise ValueError(f"a dataset named {info.name!r} exists already.")
-    DATASETS[info.name] = info
-    _ADDED_LOADERS[info.name] = load
+    DATASETS[info.name] = dataclasses.replace(info, loader=load)
 
 
 def class_names(name: str) -> tuple:
-    """The class names of dataset `name`, in label order."""
+    """The class names of the paper's dataset `name`, in label order (fruits and a
+    user's datasets have theirs in their files)."""
     dataset_info(name)  # Validates the name.
+    if name not in _CLASS_NAMES:
+        raise ConfigError(f"--dataset={name}: its class names come from its files.")
     return _CLASS_NAMES[name]
 
 
@@ -107,41 +97,6 @@ def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ConfigError(f"--dataset={name!r} is not known; valid: {', '.join(DATASETS)}.")
     return DATASETS[name]
-
-
-def _read_user_splits(info, data_dir, seed, options):
-    """Splits, class names and the resolved DatasetInfo of a user's own files."""
-    if data_dir is None:
-        raise ConfigError(f"--dataset={info.name} reads your own files: give --data_dir=DIR.")
-    if info.name == "text_csv":
-        options = options or text_csv.TextCsvOptions()
-        train, test, class_names, columns, label = text_csv.load(data_dir, options, seed)
-        resolved = dataclasses.replace(info, input_shape=(options.sequence_length,), label_column=label,
-                                       text_columns=columns, alphabet=options.alphabet)  # fmt: skip
-        return train, test, class_names, resolved
-    if info.name == "image_folder":
-        loaded = image_folder.load(data_dir, options or image_folder.ImageFolderOptions(), seed)
-        train, test, class_names, shape, augmentation = loaded
-        return train, test, class_names, dataclasses.replace(info, input_shape=shape, augmentation=augmentation)
-    train, test, class_names, schema, label = csv_dataset.load(data_dir, options or csv_dataset.CsvOptions(), seed)
-    resolved = dataclasses.replace(info, input_shape=(schema.num_features,), schema=schema, label_column=label)
-    return train, test, class_names, resolved
-
-
-def _read_splits(name, data_dir, download):
-    if name in _ADDED_LOADERS:
-        return _ADDED_LOADERS[name](data_dir, download)
-    if name in ("mnist", "fashion_mnist"):
-        return (*images.load_mnist_like(name, data_dir, download), _CLASS_NAMES[name])
-    if name == "cifar10":
-        return (*images.load_cifar10(data_dir, download), _CLASS_NAMES[name])
-    if name == "fruits":
-        return images.load_fruits(data_dir)
-    if name == "isic":
-        return (*images.load_isic(data_dir), _CLASS_NAMES[name])
-    if name == "dbpedia":
-        return text.load_dbpedia(data_dir)
-    return (*adult.load(data_dir), _CLASS_NAMES[name])
 
 
 def load_dataset(
@@ -170,18 +125,12 @@ def load_dataset(
       A LoadedDataset; its `info` is the DatasetInfo with the data's own shape and
       schema for a user's dataset.
     """
-    info = dataset_info(name)
-    if info.user_data:
-        data_dir = os.path.expanduser(data_dir) if data_dir else None
-        train, test, class_names, info = _read_user_splits(info, data_dir, seed, options)
-    else:
-        data_dir = os.path.expanduser(data_dir or info.default_data_dir)
-        train, test, class_names = _read_splits(name, data_dir, download)
+    train, test, class_names, info = dataset_info(name).read_splits(data_dir, seed, options, download)
     num_classes = len(class_names)
     if label_noise:
         train = with_label_noise(train, label_noise, num_classes, seed)
     train, validation = carve_validation(train, validation_fraction, seed)
-    if info.kind == "image":
+    if info.augmentation is not None:
         augment, preprocess = info.augmentation.augment, info.augmentation.preprocess
     else:
         augment, preprocess = cast_only(info.input_dtype)

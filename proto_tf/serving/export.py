@@ -13,23 +13,17 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import blockwise, json_files, metrics
-from proto_tf.data import tabular, text
 from proto_tf.data.common import Split
-from proto_tf.data.registry import DatasetInfo
+from proto_tf.data.dataset_info import DatasetInfo
+from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.model import ProtoAttend
-from proto_tf.serving.database_files import read_database
 
 SERVING_SIGNATURE = "serving_default"
 # Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
 # from exhausting a server (about 94 KB a row for Adult at D_infer 4096).
 DEFAULT_MAX_BATCH_SIZE = 8192
 ABSTAIN_SIGNATURE = "abstain"
-IMAGE_BYTES_SIGNATURE = "image_bytes"  # Image exports: encoded images, as REST sends them.
-# Tabular exports: the columns new rows are read by (run/predict.py); TF Serving ignores it.
-TABLE_FILE = os.path.join("assets.extra", "proto_tf_table.json")
-# Exports of a user's documents: the columns a CSV of new documents is read by.
-TEXT_FILE = os.path.join("assets.extra", "proto_tf_text.json")
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -60,89 +54,12 @@ class PrototypeDatabaseLayer(keras.layers.Layer):
         self.built = True
 
 
-def raw_input_signature(info: DatasetInfo) -> dict[str, tf.TensorSpec]:
-    """Named TensorSpecs of a dataset's raw serving inputs: `images`, `texts`, or one
-    input per table column (numbers as float32, categories as strings), named by
-    `TabularSchema.input_names`."""
-    if info.kind == "image":
-        return {"images": tf.TensorSpec([None, *info.input_shape], tf.uint8, name="images")}
-    if info.kind == "text":
-        return {"texts": tf.TensorSpec([None], tf.string, name="texts")}
-    schema, specs = info.schema, {}
-    for column, name in schema.input_names().items():
-        dtype = tf.float32 if schema.is_numeric(column) else tf.string
-        specs[name] = tf.TensorSpec([None], dtype, name=name)
-    return specs
-
-
-@dataclasses.dataclass
-class ServingInputs:
-    """How a signature's raw inputs become model inputs: the named TensorSpecs, the
-    graph preprocessing `to_inputs(raw)`, per-instance outputs of the preprocessing
-    itself `extra_outputs(raw)`, the layers (lookup tables) the export must track, the
-    range each numeric input must lie in (checked in the graph), and the numeric inputs
-    where NaN means a missing value (the others must be finite)."""
-
-    signature: dict
-    to_inputs: Callable
-    extra_outputs: Callable = lambda raw: {}
-    layers: tuple = ()
-    value_ranges: dict = dataclasses.field(default_factory=dict)  # {input: (low, high)}
-    missing_allowed: set = dataclasses.field(default_factory=set)
-
-
-def dataset_serving_inputs(info, preprocess) -> ServingInputs:
-    """The serving graph's preprocessing, identical to evaluation's: images go through
-    the dataset's own `preprocess`; texts through the character quantiser; Adult
-    columns through the dataset's TabularFeatures (which also counts unknown category
-    strings)."""
-    signature = raw_input_signature(info)
-    if info.kind == "image":
-        return ServingInputs(signature, lambda raw: preprocess(raw["images"]))
-    if info.kind == "text":
-        quantizer = text.CharacterQuantizer(info.input_shape[0], info.alphabet)
-        return ServingInputs(signature, lambda raw: preprocess(quantizer(raw["texts"])), layers=(quantizer,))
-    features = tabular.TabularFeatures(info.schema)
-    names = info.schema.input_names()
-
-    def columns(raw):
-        return {column: raw[name] for column, name in names.items()}
-
-    return ServingInputs(
-        signature,
-        lambda raw: preprocess(features(columns(raw))),
-        lambda raw: {"unknown_categories": features.unknown_fields(columns(raw))},
-        (features,),
-        {names[c.name]: c.valid_range for c in info.schema.numeric},
-        {names[c.name] for c in info.schema.numeric if c.allow_missing},
-    )
-
-
-def image_bytes_serving_inputs(info, preprocess) -> ServingInputs:
-    """Encoded images (PNG, JPEG, GIF, BMP; TF Serving's REST `{"b64": ...}`) decoded
-    and resized in the graph to the model's size, as `read_image` does for files."""
-    height, width, channels = info.input_shape
-
-    def decode(encoded):
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-        image = tf.image.resize(image, [height, width])
-        return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
-
-    def to_inputs(raw):
-        pixels = tf.map_fn(
-            decode, raw["image_bytes"], fn_output_signature=tf.TensorSpec([height, width, channels], tf.uint8)
-        )
-        return preprocess(pixels)
-
-    signature = {"image_bytes": tf.TensorSpec([None], tf.string, name="image_bytes")}
-    return ServingInputs(signature, to_inputs)
-
-
 def build_serving_function(model, info, preprocess, database, top_k=5,
                            max_batch_size=DEFAULT_MAX_BATCH_SIZE, class_names=None):  # fmt: skip
     """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`
-    for a dataset's raw inputs; also returns the preprocessing layers to track."""
-    inputs = dataset_serving_inputs(info, preprocess)
+    for a dataset's raw inputs (its kind's `serving_default` inputs); also returns the
+    preprocessing layers to track."""
+    inputs = info.kind.serving_endpoints(info, preprocess)[""]
     serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names)
     return serve, list(inputs.layers)
 
@@ -371,25 +288,18 @@ def export_saved_model(
     a per-instance `confidence_threshold`; class_ids is -1 and `abstained` True where
     the confidence is below it). A baseline model returns class_ids and probabilities.
     Both also return `class_names` (the decision's name; "" where abstained) and
-    `prototype_label_names`; Adult exports also `unknown_categories`. Image exports
-    add `image_bytes` and `abstain_image_bytes`, taking encoded images (strings) as
-    TF Serving's REST API sends `{"b64": ...}` values. Requests of more than
-    `max_batch_size` instances are refused.
+    `prototype_label_names`; tabular exports also `unknown_categories`. The inputs are
+    those of the dataset's kind (`DataKind.serving_endpoints`): image exports add
+    `image_bytes` and `abstain_image_bytes`, taking encoded images (strings) as TF
+    Serving's REST API sends `{"b64": ...}` values. Requests of more than
+    `max_batch_size` instances are refused. `EXPORT_DATA_FILE` tells run/predict.py
+    the kind and how its files are read.
     """
-    endpoints = {"": dataset_serving_inputs(info, preprocess)}
-    if info.kind == "image":
-        endpoints[IMAGE_BYTES_SIGNATURE] = image_bytes_serving_inputs(info, preprocess)
+    endpoints = info.kind.serving_endpoints(info, preprocess)
     write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names)
-    if info.text_columns:
-        # How a CSV of new documents is read (run/predict.py).
-        os.makedirs(os.path.join(path, os.path.dirname(TEXT_FILE)), exist_ok=True)
-        json_files.write_json(os.path.join(path, TEXT_FILE), {"text_columns": list(info.text_columns),
-                                                               "label_column": info.label_column})  # fmt: skip
-    if info.kind == "tabular":
-        # How files of new rows are read (run/predict.py); TF Serving ignores the file.
-        table = tabular.TableFormat(info.schema, info.label_column, header_required=info.user_data)
-        os.makedirs(os.path.join(path, os.path.dirname(TABLE_FILE)), exist_ok=True)
-        json_files.write_json(os.path.join(path, TABLE_FILE), table.to_json())
+    os.makedirs(os.path.join(path, os.path.dirname(EXPORT_DATA_FILE)), exist_ok=True)
+    json_files.write_json(os.path.join(path, EXPORT_DATA_FILE),
+                          {"kind": info.kind.name, **info.kind.export_description(info)})  # fmt: skip
     return path
 
 
@@ -507,7 +417,7 @@ def export_model_dir(
     The inference database is `infer_database_size` training examples (the run's
     D_infer by default), the same fixed-seed sample its evaluation used, or, with
     `database_path`, every labelled example of that file or folder
-    (`database_files.read_database`; prototype indices are then its rows): prototypes
+    (read by the dataset's kind, `DataKind.read_database`; prototype indices are then its rows): prototypes
     can be added or removed without retraining. Returns the version directory written.
 
     The `best` checkpoint of an unfinished run is refused (a RunDirectoryError saying
@@ -537,7 +447,7 @@ def export_model_dir(
     )
     database = None
     if database_path is not None and not model.is_baseline:
-        database_split = read_database(database_path, info, dataset.class_names)
+        database_split = info.kind.read_database(database_path, info, dataset.class_names)
         database = encode_database(model, dataset.preprocess, database_split)
     elif not model.is_baseline:
         size = infer_database_size or config.infer_database_size

@@ -15,17 +15,11 @@ import sys
 from typing import Iterator
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from proto_tf.data import adult, images, tabular, text_csv
-from proto_tf.data.common import csv_rows, iterate_text_lines
-from proto_tf.data.csv_dataset import read_table
-from proto_tf.errors import ConfigError, DataError
+from proto_tf.data.kinds import EXPORT_DATA_FILE, DataKind, kind_named, kind_of_signature
+from proto_tf.errors import ConfigError
 from proto_tf.json_files import read_json
-from proto_tf.serving.export import TABLE_FILE, TEXT_FILE
-
-IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
 
 
 def signature_inputs(serve) -> dict:
@@ -33,172 +27,28 @@ def signature_inputs(serve) -> dict:
     return dict(serve.structured_input_signature[1])
 
 
-def input_kind(specs: dict) -> str:
-    """"image", "text" or "tabular", from a signature's input names."""
-    if "images" in specs:
-        return "image"
-    return "text" if "texts" in specs else "tabular"
+def export_data(saved_model: str, specs: dict) -> tuple[DataKind, dict]:
+    """The kind of data an export reads and how its files are read (`EXPORT_DATA_FILE`;
+    for exports written before it, the kind from the signature's input names and the
+    files of then)."""
+    path = os.path.join(saved_model, EXPORT_DATA_FILE)
+    if os.path.isfile(path):
+        description = read_json(path, "the kind of data this export reads")
+        return kind_named(description["kind"]), description
+    description = {}
+    for name, key in (("proto_tf_table.json", "table"), ("proto_tf_text.json", None)):
+        old = os.path.join(saved_model, "assets.extra", name)
+        if os.path.isfile(old):
+            found = read_json(old, "the columns this export reads")
+            description.update({key: found} if key else found)
+    return kind_of_signature(specs), description
 
 
-def read_inputs(path: str, specs: dict, batch_size: int, table: tabular.TableFormat | None = None,
-                text_columns: tuple | None = None) -> Iterator[tuple[dict, list[str]]]:  # fmt: skip
-    """Batches `(raw inputs for the signature, source of each input)` from `path`,
-    read as they are needed; a table's columns as `table` says (Adult's by default); a
-    CSV of documents by its header's `text_columns` (DBPedia's rows without them)."""
-    kind = input_kind(specs)
-    if kind == "image":
-        return _image_batches(path, specs["images"].shape, batch_size)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file; expected a {'CSV' if kind == 'tabular' else 'text or CSV'} file.")
-    if kind == "text":
-        return _text_batches(path, batch_size, text_columns)
-    return _table_batches(path, table or adult.TABLE, batch_size)
-
-
-def table_format(saved_model: str) -> tabular.TableFormat:
-    """The TableFormat written with a tabular export (Adult's for older exports)."""
-    path = os.path.join(saved_model, TABLE_FILE)
-    if not os.path.isfile(path):
-        return adult.TABLE
-    return tabular.TableFormat.from_json(read_json(path, "the columns this export reads"))
-
-
-def _text_columns(saved_model):
-    """The text columns a CSV of new documents is read by (exports of a user's
-    documents), else None."""
-    path = os.path.join(saved_model, TEXT_FILE)
-    if not os.path.isfile(path):
-        return None
-    return tuple(read_json(path, "the columns this export reads texts from")["text_columns"])
-
-
-def _batches_of(rows, batch_size):
-    """Lists of up to `batch_size` items of the iterable `rows`, streamed."""
-    batch = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == batch_size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _header_order(path, row, schema, label_column, required):
-    """Positions of `schema.columns` in the rows of a file whose first row is `row`, and
-    the header's width; None when `row` is a data row (rows are then read in the
-    schema's order). A header is read by name, the columns in any order (by their names
-    or their serving input names), the label column allowed and ignored; unknown,
-    missing or repeated names are a DataError naming them."""
-    aliases = {name: column for column, name in schema.input_names().items()}
-    aliases.update({column: column for column in schema.columns})
-    names = [field.strip() for field in row]
-    mapped = [aliases.get(name, name) for name in names]
-    if not set(mapped) & set(schema.columns):
-        if required:
-            raise DataError(f"{path}:1: expected a header row naming the columns ({', '.join(schema.columns)}).")
-        return None
-    unknown = [name for name, column in zip(names, mapped) if column not in schema.columns and name != label_column]
-    missing = [column for column in schema.columns if column not in mapped]
-    repeated = sorted({column for column in mapped if mapped.count(column) > 1})
-    if unknown or missing or repeated:
-        problems = [
-            f"{kind}: {', '.join(found)}"
-            for kind, found in (("unknown", unknown), ("missing", missing), ("repeated", repeated))
-            if found
-        ]
-        label = f", and optionally {label_column}" if label_column else ""
-        raise DataError(
-            f"{path}:1: the header's columns do not match the model's ({'; '.join(problems)}); "
-            f"expected {', '.join(schema.columns)} in any order{label}."
-        )
-    return [mapped.index(column) for column in schema.columns], len(names)
-
-
-def _table_rows(path, schema, label_column, header_required):
-    """`(line number, the fields in schema.columns order)` of each data row."""
-    order, count = None, len(schema.columns)
-    expected = (count, count + 1) if label_column else (count,)
-    for line_number, row in csv_rows(path, skipinitialspace=True):
-        if row[0].startswith("|"):
-            continue  # The UCI test file's first line.
-        if order is None and line_number == 1:
-            found = _header_order(path, row, schema, label_column, header_required)
-            if found is not None:
-                order, width = found
-                expected = (width,)
-                continue
-        if len(row) not in expected:
-            layout = (
-                f"the {expected[0]} columns of the header" if order is not None
-                else f"{count} comma-separated fields ({', '.join(schema.columns)})"
-                + (f", optionally followed by {label_column}" if label_column else "")
-            )  # fmt: skip
-            raise DataError(f"{path}:{line_number}: expected {layout}; got {len(row)}.")
-        yield line_number, row if order is None else [row[i] for i in order]
-
-
-def _table_batches(path, table, batch_size):
-    schema, label_column = table.schema, table.label_column
-    names = schema.input_names()
-    found = False
-    rows = _table_rows(path, schema, label_column, table.header_required)
-    for chunk in _batches_of(rows, batch_size):
-        found = True
-        columns = {name: [] for name in schema.columns}
-        for line_number, row in chunk:
-            for number, (name, value) in enumerate(zip(schema.columns, row), 1):
-                where = f"{path}:{line_number}: column {number} ({name})"
-                columns[name].append(tabular.parse_value(schema, name, value, where))
-        raw = {names[name]: array for name, array in tabular.as_arrays(schema, columns).items()}
-        yield raw, [f"{path}:{line_number}" for line_number, _ in chunk]
-    if not found:
-        raise DataError(f"{path}: no rows found; expected rows of {', '.join(schema.columns)}.")
-
-
-def _documents(path, text_columns=None):
-    if path.lower().endswith(".csv") and text_columns:
-        table = read_table(path)
-        missing = [name for name in text_columns if name not in table.header]
-        if missing:
-            raise DataError(f"{path}:1: the header lacks the text column(s) {', '.join(missing)}; its columns: "
-                            f"{', '.join(table.header)}.")  # fmt: skip
-        yield from zip(table.lines, text_csv.joined_texts(table, text_columns))
-    elif path.lower().endswith(".csv"):
-        for line_number, row in csv_rows(path):
-            if len(row) != 3:
-                raise DataError(f'{path}:{line_number}: expected class,"title","content"; got {len(row)} field(s).')
-            yield line_number, f"{row[1]} {row[2]}"
-    else:
-        for line_number, line in enumerate(iterate_text_lines(path), 1):
-            if line.strip():
-                yield line_number, line
-
-
-def _text_batches(path, batch_size, text_columns=None):
-    found = False
-    for chunk in _batches_of(_documents(path, text_columns), batch_size):
-        found = True
-        yield {"texts": np.asarray([text for _, text in chunk], object)}, [f"{path}:{n}" for n, _ in chunk]
-    if not found:
-        raise DataError(f"{path}: no documents found.")
-
-
-def _image_batches(folder, shape, batch_size):
-    if not os.path.isdir(folder):
-        raise DataError(f"{folder}: not a folder; expected a folder of PNG or JPEG images.")
-    files = sorted(
-        os.path.join(root, name)
-        for root, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMAGE_EXTENSIONS)
-    )
-    if not files:
-        raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found.")
-    size, channels = (int(shape[1]), int(shape[2])), int(shape[-1])
-    for chunk in _batches_of(files, batch_size):
-        pictures = [images.read_image(path, size, channels) for path in chunk]
-        yield {"images": np.stack(pictures).astype(np.uint8)}, list(chunk)
+def read_inputs(path: str, specs: dict, batch_size: int, saved_model: str | None = None) -> Iterator[tuple[dict, list[str]]]:
+    """Batches `(raw inputs for the signature, source of each input)` from `path`, read
+    as they are needed, in the formats of the export's kind (`DataKind.read_inputs`)."""
+    kind, description = export_data(saved_model, specs) if saved_model else (kind_of_signature(specs), {})
+    return kind.read_inputs(path, specs, batch_size, description)
 
 
 def predict_file(saved_model: str, inputs: str, output: str, confidence_threshold: float | None = None,
@@ -233,7 +83,7 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
     temporary = os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.tmp-{os.getpid()}")
     try:
         with open(temporary, "w") as handle:
-            for raw, sources in read_inputs(inputs, specs, batch_size, table_format(saved_model), _text_columns(saved_model)):
+            for raw, sources in read_inputs(inputs, specs, batch_size, saved_model):
                 feed = {name: tf.constant(value) for name, value in raw.items()}
                 if confidence_threshold is not None:
                     feed["confidence_threshold"] = tf.fill([len(sources)], float(confidence_threshold))

@@ -6,11 +6,8 @@ import math
 import keras
 
 from proto_tf.attention import SPARSEMAX_TOP_K
-from proto_tf.data.csv_dataset import CsvOptions
-from proto_tf.data.image_folder import ImageFolderOptions
 from proto_tf.data.text import ALPHABET, SEQUENCE_LENGTH
-from proto_tf.data.text_csv import TextCsvOptions
-from proto_tf.data.registry import DatasetInfo
+from proto_tf.data.registry import DatasetInfo, dataset_info
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
 from proto_tf.errors import ConfigError
 from proto_tf.model import ATTENTIONS, ProtoAttend
@@ -190,48 +187,48 @@ class ExperimentConfig:
 
     @property
     def dataset_reads_user_files(self) -> bool:
-        return self.dataset in USER_DATASETS
+        return dataset_info(self.dataset).user_data
 
     def data_options(self):
-        """How a user's own files are read (None for the paper's datasets)."""
-        if self.dataset == "csv":
-            return CsvOptions(self.label_column, self.categorical_columns, self.numeric_columns,
-                              self.ignore_columns, self.max_categories, self.test_fraction)  # fmt: skip
-        if self.dataset == "image_folder":
-            return ImageFolderOptions(self.image_size, self.flip_left_right, self.flip_up_down, self.test_fraction)
-        if self.dataset == "text_csv":
-            return TextCsvOptions(self.text_columns, self.label_column, self.sequence_length, self.alphabet,
-                                  self.test_fraction)  # fmt: skip
-        return None
+        """How a user's own files are read (None for the paper's datasets): the
+        options of the dataset's kind, from this configuration."""
+        info = dataset_info(self.dataset)
+        return info.kind.user_options(self) if info.user_data else None
 
 
-def build_encoder(config, info: DatasetInfo):
-    """The Appendix A encoder for the dataset's kind, sized by `config`.
-
-    Images and text take an optional dropout on the encoder output (0 by default;
-    Table 3's "Dropout" baseline sets it). The LSTM has its own dropout (0.5).
-    """
-    if info.kind == "tabular":
-        return TabularLSTM(config.lstm_embedding_size, dropout=config.lstm_dropout, name="encoder")
-    if info.kind == "text":
-        core = VDCNN(
-            first_filters=config.vdcnn_first_filters,
-            block_filters=config.vdcnn_block_filters,
-            dense_units=config.dense_units,
-            name="vdcnn",
-        )
-    else:
-        core = ResNet(
-            config.resnet_depth,
-            config.dense_units,
-            downsample_stem=config.downsample_stem,
-            weight_decay=config.weight_decay,
-            base_filters=config.resnet_filters,
-            name="resnet",
-        )
+def _with_dropout(core, config):
+    """`core`, followed by `config.encoder_dropout` on its output when set (Table 3's
+    "Dropout" baseline)."""
     if not config.encoder_dropout:
         return core
     return keras.Sequential([core, keras.layers.Dropout(config.encoder_dropout)], name="encoder")
+
+
+def _lstm(config):
+    return TabularLSTM(config.lstm_embedding_size, dropout=config.lstm_dropout, name="encoder")  # Its own dropout.
+
+
+def _vdcnn(config):
+    core = VDCNN(first_filters=config.vdcnn_first_filters, block_filters=config.vdcnn_block_filters,
+                 dense_units=config.dense_units, name="vdcnn")  # fmt: skip
+    return _with_dropout(core, config)
+
+
+def _resnet(config):
+    core = ResNet(config.resnet_depth, config.dense_units, downsample_stem=config.downsample_stem,
+                  weight_decay=config.weight_decay, base_filters=config.resnet_filters, name="resnet")  # fmt: skip
+    return _with_dropout(core, config)
+
+
+# The Appendix A encoders, by the name a kind of data gives (`DataKind.encoder`).
+ENCODERS = {"lstm": _lstm, "vdcnn": _vdcnn, "resnet": _resnet}
+
+
+def build_encoder(config, info: DatasetInfo):
+    """The Appendix A encoder of the dataset's kind (`DataKind.encoder`), sized by
+    `config`. Images and text take an optional dropout on the encoder output (0 by
+    default); the LSTM has its own dropout (0.5)."""
+    return ENCODERS[info.kind.encoder](config)
 
 
 def build_model(config, info: DatasetInfo, num_classes):
