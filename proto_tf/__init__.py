@@ -1,19 +1,36 @@
-"""ProtoAttend (attention-based prototypical learning) in Keras 3 / TensorFlow 2."""
+"""ProtoAttend (attention-based prototypical learning) in Keras 3 / TensorFlow 2.
+
+The names below are imported on first use, so `import proto_tf` (and every command
+line tool, which sets TensorFlow's C++ log level first) does not start TensorFlow.
+"""
+
+import importlib
 
 __version__ = "0.2.0"
 
-from proto_tf import metrics
-from proto_tf.attention import NORMALIZATIONS, PrototypeAttention
-from proto_tf.model import ATTENTIONS, PrototypeDatabase, ProtoAttend
-from proto_tf.sparsemax import sparsemax
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "ATTENTIONS": "proto_tf.model",
+    "NORMALIZATIONS": "proto_tf.attention",
+    "PrototypeAttention": "proto_tf.attention",
+    "PrototypeDatabase": "proto_tf.model",
+    "ProtoAttend": "proto_tf.model",
+    "load_run": "proto_tf.analysis.trained_run",
+    "TrainedRun": "proto_tf.analysis.trained_run",
+    "metrics": None,  # A module.
+    "sparsemax": "proto_tf.sparsemax",
+}
 
-__all__ = [
-    "__version__",
-    "ATTENTIONS",
-    "NORMALIZATIONS",
-    "PrototypeAttention",
-    "PrototypeDatabase",
-    "ProtoAttend",
-    "metrics",
-    "sparsemax",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'proto_tf' has no attribute {name!r}")
+    if _EXPORTS[name] is None:
+        return importlib.import_module(f"proto_tf.{name}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__():
+    return sorted(__all__)

@@ -136,3 +136,51 @@ def test_ctrl_c_is_one_line_saying_what_to_do():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: interrupted (Ctrl-C); run the same command again to resume."
+
+
+def test_load_run_answers_as_the_evaluation_of_the_run(runs, tmp_path):
+    """`proto_tf.load_run`: one call to a model with its database, config and class names;
+    its predictions on the test split give the evaluation's accuracy and confidences."""
+    import numpy as np
+
+    import proto_tf
+
+    run = proto_tf.load_run(runs[1].model_dir)
+    report = evaluate_run.evaluate_model_dir(runs[1].model_dir, str(tmp_path / "evaluation"))
+    assert run.checkpoint == report["checkpoint"] and run.class_names == ("<=50K", ">50K")
+    assert run.step == int(run.checkpoint.rsplit("-", 1)[1])
+    assert len(run.model.database) == report["infer_database_size"] == 30
+    out = run.predict(run.dataset.test.inputs)
+    assert np.mean(out["predictions"] == run.dataset.test.labels) == report["test"]["accuracy"]
+    assert np.mean(out["plain_predictions"] == run.dataset.test.labels) == report["test"]["plain_accuracy"]
+    np.testing.assert_allclose(np.mean(out["confidence"][out["predictions"] == run.dataset.test.labels]),
+                               report["test"]["confidence_right"], rtol=1e-6)  # fmt: skip
+    assert list(out["class_names"][:3]) == [run.class_names[i] for i in out["predictions"][:3]]
+
+
+def test_evaluate_prints_a_short_summary_and_the_report_path(runs, tmp_path):
+    result = _command("evaluate", f"--model_dir={runs[1].model_dir}", f"--output_dir={tmp_path / 'out'}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) <= 8, result.stdout  # Was the whole report: hundreds of lines of JSON.
+    assert f"test accuracy {100 * report['test']['accuracy']:.2f} %" in lines[1]
+    assert lines[-2] == f"  full report: {tmp_path / 'out' / 'evaluation.json'}"
+    assert "cpu_feature_guard" not in result.stderr
+
+
+def test_console_scripts_start_quietly_and_a_bare_train_says_what_to_give(tmp_path):
+    """The C++ start-up lines of TensorFlow are off before it is imported, however the
+    command is started (`import proto_tf` no longer imports TensorFlow first); a bare
+    train command names what to give instead of starting the longest paper run."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "import sys; sys.argv = ['proto-tf-train']; from proto_tf.cli.train import run; run()"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env=env, cwd=str(tmp_path))  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: give --dataset=NAME --attention=ATTENTION (e.g. --dataset=adult --attention=sparsemax --small) "
+        "or --experiment=NAME; datasets: mnist, fashion_mnist, cifar10, fruits, isic, dbpedia, adult, csv, "
+        "image_folder, text_csv; attentions: softmax, sparsemax, none."
+    ]
+    assert not os.path.exists(tmp_path / "runs")

@@ -68,8 +68,32 @@ def evaluate_model_dir(
             report["shift_png"] = plots.plot_shift(
                 report["shift"], evaluation.SHIFT_LEVELS, os.path.join(output_dir, "shift.png")
             )
-    json_files.write_json(os.path.join(output_dir, "evaluation.json"), report)
+    report["evaluation_json"] = os.path.join(output_dir, "evaluation.json")
+    json_files.write_json(report["evaluation_json"], report)
     return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A few lines for the console: the test accuracies, the median prototype count,
+    the accuracy when keeping the most confident shares, and where the full report and
+    plots were written."""
+    test = report["test"]
+    lines = [f"{report['dataset']} ({report['attention']}), {report['checkpoint']}:"]
+    accuracy = f"  test accuracy {100 * test['accuracy']:.2f} %"
+    if "plain_accuracy" in test and report["attention"] != "none":
+        accuracy += f" (plain path {100 * test['plain_accuracy']:.2f} %)"
+    lines.append(accuracy + f" on {test['examples']} examples")
+    if "median_prototypes_50" in test:
+        lines.append(f"  median prototypes for 50 % of the weight: {test['median_prototypes_50']:g}")
+    if "accuracy_when_keeping" in test:
+        kept = ", ".join(f"{100 * float(share):g} % kept: {100 * value:.2f} %"
+                         for share, value in test["accuracy_when_keeping"].items() if share in ("0.9", "0.5"))  # fmt: skip
+        lines.append(f"  accuracy of the most confident ({kept})")
+    lines.append(f"  full report: {report['evaluation_json']}")
+    for key in ("coverage_png", "shift_png"):
+        if key in report:
+            lines.append(f"  plot: {report[key]}")
+    return lines
 
 
 def _dknn_curves(evaluator, dataset, neighbours):

@@ -4,14 +4,11 @@ statistics, with batch statistics, and with re-estimated moving statistics.
   python run/batchnorm_check.py --model_dir=runs/fashion_mnist_6000/sparsemax
 """
 
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from proto_tf.training import batchnorm, trainer  # noqa: E402
-from proto_tf.cli.common import run_command  # noqa: E402
+from proto_tf.training import batchnorm, trainer
+from proto_tf.cli.common import run_command
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 

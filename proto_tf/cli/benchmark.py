@@ -25,16 +25,14 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from proto_tf.analysis import benchmarks  # noqa: E402
-from proto_tf.cli import experiment_flags  # noqa: E402
-from proto_tf.cli.common import run_command  # noqa: E402
-from proto_tf.data import MissingDataError, dataset_info  # noqa: E402
-from proto_tf.errors import ConfigError  # noqa: E402
-from proto_tf.training.trainer import load_experiment_dataset  # noqa: E402
+from proto_tf.analysis import benchmarks
+from proto_tf.cli import experiment_flags
+from proto_tf.cli.common import run_command
+from proto_tf.data import MissingDataError, dataset_info
+from proto_tf.errors import ConfigError
+from proto_tf.training.trainer import load_experiment_dataset
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 

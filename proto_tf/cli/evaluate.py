@@ -6,16 +6,11 @@ distribution shift (Fig. 8). Writes evaluation.json and PNG plots.
   python run/evaluate.py --model_dir=runs/fashion_mnist_softmax_small --shift_data_dirs=mnist=~/mnist
 """
 
-import json
-import os
+from absl import flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
-
-from absl import flags  # noqa: E402
-
-from proto_tf.analysis import evaluate_run  # noqa: E402
-from proto_tf.cli.common import run_command  # noqa: E402
-from proto_tf.errors import ConfigError  # noqa: E402
+from proto_tf.analysis import evaluate_run
+from proto_tf.cli.common import run_command
+from proto_tf.errors import ConfigError
 
 SHIFT_SETS = ("mnist", "cifar10")  # Shifted sets for a Fashion-MNIST model (Fig. 8).
 
@@ -45,7 +40,8 @@ def main(argv):
         FLAGS.model_dir, FLAGS.output_dir, FLAGS.checkpoint, FLAGS.infer_database_size,
         FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours, FLAGS.batchnorm_batches,
     )  # fmt: skip
-    print(json.dumps(report, indent=2))
+    for line in evaluate_run.summary_lines(report):
+        print(line)
 
 
 def _shift_dirs(pairs):

@@ -160,6 +160,13 @@ def parse_with_flagfiles(argv, flag_values):
 
 def _parse_with_flagfiles(argv, user):
     user(argv, known_only=True)
+    if not user.experiment and not user["dataset"].present:
+        # The library's default dataset would start the paper's longest Adult run.
+        _exit_usage(
+            "give --dataset=NAME --attention=ATTENTION (e.g. --dataset=adult --attention=sparsemax "
+            f"--small) or --experiment=NAME; datasets: {', '.join(DATASETS)}; attentions: "
+            f"{', '.join(ATTENTIONS)}."
+        )
     name = user.experiment or experiment_name(user.dataset, user.attention)
     flagfile = os.path.join(FLAGS_DIR, name + ".cfg")
     if not os.path.isfile(flagfile):

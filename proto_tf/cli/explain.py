@@ -9,18 +9,16 @@ wrong-label prototypes. Works from an exported SavedModel or from a run (exporte
 import os
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from proto_tf import json_files  # noqa: E402
-from proto_tf.analysis import explain  # noqa: E402
-from proto_tf.serving import export  # noqa: E402
-from proto_tf.serving.predict import check_saved_model  # noqa: E402
-from proto_tf.training import trainer  # noqa: E402
-from proto_tf.cli.common import run_command  # noqa: E402
-from proto_tf.data import dataset_info  # noqa: E402
-from proto_tf.errors import ConfigError  # noqa: E402
+from proto_tf import json_files
+from proto_tf.analysis import explain
+from proto_tf.serving import export
+from proto_tf.serving.predict import check_saved_model
+from proto_tf.training import trainer
+from proto_tf.cli.common import run_command
+from proto_tf.data import dataset_info
+from proto_tf.errors import ConfigError
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 

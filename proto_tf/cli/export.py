@@ -5,14 +5,11 @@
 writes exports/adult_sparsemax/<next version>/ (TF Serving's layout).
 """
 
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from proto_tf.serving import export  # noqa: E402
-from proto_tf.cli.common import run_command  # noqa: E402
+from proto_tf.serving import export
+from proto_tf.cli.common import run_command
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 

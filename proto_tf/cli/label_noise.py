@@ -14,15 +14,13 @@ Extra flags after `--` go to every run (e.g. `-- --train_steps=100`). Each run l
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from proto_tf.analysis import comparison  # noqa: E402
-from proto_tf.training import trainer  # noqa: E402
-from proto_tf.cli import experiment_flags  # noqa: E402
-from proto_tf.cli.common import run_command  # noqa: E402
-from proto_tf.errors import ConfigError  # noqa: E402
+from proto_tf.analysis import comparison
+from proto_tf.training import trainer
+from proto_tf.cli import experiment_flags
+from proto_tf.cli.common import run_command
+from proto_tf.errors import ConfigError
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 

@@ -11,16 +11,13 @@ label name). A summary (counts per class, share abstained) is printed at the end
 """
 
 import json
-import os
 import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from proto_tf.cli.common import run_command  # noqa: E402
-from proto_tf.errors import ConfigError  # noqa: E402
-from proto_tf.serving import export, predict  # noqa: E402
+from proto_tf.cli.common import run_command
+from proto_tf.errors import ConfigError
+from proto_tf.serving import export, predict
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 flags.DEFINE_string("saved_model", None, "An exported SavedModel version folder.", flag_values=FLAGS)

@@ -9,14 +9,12 @@ Needs scikit-learn (`pip install proto_tf[compare]`).
 import json
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from proto_tf.analysis.reference import reference_accuracy  # noqa: E402
-from proto_tf.cli.common import run_command  # noqa: E402
-from proto_tf.json_files import read_json  # noqa: E402
-from proto_tf.training import trainer  # noqa: E402
+from proto_tf.analysis.reference import reference_accuracy
+from proto_tf.cli.common import run_command
+from proto_tf.json_files import read_json
+from proto_tf.training import trainer
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 flags.DEFINE_string("model_dir", None, "A run/train.py model_dir (its data and split are used).", required=True, flag_values=FLAGS)

@@ -7,15 +7,12 @@ paper row's steps, with a baseline at every share) also give the gap to the base
 against the budget: a table and a PNG.
 """
 
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from proto_tf.analysis import comparison, plots  # noqa: E402
-from proto_tf.cli import experiment_flags  # noqa: E402
-from proto_tf.cli.common import run_command  # noqa: E402
+from proto_tf.analysis import comparison, plots
+from proto_tf.cli import experiment_flags
+from proto_tf.cli.common import run_command
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 

@@ -14,16 +14,13 @@ command again after an interruption resumes from the last checkpoint.
 
 import dataclasses
 import json
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from proto_tf.training import trainer  # noqa: E402
-from proto_tf.cli import experiment_flags  # noqa: E402
-from proto_tf.cli.callbacks import load_callbacks  # noqa: E402
-from proto_tf.cli.common import run_command  # noqa: E402
+from proto_tf.training import trainer
+from proto_tf.cli import experiment_flags
+from proto_tf.cli.callbacks import load_callbacks
+from proto_tf.cli.common import run_command
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 experiment_flags.define_flags(FLAGS)
