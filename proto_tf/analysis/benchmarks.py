@@ -46,8 +46,7 @@ def training_step_rate(config, dataset, steps=10, warmup=2):
     """Training steps per second of the full step (input pipeline included), with
     the Trainer's own distributed step function."""
     with tempfile.TemporaryDirectory() as model_dir:
-        config.model_dir = model_dir
-        config.train_steps = steps + warmup
+        config = dataclasses.replace(config, model_dir=model_dir, train_steps=steps + warmup)
         run_trainer = trainer.Trainer(config, dataset=dataset, verbose=False)
         iterator = iter(run_trainer._distributed_steps(0))
         step_function = run_trainer._make_step_function()

@@ -27,7 +27,7 @@ USER_DATA_FIELDS = {
 NAME_LIST_FIELDS = ("categorical_columns", "numeric_columns", "ignore_columns", "text_columns")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one training run needs; `run/train.py` fills it from flags.
 
@@ -165,12 +165,13 @@ class ExperimentConfig:
             self, "candidate_refresh", 0 <= self.candidate_refresh <= self.train_database_size,
             f"must be in [0, train_database_size={self.train_database_size}]",
         )
-        self.dense_units = tuple(self.dense_units)
-        self.vdcnn_block_filters = tuple(self.vdcnn_block_filters)
+        # Lists given by a caller become tuples (hashable, as stored in config.json);
+        # the configuration is frozen after this.
+        for name in ("dense_units", "vdcnn_block_filters"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in USER_DATA_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, list):
-                setattr(self, name, tuple(value))
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         _check(self, "max_categories", self.max_categories > 0, "must be a positive integer")
         _check(self, "test_fraction", 0 < self.test_fraction < 1, "must be in (0, 1)")
         for name, datasets in USER_DATA_FIELDS.items():
