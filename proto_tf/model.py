@@ -24,27 +24,52 @@ ATTENTIONS = NORMALIZATIONS + ("none",)
 
 class PrototypeDatabase:
     """Encoded candidates used at inference: keys `[D, d_att]`, values `[D, d_val]`,
-    labels `[D]`, and optionally each candidate's index in the training split.
+    labels `[D]`, and each candidate's index in its source (the training split's
+    examples, or a database file's rows; by default its position).
 
-    Keys, values and labels live in variables whose first dimension is free, and a
-    new database is assigned into them: every function traced before (Keras'
-    `predict` and `evaluate` functions, a user's `tf.function`) reads the current
-    database, never a copy captured when it was traced.
+    The one database object of the project: the model attends over it, evaluation
+    sets it, and a SavedModel stores it once, as these variables. They have a free
+    first dimension and a new database is assigned into them: every function traced
+    before (Keras' `predict` and `evaluate` functions, a user's `tf.function`) reads
+    the current database, never a copy captured when it was traced.
     """
 
     def __init__(self, keys, values, labels, indices=None):
+        # A plain object, not a tracked module: training checkpoints hold the model's
+        # weights only (an export captures these variables, and stores them once).
         with tf.init_scope():  # Variables, even when set inside a traced function.
             self.keys = _free_rows_variable(keys, "database_keys")
             self.values = _free_rows_variable(values, "database_values")
             self.labels = _free_rows_variable(labels, "database_labels")
-        self.indices = indices
+            self.index_variable = _free_rows_variable(_indices_or_positions(indices, labels), "database_indices")
+        self._rows = int(tf.convert_to_tensor(labels).shape[0])  # Static: the rows given.
 
     def assign(self, keys, values, labels, indices=None):
         """Replaces the database (any number of rows)."""
         self.keys.assign(tf.cast(keys, self.keys.dtype))
         self.values.assign(tf.cast(values, self.values.dtype))
         self.labels.assign(labels)
-        self.indices = indices
+        self.index_variable.assign(_indices_or_positions(indices, labels))
+        self._rows = int(tf.convert_to_tensor(labels).shape[0])
+
+    @property
+    def indices(self) -> tf.Variable:
+        """Each prototype's index in its source (int64 `[D]`)."""
+        return self.index_variable
+
+    @indices.setter
+    def indices(self, indices):
+        self.index_variable.assign(_indices_or_positions(indices, self.labels))
+
+    def static_tensors(self) -> tuple:
+        """`(keys, values, labels, indices)` read inside a traced function with the
+        current number of rows as their static size (the variables' is free): an
+        exported function knows D, as sparsemax's fast path and a top-k need."""
+        size = len(self)
+        return tuple(
+            tf.ensure_shape(tf.convert_to_tensor(v), [size, *v.shape[1:]])
+            for v in (self.keys, self.values, self.labels, self.index_variable)
+        )
 
     def tensors(self):
         """`(keys, values, labels)` as tensors of the current static shape: functions
@@ -52,7 +77,13 @@ class PrototypeDatabase:
         return tuple(tf.convert_to_tensor(v) for v in (self.keys, self.values, self.labels))
 
     def __len__(self):
-        return int(tf.shape(self.labels)[0])
+        return self._rows
+
+
+def _indices_or_positions(indices, labels):
+    if indices is None:
+        return tf.range(tf.shape(labels)[0], dtype=tf.int64)
+    return tf.cast(tf.convert_to_tensor(indices), tf.int64)
 
 
 def _free_rows_variable(value, name):
@@ -549,8 +580,7 @@ class ProtoAttend(keras.Model):
         if self.database is not None:
             for name, value in zip(_DATABASE_ENTRIES, self.database.tensors()):
                 store[name] = value.numpy()
-            if self.database.indices is not None:
-                store["database_indices"] = np.asarray(self.database.indices)
+            store["database_indices"] = self.database.indices.numpy()
 
     def load_own_variables(self, store):
         """Restores the model's own variables and, when saved, its database."""

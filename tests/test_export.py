@@ -80,11 +80,20 @@ def _expected(trainer, stored_inputs, top_k=5):
     }
 
 
+def _rows_variables(path, rows):
+    """How many variables of the SavedModel at `path` have `rows` rows."""
+    listed = tf.train.list_variables(os.path.join(path, "variables", "variables"))
+    return sum(1 for _, shape in listed if shape and shape[0] == rows)
+
+
 @pytest.mark.slow
 def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_path):
     for dataset in ("mnist", "dbpedia", "adult"):
         trainer, path, data_dir = _train_and_export(tmp_path, dataset)
         assert path == str(tmp_path / "exports" / f"{dataset}_sparsemax" / "1")
+        # The database is stored once: its keys, values, labels and indices (it was twice:
+        # an export layer's copy and the model's own variables).
+        assert _rows_variables(path, TINY["infer_database_size"]) == 4, dataset
         raw, stored = _raw_test_inputs(dataset, trainer, data_dir)
         np.savez(tmp_path / "inputs.npz", **raw)
         result = subprocess.run(

@@ -12,46 +12,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import blockwise, json_files, metrics
+from proto_tf import blockwise, json_files
 from proto_tf.data.common import Split
 from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.errors import ConfigError, RunDirectoryError
-from proto_tf.model import ProtoAttend
+from proto_tf.analysis.evaluation import Evaluator
+from proto_tf.model import PrototypeDatabase, ProtoAttend
 
 SERVING_SIGNATURE = "serving_default"
 # Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
 # from exhausting a server (about 94 KB a row for Adult at D_infer 4096).
 DEFAULT_MAX_BATCH_SIZE = 8192
 ABSTAIN_SIGNATURE = "abstain"
-
-
-@keras.saving.register_keras_serializable(package="proto_tf")
-class PrototypeDatabaseLayer(keras.layers.Layer):
-    """The encoded inference database as non-trainable weights (a SavedModel's
-    variables, so a large database does not hit GraphDef's 2 GB limit): keys,
-    values, labels and each candidate's index in the training split."""
-
-    def __init__(self, keys, values, labels, indices, **kwargs):
-        super().__init__(trainable=False, **kwargs)
-        keys, values = np.asarray(keys, np.float32), np.asarray(values, np.float32)
-        self.keys = self.add_weight(
-            shape=keys.shape, initializer="zeros", trainable=False, name="keys"
-        )
-        self.values = self.add_weight(
-            shape=values.shape, initializer="zeros", trainable=False, name="values"
-        )
-        self.labels = self.add_weight(
-            shape=(len(labels),), initializer="zeros", dtype="int32", trainable=False, name="labels"
-        )
-        self.indices = self.add_weight(
-            shape=(len(indices),), initializer="zeros", dtype="int64", trainable=False, name="indices"
-        )
-        self.keys.assign(keys)
-        self.values.assign(values)
-        self.labels.assign(np.asarray(labels, np.int32))
-        self.indices.assign(np.asarray(indices, np.int64))
-        self.built = True
 
 
 def build_serving_function(model, info, preprocess, database, top_k=5,
@@ -92,30 +65,26 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
             outputs["class_names"] = tf.gather(names_tensor, outputs["class_ids"])
             outputs.update(extra_outputs(raw))
             return outputs
-        queries, _, _ = model.encode(model_inputs, training=False)
-        weighted_values, weights = model.prototype_attention(
-            queries, database.keys, database.values
-        )
-        logits = tf.cast(model.decision(weighted_values), tf.float32)
-        confidence = metrics.confidence(weights, database.labels, model.num_classes)
+        # The model's own inference pass over its database, read with its size known.
+        keys, values, labels, indices = database.static_tensors()
+        predicted = model.predict_with_database(model_inputs, keys, values, labels, training=False)
+        logits, weights = tf.cast(predicted["logits"], tf.float32), predicted["weights"]
         # Block-wise: a selection over every weight would cost more than the
         # attention itself over millions of prototypes.
-        top_weights, top_indices = blockwise.top_k(
-            weights, min(top_k, int(database.keys.shape[0]))
-        )
+        top_weights, top_indices = blockwise.top_k(weights, min(top_k, len(database)))
         outputs = {
             "class_ids": tf.argmax(logits, -1, output_type=tf.int32),
             "probabilities": tf.nn.softmax(logits),
-            "confidence": confidence,
-            "prototype_indices": tf.gather(database.indices, top_indices),
+            "confidence": predicted["confidence"],
+            "prototype_indices": tf.gather(indices, top_indices),
             "prototype_weights": top_weights,
-            "prototype_labels": tf.gather(database.labels, top_indices),
+            "prototype_labels": tf.gather(labels, top_indices),
             **extra_outputs(raw),
         }
         outputs["class_names"] = tf.gather(names_tensor, outputs["class_ids"])
         outputs["prototype_label_names"] = tf.gather(names_tensor, outputs["prototype_labels"])
         if confidence_threshold is not None:
-            abstained = confidence < confidence_threshold
+            abstained = outputs["confidence"] < confidence_threshold
             outputs["abstained"] = abstained
             outputs["class_ids"] = tf.where(abstained, -1, outputs["class_ids"])
             outputs["class_names"] = tf.where(abstained, "", outputs["class_names"])
@@ -255,26 +224,18 @@ def _make_readable(folder):
 
 def encode_database(
     model: ProtoAttend, preprocess: Callable, database_split: Split, batch_size: int = 512
-) -> PrototypeDatabaseLayer:
-    """The database split (stored form) encoded without augmentation, as the layer
-    that a SavedModel keeps it in; also set as the model's database."""
-    from proto_tf.analysis.evaluation import Evaluator  # Avoid a cycle at import time.
-
+) -> PrototypeDatabase:
+    """The database split (stored form) encoded without augmentation and set as the
+    model's database (the one a SavedModel stores); returns it."""
     Evaluator(model, preprocess, batch_size).set_database(database_split)
-    return PrototypeDatabaseLayer(
-        model.database.keys.numpy(),
-        model.database.values.numpy(),
-        database_split.labels,
-        database_split.indices,
-        name="prototype_database",
-    )
+    return model.database
 
 
 def export_saved_model(
     model: ProtoAttend,
     info: DatasetInfo,
     preprocess: Callable,
-    database: PrototypeDatabaseLayer | None,
+    database: PrototypeDatabase | None,
     path: str,
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
@@ -282,7 +243,8 @@ def export_saved_model(
 ) -> str:
     """Writes a SavedModel to `path` for TF Serving.
 
-    `database` (from `encode_database`; None for a baseline) is baked in.
+    `database` (the model's, from `encode_database`; None for a baseline) is baked
+    in, stored once (as the variables the serving functions read).
     Signatures: `serving_default` (raw inputs -> class_ids, probabilities,
     confidence, prototype_indices/weights/labels) and `abstain` (the same inputs plus
     a per-instance `confidence_threshold`; class_ids is -1 and `abstained` True where
@@ -306,7 +268,7 @@ def export_saved_model(
 def write_saved_model(
     model: ProtoAttend,
     endpoints: dict,
-    database: PrototypeDatabaseLayer | None,
+    database: PrototypeDatabase | None,
     path: str,
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
@@ -317,9 +279,7 @@ def write_saved_model(
     (`abstain` for "")."""
     _check_positive(top_k=top_k, max_batch_size=max_batch_size)
     archive = keras.export.ExportArchive()
-    archive.track(model)
-    if database is not None:
-        archive.track(database)
+    archive.track(model)  # The database's variables are tracked as the endpoints read them.
     for name, inputs in endpoints.items():
         serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names)
         for layer in inputs.layers:
@@ -391,8 +351,8 @@ def export_any(
         keys.append(batch_keys.numpy())
         values.append(batch_values.numpy())
     keys, values, labels = np.concatenate(keys), np.concatenate(values), np.asarray(database_labels)
-    model.set_database(keys, values, labels, np.arange(count))  # As run exports leave it.
-    database = PrototypeDatabaseLayer(keys, values, labels, np.arange(count), name="prototype_database")
+    model.set_database(keys, values, labels, np.arange(count))
+    database = model.database
     # Signature keys come from the specs' names: name each after its key.
     signature = {key: tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in input_signature.items()}
     inputs = ServingInputs(signature, preprocess)
