@@ -5,6 +5,8 @@ line tool, which sets TensorFlow's C++ log level first) does not start TensorFlo
 """
 
 import importlib
+import sys
+import types
 
 __version__ = "0.2.0"
 
@@ -15,8 +17,8 @@ _EXPORTS = {
     "PrototypeAttention": "proto_tf.attention",
     "PrototypeDatabase": "proto_tf.model",
     "ProtoAttend": "proto_tf.model",
-    "load_run": "proto_tf.analysis.trained_run",
     "TrainedRun": "proto_tf.analysis.trained_run",
+    "load_run": "proto_tf.analysis.trained_run",
     "metrics": None,  # A module.
     "sparsemax": "proto_tf.sparsemax",
 }
@@ -34,3 +36,20 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """`proto_tf.sparsemax` is the function, as it was when this package imported it
+    eagerly: importing the submodule of the same name binds the module to the package
+    attribute (which would hide the function); the property keeps the function."""
+
+    @property
+    def sparsemax(self):
+        return importlib.import_module("proto_tf.sparsemax").sparsemax
+
+    @sparsemax.setter
+    def sparsemax(self, module):
+        pass  # The import system binding the submodule; it stays in sys.modules.
+
+
+sys.modules[__name__].__class__ = _Package

@@ -184,3 +184,21 @@ def test_console_scripts_start_quietly_and_a_bare_train_says_what_to_give(tmp_pa
         "image_folder, text_csv; attentions: softmax, sparsemax, none."
     ]
     assert not os.path.exists(tmp_path / "runs")
+
+
+def test_import_proto_tf_is_light_and_keeps_its_names():
+    """`import proto_tf` does not import TensorFlow; its names resolve on first use, and
+    `proto_tf.sparsemax` stays the function after its submodule of the same name is
+    imported (a plain lazy package would give the module there)."""
+    code = (
+        "import sys, proto_tf\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "import proto_tf.attention\n"
+        "from proto_tf import sparsemax, ProtoAttend, load_run, metrics\n"
+        "assert callable(sparsemax) and sparsemax.__module__ == 'proto_tf.sparsemax', sparsemax\n"
+        "assert ProtoAttend.__name__ == 'ProtoAttend' and callable(load_run) and hasattr(metrics, 'confidence')\n"
+        "print(float(sparsemax([[2.0, 1.0, -3.0]])[0, 0]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "1.0"  # sparsemax([2, 1, -3]) = [1, 0, 0].
