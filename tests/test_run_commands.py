@@ -202,3 +202,54 @@ def test_import_proto_tf_is_light_and_keeps_its_names():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "1.0"  # sparsemax([2, 1, -3]) = [1, 0, 0].
+
+
+def test_a_calibrated_export_abstains_at_its_threshold_and_evaluate_and_predict_agree(runs, tmp_path):
+    """run/export.py --target_coverage: the threshold is the one `calibration.calibrate`
+    picks on the run's validation predictions; `abstain_calibrated` answers as `abstain`
+    at that threshold; evaluate reports the test coverage and accuracy there, and predict
+    --calibrated abstains on exactly the test rows below it."""
+    import numpy as np
+    import tensorflow as tf
+
+    import proto_tf
+    from proto_tf import calibration
+    from proto_tf.analysis import explain
+    from proto_tf.serving import predict
+
+    run_dir, data_dir = runs[1].model_dir, runs[1].data_dir
+    lines = []
+    path = export.export_model_dir(run_dir, str(tmp_path / "exports"), target_coverage=0.5, report=lines.append)
+    stored = json.loads(open(os.path.join(path, export.CALIBRATION_FILE)).read())
+    trained = proto_tf.load_run(run_dir)
+    validation = trained.predict(trained.dataset.validation.inputs)
+    expected = calibration.calibrate(validation["confidence"], validation["predictions"] == trained.dataset.validation.labels,
+                                     target_coverage=0.5)  # fmt: skip
+    assert stored["threshold"] == expected.threshold is not None and stored["table"] == list(expected.table)
+    assert lines[1].startswith(f"Calibrated on {expected.examples} validation examples: confidence >= {expected.threshold} keeps")
+    # Serving: the calibrated signature is the abstain signature at the stored threshold.
+    raw = explain.load_raw("adult", data_dir)
+    request = trained.dataset.info.kind.request(explain.take(raw["test"], np.arange(20)), raw)
+    loaded = tf.saved_model.load(path)
+    calibrated = loaded.signatures["abstain_calibrated"](**request)
+    manual = loaded.signatures["abstain"](**request, confidence_threshold=tf.fill([20], float(stored["threshold"])))
+    for key in ("abstained", "class_ids", "confidence"):
+        np.testing.assert_array_equal(calibrated[key].numpy(), manual[key].numpy(), err_msg=key)
+    # Evaluate: test coverage and accuracy at the stored threshold, from the same predictions.
+    report = evaluate_run.evaluate_model_dir(run_dir, str(tmp_path / "evaluation"), calibration=stored)
+    test = trained.predict(trained.dataset.test.inputs)
+    kept = test["confidence"] >= stored["threshold"]
+    assert report["calibration"]["test"]["kept"] == kept.sum()
+    assert report["calibration"]["test"]["accuracy"] == np.mean(test["predictions"][kept] == trained.dataset.test.labels[kept])
+    # Predict --calibrated on the whole test file abstains on the rows below the threshold.
+    summary = predict.predict_file(path, os.path.join(data_dir, "adult.test"), str(tmp_path / "p.jsonl"), calibrated=True)
+    assert summary["abstained_share"] == pytest.approx(1 - kept.mean(), abs=1e-12)
+    with pytest.raises(ConfigError, match=r"^give one of --calibrated and --confidence_threshold"):
+        predict.predict_file(path, os.path.join(data_dir, "adult.test"), str(tmp_path / "q.jsonl"), 0.5, calibrated=True)
+    # A target the validation split cannot guarantee is one line, and nothing is exported.
+    with pytest.raises(ConfigError, match=r"^--target_accuracy=0.999: no confidence threshold reaches it with 95 % "
+                       r"confidence on the \d+ validation examples .*lower the target"):  # fmt: skip
+        export.export_model_dir(run_dir, str(tmp_path / "refused"), target_accuracy=0.999)
+    with pytest.raises(ConfigError, match=r"^--target_accuracy=1.5 must be in \(0, 1\), e.g. --target_accuracy=0.95\.$"):
+        export.export_model_dir(run_dir, str(tmp_path / "refused"), target_accuracy=1.5)
+    assert not os.path.exists(tmp_path / "refused")

@@ -6,6 +6,7 @@ from proto_tf import json_files, metrics
 from proto_tf.analysis import dknn, evaluation, plots
 from proto_tf.training import batchnorm, trainer
 from proto_tf.data import candidates, dataset_info, load_dataset, shift
+from proto_tf.calibration import at_threshold
 from proto_tf.errors import ConfigError
 
 
@@ -18,6 +19,7 @@ def evaluate_model_dir(
     shift_data_dirs=None,
     dknn_neighbours=0,
     batchnorm_batches=0,
+    calibration=None,
 ):
     """Test accuracy of both paths, median prototype counts, the confidence curve, the
     confidence of right and wrong decisions, and for Fashion-MNIST the shares above
@@ -26,7 +28,9 @@ def evaluate_model_dir(
     curves of deep k-NN confidence and credibility on the same encoder (Fig. 7), with
     the inference database as its training points and the validation split for
     calibration. With `batchnorm_batches` > 0, BatchNorm statistics are first
-    re-estimated from that many training batches (proto_tf/training/batchnorm.py). Writes
+    re-estimated from that many training batches (proto_tf/training/batchnorm.py). With a
+    `calibration` (the JSON an export with a target accuracy or coverage stores), also
+    the test coverage and accuracy at its threshold beside what validation promised. Writes
     `evaluation.json` and PNGs to `output_dir` (default `<model_dir>/evaluation`);
     returns the report dict."""
     if shift_data_dirs and trainer.read_config(model_dir).dataset != "fashion_mnist":
@@ -53,6 +57,8 @@ def evaluate_model_dir(
         "infer_database_size": None if model.is_baseline else min(size, len(dataset.train)),
         "test": evaluation.confidence_report(evaluator.predict(dataset.test)),
     }
+    if calibration is not None:
+        report["calibration"] = _calibrated_test(evaluator, dataset.test, calibration)
     output_dir = output_dir or os.path.join(model_dir, "evaluation")
     os.makedirs(output_dir, exist_ok=True)
     if "coverage_curve" in report["test"]:
@@ -73,6 +79,18 @@ def evaluate_model_dir(
     return report
 
 
+def _calibrated_test(evaluator, test, calibration):
+    """What a stored calibration promised (on validation) and what it gives on test."""
+    if evaluator.model.is_baseline:
+        raise ConfigError("--calibrated_export: a baseline run has no confidence to abstain by.")
+    predictions = evaluator.predict(test)
+    correct = predictions["predictions"] == predictions["labels"]
+    promised = {key: calibration[key] for key in ("target", "target_value", "delta", "threshold", "coverage",
+                                                  "accuracy", "bound", "examples")}  # fmt: skip
+    return {"validation": promised,
+            "test": at_threshold(predictions["confidence"], correct, calibration["threshold"])}  # fmt: skip
+
+
 def summary_lines(report: dict) -> list[str]:
     """A few lines for the console: the test accuracies, the median prototype count,
     the accuracy when keeping the most confident shares, and where the full report and
@@ -89,6 +107,14 @@ def summary_lines(report: dict) -> list[str]:
         kept = ", ".join(f"{100 * float(share):g} % kept: {100 * value:.2f} %"
                          for share, value in test["accuracy_when_keeping"].items() if share in ("0.9", "0.5"))  # fmt: skip
         lines.append(f"  accuracy of the most confident ({kept})")
+    if "calibration" in report:
+        promised, test = report["calibration"]["validation"], report["calibration"]["test"]
+        lines.append(
+            f"  calibrated threshold {promised['threshold']} (target {promised['target']} {promised['target_value']}): "
+            f"test keeps {100 * test['coverage']:.1f} % at "
+            + (f"{100 * test['accuracy']:.2f} % accuracy" if test["accuracy"] is not None else "no accuracy (none kept)")
+            + f" (validation: {100 * promised['coverage']:.1f} % at {100 * promised['accuracy']:.2f} %)"
+        )
     lines.append(f"  full report: {report['evaluation_json']}")
     for key in ("coverage_png", "shift_png"):
         if key in report:

@@ -3,7 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import metrics
+from proto_tf import calibration, metrics
+from proto_tf.errors import ConfigError
 from proto_tf.data.candidates import evaluation_batches
 
 
@@ -160,3 +161,22 @@ def shift_report(evaluator, named_splits, levels=SHIFT_LEVELS):
         name: metrics.fraction_above(evaluator.predict(split)["confidence"], levels)
         for name, split in named_splits.items()
     }
+
+
+def calibrate_on(evaluator, split, target_accuracy=None, target_coverage=None, delta=calibration.DEFAULT_DELTA):
+    """`calibration.calibrate` on the model's predictions for `split` (the run's
+    validation split: held out from training, exchangeable with new data); a
+    ConfigError when no threshold meets the target, saying what it reached."""
+    predictions = evaluator.predict(split)
+    correct = predictions["predictions"] == predictions["labels"]
+    result = calibration.calibrate(predictions["confidence"], correct, target_accuracy, target_coverage, delta)
+    if result.threshold is None:
+        flag = f"--target_{result.target}={result.target_value}"
+        best = max(result.table, key=lambda row: row["bound"])
+        raise ConfigError(
+            f"{flag}: no confidence threshold reaches it with {100 * (1 - delta):g} % confidence on the "
+            f"{result.examples} validation examples (the best guaranteed {result.target} is "
+            f"{best['bound']:.4f}, at threshold {best['threshold']}); lower the target, or train with a "
+            "larger --validation_fraction."
+        )
+    return result

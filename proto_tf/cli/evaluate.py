@@ -6,11 +6,15 @@ distribution shift (Fig. 8). Writes evaluation.json and PNG plots.
   python run/evaluate.py --model_dir=runs/fashion_mnist_softmax_small --shift_data_dirs=mnist=~/mnist
 """
 
+import os
+
 from absl import flags
 
 from proto_tf.analysis import evaluate_run
 from proto_tf.cli.common import run_command
 from proto_tf.errors import ConfigError
+from proto_tf.json_files import read_json
+from proto_tf.serving import export
 
 SHIFT_SETS = ("mnist", "cifar10")  # Shifted sets for a Fashion-MNIST model (Fig. 8).
 
@@ -25,6 +29,12 @@ flags.DEFINE_list(
     "shift_data_dirs", [], "For Fashion-MNIST: name=folder pairs of shifted sets (mnist, cifar10).", flag_values=FLAGS
 )
 flags.DEFINE_integer("dknn_neighbours", 0, "k of a deep k-NN comparison (Fig. 7); 0 skips it.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "calibrated_export", None,
+    "A SavedModel exported with --target_accuracy or --target_coverage: report the test "
+    "coverage and accuracy at its calibrated threshold.",
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_integer(
     "batchnorm_batches", 0,
     "Re-estimate BatchNorm statistics from this many training steps' batches before "
@@ -36,12 +46,24 @@ flags.DEFINE_integer(
 
 def main(argv):
     shift_dirs = _shift_dirs(FLAGS.shift_data_dirs)
+    calibration = _calibration(FLAGS.calibrated_export) if FLAGS.calibrated_export else None
     report = evaluate_run.evaluate_model_dir(
         FLAGS.model_dir, FLAGS.output_dir, FLAGS.checkpoint, FLAGS.infer_database_size,
-        FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours, FLAGS.batchnorm_batches,
+        FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours, FLAGS.batchnorm_batches, calibration,
     )  # fmt: skip
     for line in evaluate_run.summary_lines(report):
         print(line)
+
+
+def _calibration(path):
+    """The calibration stored in the export at `path`."""
+    stored = os.path.join(path, export.CALIBRATION_FILE)
+    if not os.path.isfile(stored):
+        raise ConfigError(
+            f"--calibrated_export={path}: no {export.CALIBRATION_FILE} in it; export the run with "
+            "--target_accuracy or --target_coverage first."
+        )
+    return read_json(stored, "the export's calibration")
 
 
 def _shift_dirs(pairs):

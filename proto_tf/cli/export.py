@@ -3,8 +3,13 @@
   python run/export.py --model_dir=runs/adult_sparsemax --export_dir=exports
 
 writes exports/adult_sparsemax/<next version>/ (TF Serving's layout).
-"""
 
+  python run/export.py --model_dir=runs/adult_sparsemax --target_accuracy=0.95
+
+also serves `abstain_calibrated`: it refrains below a confidence threshold chosen on the
+run's validation split so that the decisions kept are 95 % accurate on new data (with
+probability 1 - --calibration_delta; proto_tf/calibration.py says how).
+"""
 
 from absl import flags
 
@@ -36,6 +41,23 @@ flags.DEFINE_integer(
     "Most instances one request may hold; larger requests get InvalidArgument.",
     flag_values=FLAGS,
 )
+flags.DEFINE_float(
+    "target_accuracy", None,
+    "Calibrate a confidence threshold on the run's validation split: the accuracy the kept "
+    "decisions must have (e.g. 0.95); served by the abstain_calibrated signature.",
+    flag_values=FLAGS,
+)  # fmt: skip
+flags.DEFINE_float(
+    "target_coverage", None,
+    "Instead of --target_accuracy: the share of decisions to keep (e.g. 0.8), at the highest "
+    "threshold that keeps it.",
+    flag_values=FLAGS,
+)  # fmt: skip
+flags.DEFINE_float(
+    "calibration_delta", 0.05,
+    "The calibration's guarantee fails with probability at most this (over the validation draw).",
+    flag_values=FLAGS,
+)  # fmt: skip
 
 
 def main(argv):
@@ -49,6 +71,9 @@ def main(argv):
         FLAGS.top_k,
         FLAGS.max_batch_size,
         FLAGS.database,
+        target_accuracy=FLAGS.target_accuracy,
+        target_coverage=FLAGS.target_coverage,
+        calibration_delta=FLAGS.calibration_delta,
     )
     print(f"Exported {path}")
 

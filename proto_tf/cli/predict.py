@@ -32,6 +32,11 @@ flags.DEFINE_float(
     "Abstain (class_id -1) where the confidence is below this value in [0, 1]; unset: never.",
     flag_values=FLAGS,
 )  # fmt: skip
+flags.DEFINE_bool(
+    "calibrated", False,
+    "Abstain below the threshold calibrated at export (run/export.py --target_accuracy).",
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_integer("batch_size", 256, "Inputs per call of the model.", flag_values=FLAGS)
 flags.DEFINE_enum(
     "checkpoint", "best", ["best", "last"],
@@ -54,7 +59,8 @@ def main(argv):
 
 def _predict(saved_model):
     return predict.predict_file(
-        saved_model, FLAGS.inputs, FLAGS.output, FLAGS.confidence_threshold, FLAGS.batch_size
+        saved_model, FLAGS.inputs, FLAGS.output, FLAGS.confidence_threshold, FLAGS.batch_size,
+        calibrated=FLAGS.calibrated,
     )
 
 

@@ -13,11 +13,12 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import blockwise, json_files
+from proto_tf.calibration import DEFAULT_DELTA, Calibration
 from proto_tf.data.common import Split
 from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.errors import ConfigError, RunDirectoryError
-from proto_tf.analysis.evaluation import Evaluator
+from proto_tf.analysis.evaluation import Evaluator, calibrate_on
 from proto_tf.model import PrototypeDatabase, ProtoAttend
 
 SERVING_SIGNATURE = "serving_default"
@@ -25,6 +26,9 @@ SERVING_SIGNATURE = "serving_default"
 # from exhausting a server (about 94 KB a row for Adult at D_infer 4096).
 DEFAULT_MAX_BATCH_SIZE = 8192
 ABSTAIN_SIGNATURE = "abstain"
+CALIBRATED_SIGNATURE = "abstain_calibrated"  # Exports with a calibrated threshold.
+# The threshold's calibration (run/export.py --target_accuracy / --target_coverage).
+CALIBRATION_FILE = os.path.join("assets.extra", "proto_tf_calibration.json")
 
 
 def build_serving_function(model, info, preprocess, database, top_k=5,
@@ -55,7 +59,9 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
     def serve(raw, confidence_threshold=None):
         names_tensor = tf.constant(names)
         raw = _checked(raw, signature, max_batch_size, inputs.value_ranges, inputs.missing_allowed)
-        if confidence_threshold is not None:
+        if isinstance(confidence_threshold, float):  # The export's calibrated threshold.
+            confidence_threshold = tf.fill([tf.shape(raw[next(iter(signature))])[0]], confidence_threshold)
+        elif confidence_threshold is not None:
             confidence_threshold = _checked_threshold(confidence_threshold, raw, signature)
         model_inputs = to_inputs(raw)
         if model.is_baseline:
@@ -240,6 +246,7 @@ def export_saved_model(
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     class_names: Sequence[str] | None = None,
+    calibration: Calibration | None = None,
 ) -> str:
     """Writes a SavedModel to `path` for TF Serving.
 
@@ -255,11 +262,17 @@ def export_saved_model(
     `image_bytes` and `abstain_image_bytes`, taking encoded images (strings) as TF
     Serving's REST API sends `{"b64": ...}` values. Requests of more than
     `max_batch_size` instances are refused. `EXPORT_DATA_FILE` tells run/predict.py
-    the kind and how its files are read.
+    the kind and how its files are read. With a `calibration` (`calibrate_run`), the
+    signature `abstain_calibrated` abstains below its threshold, and the calibration
+    (threshold, validation coverage and accuracy, the guaranteed bound, the table of
+    thresholds tested) is written to `CALIBRATION_FILE`.
     """
     endpoints = info.kind.serving_endpoints(info, preprocess)
-    write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names)
+    threshold = calibration.threshold if calibration is not None else None
+    write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names, threshold)
     os.makedirs(os.path.join(path, os.path.dirname(EXPORT_DATA_FILE)), exist_ok=True)
+    if calibration is not None:
+        json_files.write_json(os.path.join(path, CALIBRATION_FILE), calibration.to_json())
     json_files.write_json(os.path.join(path, EXPORT_DATA_FILE),
                           {"kind": info.kind.name, **info.kind.export_description(info)})  # fmt: skip
     return path
@@ -273,10 +286,13 @@ def write_saved_model(
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     class_names: Sequence[str] | None = None,
+    calibrated_threshold: float | None = None,
 ) -> str:
     """Writes a SavedModel with, for each `{name: ServingInputs}` of `endpoints`, a
     signature `name` (`serving_default` for "") and, with a database, `abstain_<name>`
-    (`abstain` for "")."""
+    (`abstain` for "") and, with a `calibrated_threshold`, `abstain_calibrated_<name>`
+    (`abstain_calibrated` for ""): the abstain outputs at that threshold, without a
+    threshold input."""
     _check_positive(top_k=top_k, max_batch_size=max_batch_size)
     archive = keras.export.ExportArchive()
     archive.track(model)  # The database's variables are tracked as the endpoints read them.
@@ -293,8 +309,23 @@ def write_saved_model(
                 abstain,
                 input_signature=[inputs.signature, threshold],
             )
+        if database is not None and calibrated_threshold is not None:
+            archive.add_endpoint(
+                f"{CALIBRATED_SIGNATURE}_{name}" if name else CALIBRATED_SIGNATURE,
+                _at_threshold(serve, float(calibrated_threshold)),
+                input_signature=[inputs.signature],
+            )
     archive.write_out(path, verbose=False)
     return path
+
+
+def _at_threshold(serve, threshold):
+    """A signature function of `serve` abstaining below a fixed `threshold`."""
+
+    def calibrated(raw):
+        return serve(raw, threshold)
+
+    return calibrated
 
 
 def _endpoints(serve):
@@ -370,9 +401,18 @@ def export_model_dir(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     database_path: str | None = None,
     report: Callable[[str], None] = print,
+    target_accuracy: float | None = None,
+    target_coverage: float | None = None,
+    calibration_delta: float = DEFAULT_DELTA,
 ) -> str:
     """Exports a run of `run/train.py` as `<export_dir>/<model_name>/<next version>`,
     published atomically (`publish_version`).
+
+    With `target_accuracy` (or `target_coverage`), the confidence threshold is chosen on
+    the run's validation split with the export's database (`proto_tf.calibration`: the
+    kept decisions' accuracy, or the share kept, is at least the target on new data
+    with probability 1 - `calibration_delta`), served by `abstain_calibrated` and
+    written to `CALIBRATION_FILE`.
 
     The inference database is `infer_database_size` training examples (the run's
     D_infer by default), the same fixed-seed sample its evaluation used, or, with
@@ -391,6 +431,14 @@ def export_model_dir(
     _check_positive(top_k=top_k, max_batch_size=max_batch_size)
     if infer_database_size is not None:
         _check_positive(infer_database_size=infer_database_size)
+    targets = {"target_accuracy": target_accuracy, "target_coverage": target_coverage}
+    for name, value in targets.items():
+        if value is not None and not 0.0 < value < 1.0:
+            raise ConfigError(f"--{name}={value} must be in (0, 1), e.g. --{name}=0.95.")
+    if target_accuracy is not None and target_coverage is not None:
+        raise ConfigError("give one of --target_accuracy and --target_coverage, not both.")
+    if not 0.0 < calibration_delta < 1.0:
+        raise ConfigError(f"--calibration_delta={calibration_delta} must be in (0, 1), e.g. 0.05.")
     status = trainer.run_status(model_dir)
     if not status.finished and checkpoint != "last":
         raise RunDirectoryError(
@@ -414,14 +462,37 @@ def export_model_dir(
         check_against_data(dataclasses.replace(config, infer_database_size=size), len(dataset.train))
         database_split = inference_database(dataset.train, size, config.seed, info.class_shares)
         database = encode_database(model, dataset.preprocess, database_split)
+    calibration = None
+    if target_accuracy is not None or target_coverage is not None:
+        calibration = _calibrate(model, dataset, config, target_accuracy, target_coverage, calibration_delta, report)
     return publish_version(
         lambda path: export_saved_model(
             model, info, dataset.preprocess, database, path, top_k, max_batch_size,
-            dataset.class_names,
+            dataset.class_names, calibration,
         ),
         export_dir,
         model_name or os.path.basename(os.path.normpath(model_dir)),
     )
+
+
+def _calibrate(model, dataset, config, target_accuracy, target_coverage, delta, report):
+    """The calibration of the export's threshold on the run's validation split."""
+    if model.is_baseline:
+        raise ConfigError("--target_accuracy / --target_coverage need a model with prototypes (a confidence); "
+                          "this run is a baseline.")  # fmt: skip
+    if dataset.validation is None or len(dataset.validation) == 0:
+        raise ConfigError(
+            "--target_accuracy / --target_coverage calibrate on the run's validation split, and this run has "
+            "none (--validation_fraction=0): train with --validation_fraction > 0."
+        )
+    evaluator = Evaluator(model, dataset.preprocess, config.eval_batch_size)
+    result = calibrate_on(evaluator, dataset.validation, target_accuracy, target_coverage, delta)
+    report(
+        f"Calibrated on {result.examples} validation examples: confidence >= {result.threshold} keeps "
+        f"{100 * result.coverage:.1f} % at {100 * result.accuracy:.2f} % accuracy (guaranteed {result.target} "
+        f">= {result.target_value} with {100 * (1 - delta):g} % confidence: bound {result.bound:.4f})."
+    )
+    return result
 
 
 def _check_positive(**values):

@@ -20,6 +20,7 @@ import tensorflow as tf
 from proto_tf.data.kinds import EXPORT_DATA_FILE, DataKind, kind_named, kind_of_signature
 from proto_tf.errors import ConfigError
 from proto_tf.json_files import read_json
+from proto_tf.serving.export import CALIBRATED_SIGNATURE
 
 
 def signature_inputs(serve) -> dict:
@@ -52,7 +53,7 @@ def read_inputs(path: str, specs: dict, batch_size: int, saved_model: str | None
 
 
 def predict_file(saved_model: str, inputs: str, output: str, confidence_threshold: float | None = None,
-                 batch_size: int = 256, show_progress: bool | None = None) -> dict:  # fmt: skip
+                 batch_size: int = 256, show_progress: bool | None = None, calibrated: bool = False) -> dict:  # fmt: skip
     """Writes one JSON line per input of `inputs` to `output` and returns a summary
     (`inputs`, `per_class` counts with abstentions under "(abstained)", `abstained_share`).
 
@@ -61,6 +62,8 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
     `abstained` (confidence below `confidence_threshold`; then class_id is -1 and
     class_name ""), and `prototypes`: `{database_row, weight, label, label_name}`, the
     row in the database's source file (the training file, or the `--database` file).
+    `calibrated` abstains below the threshold the export was calibrated with
+    (`abstain_calibrated`).
     """
     if confidence_threshold is not None and not 0.0 <= confidence_threshold <= 1.0:
         raise ConfigError(f"--confidence_threshold={confidence_threshold} must be in [0, 1].")
@@ -72,6 +75,13 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
     has_prototypes = "abstain" in loaded.signatures
     if confidence_threshold is not None and not has_prototypes:
         raise ConfigError("--confidence_threshold needs a model with prototypes; this is a baseline export.")
+    if calibrated and confidence_threshold is not None:
+        raise ConfigError("give one of --calibrated and --confidence_threshold, not both.")
+    if calibrated and CALIBRATED_SIGNATURE not in loaded.signatures:
+        raise ConfigError(f"--calibrated: the export {saved_model} has no calibrated threshold; export the run "
+                          "with --target_accuracy or --target_coverage.")  # fmt: skip
+    if calibrated:
+        serve = loaded.signatures[CALIBRATED_SIGNATURE]
     if confidence_threshold is not None:
         serve = loaded.signatures["abstain"]
     specs = {k: v for k, v in signature_inputs(serve).items() if k != "confidence_threshold"}
