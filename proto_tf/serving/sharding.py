@@ -1,0 +1,117 @@
+"""An exact merge of attention over a database sharded across servers.
+
+A database too large for one machine is split into shards, each served by its own
+replica. Each shard answers a batch of queries with a few sufficient statistics of its
+part (`answer_shard`), and a router merges the answers (`merge_answers`) into exactly the
+decision, confidence and top prototypes that attention over the whole database gives:
+
+- softmax: a shard's maximum logit m, its sum of exp(logit - m), and the same sums
+  weighted by each entry's decision logits and by its label; rescaling each shard by
+  exp(m - max over shards) gives the global sums (the streaming "log-sum-exp" merge). Its
+  top-k entries contain its part of the global top-k.
+- sparsemax: the entries of a shard's own support. A shard's threshold tau_s solves
+  sum over its entries of max(logit - tau_s, 0) = 1, a sum no larger than the whole
+  database's at any tau, so tau_s <= tau: every entry of the global support lies in its
+  shard's support, and sparsemax over the union of the shards' supports is exact.
+
+The decision is linear in the values (`ProtoAttend.decision` has no bias), so a shard
+stores each prototype's decision logits `decision(value)` `[C]` instead of its value, and
+the merged logits are the weighted sum of those. NumPy only: a router needs no TensorFlow.
+"""
+
+import dataclasses
+
+import numpy as np
+
+NORMALIZATIONS = ("softmax", "sparsemax")
+
+
+@dataclasses.dataclass
+class ShardAnswer:
+    """One shard's answer for B queries. `logits`, `decision`, `labels`, `indices`: the
+    entries it reports (`[B, S]`, `[B, S, C]`, `[B, S]`, `[B, S]`; padding has logit
+    -inf): its support (sparsemax) or its top-k (softmax). Softmax also: `max_logit [B]`,
+    `sum_exp [B]`, `weighted_decision [B, C]` and `class_mass [B, C]`, sums over all of
+    its entries of exp(logit - max_logit) (times the decision logits / the one-hot label)."""
+
+    logits: np.ndarray
+    decision: np.ndarray
+    labels: np.ndarray
+    indices: np.ndarray
+    max_logit: np.ndarray | None = None
+    sum_exp: np.ndarray | None = None
+    weighted_decision: np.ndarray | None = None
+    class_mass: np.ndarray | None = None
+
+
+def sparsemax_rows(logits: np.ndarray) -> np.ndarray:
+    """Sparsemax of each row (float64; -inf entries get 0), by the sorted-threshold formula."""
+    logits = np.asarray(logits, np.float64)
+    ordered = -np.sort(-logits, axis=-1)
+    finite = np.where(np.isfinite(ordered), ordered, 0.0)
+    ranks = np.arange(1, logits.shape[-1] + 1)
+    cumulative = np.cumsum(finite, axis=-1)
+    in_support = (1 + ranks * ordered > cumulative) & np.isfinite(ordered)
+    size = in_support.sum(axis=-1, keepdims=True)
+    threshold = (np.take_along_axis(cumulative, size - 1, axis=-1) - 1) / size
+    return np.maximum(logits - threshold, 0.0)
+
+
+def answer_shard(logits: np.ndarray, decision: np.ndarray, labels: np.ndarray, indices: np.ndarray,
+                 normalization: str, num_classes: int, top_k: int = 5) -> ShardAnswer:  # fmt: skip
+    """The answer of a shard holding prototypes with `decision` logits `[Ds, C]`,
+    `labels [Ds]` and `indices [Ds]` (their rows in the whole database), for queries
+    whose attention logits over the shard are `logits [B, Ds]` (q k^T / sqrt(d_att))."""
+    _check_normalization(normalization)
+    logits = np.asarray(logits, np.float64)
+    decision, labels, indices = np.asarray(decision, np.float64), np.asarray(labels), np.asarray(indices)
+    if normalization == "sparsemax":
+        weights = sparsemax_rows(logits)
+        count = max(1, int((weights > 0).sum(axis=-1).max()))
+        chosen = np.argsort(-weights, axis=-1, kind="stable")[:, :count]
+        reported = np.take_along_axis(logits, chosen, -1)
+        support = np.take_along_axis(weights, chosen, -1) > 0
+        return ShardAnswer(np.where(support, reported, -np.inf), decision[chosen], labels[chosen], indices[chosen])
+    chosen = np.argsort(-logits, axis=-1, kind="stable")[:, : min(top_k, logits.shape[-1])]
+    top = np.max(logits, axis=-1)
+    scaled = np.exp(logits - top[:, None])
+    one_hot = np.eye(num_classes)[labels]
+    return ShardAnswer(
+        np.take_along_axis(logits, chosen, -1), decision[chosen], labels[chosen], indices[chosen],
+        top, scaled.sum(-1), scaled @ decision, scaled @ one_hot,
+    )  # fmt: skip
+
+
+def merge_answers(answers: list[ShardAnswer], normalization: str, num_classes: int, top_k: int = 5) -> dict:
+    """The whole database's answer from its shards' answers: `logits [B, C]` (the
+    decision), `confidence [B]` (Eq. 3), and the top `top_k` `prototype_indices`,
+    `prototype_weights`, `prototype_labels` (weights 0 past a sparse support)."""
+    _check_normalization(normalization)
+    logits = np.concatenate([a.logits for a in answers], axis=1)
+    decision = np.concatenate([a.decision for a in answers], axis=1)
+    labels = np.concatenate([a.labels for a in answers], axis=1)
+    indices = np.concatenate([a.indices for a in answers], axis=1)
+    if normalization == "sparsemax":
+        weights = sparsemax_rows(logits)
+        merged_logits = np.einsum("bs,bsc->bc", weights, decision)
+        mass = np.einsum("bs,bsc->bc", weights, np.eye(num_classes)[labels])
+    else:
+        top = np.max(np.stack([a.max_logit for a in answers]), axis=0)
+        scale = np.stack([np.exp(a.max_logit - top) for a in answers])  # [shards, B]
+        total = np.einsum("sb,sb->b", scale, np.stack([a.sum_exp for a in answers]))
+        merged_logits = np.einsum("sb,sbc->bc", scale, np.stack([a.weighted_decision for a in answers])) / total[:, None]
+        mass = np.einsum("sb,sbc->bc", scale, np.stack([a.class_mass for a in answers])) / total[:, None]
+        weights = np.exp(logits - top[:, None]) / total[:, None]
+    order = np.argsort(-weights, axis=-1, kind="stable")[:, :top_k]
+    return {
+        "logits": merged_logits,
+        "confidence": np.minimum(mass.max(axis=-1), 1.0),
+        "prototype_indices": np.take_along_axis(indices, order, -1),
+        "prototype_weights": np.take_along_axis(weights, order, -1),
+        "prototype_labels": np.take_along_axis(labels, order, -1),
+    }
+
+
+def _check_normalization(normalization):
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; got {normalization!r}.")

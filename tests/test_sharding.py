@@ -1,0 +1,92 @@
+"""A database split in 4 shards and merged gives the unsharded answer: against a
+ProtoAttend over the whole database (float32) and against float64 dense attention, for
+softmax and sparsemax, with shards of unequal sizes and sparse and dense supports."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from proto_tf import ProtoAttend
+from proto_tf.serving import sharding
+from proto_tf.sparsemax import sparsemax
+
+
+def _sparsemax_by_bisection(logits):
+    """Float64 sparsemax found by bisection on the threshold (sum max(z - tau, 0) = 1):
+    another algorithm than the sorted formula of the code under test."""
+    low, high = logits.max(-1, keepdims=True) - 1.0, logits.max(-1, keepdims=True)
+    for _ in range(200):
+        middle = (low + high) / 2
+        above = np.maximum(logits - middle, 0.0).sum(-1, keepdims=True) >= 1.0
+        low, high = np.where(above, middle, low), np.where(above, high, middle)
+    weights = np.maximum(logits - low, 0.0)
+    return weights / weights.sum(-1, keepdims=True)
+
+
+def _model(attention, rng):
+    encoder = keras.Sequential([keras.layers.Dense(24, activation="relu")])
+    model = ProtoAttend(encoder, num_classes=4, attention=attention, attention_size=16, value_size=8)
+    model.build((None, 6))
+    inputs = rng.normal(size=(1203, 6)).astype(np.float32)
+    keys, values = model.encode_database(inputs)
+    labels = rng.integers(0, 4, size=1203)
+    model.set_database(keys, values, labels, indices=np.arange(1203) * 3)  # Rows of a source file.
+    return model
+
+
+@pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
+@pytest.mark.parametrize("scale", [1.0, 40.0])  # Wide supports, and a few entries each.
+def test_four_shards_merge_to_the_unsharded_answer(attention, scale):
+    rng = np.random.default_rng(0)
+    model = _model(attention, rng)
+    queries_inputs = rng.normal(size=(7, 6)).astype(np.float32)
+    queries = model.encode(queries_inputs)[0].numpy().astype(np.float64) * scale
+    database = model.database
+    keys, values = database.keys.numpy().astype(np.float64), database.values.numpy()
+    labels, indices = database.labels.numpy(), database.indices.numpy()
+    decision = model.decision(values).numpy().astype(np.float64)  # [D, C]: decision(v_j).
+    logits = queries @ keys.T / math.sqrt(16)
+    bounds = [0, 100, 650, 700, 1203]  # Unequal shards, one of 50 entries.
+    answers = [
+        sharding.answer_shard(logits[:, a:b], decision[a:b], labels[a:b], indices[a:b], attention, 4)
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ]
+    merged = sharding.merge_answers(answers, attention, 4)
+    # Float64 dense attention over the whole database.
+    if attention == "softmax":
+        weights = np.exp(logits - logits.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+    else:
+        weights = _sparsemax_by_bisection(logits)
+    np.testing.assert_allclose(merged["logits"], weights @ decision, rtol=1e-12, atol=1e-12)
+    mass = weights @ np.eye(4)[labels]
+    np.testing.assert_allclose(merged["confidence"], np.minimum(mass.max(-1), 1.0), rtol=1e-12, atol=1e-12)
+    order = np.argsort(-weights, axis=-1, kind="stable")[:, :5]
+    np.testing.assert_allclose(merged["prototype_weights"], np.take_along_axis(weights, order, -1), atol=1e-12)
+    shown = np.take_along_axis(weights, order, -1) > 0  # Past a sparse support, any zero entry.
+    np.testing.assert_array_equal(merged["prototype_indices"][shown], indices[order][shown])
+    np.testing.assert_array_equal(merged["prototype_labels"][shown], labels[order][shown])
+    if scale == 1.0:
+        # The model itself on the whole database (float32) agrees.
+        out = model(queries_inputs)
+        np.testing.assert_allclose(merged["logits"], out["logits"].numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(merged["confidence"], out["confidence"].numpy(), atol=1e-5)
+    if attention == "sparsemax" and scale == 40.0:
+        # Sparse: each shard (50 to 553 entries) reports its own support's few entries.
+        assert (weights > 0).sum(-1).max() < 10 and max(a.logits.shape[1] for a in answers) < 20
+
+
+def test_a_shard_reports_a_superset_of_its_part_of_the_global_support():
+    """tau_shard <= tau: entries of the global support are in their shard's support."""
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(50, 400)) * 5
+    global_support = _sparsemax_by_bisection(logits) > 0
+    assert (global_support == (sparsemax(tf.constant(logits, tf.float32)).numpy() > 0)).all()
+    for a, b in ((0, 37), (37, 300), (300, 400)):
+        local = sharding.sparsemax_rows(logits[:, a:b]) > 0
+        assert not (global_support[:, a:b] & ~local).any()
+    with pytest.raises(ValueError, match="normalization must be one of softmax, sparsemax"):
+        sharding.merge_answers([], "entmax", 4)
