@@ -56,13 +56,13 @@ def test_the_threshold_is_the_lowest_whose_bound_meets_the_target():
 
 def test_the_guarantee_holds_on_new_data_by_simulation():
     """Confidence ~ U(0, 1) and P(correct | c) = c: the kept decisions' accuracy at t is
-    exactly (1 + t) / 2 and the share kept 1 - t. Over 100 validation draws, the chosen
+    exactly (1 + t) / 2 and the share kept 1 - t. Over 60 validation draws, the chosen
     threshold misses the target on the population in at most delta of them (binomial
-    slack: 12 of 100 would be a 1-in-200 event at delta = 0.05). No threshold (abstain
+    slack: 9 of 60 would be a 1-in-350 event at delta = 0.05). No threshold (abstain
     on everything) breaks no guarantee, but must be rare at this size."""
     rng = np.random.default_rng(1)
     accuracy_misses = coverage_misses = none_found = 0
-    for _ in range(100):
+    for _ in range(60):
         confidence = rng.uniform(size=1500)
         correct = rng.uniform(size=1500) < confidence
         chosen = calibration.calibrate(confidence, correct, target_accuracy=0.85).threshold
@@ -70,7 +70,7 @@ def test_the_guarantee_holds_on_new_data_by_simulation():
         accuracy_misses += chosen is not None and (1 + chosen) / 2 < 0.85
         kept = calibration.calibrate(confidence, correct, target_coverage=0.6).threshold
         coverage_misses += 1 - kept < 0.6
-    assert accuracy_misses <= 11 and coverage_misses <= 11 and none_found <= 10
+    assert accuracy_misses <= 8 and coverage_misses <= 8 and none_found <= 6
 
 
 def test_bad_targets_are_refused():
