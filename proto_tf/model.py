@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf.training import health as health_lib
-from proto_tf import metrics
+from proto_tf import metrics, streaming
 from proto_tf.errors import DataError
 from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttention
 
@@ -389,6 +389,24 @@ class ProtoAttend(keras.Model):
             "plain_logits": self.decision(input_values),
             "weights": weights,
             "confidence": metrics.confidence(weights, labels, self.num_classes),
+        }
+
+    def predict_streamed(self, inputs, keys, values, labels, top_k: int = 5,
+                         block_size: int = streaming.DEFAULT_BLOCK_SIZE, training: bool = False) -> dict[str, tf.Tensor]:  # fmt: skip
+        """`predict_with_database` for large databases: the database is read in blocks
+        of `block_size` rows (`streaming.streamed_attention`), and instead of the dense
+        `weights [B, D]` the `top_k` prototypes are returned, `top_weights [B, k]` and
+        their database rows `top_rows [B, k]`. Same logits and confidence to float32
+        rounding."""
+        queries, _, input_values = self.heads(self.encoder(inputs, training=training))
+        out = streaming.streamed_attention(queries, keys, values, labels, self.attention, self.num_classes,
+                                           top_k, block_size)  # fmt: skip
+        return {
+            "logits": self.decision(tf.cast(out["weighted_values"], input_values.dtype)),
+            "plain_logits": self.decision(input_values),
+            "confidence": out["confidence"],
+            "top_weights": out["top_weights"],
+            "top_rows": out["top_rows"],
         }
 
     # === Training ===

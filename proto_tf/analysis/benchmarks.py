@@ -212,3 +212,42 @@ def normalization_latencies(logits, database_sizes, batch_sizes, rounds=3):
                     "compiler": compiler,
                     **{f"{name}_seconds": float(np.median(t)) for name, t in times.items()},
                 }
+
+
+def streaming_latencies(database_sizes, batch_size=128, dense_limit=1 << 20, block_size=None, seed=0):
+    """Seconds per call at each database size (random keys and values, 16-d, queries
+    scaled so sparsemax supports have a few dozen entries), in tf.functions: the key scan
+    alone (`q @ k^T` and its row maximum: the least any exact attention must do), and for
+    softmax and sparsemax the dense PrototypeAttention with its top 5 (up to
+    `dense_limit` prototypes) and the streamed attention (`streaming.streamed_attention`).
+    Yields one dict per (D, attention)."""
+    from proto_tf import streaming
+    from proto_tf.attention import PrototypeAttention
+
+    block_size = block_size or streaming.DEFAULT_BLOCK_SIZE
+    rng = np.random.default_rng(seed)
+    queries = tf.constant(rng.normal(size=(batch_size, 16)).astype(np.float32) * 4.0)
+    for size in database_sizes:
+        keys = tf.constant(rng.normal(size=(size, 16)).astype(np.float32))
+        values = tf.constant(rng.normal(size=(size, 16)).astype(np.float32))
+        labels = tf.constant(rng.integers(0, 2, size).astype(np.int32))
+        scan = tf.function(lambda: tf.reduce_max(tf.matmul(queries, keys, transpose_b=True), axis=1))
+        scan_seconds = seconds_per_call(lambda: scan().numpy())
+        for attention in ("softmax", "sparsemax"):
+            layer = PrototypeAttention(attention)
+            dense = tf.function(lambda layer=layer: _dense_with_top(layer, queries, keys, values))
+            streamed = tf.function(lambda attention=attention: streaming.streamed_attention(
+                queries, keys, values, labels, attention, 2, 5, block_size)["weighted_values"])  # fmt: skip
+            yield {
+                "database_size": size,
+                "attention": attention,
+                "scan_seconds": scan_seconds,
+                "dense_seconds": seconds_per_call(lambda: [t.numpy() for t in dense()]) if size <= dense_limit else None,
+                "streamed_seconds": seconds_per_call(lambda: streamed().numpy()),
+                "dense_weights_mb": batch_size * size * 4 / 2**20,
+            }
+
+
+def _dense_with_top(layer, queries, keys, values, k=5):
+    weighted, weights = layer(queries, keys, values)
+    return weighted, tf.math.top_k(weights, k).values

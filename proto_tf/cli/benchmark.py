@@ -4,6 +4,7 @@
   python run/benchmark.py --suite=train
   python run/benchmark.py --suite=inference --model_dir=runs/adult_sparsemax
   python run/benchmark.py --suite=sparsemax --model_dir=runs/adult_sparsemax_small
+  python run/benchmark.py --suite=scale --database_sizes=262144,1048576,4194304 --batch_sizes=128
 
 input: steps/s of the input pipeline alone against steps/s of a full training step at
   the paper's batch size and D_train (each dataset's flagfile), in the same run.
@@ -17,6 +18,9 @@ inference: latency of a trained tabular run against D_infer, batch 1 and 128, so
 sparsemax: the default sparsemax against softmax on the same logits, D x batch, in a
   tf.function and under XLA, on random logits and (with --model_dir) on a trained
   tabular run's attention logits.
+scale: serving attention over large databases (random 16-d keys): the key scan alone,
+  the dense layer with its top 5, and the streamed attention (blocks of the database, no
+  [batch, D] tensor), per D; the dense path only up to 1M prototypes.
 """
 
 import os
@@ -37,7 +41,8 @@ from proto_tf.training.trainer import load_experiment_dataset
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
 flags.DEFINE_enum(
-    "suite", "input", ["input", "train", "inference", "sparsemax"], "Which benchmark to run.", flag_values=FLAGS
+    "suite", "input", ["input", "train", "inference", "sparsemax", "scale"], "Which benchmark to run.",
+    flag_values=FLAGS
 )
 flags.DEFINE_list("datasets", ["adult", "fashion_mnist"], "input: datasets to measure.", flag_values=FLAGS)
 flags.DEFINE_string("attention", "softmax", "input, train: attention of the measured model.", flag_values=FLAGS)
@@ -203,11 +208,27 @@ def sparsemax_suite():
             )
 
 
+def scale_suite():
+    print("| D | attention | key scan ms | dense ms | streamed ms | streamed / scan | streamed / dense | dense [B, D] weights |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for batch in (int(size) for size in FLAGS.batch_sizes):
+        for row in benchmarks.streaming_latencies([int(size) for size in FLAGS.database_sizes], batch):
+            dense = row["dense_seconds"]
+            print(
+                f"| {row['database_size']} | {row['attention']} | {1000 * row['scan_seconds']:.1f} | "
+                + (f"{1000 * dense:.1f}" if dense else "not run") + f" | {1000 * row['streamed_seconds']:.1f} | "
+                f"{row['streamed_seconds'] / row['scan_seconds']:.2f}× | "
+                + (f"{row['streamed_seconds'] / dense:.2f}×" if dense else "–")
+                + f" | {row['dense_weights_mb']:.0f} MB |",
+                flush=True,
+            )
+
+
 def main(argv):
     del argv
     _print_header()
     suites = {"input": input_suite, "train": train_suite, "inference": inference_suite,
-              "sparsemax": sparsemax_suite}  # fmt: skip
+              "sparsemax": sparsemax_suite, "scale": scale_suite}  # fmt: skip
     suites[FLAGS.suite]()
 
 

@@ -41,6 +41,12 @@ flags.DEFINE_integer(
     "Most instances one request may hold; larger requests get InvalidArgument.",
     flag_values=FLAGS,
 )
+flags.DEFINE_integer(
+    "stream_above", export.DEFAULT_STREAM_ABOVE,
+    "Databases of more prototypes are attended over in blocks at serving: exact, and no "
+    "[batch, database] tensor in memory.",
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_float(
     "target_accuracy", None,
     "Calibrate a confidence threshold on the run's validation split: the accuracy the kept "
@@ -74,6 +80,7 @@ def main(argv):
         target_accuracy=FLAGS.target_accuracy,
         target_coverage=FLAGS.target_coverage,
         calibration_delta=FLAGS.calibration_delta,
+        stream_above=FLAGS.stream_above,
     )
     print(f"Exported {path}")
 

@@ -25,6 +25,9 @@ SERVING_SIGNATURE = "serving_default"
 # Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
 # from exhausting a server (about 94 KB a row for Adult at D_infer 4096).
 DEFAULT_MAX_BATCH_SIZE = 8192
+# Databases larger than this are attended over in blocks at serving: from 65,536
+# prototypes on, the streamed path is also the faster one (BENCHMARKS.md, --suite=scale).
+DEFAULT_STREAM_ABOVE = 32768
 ABSTAIN_SIGNATURE = "abstain"
 CALIBRATED_SIGNATURE = "abstain_calibrated"  # Exports with a calibrated threshold.
 # The threshold's calibration (run/export.py --target_accuracy / --target_coverage).
@@ -42,14 +45,16 @@ def build_serving_function(model, info, preprocess, database, top_k=5,
 
 
 def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
-                     class_names=None):  # fmt: skip
+                     class_names=None, stream_above=DEFAULT_STREAM_ABOVE):  # fmt: skip
     """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`
     for raw inputs described by `inputs` (a ServingInputs).
 
     Every request is checked in the graph first (`_checked`): a bad one fails with
     InvalidArgument naming the input, never with a number. `class_names` (label
     order; default the label ids as strings) name the decision and the prototypes'
-    labels in the outputs `class_names` and `prototype_label_names`.
+    labels in the outputs `class_names` and `prototype_label_names`. A database of
+    more than `stream_above` prototypes is read in blocks (`ProtoAttend.predict_streamed`:
+    memory does not grow with D times the batch).
     """
     to_inputs, extra_outputs, signature = inputs.to_inputs, inputs.extra_outputs, inputs.signature
     names = list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
@@ -73,11 +78,16 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
             return outputs
         # The model's own inference pass over its database, read with its size known.
         keys, values, labels, indices = database.static_tensors()
-        predicted = model.predict_with_database(model_inputs, keys, values, labels, training=False)
-        logits, weights = tf.cast(predicted["logits"], tf.float32), predicted["weights"]
-        # Block-wise: a selection over every weight would cost more than the
-        # attention itself over millions of prototypes.
-        top_weights, top_indices = blockwise.top_k(weights, min(top_k, len(database)))
+        k = min(top_k, len(database))
+        if len(database) > stream_above:  # Never a [B, D] tensor: blocks of the database.
+            predicted = model.predict_streamed(model_inputs, keys, values, labels, k, training=False)
+            top_weights, top_indices = predicted["top_weights"], predicted["top_rows"]
+        else:
+            predicted = model.predict_with_database(model_inputs, keys, values, labels, training=False)
+            # Block-wise: a selection over every weight would cost more than the
+            # attention itself over millions of prototypes.
+            top_weights, top_indices = blockwise.top_k(predicted["weights"], k)
+        logits = tf.cast(predicted["logits"], tf.float32)
         outputs = {
             "class_ids": tf.argmax(logits, -1, output_type=tf.int32),
             "probabilities": tf.nn.softmax(logits),
@@ -247,6 +257,7 @@ def export_saved_model(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     class_names: Sequence[str] | None = None,
     calibration: Calibration | None = None,
+    stream_above: int = DEFAULT_STREAM_ABOVE,
 ) -> str:
     """Writes a SavedModel to `path` for TF Serving.
 
@@ -269,7 +280,7 @@ def export_saved_model(
     """
     endpoints = info.kind.serving_endpoints(info, preprocess)
     threshold = calibration.threshold if calibration is not None else None
-    write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names, threshold)
+    write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names, threshold, stream_above)
     os.makedirs(os.path.join(path, os.path.dirname(EXPORT_DATA_FILE)), exist_ok=True)
     if calibration is not None:
         json_files.write_json(os.path.join(path, CALIBRATION_FILE), calibration.to_json())
@@ -287,6 +298,7 @@ def write_saved_model(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     class_names: Sequence[str] | None = None,
     calibrated_threshold: float | None = None,
+    stream_above: int = DEFAULT_STREAM_ABOVE,
 ) -> str:
     """Writes a SavedModel with, for each `{name: ServingInputs}` of `endpoints`, a
     signature `name` (`serving_default` for "") and, with a database, `abstain_<name>`
@@ -297,7 +309,7 @@ def write_saved_model(
     archive = keras.export.ExportArchive()
     archive.track(model)  # The database's variables are tracked as the endpoints read them.
     for name, inputs in endpoints.items():
-        serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names)
+        serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names, stream_above)
         for layer in inputs.layers:
             archive.track(layer)
         predict, abstain = _endpoints(serve)
@@ -350,6 +362,7 @@ def export_any(
     class_names: Sequence[str] | None = None,
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    stream_above: int = DEFAULT_STREAM_ABOVE,
 ) -> str:
     """Exports any ProtoAttend (any encoder, any data) with the signatures of the
     built-in datasets.
@@ -364,7 +377,7 @@ def export_any(
       preprocess: `preprocess(raw) -> model inputs`, TF ops only (it runs in the
         serving graph); default: the single input as it is.
       class_names: names of the classes in label order.
-      top_k, max_batch_size: as for `export_saved_model`.
+      top_k, max_batch_size, stream_above: as for `export_saved_model`.
     """
     if model.is_baseline:
         raise ValueError("export_any needs a model with attention (prototypes).")
@@ -387,7 +400,8 @@ def export_any(
     # Signature keys come from the specs' names: name each after its key.
     signature = {key: tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in input_signature.items()}
     inputs = ServingInputs(signature, preprocess)
-    return write_saved_model(model, {"": inputs}, database, path, top_k, max_batch_size, class_names)
+    return write_saved_model(model, {"": inputs}, database, path, top_k, max_batch_size, class_names,
+                             stream_above=stream_above)
 
 
 def export_model_dir(
@@ -404,6 +418,7 @@ def export_model_dir(
     target_accuracy: float | None = None,
     target_coverage: float | None = None,
     calibration_delta: float = DEFAULT_DELTA,
+    stream_above: int = DEFAULT_STREAM_ABOVE,
 ) -> str:
     """Exports a run of `run/train.py` as `<export_dir>/<model_name>/<next version>`,
     published atomically (`publish_version`).
@@ -412,7 +427,8 @@ def export_model_dir(
     the run's validation split with the export's database (`proto_tf.calibration`: the
     kept decisions' accuracy, or the share kept, is at least the target on new data
     with probability 1 - `calibration_delta`), served by `abstain_calibrated` and
-    written to `CALIBRATION_FILE`.
+    written to `CALIBRATION_FILE`. A database of more than `stream_above` prototypes
+    is served in blocks (`ProtoAttend.predict_streamed`).
 
     The inference database is `infer_database_size` training examples (the run's
     D_infer by default), the same fixed-seed sample its evaluation used, or, with
@@ -428,7 +444,7 @@ def export_model_dir(
     from proto_tf.training.config import check_against_data
     from proto_tf.data import inference_database
 
-    _check_positive(top_k=top_k, max_batch_size=max_batch_size)
+    _check_positive(top_k=top_k, max_batch_size=max_batch_size, stream_above=stream_above)
     if infer_database_size is not None:
         _check_positive(infer_database_size=infer_database_size)
     targets = {"target_accuracy": target_accuracy, "target_coverage": target_coverage}
@@ -468,7 +484,7 @@ def export_model_dir(
     return publish_version(
         lambda path: export_saved_model(
             model, info, dataset.preprocess, database, path, top_k, max_batch_size,
-            dataset.class_names, calibration,
+            dataset.class_names, calibration, stream_above,
         ),
         export_dir,
         model_name or os.path.basename(os.path.normpath(model_dir)),
