@@ -14,7 +14,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.training import health as health_lib
 from proto_tf import metrics, streaming
 from proto_tf.errors import DataError
 from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttention
@@ -505,14 +504,13 @@ class ProtoAttend(keras.Model):
     def train_step(self, data):
         return self.train_step_with_alpha(data, self.sample_alpha(self.optimizer.iterations))
 
-    def train_step_with_alpha(self, data, alpha, health=False):
+    def train_step_with_alpha(self, data, alpha, inspect=None):
         """`train_step` with Eq. 1's alpha given (for steps compiled by XLA, whose
         stateless random numbers differ from TensorFlow's for the same seed).
 
-        With `health`, the logs also hold this step's `step_loss` and the position in
-        `trainable_variables` of the first variable whose gradient
-        (`first_nonfinite_gradient`) or updated value (`first_nonfinite_weight`) holds
-        a NaN or infinity (the variable count when none does).
+        `inspect(loss, gradients, variables) -> dict`, when given, is called after the
+        update with this step's total loss, the gradients and the (updated) trainable
+        variables; its entries are added to the logs (the trainer's health checks).
         """
         with tf.GradientTape() as tape:
             outputs = self.forward_train(data, alpha, training=True)
@@ -530,13 +528,8 @@ class ProtoAttend(keras.Model):
         terms["loss"] = total
         self._update_trackers(data["labels"], outputs, terms)
         logs = self._results(self._training_metrics)
-        if health:
-            logs = dict(logs)
-            logs["step_loss"] = tf.cast(total, tf.float32)
-            logs["first_nonfinite_gradient"] = health_lib.first_nonfinite(gradients)
-            logs["first_nonfinite_weight"] = health_lib.first_nonfinite(
-                [tf.convert_to_tensor(v) for v in variables]
-            )
+        if inspect is not None:
+            logs = {**logs, **inspect(total, gradients, variables)}
         return logs
 
     def test_step(self, data):

@@ -31,6 +31,18 @@ def first_nonfinite(tensors) -> tf.Tensor:
     return tf.reduce_min(tf.where(finite, len(tensors), positions))
 
 
+def step_health(loss, gradients, variables) -> dict:
+    """What `HealthMonitor` checks of one step (`ProtoAttend.train_step_with_alpha`'s
+    `inspect`): the step's loss, and the position in the trainable variables of the
+    first one whose gradient (`first_nonfinite_gradient`) or updated value
+    (`first_nonfinite_weight`) holds a NaN or infinity (their count when none does)."""
+    return {
+        "step_loss": tf.cast(loss, tf.float32),
+        "first_nonfinite_gradient": first_nonfinite(gradients),
+        "first_nonfinite_weight": first_nonfinite([tf.convert_to_tensor(v) for v in variables]),
+    }
+
+
 class HealthMonitor:
     """Checks every step's health logs; raises with the step and what went wrong.
 

@@ -173,7 +173,7 @@ class Trainer:
         strategy, model = self.strategy, self.model
 
         def step_with_health(data, alpha):
-            return model.train_step_with_alpha(data, alpha, health=True)
+            return model.train_step_with_alpha(data, alpha, inspect=health.step_health)
 
         compiled_step = step_with_health
         if self.config.jit_compile:
