@@ -91,7 +91,7 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP
     return tf.cast(probabilities, logits.dtype)
 
 
-def _threshold_from_sorted(sorted_desc, shift):
+def threshold_from_sorted(sorted_desc, shift):
     """tau and the support size from logits sorted in descending order, already
     shifted by `shift` (the row maximum). Works on any prefix of the sorted row."""
     cumulative = tf.cumsum(sorted_desc, axis=-1)
@@ -120,7 +120,7 @@ def sparsemax_threshold(logits: tf.Tensor) -> tf.Tensor:
     full sort. `sparsemax(z) = max(z - tau, 0)`; rows that are entirely `-inf` get
     `+inf`, so every output of such a row is 0. `logits` must be float32."""
     shift = _row_shift(tf.reduce_max(logits, axis=-1, keepdims=True))
-    return _threshold_from_sorted(tf.sort(logits - shift, axis=-1, direction="DESCENDING"), shift)
+    return threshold_from_sorted(tf.sort(logits - shift, axis=-1, direction="DESCENDING"), shift)
 
 
 def sparsemax_threshold_fast(logits: tf.Tensor, top_k: int = DEFAULT_TOP_K) -> tf.Tensor:
@@ -276,7 +276,7 @@ def _threshold_by_doubling(logits, initial_k):
         # One extra logit to check the (k+1)-th against the threshold.
         top = tf.math.top_k(logits, k=tf.minimum(k + 1, num_logits), sorted=True).values
         shift = _row_shift(top[..., :1])
-        tau = _threshold_from_sorted(top[..., :k] - shift, shift)
+        tau = threshold_from_sorted(top[..., :k] - shift, shift)
         tau = tf.ensure_shape(tau, logits.shape[:-1].concatenate([1]))
         next_is_out = top[..., -1:] <= tau
         certified = tf.logical_or(k >= num_logits, tf.reduce_all(next_is_out))

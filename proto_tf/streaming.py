@@ -23,7 +23,7 @@ import math
 
 import tensorflow as tf
 
-from proto_tf.sparsemax import _threshold_from_sorted
+from proto_tf.sparsemax import threshold_from_sorted
 
 DEFAULT_BLOCK_SIZE = 65536  # Rows of keys per block: a [128, 65536] block is 32 MB.
 DEFAULT_SUPPORT_K = 256  # Sparsemax: entries kept per query, enough for trained supports.
@@ -113,7 +113,7 @@ def _sparsemax(queries, values, labels, num_classes, top_k, support_k, blocks, b
         lambda i, *_: i < blocks, keep, (tf.constant(0), *_empty_top(batch, kept)), maximum_iterations=blocks
     )
     shift = top_values[:, :1]  # The row maximum.
-    tau = _threshold_from_sorted(top_values - shift, shift)  # [B, 1]: a lower bound of the true one.
+    tau = threshold_from_sorted(top_values - shift, shift)  # [B, 1]: a lower bound of the true one.
     # Exact when no entry left out can pass the threshold: the smallest kept is below it.
     certified = top_values[:, -1:] <= tau
 
