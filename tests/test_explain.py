@@ -35,10 +35,12 @@ def test_explanations_from_a_saved_model(tmp_path):
     wrong = explain.misclassified(items)
     assert len(wrong) == sum(item["prediction"] != item["label"] for item in items)
     assert all(p["label"] != item["label"] for item in wrong for p in item["prototypes"])
-    png, pdf = explain.render_images(items[:3], raw, str(tmp_path / "grid.png"))
+    png, pdf = explain.render_images(items[:3], raw, str(tmp_path / "grid.png"), caption=explain.MISCLASSIFIED_NOTE)
     assert matplotlib.image.imread(png).shape[0] > 600  # 300 dpi.
     with open(pdf, "rb") as handle:
-        assert handle.read(5) == b"%PDF-"
+        content = handle.read()
+    # Fonts embedded as TrueType (Type 42), never Type 3 (which some venues refuse).
+    assert content[:5] == b"%PDF-" and b"/FontFile2" in content and b"/Type3" not in content
 
 
 def test_adult_explanation_is_a_table_with_the_weight_share():

@@ -2,6 +2,7 @@
 the training file), their weights and labels, as an image grid, texts or table rows."""
 
 import os
+import textwrap
 
 import matplotlib
 
@@ -10,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from proto_tf.analysis.plots import save_figure  # noqa: E402
 from proto_tf.data import dataset_info  # noqa: E402
 from proto_tf.errors import ConfigError  # noqa: E402
 from proto_tf.serving.predict import export_data  # noqa: E402
@@ -107,9 +109,10 @@ MISCLASSIFIED_NOTE = (
 )
 
 
-def render_images(explanations, raw, path, dpi=300):
-    """A grid, each row an input and its prototypes titled with weight and label, saved
-    as `path` (PNG at `dpi`) and beside it as a vector PDF. Returns both paths."""
+def render_images(explanations, raw, path, dpi=300, caption=None):
+    """A grid, each row an input and its prototypes titled with their attention weight
+    and label, saved as `path` (PNG at `dpi`) and beside it as a vector PDF (TrueType
+    fonts), with `caption` above the grid when given. Returns both paths."""
     columns = 1 + max(1, max(len(e["prototypes"]) for e in explanations))
     figure, axes = plt.subplots(len(explanations), columns, figsize=(1.6 * columns, 1.8 * len(explanations)), squeeze=False)
     for row, item in enumerate(explanations):
@@ -117,7 +120,7 @@ def render_images(explanations, raw, path, dpi=300):
                    f"test row {item['test_row']}: {item['label_name']}\npred. {item['prediction_name']} "
                    f"(conf. {item['confidence']:.2f})")]  # fmt: skip
         panels += [
-            (raw["train"][p["train_row"]], f"{p['weight']:.2f} {p['label_name']}\ntrain row {p['train_row']}")
+            (raw["train"][p["train_row"]], f"weight {p['weight']:.2f}: {p['label_name']}\ntrain row {p['train_row']}")
             for p in item["prototypes"]
         ]
         for column in range(columns):
@@ -126,13 +129,11 @@ def render_images(explanations, raw, path, dpi=300):
             if column < len(panels):
                 image, title = panels[column]
                 axis.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
-                axis.set_title(title, fontsize=6)
+                axis.set_title(title, fontsize=8)
+    if caption:
+        figure.suptitle(textwrap.fill(caption, 20 * columns), fontsize=9)
     figure.tight_layout()
-    vector = os.path.splitext(path)[0] + ".pdf"
-    figure.savefig(path, dpi=dpi)
-    figure.savefig(vector)
-    plt.close(figure)
-    return path, vector
+    return save_figure(figure, path, dpi)
 
 
 def render_text(explanations, raw, dataset, max_characters=160):

@@ -93,7 +93,8 @@ def _explain(path, dataset, data_dir, output_dir, options=None, seed=0):
         if not items:
             continue
         if dataset_info(dataset).kind.examples_are_images:
-            written = explain.render_images(items, raw, os.path.join(output_dir, f"{name}.png"))
+            caption = explain.MISCLASSIFIED_NOTE if name == "misclassified" else None
+            written = explain.render_images(items, raw, os.path.join(output_dir, f"{name}.png"), caption=caption)
         else:
             written = (os.path.join(output_dir, f"{name}.md"),)
             with open(written[0], "w") as handle:
