@@ -12,7 +12,8 @@ TRAIN_TAGS = {
     "plain_loss": "loss/plain",
     "prototype_loss": "loss/prototype",
     "mixed_loss": "loss/mixed",
-    "sparsity_loss": "loss/sparsity",
+    # Eq. 2's entropy of the weights: a loss term only times --sparsity_weight.
+    "sparsity_loss": "attention/entropy",
     "plain_accuracy": "accuracy/plain",
     "prototype_accuracy": "accuracy/prototype",
     "mean_max_weight": "prototypes/mean_max_weight",
