@@ -11,7 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf.analysis import explain
-from proto_tf.attention import masked_softmax
+from proto_tf import streaming
+from proto_tf.attention import PrototypeAttention, masked_softmax
 from proto_tf.errors import ConfigError
 from proto_tf.sparsemax import sparsemax
 from proto_tf.serving import export
@@ -221,9 +222,6 @@ def streaming_latencies(database_sizes, batch_size=128, dense_limit=1 << 20, blo
     softmax and sparsemax the dense PrototypeAttention with its top 5 (up to
     `dense_limit` prototypes) and the streamed attention (`streaming.streamed_attention`).
     Yields one dict per (D, attention)."""
-    from proto_tf import streaming
-    from proto_tf.attention import PrototypeAttention
-
     block_size = block_size or streaming.DEFAULT_BLOCK_SIZE
     rng = np.random.default_rng(seed)
     queries = tf.constant(rng.normal(size=(batch_size, 16)).astype(np.float32) * 4.0)

@@ -19,7 +19,10 @@ from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.analysis.evaluation import Evaluator, calibrate_on
+from proto_tf.data import inference_database
 from proto_tf.model import PrototypeDatabase, ProtoAttend
+from proto_tf.training import trainer
+from proto_tf.training.config import check_against_data
 
 SERVING_SIGNATURE = "serving_default"
 # Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
@@ -440,10 +443,6 @@ def export_model_dir(
     how far it got); `checkpoint="last"` exports it anyway. Which checkpoint and step
     is exported is `report`ed.
     """
-    from proto_tf.training import trainer  # Heavy; only this entry point needs it.
-    from proto_tf.training.config import check_against_data
-    from proto_tf.data import inference_database
-
     _check_positive(top_k=top_k, max_batch_size=max_batch_size, stream_above=stream_above)
     if infer_database_size is not None:
         _check_positive(infer_database_size=infer_database_size)
