@@ -122,3 +122,21 @@ def auc_curve(
         auc = roc_auc(scores[kept], positives[kept]) if kept.any() else None
         curve.append({"threshold": float(threshold), "kept": float(kept.mean()), "auc": auc})
     return curve
+
+
+def attention_hub(weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Signs of an attention "hub", where every query of a batch picks the same few
+    candidates: the share of distinct top candidates among the queries (1 when each
+    query's largest weight is on its own candidate, 1/B when all share one), and the
+    share of the batch's total weight on the 3 candidates that receive the most.
+
+    Args:
+      weights: `[B, D]` attention weights of a batch over its candidates.
+    """
+    weights = tf.cast(weights, tf.float32)
+    queries = tf.cast(tf.shape(weights)[0], tf.float32)
+    top = tf.argmax(weights, axis=-1, output_type=tf.int32)
+    distinct = tf.cast(tf.size(tf.unique(top)[0]), tf.float32) / queries
+    received = tf.reduce_sum(weights, axis=0)
+    top3 = tf.reduce_sum(tf.math.top_k(received, tf.minimum(3, tf.shape(received)[0])).values)
+    return distinct, top3 / tf.maximum(tf.reduce_sum(received), 1e-12)

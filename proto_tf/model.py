@@ -250,6 +250,8 @@ class ProtoAttend(keras.Model):
                 "sparsity_loss",
                 "prototype_accuracy",
                 "mean_max_weight",
+                "distinct_top_share",
+                "top3_weight_share",
             ]
         self._training_metrics = tuple(names)
         if not self.is_baseline:
@@ -582,6 +584,9 @@ class ProtoAttend(keras.Model):
             self._trackers["mean_max_weight"].update_state(
                 tf.reduce_mean(tf.reduce_max(outputs["weights"], axis=-1))
             )
+            distinct, top3 = metrics.attention_hub(outputs["weights"])
+            self._trackers["distinct_top_share"].update_state(distinct)
+            self._trackers["top3_weight_share"].update_state(top3)
 
     # === Saving ===
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from proto_tf import metrics
 
@@ -108,3 +109,46 @@ def test_confidence_never_exceeds_one():
     # Weights that sum to 1 + rounding: the confidence stays a share.
     weights = np.full([1, 3], np.float32(1 / 3) * np.float32(1.0000005), np.float32)
     assert float(metrics.confidence(weights, np.zeros(3, np.int32), 2)[0]) == 1.0
+
+
+def test_attention_hub_signs_against_hand_counts():
+    from proto_tf.metrics import attention_hub
+
+    # Every query's weight on candidate 2: one distinct top among 4 queries, all weight on it.
+    hub = np.zeros((4, 10), np.float32)
+    hub[:, 2] = 1.0
+    distinct, top3 = attention_hub(hub)
+    assert float(distinct) == 0.25 and float(top3) == 1.0
+    # Each query on its own candidate: 4 distinct tops, the 3 most-weighted hold 3 of 4.
+    spread = np.eye(4, 10, dtype=np.float32)
+    distinct, top3 = attention_hub(spread)
+    assert float(distinct) == 1.0 and float(top3) == pytest.approx(0.75)
+    # Mixed rows, against NumPy.
+    rng = np.random.default_rng(0)
+    weights = rng.dirichlet(np.ones(12), size=6).astype(np.float32)
+    distinct, top3 = attention_hub(weights)
+    assert float(distinct) == len(set(weights.argmax(1))) / 6
+    assert float(top3) == pytest.approx(np.sort(weights.sum(0))[-3:].sum() / weights.sum(), rel=1e-6)
+
+
+def test_hub_watch_warns_once_after_a_collapsed_streak_while_the_plain_path_learns():
+    from proto_tf.training.health import HubWatch
+
+    lines = []
+    watch = HubWatch(windows=3, report=lines.append)
+    collapsed = {"top3_weight_share": 0.95, "prototype_accuracy": 0.10, "plain_accuracy": 0.55}
+    for step, scalars in enumerate([collapsed, collapsed, dict(collapsed, plain_accuracy=0.15),  # Streak broken.
+                                    collapsed, collapsed], start=1):  # fmt: skip
+        watch.check(step * 50, scalars)
+    assert lines == []
+    watch.check(300, collapsed)
+    watch.check(350, collapsed)
+    assert lines == [
+        "warning: at step 300 the attention has collapsed onto a few candidates for 3 log windows (95 % of "
+        "each batch's weight on 3 of them; prototype accuracy 0.100, plain path 0.550). The prototype path is "
+        "unlikely to recover; see README, \"Attention hubs\"."
+    ]
+    healthy = HubWatch(windows=1, report=lines.append)
+    healthy.check(50, {"top3_weight_share": 0.2, "prototype_accuracy": 0.8, "plain_accuracy": 0.8})
+    healthy.check(100, {"loss": 1.0})  # A baseline logs no attention.
+    assert len(lines) == 1

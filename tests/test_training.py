@@ -325,7 +325,8 @@ def test_logs_without_a_terminal_are_plain_lines_and_tags_are_shared(tmp_path, c
     validation = _logged_tags(tmp_path / "logs" / "logs" / "validation")
     shared = {"accuracy/prototype", "accuracy/plain", "loss/prototype", "loss/plain"}
     assert shared <= train and shared <= validation
-    assert {"loss/total", "loss/mixed", "attention/entropy", "optimizer/learning_rate"} <= train
+    assert {"loss/total", "loss/mixed", "attention/entropy", "attention/top3_weight_share",
+            "attention/distinct_top_share", "optimizer/learning_rate"} <= train
     assert "loss/sparsity" not in train  # The entropy is not a loss unless --sparsity_weight > 0.
     assert {"prototypes/median_95", "confidence/right"} <= validation
     assert all("/" in tag for tag in train | validation)  # Grouped; no "examples".

@@ -122,3 +122,32 @@ def _kept(last_checkpoint):
     if last_checkpoint:
         return f"The last good checkpoint, {last_checkpoint}, is kept (it can be evaluated and exported)."
     return "No checkpoint had been saved yet."
+
+
+class HubWatch:
+    """Warns once when the attention has collapsed onto a hub for `windows` log windows
+    in a row: most of each batch's weight (`top3_weight_share` > `share`) on 3
+    candidates, while the plain path learns (its accuracy `margin` above the prototype
+    path's). The prototype path then stays near chance: the label signal is too weak to
+    break the hub (heavy label noise), and more steps will not help."""
+
+    def __init__(self, windows: int = 5, share: float = 0.8, margin: float = 0.1, report=print):
+        self.windows, self.share, self.margin, self.report = windows, share, margin, report
+        self.streak, self.warned = 0, False
+
+    def check(self, step: int, scalars: dict) -> None:
+        if "top3_weight_share" not in scalars or self.warned:
+            return
+        collapsed = scalars["top3_weight_share"] > self.share and (
+            scalars["plain_accuracy"] - scalars["prototype_accuracy"] > self.margin
+        )
+        self.streak = self.streak + 1 if collapsed else 0
+        if self.streak >= self.windows:
+            self.warned = True
+            self.report(
+                f"warning: at step {step} the attention has collapsed onto a few candidates for "
+                f"{self.windows} log windows ({100 * scalars['top3_weight_share']:.0f} % of each batch's "
+                f"weight on 3 of them; prototype accuracy {scalars['prototype_accuracy']:.3f}, plain path "
+                f"{scalars['plain_accuracy']:.3f}). The prototype path is unlikely to recover; see README, "
+                "\"Attention hubs\"."
+            )

@@ -17,6 +17,8 @@ TRAIN_TAGS = {
     "plain_accuracy": "accuracy/plain",
     "prototype_accuracy": "accuracy/prototype",
     "mean_max_weight": "prototypes/mean_max_weight",
+    "distinct_top_share": "attention/distinct_top_share",
+    "top3_weight_share": "attention/top3_weight_share",
     "learning_rate": "optimizer/learning_rate",
     "steps_per_second": "speed/steps_per_second",
 }

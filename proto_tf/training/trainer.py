@@ -297,6 +297,7 @@ class Trainer:
         iterator = iter(self._distributed_steps(start))
         train_step = self._make_step_function()
         monitor = health.HealthMonitor(self.model.trainable_variables, config.divergence_factor)
+        hub_watch = health.HubWatch(report=print if self.verbose else lambda line: None)
         seconds_before, started = float(self.train_seconds.numpy()), time.time()
         window = (time.time(), start)  # Start time and step of the steps/s window.
         save_due = False
@@ -317,6 +318,7 @@ class Trainer:
                 scalars["learning_rate"] = float(tf.identity(self.optimizer.learning_rate))
                 self._write(writers, "train", tagged(scalars, TRAIN_TAGS), step)
                 progress.train(step, scalars)
+                hub_watch.check(step, scalars)
                 callbacks.on_train_batch_end(step, scalars)
                 for metric in self.model.metrics:
                     metric.reset_state()  # Logged values are means over the window.
