@@ -136,7 +136,9 @@ def attention_hub(weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     weights = tf.cast(weights, tf.float32)
     queries = tf.cast(tf.shape(weights)[0], tf.float32)
     top = tf.argmax(weights, axis=-1, output_type=tf.int32)
-    distinct = tf.cast(tf.size(tf.unique(top)[0]), tf.float32) / queries
+    # Candidates that are some query's top (one_hot, not tf.unique: XLA compiles it).
+    chosen = tf.reduce_max(tf.one_hot(top, tf.shape(weights)[1]), axis=0)
+    distinct = tf.reduce_sum(chosen) / queries
     received = tf.reduce_sum(weights, axis=0)
     top3 = tf.reduce_sum(tf.math.top_k(received, tf.minimum(3, tf.shape(received)[0])).values)
     return distinct, top3 / tf.maximum(tf.reduce_sum(received), 1e-12)
