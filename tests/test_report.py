@@ -103,3 +103,22 @@ def test_benchmarks_refuse_a_non_tabular_run_before_loading_its_data(tmp_path):
         benchmarks.trained_attention_logits(str(tmp_path), 4096, 1)
     with pytest.raises(ConfigError, match=message):
         next(benchmarks.inference_latencies(str(tmp_path), [4096], [1], str(tmp_path)))
+
+
+def test_seed_spreads_group_runs_that_differ_only_in_their_seed():
+    def run(seed, accuracy, **config):
+        summary = _summary(seed=seed, train_steps=1000, model_dir=f"runs/s{seed}", **config)
+        summary["test_last"] = dict(summary["test_last"], accuracy=accuracy)
+        return summary
+
+    summaries = [run(0, 0.85), run(1, 0.86), run(2, 0.84), run(0, 0.80, attention="softmax")]
+    spreads = comparison.seed_spreads(summaries)
+    assert [row["experiment"] for row in spreads] == ["adult_sparsemax", "adult_softmax"]
+    first = spreads[0]
+    assert first["seeds"] == [0, 1, 2] and first["mean"] == pytest.approx(85.0)
+    assert first["std"] == pytest.approx(1.0)  # Sample sd of 85, 86, 84 (hand: sqrt(2 / 2)).
+    assert first["gap"] == pytest.approx(85.0 - 85.58)
+    assert spreads[1]["std"] is None  # One seed.
+    table = comparison.seed_table(spreads)
+    assert "| adult_sparsemax | 1000 | 0,1,2 | 85.00 ± 1.00 | 85.58 | -0.58 |" in table
+    assert "| adult_softmax | 1000 | 0 | 80.00 (one seed) |" in table

@@ -1,7 +1,10 @@
 """Side-by-side tables of the paper's numbers and a run's own."""
 
+import json
 import os
 import platform
+
+import numpy as np
 
 from proto_tf.analysis.paper_numbers import REPORTED
 from proto_tf.errors import ConfigError, RunDirectoryError
@@ -151,3 +154,47 @@ def paper_gap(dataset, key):
     if key not in REPORTED or f"{dataset}_baseline" not in REPORTED:
         return None
     return round(REPORTED[key]["accuracy"] - REPORTED[f"{dataset}_baseline"]["accuracy"], 2)
+
+
+def seed_spreads(summaries) -> list[dict]:
+    """Runs that differ only in their seed, grouped: per group the experiment, the seeds,
+    the mean and sample standard deviation of the test accuracy (in %), the paper's
+    number and the mean's gap to it. Groups keep the order of their first run."""
+    groups = {}
+    for summary in summaries:
+        config = dict(summary["config"])
+        seed = config.pop("seed")
+        config.pop("model_dir", None)
+        config.pop("data_dir", None)
+        key = json.dumps(config, sort_keys=True)
+        test = summary.get("test_best", summary["test_last"])
+        groups.setdefault(key, (summary["config"], []))[1].append((seed, 100 * test["accuracy"]))
+    spreads = []
+    for config, runs in groups.values():
+        accuracies = np.array([accuracy for _, accuracy in runs])
+        experiment = experiment_key(config) + _mode(config)
+        paper = REPORTED.get(experiment_key(config), {}).get("accuracy")
+        mean = float(accuracies.mean())
+        spreads.append({
+            "experiment": experiment,
+            "seeds": [seed for seed, _ in runs],
+            "mean": mean,
+            "std": float(accuracies.std(ddof=1)) if len(runs) > 1 else None,
+            "steps": config["train_steps"],
+            "paper_accuracy": paper,
+            "gap": None if paper is None else mean - paper,
+        })  # fmt: skip
+    return spreads
+
+
+def seed_table(spreads) -> str:
+    """`seed_spreads` as a Markdown table."""
+    lines = ["| experiment | steps | seeds | ours % (mean ± sd) | paper % | gap of the mean |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for row in spreads:
+        spread = f"{row['mean']:.2f} ± {row['std']:.2f}" if row["std"] is not None else f"{row['mean']:.2f} (one seed)"
+        paper = "–" if row["paper_accuracy"] is None else f"{row['paper_accuracy']:.2f}"
+        gap = "–" if row["gap"] is None else f"{row['gap']:+.2f}"
+        seeds = ",".join(str(s) for s in row["seeds"])
+        lines.append(f"| {row['experiment']} | {row['steps']} | {seeds} | {spread} | {paper} | {gap} |")
+    return "\n".join(lines)

@@ -2,6 +2,13 @@
 
   python run/report.py --model_dirs=runs/adult_baseline,runs/adult_softmax
 
+With --seed_spread, runs that differ only in their seed are also grouped: the mean and
+standard deviation of their test accuracy beside the paper's number.
+
+  for s in 0 1 2; do python run/train.py --dataset=adult --attention=sparsemax --small \
+    --seed=$s --model_dir=runs/adult_sparsemax_small_seed$s; done
+  python run/report.py --seed_spread --model_dirs=runs/adult_sparsemax_small_seed0,runs/adult_sparsemax_small_seed1,runs/adult_sparsemax_small_seed2
+
 With --budget_plot, runs of the same rows at reduced step budgets (each a share of its
 paper row's steps, with a baseline at every share) also give the gap to the baseline
 against the budget: a table and a PNG.
@@ -18,6 +25,10 @@ FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly thes
 
 flags.DEFINE_list("model_dirs", None, "model_dirs of finished run/train.py runs.", required=True, flag_values=FLAGS)
 flags.DEFINE_string("hardware", None, "Hardware description for the table's header.", flag_values=FLAGS)
+flags.DEFINE_bool(
+    "seed_spread", False, "Also group runs that differ only in their seed: mean ± sd of the test accuracy.",
+    flag_values=FLAGS,
+)  # fmt: skip
 flags.DEFINE_string(
     "budget_plot", None, "PNG path: gap to the baseline against the share of the paper's steps.", flag_values=FLAGS
 )
@@ -27,6 +38,8 @@ def main(argv):
     del argv
     summaries = [comparison.read_summary(d) for d in FLAGS.model_dirs]
     print(comparison.markdown_table([comparison.comparison_row(s) for s in summaries], FLAGS.hardware))
+    if FLAGS.seed_spread:
+        print("\n" + comparison.seed_table(comparison.seed_spreads(summaries)))
     if FLAGS.budget_plot:
         print_budget_gaps(summaries, FLAGS.budget_plot)
 
