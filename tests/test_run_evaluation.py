@@ -1,5 +1,4 @@
 import json
-import os
 
 import matplotlib.image
 import numpy as np
