@@ -49,8 +49,9 @@ def build_serving_function(model, info, preprocess, database, top_k=5,
 
 def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
                      class_names=None, stream_above=DEFAULT_STREAM_ABOVE):  # fmt: skip
-    """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`
-    for raw inputs described by `inputs` (a ServingInputs).
+    """`serve(raw_inputs_dict, confidence_threshold=None, calibrated_threshold=None) ->
+    dict of named outputs` for raw inputs described by `inputs` (a ServingInputs): a
+    per-instance `confidence_threshold` tensor, or one float for every instance.
 
     Every request is checked in the graph first (`_checked`): a bad one fails with
     InvalidArgument naming the input, never with a number. `class_names` (label
@@ -64,11 +65,11 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
     if len(names) != model.num_classes:
         raise ValueError(f"{len(names)} class names for a model of {model.num_classes} classes.")
 
-    def serve(raw, confidence_threshold=None):
+    def serve(raw, confidence_threshold=None, calibrated_threshold=None):
         names_tensor = tf.constant(names)
         raw = _checked(raw, signature, max_batch_size, inputs.value_ranges, inputs.missing_allowed)
-        if isinstance(confidence_threshold, float):  # The export's calibrated threshold.
-            confidence_threshold = tf.fill([tf.shape(raw[next(iter(signature))])[0]], confidence_threshold)
+        if calibrated_threshold is not None:  # The export's own threshold, for every instance.
+            confidence_threshold = tf.fill([tf.shape(raw[next(iter(signature))])[0]], calibrated_threshold)
         elif confidence_threshold is not None:
             confidence_threshold = _checked_threshold(confidence_threshold, raw, signature)
         model_inputs = to_inputs(raw)
@@ -276,7 +277,7 @@ def export_saved_model(
     `image_bytes` and `abstain_image_bytes`, taking encoded images (strings) as TF
     Serving's REST API sends `{"b64": ...}` values. Requests of more than
     `max_batch_size` instances are refused. `EXPORT_DATA_FILE` tells run/predict.py
-    the kind and how its files are read. With a `calibration` (`calibrate_run`), the
+    the kind and how its files are read. With a `calibration` (`evaluation.calibrate_on`), the
     signature `abstain_calibrated` abstains below its threshold, and the calibration
     (threshold, validation coverage and accuracy, the guaranteed bound, the table of
     thresholds tested) is written to `CALIBRATION_FILE`.
@@ -338,7 +339,7 @@ def _at_threshold(serve, threshold):
     """A signature function of `serve` abstaining below a fixed `threshold`."""
 
     def calibrated(raw):
-        return serve(raw, threshold)
+        return serve(raw, calibrated_threshold=threshold)
 
     return calibrated
 
