@@ -66,6 +66,15 @@ def _running_top(top_values, top_rows, logits, start, k):
     return best.values, tf.gather(merged_rows, best.indices, batch_dims=1)
 
 
+def _over_blocks(step, state, blocks):
+    """`state` after `step(i, *state) -> state` for each block i = 0 .. blocks - 1, in
+    one `tf.while_loop`."""
+    return tf.while_loop(
+        lambda i, *_: i < blocks, lambda i, *rest: (i + 1, *step(i, *rest)), (tf.constant(0), *state),
+        maximum_iterations=blocks,
+    )[1:]
+
+
 def _empty_top(batch, k):
     return tf.fill([batch, k], -float("inf")), tf.fill([batch, k], tf.constant(0, tf.int32))
 
@@ -83,16 +92,14 @@ def _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits):
         weighted = weighted * rescale[:, None] + tf.matmul(scaled, values[start:end])
         mass = mass * rescale[:, None] + tf.matmul(scaled, one_hot)
         top_values, top_rows = _running_top(top_values, top_rows, logits, start, top_k)
-        return i + 1, new_peak, total, weighted, mass, top_values, top_rows
+        return new_peak, total, weighted, mass, top_values, top_rows
 
     initial = (
-        tf.constant(0), tf.fill([batch], -float("inf")), tf.zeros([batch]),
+        tf.fill([batch], -float("inf")), tf.zeros([batch]),
         tf.zeros([batch, values.shape[-1] or tf.shape(values)[-1]]), tf.zeros([batch, num_classes]),
         *_empty_top(batch, top_k),
     )  # fmt: skip
-    _, peak, total, weighted, mass, top_values, top_rows = tf.while_loop(
-        lambda i, *_: i < blocks, step, initial, maximum_iterations=blocks
-    )
+    peak, total, weighted, mass, top_values, top_rows = _over_blocks(step, initial, blocks)
     return {
         "weighted_values": weighted / total[:, None],
         "confidence": tf.minimum(tf.reduce_max(mass, axis=1) / total, 1.0),
@@ -107,11 +114,9 @@ def _sparsemax(queries, values, labels, num_classes, top_k, support_k, blocks, b
 
     def keep(i, top_values, top_rows):
         logits, start, _ = block_logits(i)
-        return (i + 1, *_running_top(top_values, top_rows, logits, start, kept))
+        return _running_top(top_values, top_rows, logits, start, kept)
 
-    _, top_values, top_rows = tf.while_loop(
-        lambda i, *_: i < blocks, keep, (tf.constant(0), *_empty_top(batch, kept)), maximum_iterations=blocks
-    )
+    top_values, top_rows = _over_blocks(keep, _empty_top(batch, kept), blocks)
     shift = top_values[:, :1]  # The row maximum.
     tau = threshold_from_sorted(top_values - shift, shift)  # [B, 1]: a lower bound of the true one.
     # Exact when no entry left out can pass the threshold: the smallest kept is below it.
@@ -132,11 +137,10 @@ def _sparsemax(queries, values, labels, num_classes, top_k, support_k, blocks, b
             weights = tf.maximum(logits - exact, 0.0)
             weighted += tf.matmul(weights, values[start:end])
             mass += tf.matmul(weights, tf.one_hot(labels[start:end], num_classes))
-            return i + 1, weighted, mass
+            return weighted, mass
 
-        initial = (tf.constant(0), tf.zeros([batch, values.shape[-1] or tf.shape(values)[-1]]),
-                   tf.zeros([batch, num_classes]))  # fmt: skip
-        _, weighted, mass = tf.while_loop(lambda i, *_: i < blocks, accumulate, initial, maximum_iterations=blocks)
+        initial = (tf.zeros([batch, values.shape[-1] or tf.shape(values)[-1]]), tf.zeros([batch, num_classes]))
+        weighted, mass = _over_blocks(accumulate, initial, blocks)
         return weighted, mass, exact
 
     weighted, mass, tau = tf.cond(
@@ -162,12 +166,10 @@ def _michelot(tau, blocks, block_logits):
             over = logits > threshold
             total += tf.reduce_sum(tf.where(over, logits, 0.0), axis=1, keepdims=True)
             count += tf.reduce_sum(tf.cast(over, tf.float32), axis=1, keepdims=True)
-            return i + 1, total, count
+            return total, count
 
         zeros = tf.zeros_like(threshold)
-        _, total, count = tf.while_loop(lambda i, *_: i < blocks, step, (tf.constant(0), zeros, zeros),
-                                        maximum_iterations=blocks)  # fmt: skip
-        return total, count
+        return _over_blocks(step, (zeros, zeros), blocks)
 
     def iterate(n, threshold, done):
         total, count = above(threshold)
