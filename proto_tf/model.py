@@ -73,7 +73,7 @@ class PrototypeDatabase:
     def tensors(self):
         """`(keys, values, labels)` as tensors of the current static shape: functions
         given these know D when traced (sparsemax's fast path for known widths)."""
-        return tuple(tf.convert_to_tensor(v) for v in (self.keys, self.values, self.labels))
+        return self.static_tensors()[:3]
 
     def __len__(self):
         return self._rows
