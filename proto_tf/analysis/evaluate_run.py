@@ -48,6 +48,7 @@ def evaluate_model_dir(
         evaluator.set_database(
             candidates.inference_database(dataset.train, size, config.seed, info.class_shares)
         )
+    test_predictions = evaluator.predict(dataset.test)
     report = {
         "model_dir": model_dir,
         "checkpoint": checkpoint_path,
@@ -55,10 +56,10 @@ def evaluate_model_dir(
         "dataset": config.dataset,
         "attention": config.attention,
         "infer_database_size": None if model.is_baseline else min(size, len(dataset.train)),
-        "test": evaluation.confidence_report(evaluator.predict(dataset.test)),
+        "test": evaluation.confidence_report(test_predictions),
     }
     if calibration is not None:
-        report["calibration"] = _calibrated_test(evaluator, dataset.test, calibration)
+        report["calibration"] = _calibrated_test(model, test_predictions, calibration)
     output_dir = output_dir or os.path.join(model_dir, "evaluation")
     os.makedirs(output_dir, exist_ok=True)
     if "coverage_curve" in report["test"]:
@@ -79,11 +80,11 @@ def evaluate_model_dir(
     return report
 
 
-def _calibrated_test(evaluator, test, calibration):
-    """What a stored calibration promised (on validation) and what it gives on test."""
-    if evaluator.model.is_baseline:
+def _calibrated_test(model, predictions, calibration):
+    """What a stored calibration promised (on validation) and what it gives on the test
+    `predictions`."""
+    if model.is_baseline:
         raise ConfigError("--calibrated_export: a baseline run has no confidence to abstain by.")
-    predictions = evaluator.predict(test)
     correct = predictions["predictions"] == predictions["labels"]
     promised = {key: calibration[key] for key in ("target", "target_value", "delta", "threshold", "coverage",
                                                   "accuracy", "bound", "examples")}  # fmt: skip
