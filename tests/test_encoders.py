@@ -2,7 +2,10 @@ import keras
 import numpy as np
 import pytest
 
+import tensorflow as tf
+
 from proto_tf.encoders import VDCNN, KMaxPooling, ResNet, TabularLSTM
+from proto_tf.encoders.layers import FusedBatchNormalization
 
 
 def _layers_of(model, kind):
@@ -145,3 +148,50 @@ def test_tabular_lstm_dropout_only_in_training():
     assert isinstance(encoder.lstm, keras.layers.LSTM)
     assert encoder.embedding.units == 64 and encoder.timesteps == 4
     _round_trip(encoder, features)
+
+
+def _batchnorm_pass(layer, inputs, seed):
+    """Training output, gradients (inputs, gamma, beta), moving statistics after the
+    training call, and the inference output of `layer` on `inputs`."""
+    layer.build(inputs.shape)
+    channels = inputs.shape[layer.axis if isinstance(layer.axis, int) else -1]
+    layer.gamma.assign(np.linspace(0.5, 2.0, channels))
+    layer.beta.assign(np.linspace(-1.0, 1.0, channels))
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = layer(inputs, training=True)
+        loss = tf.reduce_sum(outputs * tf.sin(outputs + float(seed)))
+    gradients = tape.gradient(loss, [inputs, layer.gamma, layer.beta])
+    moving = [layer.moving_mean.numpy(), layer.moving_variance.numpy()]
+    return [outputs.numpy(), *[g.numpy() for g in gradients], *moving,
+            layer(inputs, training=False).numpy()]  # fmt: skip
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (7, 9, 3), (11, 3)])
+def test_fused_batchnorm_equals_keras_batchnorm(shape):
+    """The fused kernel gives Keras' values: outputs, gradients, the moving averages
+    (Keras' biased variance, where the kernel returns the unbiased one) and inference."""
+    inputs = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, shape), tf.float32)
+    expected = _batchnorm_pass(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5), inputs, 1)
+    fused = _batchnorm_pass(FusedBatchNormalization(momentum=0.9, epsilon=1e-5), inputs, 1)
+    for got, want in zip(fused, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=5e-5)
+    # The biased variance of each channel, by hand: 0.1 of it entered the average.
+    by_hand = np.var(inputs.numpy().reshape(-1, shape[-1]), axis=0)
+    np.testing.assert_allclose(fused[5], 0.9 + 0.1 * by_hand, rtol=1e-5)
+
+
+def test_fused_batchnorm_takes_keras_path_where_the_kernel_does_not_apply():
+    """A normalised axis other than the last uses Keras' own computation."""
+    inputs = tf.constant(np.random.default_rng(1).normal(size=(4, 3, 5)), tf.float32)
+    expected = _batchnorm_pass(keras.layers.BatchNormalization(axis=1), inputs, 2)
+    got = _batchnorm_pass(FusedBatchNormalization(axis=1), inputs, 2)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_image_and_text_encoders_use_the_fused_batchnorm():
+    encoders = [ResNet(8), VDCNN(first_filters=4, block_filters=(4, 4, 4, 4, 4, 4, 4, 4), dense_units=(8,))]
+    for encoder in encoders:
+        norms = _layers_of(encoder, keras.layers.BatchNormalization)
+        assert norms and all(isinstance(n, FusedBatchNormalization) for n in norms)

@@ -1,6 +1,7 @@
 """Layers shared by the encoders."""
 
 import keras
+import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -31,3 +32,57 @@ class DenseNormStack(keras.layers.Layer):
         config = super().get_config()
         config.update({"units": list(self.units)})
         return config
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` computed by TensorFlow's fused kernel: one op
+    forward and one backward instead of about fifteen, as the authors' code had it
+    (`tf.layers.batch_normalization(fused=True)`). Keras 3 has no fused path; its
+    unfused ops were a quarter of a ResNet training step's time on a CPU (BENCHMARKS.md).
+
+    The same variables, the same moving-average update (with the biased batch
+    variance, as Keras) and the same values up to float rounding. Inputs with a mask,
+    renorm, a normalised axis other than the last, or no scale or offset take Keras'
+    own path.
+    """
+
+    def _fusable(self, inputs, mask):
+        rank = len(inputs.shape)
+        axis = self.axis if isinstance(self.axis, int) else None
+        return (
+            mask is None and not self.renorm and self.scale and self.center
+            and rank >= 2 and axis is not None and axis % rank == rank - 1
+        )  # fmt: skip
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        input_dtype = inputs.dtype
+        inputs = tf.cast(inputs, tf.float32)  # As Keras: statistics in float32.
+        shape = tf.shape(inputs)
+        channels = inputs.shape[-1]
+        # The kernel takes [N, H, W, C]; reducing over all axes but the last is the same
+        # for any leading shape.
+        flat = inputs if len(inputs.shape) == 4 else tf.reshape(inputs, [-1, 1, 1, channels])
+        gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
+        if training and self.trainable:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                flat, gamma, beta, epsilon=self.epsilon, is_training=True
+            )
+            # The kernel returns the unbiased variance; Keras averages the biased one.
+            count = tf.cast(tf.size(flat) // channels, tf.float32)
+            variance = variance * (count - 1.0) / count
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+            self.moving_variance.assign(
+                self.moving_variance * momentum + variance * (1.0 - momentum)
+            )
+        else:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                flat, gamma, beta,
+                mean=tf.convert_to_tensor(self.moving_mean),
+                variance=tf.convert_to_tensor(self.moving_variance),
+                epsilon=self.epsilon, is_training=False,
+            )  # fmt: skip
+        return tf.cast(tf.reshape(outputs, shape), input_dtype)

@@ -2,7 +2,7 @@
 
 import keras
 
-from proto_tf.encoders.layers import DenseNormStack
+from proto_tf.encoders.layers import DenseNormStack, FusedBatchNormalization
 
 # The authors' code: tf.layers.batch_normalization(momentum=0.9, epsilon=1e-5).
 _BN_MOMENTUM = 0.9
@@ -10,7 +10,7 @@ _BN_EPSILON = 1e-5
 
 
 def _batch_norm(name):
-    return keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+    return FusedBatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
 
 
 def _conv(filters, kernel_size, strides, weight_decay, name):

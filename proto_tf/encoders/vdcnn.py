@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from proto_tf.encoders.layers import DenseNormStack
+from proto_tf.encoders.layers import DenseNormStack, FusedBatchNormalization
 
 # 69 characters (Zhang & LeCun, 2015); code 0 is padding and unknown characters.
 VOCABULARY_SIZE = 70
@@ -102,7 +102,7 @@ class VDCNN(keras.Model):
                 kernel_regularizer=regularizer,
                 name=name,
             ),
-            keras.layers.BatchNormalization(name=f"{name}_bn"),
+            FusedBatchNormalization(name=f"{name}_bn"),
             keras.layers.ReLU(name=f"{name}_relu"),
         ]
 
