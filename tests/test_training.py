@@ -380,3 +380,26 @@ def test_cli_callbacks_see_training_and_validation_and_can_stop(tmp_path):
                           ("no_such_module_x:f", "cannot import no_such_module_x")):  # fmt: skip
         with pytest.raises(ConfigError, match=message):
             load_callbacks([spec])
+
+
+def test_fused_batchnorm_trains_to_the_weights_of_keras_batchnorm(tmp_path, monkeypatch):
+    """The ResNet's fused BatchNorm kernel changes float rounding only: four training
+    steps end at the weights (and moving statistics) Keras' own BatchNormalization
+    gives. SGD, because Adam's first steps turn rounding-sized gradients into +-lr."""
+    from proto_tf.encoders import layers as encoder_layers
+    from proto_tf.encoders import resnet
+
+    common = dict(dataset="mnist", data_dir=str(tmp_path / "mnist"), resnet_depth=8,
+                  dense_units=(8,), train_steps=4, deterministic=True)  # fmt: skip
+    write_mnist(common["data_dir"], train=64, test=16)
+    sgd = lambda: keras.optimizers.SGD(0.05)  # noqa: E731
+    fused = Trainer(_tiny_config(tmp_path, "fused", **common), verbose=False, make_optimizer=sgd)
+    fused.train()
+    monkeypatch.setattr(resnet, "FusedBatchNormalization", keras.layers.BatchNormalization)
+    plain = Trainer(_tiny_config(tmp_path, "plain", **common), verbose=False, make_optimizer=sgd)
+    plain.train()
+    norms = [layer for layer in plain.model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and not any(isinstance(n, encoder_layers.FusedBatchNormalization) for n in norms)
+    for expected, got in zip(plain.model.weights, fused.model.weights):
+        assert expected.path == got.path
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5, err_msg=got.path)
