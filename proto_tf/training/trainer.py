@@ -17,7 +17,7 @@ from proto_tf.data.common import LoadedDataset
 from proto_tf.data.registry import dataset_info, load_dataset
 from proto_tf import json_files
 from proto_tf.errors import ConfigError, RunDirectoryError
-from proto_tf.training import batchnorm, distribute, health, run_directory
+from proto_tf.training import batchnorm, distribute, health, host_memory, run_directory
 from proto_tf.training import config as config_lib
 from proto_tf.training.checkpoints import make_checkpoint
 from proto_tf.training.config import ExperimentConfig
@@ -75,6 +75,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         # First: a multi-worker strategy must exist before any TensorFlow op runs.
         self.strategy = strategy or distribute.make_strategy(config.strategy)
+        # A CPU step otherwise faults its freed buffers back in every step (host_memory).
+        host_memory.keep_freed_memory()
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
