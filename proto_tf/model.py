@@ -581,12 +581,8 @@ class ProtoAttend(keras.Model):
             self._trackers["prototype_accuracy"].update_state(
                 _accuracy(labels, outputs["prototype_logits"])
             )
-            self._trackers["mean_max_weight"].update_state(
-                tf.reduce_mean(tf.reduce_max(outputs["weights"], axis=-1))
-            )
-            distinct, top3 = metrics.attention_hub(outputs["weights"])
-            self._trackers["distinct_top_share"].update_state(distinct)
-            self._trackers["top3_weight_share"].update_state(top3)
+            for name, value in metrics.attention_statistics(outputs["weights"]).items():
+                self._trackers[name].update_state(value)
 
     # === Saving ===
 

@@ -111,9 +111,12 @@ def test_confidence_never_exceeds_one():
     assert float(metrics.confidence(weights, np.zeros(3, np.int32), 2)[0]) == 1.0
 
 
-def test_attention_hub_signs_against_hand_counts():
-    from proto_tf.metrics import attention_hub
+def attention_hub(weights):
+    statistics = metrics.attention_statistics(weights)
+    return statistics["distinct_top_share"], statistics["top3_weight_share"]
 
+
+def test_attention_hub_signs_against_hand_counts():
     # Every query's weight on candidate 2: one distinct top among 4 queries, all weight on it.
     hub = np.zeros((4, 10), np.float32)
     hub[:, 2] = 1.0
@@ -129,6 +132,8 @@ def test_attention_hub_signs_against_hand_counts():
     distinct, top3 = attention_hub(weights)
     assert float(distinct) == len(set(weights.argmax(1))) / 6
     assert float(top3) == pytest.approx(np.sort(weights.sum(0))[-3:].sum() / weights.sum(), rel=1e-6)
+    mean_max = metrics.attention_statistics(weights)["mean_max_weight"]
+    assert float(mean_max) == pytest.approx(weights.max(1).mean(), rel=1e-6)
 
 
 def test_hub_watch_warns_once_after_a_collapsed_streak_while_the_plain_path_learns():

@@ -94,6 +94,22 @@ def test_nonfinite_gradient_names_step_variable_and_checkpoint(tmp_path):
     assert "No checkpoint had been saved yet" in message
 
 
+def test_first_nonfinite_checks_a_sparse_gradient_by_its_rows():
+    """An embedding's gradient is `tf.IndexedSlices`: its rows are checked (no dense
+    copy), and a NaN in them is found at its position like a dense one's."""
+    import tensorflow as tf
+
+    from proto_tf.training.health import first_nonfinite
+
+    def sparse(values):
+        return tf.IndexedSlices(tf.constant(values, tf.float32), tf.constant([0, 3]), tf.constant([5, 2]))
+
+    dense = tf.ones([3])
+    assert int(first_nonfinite([dense, sparse([[1.0, 2.0], [3.0, 4.0]]), None])) == 3
+    assert int(first_nonfinite([dense, sparse([[1.0, np.nan], [3.0, 4.0]]), dense])) == 1
+    assert int(first_nonfinite([sparse([[np.inf, 0.0], [0.0, 0.0]]), dense])) == 0
+
+
 def test_divergence_without_nan_is_stopped_and_earlier_checkpoint_kept(tmp_path):
     config = _tiny_config(tmp_path, "diverge", train_steps=200, checkpoint_every=5, learning_rate=1e6)
     trainer = Trainer(config, verbose=False)

@@ -25,10 +25,18 @@ def first_nonfinite(tensors) -> tf.Tensor:
     """Position of the first tensor holding a NaN or infinity, or `len(tensors)` when
     all are finite (None entries, e.g. missing gradients, count as finite)."""
     finite = tf.stack([
-        tf.constant(True) if t is None else tf.reduce_all(tf.math.is_finite(t)) for t in tensors
+        tf.constant(True) if t is None else tf.reduce_all(tf.math.is_finite(_stored_values(t)))
+        for t in tensors
     ])  # fmt: skip
     positions = tf.range(len(tensors), dtype=tf.int32)
     return tf.reduce_min(tf.where(finite, len(tensors), positions))
+
+
+def _stored_values(tensor):
+    """The values a tensor holds: an embedding's sparse gradient (`tf.IndexedSlices`) is
+    zero outside its rows, so its rows are checked instead of a dense copy (which cost
+    a text step 10 %)."""
+    return tensor.values if isinstance(tensor, tf.IndexedSlices) else tensor
 
 
 def step_health(loss, gradients, variables) -> dict:
