@@ -47,5 +47,8 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     # compare: the scikit-learn references of run/reference.py (not needed otherwise).
-    extras_require={"tfds": ["tensorflow-datasets>=4.9"], "compare": ["scikit-learn>=1.5"]},
+    # authors: TensorFlow's legacy Keras, for the authors' TF1 graph that
+    # `run/benchmark.py --suite=authors` times in its own process.
+    extras_require={"tfds": ["tensorflow-datasets>=4.9"], "compare": ["scikit-learn>=1.5"],
+                    "authors": ["tf-keras>=2.16"]},  # fmt: skip
 )

@@ -1,7 +1,10 @@
 """Throughput measurements (run by run/benchmark.py, never by tests)."""
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 import shutil
 import tempfile
 import time
@@ -16,7 +19,8 @@ from proto_tf.attention import PrototypeAttention, masked_softmax
 from proto_tf.errors import ConfigError
 from proto_tf.sparsemax import sparsemax
 from proto_tf.serving import export
-from proto_tf.training import trainer
+from proto_tf.training import config as config_lib
+from proto_tf.training import health, host_memory, trainer
 from proto_tf.data import Split, candidates, class_names, dataset_info
 from proto_tf.data.common import LoadedDataset, cast_only
 
@@ -52,6 +56,130 @@ def training_step_rate(config, dataset, steps=10, warmup=2):
         iterator = iter(run_trainer._distributed_steps(0))
         step_function = run_trainer._make_step_function()
         return _rate(lambda: float(step_function(iterator)["loss"]), steps, warmup)
+
+
+def bare_step(config, dataset, steps):
+    """The floor the trainer is measured against: a function running one training step
+    of the same model (forward pass, loss, gradient, clipping, Adam update) in one
+    tf.function, fed by the same input pipeline, with nothing around it (no
+    distribution strategy, metrics, health checks or logs); it returns the loss. Host
+    memory is kept as the trainer keeps it (`host_memory`)."""
+    host_memory.keep_freed_memory()
+    keras.utils.set_random_seed(config.seed)
+    info = dataset.info or dataset_info(config.dataset)
+    config = config_lib.fit_to_data(config, len(dataset.train), report=lambda line: None)
+    model = config_lib.build_model(config, info, dataset.num_classes)
+    optimizer = config_lib.build_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    iterator = iter(
+        candidates.training_batches(
+            dataset.train, dataset.augment, config.batch_size, config.candidates_per_step,
+            seed=config.seed, num_steps=steps, class_shares=info.class_shares,
+        )
+    )  # fmt: skip
+    variables = model.trainable_variables
+
+    @tf.function
+    def step():
+        data = next(iterator)
+        with tf.GradientTape() as tape:
+            outputs = model.forward_train(data, model.sample_alpha(optimizer.iterations))
+            loss = model.loss_terms(data["labels"], outputs)["loss"]
+            if model.losses:
+                loss += tf.add_n(model.losses)
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return lambda: float(step())
+
+
+def trainer_step(config, dataset, steps, model_dir):
+    """A function running one step as `Trainer.train` does between its logs: the
+    distributed step function, then the health monitor's check of its logs."""
+    config = dataclasses.replace(config, model_dir=model_dir, train_steps=steps)
+    run_trainer = trainer.Trainer(config, dataset=dataset, verbose=False)
+    iterator = iter(run_trainer._distributed_steps(0))
+    step_function = run_trainer._make_step_function()
+    monitor = health.HealthMonitor(run_trainer.model.trainable_variables, config.divergence_factor)
+    counter = iter(range(1, steps + 1))
+
+    def step():
+        logs = step_function(iterator)
+        monitor.check(next(counter), logs, None)
+        return float(logs["step_loss"])  # "loss" is the mean since the last log.
+
+    return step
+
+
+def trainer_against_bare(config, dataset, steps=20, warmup=3):
+    """Seconds per step of the trainer's step and of `bare_step`, timed one step each in
+    turn (so the machine's drifts reach both alike): medians `(trainer, bare)`."""
+    with tempfile.TemporaryDirectory() as model_dir:
+        steps_made = {"trainer": trainer_step(config, dataset, steps + warmup, model_dir),
+                      "bare": bare_step(config, dataset, steps + warmup)}  # fmt: skip
+        times = {name: [] for name in steps_made}
+        for round_ in range(steps + warmup):
+            for name, step in steps_made.items():
+                start = time.perf_counter()
+                step()
+                if round_ >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return float(np.median(times["trainer"])), float(np.median(times["bare"]))
+
+
+def _timed(step, count):
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def against_authors_graph(config, dataset, authors_code, rounds=3, steps=20, warmup=5):
+    """Seconds per step of the trainer's step, `bare_step` and the authors' TF1 graph
+    (`authors_graph`, in its own process) at `config`'s batch, database, ResNet depth
+    and decay interval, on `dataset`'s training images: rounds of `steps` steps of each
+    in turn (the other two wait), medians over all rounds. Returns
+    `{"trainer": s, "bare": s, "authors": s}`."""
+    if not config.dataset.endswith("mnist"):
+        raise ConfigError(
+            f"--suite=authors times the authors' Fashion-MNIST graph; --dataset={config.dataset} "
+            "is not a 28x28 grey image set (valid: fashion_mnist, mnist)."
+        )
+    times = {"authors": [], "trainer": [], "bare": []}
+    with tempfile.TemporaryDirectory() as folder:
+        data_file = os.path.join(folder, "train.npz")
+        np.savez(data_file, images=dataset.train.inputs[..., 0], labels=dataset.train.labels)
+        command = [
+            sys.executable, "-m", "proto_tf.analysis.authors_graph",
+            f"--authors_code={authors_code}", f"--data={data_file}",
+            f"--batch_size={config.batch_size}", f"--candidates={config.train_database_size}",
+            f"--depth={config.resnet_depth}", f"--decay_every={config.decay_steps}",
+            f"--normalization={config.attention}", f"--steps={steps}",
+            f"--warmup={warmup}", f"--rounds={rounds}",
+        ]  # fmt: skip
+        environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        total = rounds * steps + warmup
+        ours = {"trainer": trainer_step(config, dataset, total, os.path.join(folder, "run")),
+                "bare": bare_step(config, dataset, total)}  # fmt: skip
+        for step in ours.values():
+            _timed(step, warmup)
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=environment) as authors:  # fmt: skip
+            for _ in range(rounds):
+                line = authors.stdout.readline()
+                if not line:
+                    raise RuntimeError(
+                        f"the authors' graph stopped; run `TF_USE_LEGACY_KERAS=1 {' '.join(command)}` "
+                        "to see why (it needs `pip install tf-keras`)."
+                    )
+                times["authors"].append(json.loads(line)["seconds_per_step"])
+                for name, step in ours.items():
+                    times[name].append(float(np.median(_timed(step, steps))))
+                authors.stdin.write("next\n")
+                authors.stdin.flush()
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def training_step_seconds(config, dataset, steps=10, dtype_policy="float32"):

@@ -2,16 +2,21 @@
 
   python run/benchmark.py --suite=input --datasets=adult,fashion_mnist
   python run/benchmark.py --suite=train
+  python run/benchmark.py --suite=authors --authors_code=PATH/protoattend --attention=sparsemax
   python run/benchmark.py --suite=inference --model_dir=runs/adult_sparsemax
   python run/benchmark.py --suite=sparsemax --model_dir=runs/adult_sparsemax_small
   python run/benchmark.py --suite=scale --database_sizes=262144,1048576,4194304 --batch_sizes=128
 
 input: steps/s of the input pipeline alone against steps/s of a full training step at
   the paper's batch size and D_train (each dataset's flagfile), in the same run.
-train: ms per training step of each encoder family (small variants, the paper's batch
-  and D_train) for the baseline encoder, ProtoAttend as in the paper, with
+train: the trainer's default step against a bare step of the same model (one
+  tf.function: forward, loss, gradient, clip, Adam), one step of each in turn; then ms
+  per training step of each encoder family (small variants, the paper's batch and D_train) for the baseline encoder, ProtoAttend as in the paper, with
   candidates encoded forward-only, with a candidate memory refreshed by 128 per step,
   with XLA, and with mixed precision.
+authors: ms per step of the trainer's step, the bare step and the authors' released TF1
+  graph (their code, in its own process; needs `pip install tf-keras`), in turn, on
+  Fashion-MNIST at --small (ResNet-8, batch 64, 128 candidates).
 inference: latency of a trained tabular run against D_infer, batch 1 and 128, softmax
   and sparsemax: the attention alone, the serving function in memory, and the same
   function from the exported SavedModel.
@@ -41,7 +46,8 @@ from proto_tf.training.trainer import load_experiment_dataset
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
 flags.DEFINE_enum(
-    "suite", "input", ["input", "train", "inference", "sparsemax", "scale"], "Which benchmark to run.",
+    "suite", "input", ["input", "train", "authors", "inference", "sparsemax", "scale"],
+    "Which benchmark to run.",
     flag_values=FLAGS
 )
 flags.DEFINE_list("datasets", ["adult", "fashion_mnist"], "input: datasets to measure.", flag_values=FLAGS)
@@ -53,6 +59,10 @@ flags.DEFINE_list(
     "train: modes to time (see TRAIN_MODES).",
     flag_values=FLAGS,
 )
+flags.DEFINE_boolean(
+    "against_bare", True, "train: first time the default step against the bare step (one "
+    "tf.function of forward, loss, gradient, clip and Adam), in turn.", flag_values=FLAGS,
+)
 flags.DEFINE_list(
     "families", ["adult", "fashion_mnist", "dbpedia"], "train: datasets of the encoder families.", flag_values=FLAGS
 )
@@ -63,6 +73,10 @@ flags.DEFINE_list(
     "database_sizes", ["4096", "32768", "262144", "1048576"], "inference, sparsemax: D values.", flag_values=FLAGS
 )
 flags.DEFINE_list("batch_sizes", ["1", "128"], "inference, sparsemax: batch sizes.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "authors_code", None, "authors: folder of a checkout of the authors' protoattend/ code.", flag_values=FLAGS
+)
+flags.DEFINE_integer("rounds", 3, "authors: rounds of --train_steps_timed steps of each.", flag_values=FLAGS)
 
 # Training-step variants: extra run/train.py flags, and the Keras dtype policy.
 TRAIN_MODES = {
@@ -111,7 +125,35 @@ def input_suite():
         )
 
 
+# The default step against the bare step: Adult at the paper's size, Fashion-MNIST and
+# DBPedia at --small.
+BARE_FAMILIES = {"adult": [], "fashion_mnist": ["--small"], "dbpedia": ["--small"]}
+
+
+def against_bare_table():
+    print("| dataset | flags | batch | D_train | bare ms / step | default ms / step | default / bare |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for dataset in FLAGS.families:
+        extra = BARE_FAMILIES.get(dataset, [])
+        config = experiment_flags.config_for([f"--dataset={dataset}", f"--attention={FLAGS.attention}", *extra])
+        try:
+            data, source = load_experiment_dataset(config), ""
+        except MissingDataError:
+            data, source = benchmarks.synthetic_dataset(config), " (synthetic data)"
+        default, bare = benchmarks.trainer_against_bare(config, data, FLAGS.train_steps_timed)
+        print(
+            f"| {dataset}{source} | {' '.join(extra)} | {config.batch_size} | {config.train_database_size} | "
+            f"{1000 * bare:.0f} | {1000 * default:.0f} | {default / bare:.3f}× |",
+            flush=True,
+        )
+    print()
+
+
 def train_suite():
+    if FLAGS.against_bare:
+        against_bare_table()
+    if not FLAGS.train_modes:
+        return
     print("| dataset | encoder | data | batch | D_train | mode | ms / step | / baseline |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in FLAGS.train_modes:
@@ -145,6 +187,29 @@ def train_suite():
                 f"{config.train_database_size} | {mode} | {1000 * seconds:.0f} | {ratio} |",
                 flush=True,
             )
+
+
+# The configuration of --suite=authors: Fashion-MNIST --small (ResNet-8, batch 64, 128
+# candidates) with the decay interval the step-time comparison was specified at.
+AUTHORS_CONFIG = ["--dataset=fashion_mnist", "--small", "--decay_steps=80"]
+
+
+def authors_suite():
+    if FLAGS.authors_code is None or not os.path.isfile(os.path.join(FLAGS.authors_code, "model.py")):
+        raise ConfigError(
+            f"--suite=authors needs --authors_code, the folder of the authors' protoattend/ code "
+            f"(model.py, input_data.py, options.py); got {FLAGS.authors_code!r}."
+        )
+    config = experiment_flags.config_for(AUTHORS_CONFIG + [f"--attention={FLAGS.attention}"])
+    seconds = benchmarks.against_authors_graph(
+        config, load_experiment_dataset(config), FLAGS.authors_code, FLAGS.rounds, FLAGS.train_steps_timed
+    )
+    print(f"{FLAGS.rounds} rounds of {FLAGS.train_steps_timed} steps of each, in turn; medians.\n")
+    print("| step | ms / step | / authors' TF1 graph | / bare step |")
+    print("| --- | --- | --- | --- |")
+    for name, label in (("authors", "authors' TF1 graph"), ("bare", "bare step"), ("trainer", "trainer (default)")):
+        print(f"| {label} | {1000 * seconds[name]:.0f} | {seconds[name] / seconds['authors']:.3f}× | "
+              f"{seconds[name] / seconds['bare']:.3f}× |")  # fmt: skip
 
 
 def inference_suite():
@@ -227,7 +292,8 @@ def scale_suite():
 def main(argv):
     del argv
     _print_header()
-    suites = {"input": input_suite, "train": train_suite, "inference": inference_suite,
+    suites = {"input": input_suite, "train": train_suite, "authors": authors_suite,
+              "inference": inference_suite,
               "sparsemax": sparsemax_suite, "scale": scale_suite}  # fmt: skip
     suites[FLAGS.suite]()
 

@@ -1,0 +1,70 @@
+"""The benchmark's own tools: the bare step is the trainer's step without the trainer,
+the authors' graph gets the tf.contrib functions it had, and profiles read real traces."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from references import layer_norm, sparsemax_bisection
+from test_training import _tiny_config
+from proto_tf.analysis import authors_graph, benchmarks, op_profile
+from proto_tf.training.trainer import load_experiment_dataset
+
+
+def test_bare_step_takes_the_trainers_steps(tmp_path):
+    """Same initial weights, batches, alpha, loss and update: the bare step's losses are
+    the trainer's, step after step (so the ratio between them is of overhead only)."""
+    config = _tiny_config(tmp_path, "bare", train_steps=4)
+    dataset = load_experiment_dataset(config)
+    trainer = benchmarks.trainer_step(config, dataset, 4, str(tmp_path / "trainer"))
+    bare = benchmarks.bare_step(config, dataset, 4)
+    trainer_losses = [trainer() for _ in range(4)]
+    bare_losses = [bare() for _ in range(4)]
+    assert len(set(bare_losses)) == 4  # The weights moved: each step's loss differs.
+    np.testing.assert_allclose(bare_losses, trainer_losses, rtol=1e-6)
+
+
+def test_contrib_sparsemax_of_the_authors_graph_is_sparsemax():
+    logits = np.random.default_rng(0).normal(scale=2.0, size=(6, 40)).astype(np.float32)
+    got = authors_graph._sort_sparsemax(tf.compat.v1, tf.constant(logits)).numpy()
+    np.testing.assert_allclose(got, sparsemax_bisection(logits), atol=1e-5)
+
+
+def test_contrib_layer_norm_is_layer_norm_and_shares_its_variables_under_reuse():
+    tf1 = tf.compat.v1
+    inputs = np.random.default_rng(1).normal(size=(4, 6)).astype(np.float32)
+    with tf.Graph().as_default():
+        authors_graph.install_contrib(tf1)
+        outputs = []
+        for reuse in (False, True):
+            with tf1.variable_scope("encoder", reuse=reuse):
+                outputs.append(tf1.contrib.layers.layer_norm(tf.constant(inputs)))
+                tf1.contrib.layers.layer_norm(tf.constant(inputs))  # A second one: LayerNorm_1.
+        names = sorted(v.name for v in tf1.global_variables())
+        with tf1.Session() as session:
+            session.run(tf1.global_variables_initializer())
+            first, second = session.run(outputs)
+    assert names == ["encoder/LayerNorm/beta:0", "encoder/LayerNorm/gamma:0",
+                     "encoder/LayerNorm_1/beta:0", "encoder/LayerNorm_1/gamma:0"]  # fmt: skip
+    expected = layer_norm(inputs, np.ones(6), np.zeros(6), epsilon=1e-12)
+    np.testing.assert_allclose(first, expected, atol=1e-5)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_contrib_l2_regularizer_is_half_the_squared_norm_times_scale():
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        authors_graph.install_contrib(tf1)
+        penalty = tf1.contrib.layers.l2_regularizer(0.5)(tf.constant([3.0, 4.0]))
+        with tf1.Session() as session:
+            assert session.run(penalty) == pytest.approx(0.5 * 25.0 / 2)
+
+
+def test_kernel_milliseconds_reads_the_ops_of_a_trace():
+    matrix = tf.random.normal([384, 384])
+    step = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(matrix, matrix)))
+    step()
+    profile = op_profile.profile_steps(step, 3)
+    assert profile["MatMul"] > 0 and "Sum" in profile
+    assert list(profile.values()) == sorted(profile.values(), reverse=True)
+    assert not any(name.startswith(op_profile._NOT_KERNELS) for name in profile)
