@@ -186,6 +186,28 @@ def test_console_scripts_start_quietly_and_a_bare_train_says_what_to_give(tmp_pa
     assert not os.path.exists(tmp_path / "runs")
 
 
+def test_commands_use_tensorflows_pooling_allocator_unless_told_otherwise(tmp_path):
+    """A command's host memory comes from TensorFlow's BFC allocator (the default one
+    mapped a CPU step's buffers back in every step); a user's own setting is kept. The
+    allocator is checked by its statistics, which only the BFC allocator keeps."""
+    code = (
+        "import os, proto_tf.cli.train, tensorflow as tf\n"
+        "tf.ones([256, 256]) @ tf.ones([256, 256])\n"
+        "try:\n"
+        "    tf.config.experimental.get_memory_info('CPU:0'); pooled = True\n"
+        "except ValueError:\n"
+        "    pooled = False\n"
+        "print(os.environ['TF_CPU_ALLOCATOR_USE_BFC'], pooled)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
+    for setting, expected in ((None, "true True"), ("false", "false False")):
+        run_env = env if setting is None else {**env, "TF_CPU_ALLOCATOR_USE_BFC": setting}
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=300, env=run_env, cwd=str(tmp_path))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == expected
+
+
 def test_import_proto_tf_is_light_and_keeps_its_names():
     """`import proto_tf` does not import TensorFlow; its names resolve on first use, and
     `proto_tf.sparsemax` stays the function after its submodule of the same name is
