@@ -506,13 +506,15 @@ class ProtoAttend(keras.Model):
     def train_step(self, data):
         return self.train_step_with_alpha(data, self.sample_alpha(self.optimizer.iterations))
 
-    def train_step_with_alpha(self, data, alpha, inspect=None):
+    def train_step_with_alpha(self, data, alpha, inspect=None, results=True):
         """`train_step` with Eq. 1's alpha given (for steps compiled by XLA, whose
         stateless random numbers differ from TensorFlow's for the same seed).
 
         `inspect(loss, gradients, variables) -> dict`, when given, is called after the
         update with this step's total loss, the gradients and the (updated) trainable
         variables; its entries are added to the logs (the trainer's health checks).
+        `results=False` leaves the metrics' values out of the logs (they are still
+        updated): the trainer reads them only at the steps it logs.
         """
         with tf.GradientTape() as tape:
             outputs = self.forward_train(data, alpha, training=True)
@@ -529,7 +531,7 @@ class ProtoAttend(keras.Model):
         self.optimizer.apply_gradients(zip(gradients, variables))
         terms["loss"] = total
         self._update_trackers(data["labels"], outputs, terms)
-        logs = self._results(self._training_metrics)
+        logs = self._results(self._training_metrics) if results else {}
         if inspect is not None:
             logs = {**logs, **inspect(total, gradients, variables)}
         return logs

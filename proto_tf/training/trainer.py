@@ -17,7 +17,7 @@ from proto_tf.data.common import LoadedDataset
 from proto_tf.data.registry import dataset_info, load_dataset
 from proto_tf import json_files
 from proto_tf.errors import ConfigError, RunDirectoryError
-from proto_tf.training import batchnorm, distribute, health, host_memory, run_directory
+from proto_tf.training import batchnorm, distribute, health, run_directory
 from proto_tf.training import config as config_lib
 from proto_tf.training.checkpoints import make_checkpoint
 from proto_tf.training.config import ExperimentConfig
@@ -75,8 +75,6 @@ class Trainer:
         self.callbacks = list(callbacks)
         # First: a multi-worker strategy must exist before any TensorFlow op runs.
         self.strategy = strategy or distribute.make_strategy(config.strategy)
-        # A CPU step otherwise faults its freed buffers back in every step (host_memory).
-        host_memory.keep_freed_memory()
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
@@ -171,11 +169,15 @@ class Trainer:
             self.strategy, global_steps, config.batch_size, config.candidates_per_step
         )
 
-    def _make_step_function(self):
+    def _make_step_function(self, results=True):
+        """The distributed training step; its logs hold the health checks' values and,
+        with `results`, the metrics' means since their last reset."""
         strategy, model = self.strategy, self.model
 
         def step_with_health(data, alpha):
-            return model.train_step_with_alpha(data, alpha, inspect=health.step_health)
+            return model.train_step_with_alpha(
+                data, alpha, inspect=health.step_health, results=results
+            )
 
         compiled_step = step_with_health
         if self.config.jit_compile:
@@ -297,7 +299,8 @@ class Trainer:
         config = self.config
         progress = self.progress = ConsoleProgress(config.train_steps, self.verbose)
         iterator = iter(self._distributed_steps(start))
-        train_step = self._make_step_function()
+        # Steps between logs skip computing and reducing the metrics' values.
+        train_step, logged_step = self._make_step_function(results=False), self._make_step_function()
         monitor = health.HealthMonitor(self.model.trainable_variables, config.divergence_factor)
         hub_watch = health.HubWatch(report=print if self.verbose else lambda line: None)
         seconds_before, started = float(self.train_seconds.numpy()), time.time()
@@ -308,9 +311,10 @@ class Trainer:
         callbacks.on_train_begin()
         step = start
         for step in range(start + 1, config.train_steps + 1):
-            logs = train_step(iterator)
+            logged = step % config.log_every == 0 or step == config.train_steps
+            logs = (logged_step if logged else train_step)(iterator)
             monitor.check(step, logs, self.latest.latest_checkpoint)
-            if step % config.log_every == 0 or step == config.train_steps:
+            if logged:
                 scalars = {
                     name: float(value) for name, value in logs.items()
                     if name not in _HEALTH_LOGS
