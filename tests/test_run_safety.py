@@ -96,7 +96,8 @@ def test_nonfinite_gradient_names_step_variable_and_checkpoint(tmp_path):
 
 def test_first_nonfinite_checks_a_sparse_gradient_by_its_rows():
     """An embedding's gradient is `tf.IndexedSlices`: its rows are checked (no dense
-    copy), and a NaN in them is found at its position like a dense one's."""
+    copy), and a NaN in them is found at its position like a dense one's; a total that
+    overflows is no false alarm."""
     import tensorflow as tf
 
     from proto_tf.training.health import first_nonfinite
@@ -108,6 +109,10 @@ def test_first_nonfinite_checks_a_sparse_gradient_by_its_rows():
     assert int(first_nonfinite([dense, sparse([[1.0, 2.0], [3.0, 4.0]]), None])) == 3
     assert int(first_nonfinite([dense, sparse([[1.0, np.nan], [3.0, 4.0]]), dense])) == 1
     assert int(first_nonfinite([sparse([[np.inf, 0.0], [0.0, 0.0]]), dense])) == 0
+    # Finite values whose total overflows are searched and found finite.
+    large = tf.fill([4], 3e38)
+    assert int(first_nonfinite([large, large, None])) == 3
+    assert int(first_nonfinite([large, tf.constant([1.0, -np.inf])])) == 1
 
 
 def test_divergence_without_nan_is_stopped_and_earlier_checkpoint_kept(tmp_path):
