@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from references import layer_norm, sparsemax_bisection
 from test_training import _tiny_config
-from proto_tf.analysis import authors_graph, benchmarks, op_profile
+from proto_tf.analysis import authors_graph, benchmarks, step_profile
 from proto_tf.training.trainer import load_experiment_dataset
 
 
@@ -64,7 +64,16 @@ def test_kernel_milliseconds_reads_the_ops_of_a_trace():
     matrix = tf.random.normal([384, 384])
     step = tf.function(lambda: tf.reduce_sum(tf.linalg.matmul(matrix, matrix)))
     step()
-    profile = op_profile.profile_steps(step, 3)
+    profile = step_profile.profile_steps(step, 3)
     assert profile["MatMul"] > 0 and "Sum" in profile
     assert list(profile.values()) == sorted(profile.values(), reverse=True)
-    assert not any(name.startswith(op_profile._NOT_KERNELS) for name in profile)
+    assert not any(name.startswith(step_profile._NOT_KERNELS) for name in profile)
+
+
+def test_resource_use_counts_the_pages_a_step_maps_in():
+    """80 MB written per call is above malloc's mmap threshold (32 MB at most): its
+    pages are mapped in again at every call, about 20,000 of 4 KiB."""
+    step = lambda: np.ones(10_000_000).sum()  # noqa: E731
+    use = step_profile.resource_use(step, 3)
+    assert use["page_faults"] >= 0.9 * 80e6 / 4096
+    assert use["seconds"] > 0 and use["system_seconds"] >= 0

@@ -15,20 +15,19 @@ The graph is the training part of their `main_protoattend.py`: two encoder calls
 batch, then the candidates with shared weights), attention, the entropy term, the three
 cross-entropies, Adam with exponential decay, clipping by value after BatchNorm's
 update ops; each step is one `session.run(train_op)`, as their loop, fed by their
-tf.data pipeline (`map(parse_function_train).repeat().batch(...)`). The process keeps
-freed host memory as the trainer does (`training.host_memory`).
+tf.data pipeline (`map(parse_function_train).repeat().batch(...)`). It inherits the
+caller's environment, so both use the same CPU allocator (TF_CPU_ALLOCATOR_USE_BFC).
 """
 
 import argparse
 import json
 import os
 import sys
-import time
 import types
 
 import numpy as np
 
-from proto_tf.training import host_memory  # ctypes only: no Keras 3.
+from proto_tf.analysis import step_profile  # TensorFlow only: no Keras 3.
 
 
 def _sort_sparsemax(tf, logits):
@@ -122,18 +121,6 @@ def load_code(folder, flag_args):
     return tf, types.SimpleNamespace(FLAGS=options.FLAGS, input_data=input_data, model=model)
 
 
-def step_seconds(session, train_op, steps, warmup):
-    """Seconds of each of `steps` timed `session.run(train_op)` after `warmup` untimed."""
-    for _ in range(warmup):
-        session.run(train_op)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        session.run(train_op)
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--authors_code", required=True, help="folder with their model.py")
@@ -145,13 +132,9 @@ def main(argv=None):
     parser.add_argument("--normalization", default="sparsemax")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
     flag_args = [f"--batch_size={args.batch_size}", f"--example_cand_size={args.candidates}",
                  f"--decay_every={args.decay_every}", f"--normalization={args.normalization}"]  # fmt: skip
-    # The same host-memory setting as this project's trainer: the comparison is of the
-    # two steps, not of two malloc configurations.
-    host_memory.keep_freed_memory()
     tf, code = load_code(args.authors_code, flag_args)
     tf.disable_eager_execution()
     tf.set_random_seed(code.FLAGS.random_seed)
@@ -161,12 +144,22 @@ def main(argv=None):
     )
     with tf.Session() as session:
         session.run(tf.global_variables_initializer())
-        for round_ in range(args.rounds):
-            # One line per round: the caller alternates rounds with its own steps.
-            times = step_seconds(session, train_op, args.steps, args.warmup if round_ == 0 else 0)
-            print(json.dumps({"seconds_per_step": float(np.median(times))}), flush=True)
-            input_line = sys.stdin.readline() if args.rounds > 1 else ""
-            if input_line.strip() == "stop":
+
+        def step():
+            session.run(train_op)  # As their loop: one run of the training op per step.
+
+        for _ in range(args.warmup):
+            step()
+        print(json.dumps({"ready": True}), flush=True)
+        # Commands on standard input, one JSON line answered per command, so the caller
+        # can take turns with its own steps: `time` (a round of --steps steps) or
+        # `profile` (kernel times of 5 steps); anything else ends the process.
+        for command in sys.stdin:
+            if command.strip() == "time":
+                print(json.dumps(step_profile.resource_use(step, args.steps)), flush=True)
+            elif command.strip() == "profile":
+                print(json.dumps(step_profile.profile_steps(step, 5)), flush=True)
+            else:
                 break
 
 

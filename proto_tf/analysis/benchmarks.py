@@ -13,14 +13,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.analysis import explain
+from proto_tf.analysis import explain, step_profile
 from proto_tf import streaming
 from proto_tf.attention import PrototypeAttention, masked_softmax
 from proto_tf.errors import ConfigError
 from proto_tf.sparsemax import sparsemax
 from proto_tf.serving import export
 from proto_tf.training import config as config_lib
-from proto_tf.training import health, host_memory, trainer
+from proto_tf.training import health, trainer
 from proto_tf.data import Split, candidates, class_names, dataset_info
 from proto_tf.data.common import LoadedDataset, cast_only
 
@@ -62,9 +62,7 @@ def bare_step(config, dataset, steps):
     """The floor the trainer is measured against: a function running one training step
     of the same model (forward pass, loss, gradient, clipping, Adam update) in one
     tf.function, fed by the same input pipeline, with nothing around it (no
-    distribution strategy, metrics, health checks or logs); it returns the loss. Host
-    memory is kept as the trainer keeps it (`host_memory`)."""
-    host_memory.keep_freed_memory()
+    distribution strategy, metrics, health checks or logs); it returns the loss."""
     keras.utils.set_random_seed(config.seed)
     info = dataset.info or dataset_info(config.dataset)
     config = config_lib.fit_to_data(config, len(dataset.train), report=lambda line: None)
@@ -95,11 +93,12 @@ def bare_step(config, dataset, steps):
 
 def trainer_step(config, dataset, steps, model_dir):
     """A function running one step as `Trainer.train` does between its logs: the
-    distributed step function, then the health monitor's check of its logs."""
+    distributed step function (without the metrics' values), then the health monitor's
+    check of its logs."""
     config = dataclasses.replace(config, model_dir=model_dir, train_steps=steps)
     run_trainer = trainer.Trainer(config, dataset=dataset, verbose=False)
     iterator = iter(run_trainer._distributed_steps(0))
-    step_function = run_trainer._make_step_function()
+    step_function = run_trainer._make_step_function(results=False)
     monitor = health.HealthMonitor(run_trainer.model.trainable_variables, config.divergence_factor)
     counter = iter(range(1, steps + 1))
 
@@ -127,27 +126,19 @@ def trainer_against_bare(config, dataset, steps=20, warmup=3):
     return float(np.median(times["trainer"])), float(np.median(times["bare"]))
 
 
-def _timed(step, count):
-    times = []
-    for _ in range(count):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def against_authors_graph(config, dataset, authors_code, rounds=3, steps=20, warmup=5):
-    """Seconds per step of the trainer's step, `bare_step` and the authors' TF1 graph
-    (`authors_graph`, in its own process) at `config`'s batch, database, ResNet depth
-    and decay interval, on `dataset`'s training images: rounds of `steps` steps of each
-    in turn (the other two wait), medians over all rounds. Returns
-    `{"trainer": s, "bare": s, "authors": s}`."""
+    """The trainer's step, `bare_step` and the authors' TF1 graph (`authors_graph`, in
+    its own process) at `config`'s batch, database, ResNet depth and decay interval, on
+    `dataset`'s training images: rounds of `steps` steps of each in turn (the other two
+    wait), then a kernel profile of 5 steps of each. Returns `{name: {"seconds",
+    "page_faults", "system_seconds", "kernels"}}` for "authors", "bare" and "trainer",
+    the first three the medians over rounds (`step_profile.resource_use`)."""
     if not config.dataset.endswith("mnist"):
         raise ConfigError(
             f"--suite=authors times the authors' Fashion-MNIST graph; --dataset={config.dataset} "
             "is not a 28x28 grey image set (valid: fashion_mnist, mnist)."
         )
-    times = {"authors": [], "trainer": [], "bare": []}
+    rows = {"authors": [], "trainer": [], "bare": []}
     with tempfile.TemporaryDirectory() as folder:
         data_file = os.path.join(folder, "train.npz")
         np.savez(data_file, images=dataset.train.inputs[..., 0], labels=dataset.train.labels)
@@ -156,30 +147,45 @@ def against_authors_graph(config, dataset, authors_code, rounds=3, steps=20, war
             f"--authors_code={authors_code}", f"--data={data_file}",
             f"--batch_size={config.batch_size}", f"--candidates={config.train_database_size}",
             f"--depth={config.resnet_depth}", f"--decay_every={config.decay_steps}",
-            f"--normalization={config.attention}", f"--steps={steps}",
-            f"--warmup={warmup}", f"--rounds={rounds}",
+            f"--normalization={config.attention}", f"--steps={steps}", f"--warmup={warmup}",
         ]  # fmt: skip
+        # This process's environment, TF_CPU_ALLOCATOR_USE_BFC included: both steps run
+        # with the same allocator.
         environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-        total = rounds * steps + warmup
+        total = rounds * steps + warmup + 5
         ours = {"trainer": trainer_step(config, dataset, total, os.path.join(folder, "run")),
                 "bare": bare_step(config, dataset, total)}  # fmt: skip
         for step in ours.values():
-            _timed(step, warmup)
+            for _ in range(warmup):
+                step()
         with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, env=environment) as authors:  # fmt: skip
-            for _ in range(rounds):
+
+            def ask(request):
+                if request:
+                    authors.stdin.write(request + "\n")
+                    authors.stdin.flush()
                 line = authors.stdout.readline()
                 if not line:
                     raise RuntimeError(
-                        f"the authors' graph stopped; run `TF_USE_LEGACY_KERAS=1 {' '.join(command)}` "
-                        "to see why (it needs `pip install tf-keras`)."
+                        "the authors' graph stopped; run `TF_USE_LEGACY_KERAS=1 "
+                        f"{' '.join(command)}` to see why (it needs `pip install tf-keras`)."
                     )
-                times["authors"].append(json.loads(line)["seconds_per_step"])
+                return json.loads(line)
+
+            ask(None)  # Built and warmed up.
+            for _ in range(rounds):
+                rows["authors"].append(ask("time"))
                 for name, step in ours.items():
-                    times[name].append(float(np.median(_timed(step, steps))))
-                authors.stdin.write("next\n")
-                authors.stdin.flush()
-    return {name: float(np.median(values)) for name, values in times.items()}
+                    rows[name].append(step_profile.resource_use(step, steps))
+            kernels = {"authors": ask("profile")}
+            authors.stdin.close()
+        kernels.update({name: step_profile.profile_steps(step, 5) for name, step in ours.items()})
+    return {
+        name: {**{key: float(np.median([row[key] for row in values])) for key in values[0]},
+               "kernels": kernels[name]}
+        for name, values in rows.items()
+    }  # fmt: skip
 
 
 def training_step_seconds(config, dataset, steps=10, dtype_policy="float32"):

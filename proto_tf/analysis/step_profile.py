@@ -1,11 +1,14 @@
-"""Per-op-type kernel times of a step, from TensorFlow's profiler trace (BENCHMARKS.md's
-training-step profiles). Imports nothing but TensorFlow, so the authors' TF1 graph
-(`authors_graph`) can be profiled the same way in its own process."""
+"""What a training step costs: its time, page faults and system time, and per-op-type
+kernel times from TensorFlow's profiler trace (BENCHMARKS.md). Imports nothing but
+TensorFlow, so the authors' TF1 graph (`authors_graph`) is measured the same way in
+its own process."""
 
 import collections
 import glob
 import os
+import resource
 import tempfile
+import time
 from typing import Callable
 
 import tensorflow as tf
@@ -47,3 +50,20 @@ def profile_steps(step: Callable[[], object], steps: int = 5) -> dict[str, float
             tf.profiler.experimental.stop()
         (trace_file,) = glob.glob(os.path.join(folder, "**", "*.xplane.pb"), recursive=True)
         return kernel_milliseconds(trace_file, steps)
+
+
+def resource_use(step: Callable[[], object], steps: int) -> dict[str, float]:
+    """Median seconds of `steps` calls of `step()`, and this process's page faults
+    (minor: pages the kernel mapped in again) and system seconds per call."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "seconds": sorted(times)[len(times) // 2],
+        "page_faults": (after.ru_minflt - before.ru_minflt) / steps,
+        "system_seconds": (after.ru_stime - before.ru_stime) / steps,
+    }

@@ -77,6 +77,10 @@ flags.DEFINE_string(
     "authors_code", None, "authors: folder of a checkout of the authors' protoattend/ code.", flag_values=FLAGS
 )
 flags.DEFINE_integer("rounds", 3, "authors: rounds of --train_steps_timed steps of each.", flag_values=FLAGS)
+flags.DEFINE_list(
+    "train_flags", [], "authors: extra run/train.py flags of the measured steps.", flag_values=FLAGS,
+)
+flags.DEFINE_integer("profile_lines", 8, "authors: op types in the kernel profile.", flag_values=FLAGS)
 
 # Training-step variants: extra run/train.py flags, and the Keras dtype policy.
 TRAIN_MODES = {
@@ -200,16 +204,31 @@ def authors_suite():
             f"--suite=authors needs --authors_code, the folder of the authors' protoattend/ code "
             f"(model.py, input_data.py, options.py); got {FLAGS.authors_code!r}."
         )
-    config = experiment_flags.config_for(AUTHORS_CONFIG + [f"--attention={FLAGS.attention}"])
-    seconds = benchmarks.against_authors_graph(
+    config = experiment_flags.config_for(
+        AUTHORS_CONFIG + [f"--attention={FLAGS.attention}", *FLAGS.train_flags]
+    )
+    results = benchmarks.against_authors_graph(
         config, load_experiment_dataset(config), FLAGS.authors_code, FLAGS.rounds, FLAGS.train_steps_timed
     )
     print(f"{FLAGS.rounds} rounds of {FLAGS.train_steps_timed} steps of each, in turn; medians.\n")
-    print("| step | ms / step | / authors' TF1 graph | / bare step |")
+    print("| step | ms / step | / authors' TF1 graph | / bare step | page faults / step | system ms / step |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    labels = {"authors": "authors' TF1 graph", "bare": "bare step", "trainer": "trainer (default)"}
+    for name, label in labels.items():
+        row = results[name]
+        print(f"| {label} | {1000 * row['seconds']:.0f} | "
+              f"{row['seconds'] / results['authors']['seconds']:.3f}× | "
+              f"{row['seconds'] / results['bare']['seconds']:.3f}× | {row['page_faults']:.0f} | "
+              f"{1000 * row['system_seconds']:.0f} |")  # fmt: skip
+    print("\nKernel ms per step by op type (summed over compute threads; 5 steps):\n")
+    kernels = {name: results[name]["kernels"] for name in labels}
+    top = sorted(set().union(*kernels.values()), key=lambda op: -kernels["authors"].get(op, 0.0)
+                 - kernels["trainer"].get(op, 0.0))[:FLAGS.profile_lines]  # fmt: skip
+    print("| op | " + " | ".join(labels.values()) + " |")
     print("| --- | --- | --- | --- |")
-    for name, label in (("authors", "authors' TF1 graph"), ("bare", "bare step"), ("trainer", "trainer (default)")):
-        print(f"| {label} | {1000 * seconds[name]:.0f} | {seconds[name] / seconds['authors']:.3f}× | "
-              f"{seconds[name] / seconds['bare']:.3f}× |")  # fmt: skip
+    for op in top:
+        print(f"| {op} | " + " | ".join(f"{kernels[name].get(op, 0.0):.1f}" for name in labels) + " |")
+    print("| all kernels | " + " | ".join(f"{sum(kernels[name].values()):.1f}" for name in labels) + " |")
 
 
 def inference_suite():
