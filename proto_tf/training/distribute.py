@@ -61,6 +61,8 @@ def distribute_steps(strategy, make_global_steps, batch_size, database_size):
     local_batch, local_database = batch_size // replicas, database_size // replicas
 
     def dataset_fn(context):
+        if replicas == 1:  # The one replica's slice is the whole step.
+            return make_global_steps().prefetch(tf.data.AUTOTUNE)
         local_replicas = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local_replicas
 
