@@ -47,8 +47,7 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     # compare: the scikit-learn references of run/reference.py (not needed otherwise).
-    # authors: TensorFlow's legacy Keras, for the authors' TF1 graph that
-    # `run/benchmark.py --suite=authors` times in its own process.
-    extras_require={"tfds": ["tensorflow-datasets>=4.9"], "compare": ["scikit-learn>=1.5"],
-                    "authors": ["tf-keras>=2.16"]},  # fmt: skip
+    # (`run/benchmark.py --suite=authors` also needs tf-keras, installed with --no-deps:
+    # its own requirement would add the full `tensorflow` over `tensorflow-cpu`.)
+    extras_require={"tfds": ["tensorflow-datasets>=4.9"], "compare": ["scikit-learn>=1.5"]},
 )

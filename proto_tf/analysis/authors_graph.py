@@ -3,7 +3,9 @@ this machine, for the side-by-side step-time comparison of BENCHMARKS.md.
 
 Their code is not part of this project: pass the folder of a checkout of it
 (`model.py`, `input_data.py`, `options.py`). It needs TensorFlow's legacy Keras
-(`pip install tf-keras`, environment `TF_USE_LEGACY_KERAS=1`) for `tf.layers`, so it
+(`pip install --no-deps tf-keras==2.21.0`: without --no-deps pip adds the full
+`tensorflow` package over `tensorflow-cpu`; environment `TF_USE_LEGACY_KERAS=1`) for
+`tf.layers`, so it
 runs in its own process (`python -m proto_tf.analysis.authors_graph`, started by
 `run/benchmark.py --suite=authors`), which imports nothing of this project that needs
 Keras 3. The three `tf.contrib` functions their model calls, gone from TensorFlow 2,

@@ -169,7 +169,7 @@ def against_authors_graph(config, dataset, authors_code, rounds=3, steps=20, war
                 if not line:
                     raise RuntimeError(
                         "the authors' graph stopped; run `TF_USE_LEGACY_KERAS=1 "
-                        f"{' '.join(command)}` to see why (it needs `pip install tf-keras`)."
+                        f"{' '.join(command)}` to see why (it needs `pip install --no-deps tf-keras==2.21.0`)."
                     )
                 return json.loads(line)
 

@@ -15,7 +15,7 @@ train: the trainer's default step against a bare step of the same model (one
   candidates encoded forward-only, with a candidate memory refreshed by 128 per step,
   with XLA, and with mixed precision.
 authors: ms per step of the trainer's step, the bare step and the authors' released TF1
-  graph (their code, in its own process; needs `pip install tf-keras`), in turn, on
+  graph (their code, in its own process; needs `pip install --no-deps tf-keras==2.21.0`), in turn, on
   Fashion-MNIST at --small (ResNet-8, batch 64, 128 candidates).
 inference: latency of a trained tabular run against D_infer, batch 1 and 128, softmax
   and sparsemax: the attention alone, the serving function in memory, and the same
