@@ -1,10 +1,12 @@
-"""Test setup: `tests/` on the path for shared helpers, quiet TF logs, and two logical
-CPU devices so that tf.distribute tests run real 2-replica steps on one CPU."""
+"""Test setup: `tests/` on the path for shared helpers, quiet TF logs, the commands' host
+allocator (TensorFlow's BFC one) for the steps trained in-process, and two logical CPU
+devices so that tf.distribute tests run real 2-replica steps on one CPU."""
 
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")  # As proto_tf.cli sets it.
 sys.path.insert(0, os.path.dirname(__file__))
 
 import tensorflow as tf  # noqa: E402  (after the log level is set)
