@@ -3,9 +3,9 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 import tempfile
 import time
 
@@ -48,14 +48,10 @@ def input_pipeline_rate(dataset, info, batch_size, database_size, steps=50, warm
 
 
 def training_step_rate(config, dataset, steps=10, warmup=2):
-    """Training steps per second of the full step (input pipeline included), with
-    the Trainer's own distributed step function."""
+    """Training steps per second of the full step (input pipeline included), as the
+    Trainer takes it between logs (`trainer_step`)."""
     with tempfile.TemporaryDirectory() as model_dir:
-        config = dataclasses.replace(config, model_dir=model_dir, train_steps=steps + warmup)
-        run_trainer = trainer.Trainer(config, dataset=dataset, verbose=False)
-        iterator = iter(run_trainer._distributed_steps(0))
-        step_function = run_trainer._make_step_function()
-        return _rate(lambda: float(step_function(iterator)["loss"]), steps, warmup)
+        return _rate(trainer_step(config, dataset, steps + warmup, model_dir), steps, warmup)
 
 
 def bare_step(config, dataset, steps):

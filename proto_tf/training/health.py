@@ -29,15 +29,15 @@ def first_nonfinite(tensors) -> tf.Tensor:
     non-finite. Only then (or when finite values overflow the total) is each tensor
     searched, so the position named is exact either way.
     """
-    present = [_stored_values(t) for t in tensors if t is not None]
+    values = [None if t is None else _stored_values(t) for t in tensors]
+    present = [v for v in values if v is not None]
     if not present:
         return tf.constant(len(tensors), tf.int32)
-    total = tf.add_n([tf.reduce_sum(tf.cast(t, tf.float32)) for t in present])
+    total = tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in present])
 
     def search():
         finite = tf.stack([
-            tf.constant(True) if t is None else tf.reduce_all(tf.math.is_finite(_stored_values(t)))
-            for t in tensors
+            tf.constant(True) if v is None else tf.reduce_all(tf.math.is_finite(v)) for v in values
         ])  # fmt: skip
         positions = tf.range(len(tensors), dtype=tf.int32)
         return tf.reduce_min(tf.where(finite, len(tensors), positions))
@@ -47,8 +47,8 @@ def first_nonfinite(tensors) -> tf.Tensor:
 
 def _stored_values(tensor):
     """The values a tensor holds: an embedding's sparse gradient (`tf.IndexedSlices`) is
-    zero outside its rows, so its rows are checked instead of a dense copy (which cost
-    a text step 10 %)."""
+    zero outside its rows, so its rows are checked instead of a dense copy (an
+    UnsortedSegmentSum over the embedding every step)."""
     return tensor.values if isinstance(tensor, tf.IndexedSlices) else tensor
 
 
