@@ -139,7 +139,7 @@ def attention_statistics(weights: tf.Tensor) -> dict[str, tf.Tensor]:
     weights = tf.cast(weights, tf.float32)
     queries = tf.cast(tf.shape(weights)[0], tf.float32)
     top = tf.argmax(weights, axis=-1, output_type=tf.int32)
-    # Queries per top candidate: O(B + D), where a one-hot [B, D] cost a step 1-2 %.
+    # Queries per top candidate: O(B + D) work, where a one-hot would be [B, D].
     hits = tf.math.unsorted_segment_sum(tf.ones_like(top, tf.float32), top, tf.shape(weights)[1])
     received = tf.reduce_sum(weights, axis=0)
     top3 = tf.reduce_sum(tf.math.top_k(received, tf.minimum(3, tf.shape(received)[0])).values)

@@ -5,10 +5,9 @@ Their code is not part of this project: pass the folder of a checkout of it
 (`model.py`, `input_data.py`, `options.py`). It needs TensorFlow's legacy Keras
 (`pip install --no-deps tf-keras==2.21.0`: without --no-deps pip adds the full
 `tensorflow` package over `tensorflow-cpu`; environment `TF_USE_LEGACY_KERAS=1`) for
-`tf.layers`, so it
-runs in its own process (`python -m proto_tf.analysis.authors_graph`, started by
-`run/benchmark.py --suite=authors`), which imports nothing of this project that needs
-Keras 3. The three `tf.contrib` functions their model calls, gone from TensorFlow 2,
+`tf.layers`, so it runs in its own process (`python -m proto_tf.analysis.authors_graph`,
+started by `run/benchmark.py --suite=authors`), which imports nothing of this project
+that needs Keras 3. The three `tf.contrib` functions their model calls, gone from TensorFlow 2,
 are supplied with the algorithms they had: sort-based sparsemax (Martins & Astudillo,
 2016), `l2_regularizer` and `layer_norm` (epsilon 1e-12, variables `LayerNorm/beta`
 and `LayerNorm/gamma`, shared under `reuse`).

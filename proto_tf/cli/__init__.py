@@ -7,7 +7,7 @@ import os
 # own TF_CPP_MIN_LOG_LEVEL is kept).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow's pooling (BFC) allocator for host memory. With the default allocator every
-# CPU training step maps its freed activation buffers back in: 70,000-115,000 page
-# faults and a third of the step in the kernel on Fashion-MNIST --small, and 1.3x the
-# step time (BENCHMARKS.md). TF_CPU_ALLOCATOR_USE_BFC=false keeps the default.
+# CPU training step maps its freed activation buffers back in: 116,000 page faults per
+# step on Fashion-MNIST --small and 1.8x the step time (BENCHMARKS.md).
+# TF_CPU_ALLOCATOR_USE_BFC=false keeps the default.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")

@@ -11,12 +11,13 @@ input: steps/s of the input pipeline alone against steps/s of a full training st
   the paper's batch size and D_train (each dataset's flagfile), in the same run.
 train: the trainer's default step against a bare step of the same model (one
   tf.function: forward, loss, gradient, clip, Adam), one step of each in turn; then ms
-  per training step of each encoder family (small variants, the paper's batch and D_train) for the baseline encoder, ProtoAttend as in the paper, with
+  per training step of each encoder family (small variants, the paper's batch and
+  D_train) for the baseline encoder, ProtoAttend as in the paper, with
   candidates encoded forward-only, with a candidate memory refreshed by 128 per step,
   with XLA, and with mixed precision.
 authors: ms per step of the trainer's step, the bare step and the authors' released TF1
-  graph (their code, in its own process; needs `pip install --no-deps tf-keras==2.21.0`), in turn, on
-  Fashion-MNIST at --small (ResNet-8, batch 64, 128 candidates).
+  graph (their code, in its own process; needs `pip install --no-deps tf-keras==2.21.0`),
+  in turn, on Fashion-MNIST at --small (ResNet-8, batch 64, 128 candidates).
 inference: latency of a trained tabular run against D_infer, batch 1 and 128, softmax
   and sparsemax: the attention alone, the serving function in memory, and the same
   function from the exported SavedModel.

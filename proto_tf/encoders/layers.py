@@ -38,8 +38,7 @@ class DenseNormStack(keras.layers.Layer):
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` computed by TensorFlow's fused kernel: one op
     forward and one backward instead of about fifteen, as the authors' code had it
-    (`tf.layers.batch_normalization(fused=True)`). Keras 3 has no fused path; its
-    unfused ops were a quarter of a ResNet training step's time on a CPU (BENCHMARKS.md).
+    (`tf.layers.batch_normalization(fused=True)`). Keras 3 has no fused path.
 
     The same variables, the same moving-average update (with the biased batch
     variance, as Keras) and the same values up to float rounding. Inputs with a mask,
