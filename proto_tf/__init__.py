@@ -12,7 +12,8 @@ __version__ = "0.2.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "ATTENTIONS": "proto_tf.model",
+    "ATTENTIONS": "proto_tf.training.config",
+    "BaselineClassifier": "proto_tf.baseline",
     "NORMALIZATIONS": "proto_tf.attention",
     "PrototypeAttention": "proto_tf.attention",
     "PrototypeDatabase": "proto_tf.model",

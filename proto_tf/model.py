@@ -15,10 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import metrics, streaming
-from proto_tf.errors import DataError
 from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttention
-
-ATTENTIONS = NORMALIZATIONS + ("none",)
+from proto_tf.baseline import BaselineClassifier
+from proto_tf.classifier import Classifier, accuracy, correct, cross_entropy
+from proto_tf.errors import DataError
 
 
 class PrototypeDatabase:
@@ -118,15 +118,14 @@ def _check_database(keys, values, labels, num_classes):
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
-class ProtoAttend(keras.Model):
+class ProtoAttend(Classifier):
     """Attention-based prototypical classifier around any Keras encoder.
 
     Args:
       encoder: a Keras layer/model mapping a batch of inputs to `[B, features]`.
       num_classes: number of output classes.
-      attention: "softmax", "sparsemax", or "none" for the baseline: the encoder
-        followed by the decision layer, trained with the plain loss only (the
-        paper's "Baseline enc." rows).
+      attention: "softmax" or "sparsemax" (the paper's "Baseline enc." rows, the
+        encoder and decision alone, are `BaselineClassifier`).
       attention_size: size of keys and queries (16 in every experiment of the paper).
       value_size: size of values (64 for most datasets, 128 for CIFAR-10, 16 for Adult).
       sparsity_weight: lambda of the entropy regulariser (Eq. 2); 0 disables it.
@@ -188,18 +187,16 @@ class ProtoAttend(keras.Model):
         sparsemax_top_k: int | None = SPARSEMAX_TOP_K,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if attention not in ATTENTIONS:
+        if attention not in NORMALIZATIONS:
             raise ValueError(
-                f"Unknown attention {attention!r}; valid: {', '.join(ATTENTIONS)}."
+                f"Unknown attention {attention!r}; valid: {', '.join(NORMALIZATIONS)} "
+                "(BaselineClassifier is the model without attention)."
             )
         low, high = (float(a) for a in alpha_range)
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(
                 f"alpha_range must satisfy 0 <= low <= high <= 1, got {alpha_range}."
             )
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
         if sparsity_weight < 0:
             raise ValueError(f"sparsity_weight must be >= 0, got {sparsity_weight}.")
         if not 0 <= matching_loss_weight < float("inf"):
@@ -212,8 +209,7 @@ class ProtoAttend(keras.Model):
             )
 
         # === Config ===
-        self.encoder = encoder
-        self.num_classes = int(num_classes)
+        super().__init__(encoder, num_classes, **kwargs)  # Sets the encoder: it comes first.
         self.attention = attention
         self.attention_size = int(attention_size)
         self.value_size = int(value_size)
@@ -228,44 +224,24 @@ class ProtoAttend(keras.Model):
         self.sparsemax_top_k = sparsemax_top_k
         self.database = None
 
-        # === Layers ===
-        if not self.is_baseline:
-            self.query_head = keras.layers.Dense(
-                attention_size, activation="relu", name="query_head"
-            )
-            self.key_head = keras.layers.Dense(attention_size, activation="relu", name="key_head")
-            self.value_head = keras.layers.Dense(value_size, activation="relu", name="value_head")
-            self.value_norm = keras.layers.LayerNormalization(name="value_norm")
-            self.prototype_attention = PrototypeAttention(
-                attention, sparsemax_top_k=sparsemax_top_k, name="prototype_attention"
-            )
+        # === Layers (in the order of `model.weights`, which checkpoints follow) ===
+        self.query_head = keras.layers.Dense(attention_size, activation="relu", name="query_head")
+        self.key_head = keras.layers.Dense(attention_size, activation="relu", name="key_head")
+        self.value_head = keras.layers.Dense(value_size, activation="relu", name="value_head")
+        self.value_norm = keras.layers.LayerNormalization(name="value_norm")
+        self.prototype_attention = PrototypeAttention(
+            attention, sparsemax_top_k=sparsemax_top_k, name="prototype_attention"
+        )
         self.decision = keras.layers.Dense(num_classes, use_bias=False, name="decision")
 
         # === Metrics ===
-        names = ["loss", "plain_loss", "plain_accuracy"]
-        if not self.is_baseline:
-            names += [
-                "prototype_loss",
-                "mixed_loss",
-                "sparsity_loss",
-                "prototype_accuracy",
-                "mean_max_weight",
-                "distinct_top_share",
-                "top3_weight_share",
-            ]
-        self._training_metrics = tuple(names)
-        if not self.is_baseline:
-            names.append("mean_confidence")  # `evaluate(x, y)` with the database.
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
+        self._track_metrics(
+            ("loss", "plain_loss", "plain_accuracy", "prototype_loss", "mixed_loss", "sparsity_loss",
+             "prototype_accuracy", "mean_max_weight", "distinct_top_share", "top3_weight_share"),
+            ("prototype_accuracy", "mean_confidence"),  # `evaluate(x, y)` with the database.
+        )  # fmt: skip
 
-    @property
-    def is_baseline(self):
-        """True when the model is the plain encoder + decision (attention="none")."""
-        return self.attention == "none"
-
-    @property
-    def metrics(self):
-        return list(self._trackers.values())
+    uses_database = True
 
     # === Building ===
 
@@ -279,12 +255,9 @@ class ProtoAttend(keras.Model):
             return
         example = tf.zeros([1] + list(input_shape)[1:], dtype=input_dtype)
         features = self.encoder(example, training=False)
-        if self.is_baseline:
-            self.decision(features)
-        else:
-            queries, keys, values = self.heads(features)
-            self.prototype_attention(queries, keys, values)
-            self.decision(values)
+        queries, keys, values = self.heads(features)
+        self.prototype_attention(queries, keys, values)
+        self.decision(values)
         if self.candidate_memory:
             # Replica-local copies (on-read synchronisation): every replica writes the
             # same all-gathered encodings, so no step needs a collective for them;
@@ -318,21 +291,30 @@ class ProtoAttend(keras.Model):
 
     def encode(self, inputs, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Encodes inputs to `(queries, keys, values)`."""
-        if self.is_baseline:
-            raise ValueError("A baseline model (attention='none') has no keys or values.")
         return self.heads(self.encoder(inputs, training=training))
 
-    def encode_database(self, candidate_inputs, batch_size: int = 1024) -> tuple[tf.Tensor, tf.Tensor]:
-        """Encodes candidates without augmentation or dropout, in batches.
+    def plain_logits(self, inputs, training: bool = False) -> tf.Tensor:
+        """The plain path of Eq. 1: the input's own value through the decision."""
+        return self.decision(self.encode(inputs, training=training)[2])
 
-        Returns `(keys [D, d_att], values [D, d_val])` as tensors.
-        """
-        dataset = tf.data.Dataset.from_tensor_slices(candidate_inputs).batch(batch_size)
+    def encode_database(self, candidate_inputs, batch_size: int = 1024) -> tuple[tf.Tensor, tf.Tensor]:
+        """Encodes candidates (an array, or a dict of arrays) without augmentation or
+        dropout, in batches of `batch_size`: `(keys [D, d_att], values [D, d_val])`."""
+        return self.encode_batches(tf.data.Dataset.from_tensor_slices(candidate_inputs).batch(batch_size))
+
+    def encode_batches(self, batches) -> tuple[tf.Tensor, tf.Tensor]:
+        """Encodes an iterable of model-input batches without augmentation or dropout:
+        `(keys [D, d_att], values [D, d_val])`. The one loop that encodes a database
+        (evaluation, export and `encode_database` all come here), one traced function
+        for every batch."""
+        encode = tf.function(lambda x: self.encode(x, training=False)[1:], reduce_retracing=True)
         keys, values = [], []
-        for batch in dataset:
-            _, batch_keys, batch_values = self.encode(batch, training=False)
+        for batch in batches:
+            batch_keys, batch_values = encode(batch)
             keys.append(batch_keys)
             values.append(batch_values)
+        if not keys:
+            raise DataError("the prototype database is empty: give at least one candidate.")
         return tf.concat(keys, axis=0), tf.concat(values, axis=0)
 
     def set_database(self, keys, values, labels, indices=None) -> None:
@@ -359,15 +341,12 @@ class ProtoAttend(keras.Model):
     def call(self, inputs, training: bool = False) -> dict[str, tf.Tensor]:
         """Predicts with the database set by `set_database`.
 
-        Returns a dict: `logits` (from the prototypes; from the encoder for the
-        baseline) and, with attention, `plain_logits`, `weights [B, D]` and
-        `confidence [B]` (Eq. 3).
+        Returns a dict: `logits` (from the prototypes), `plain_logits`, `weights
+        [B, D]` and `confidence [B]` (Eq. 3).
 
         The database is read from variables, so functions traced before a
         `set_database` (Keras' `predict`, a user's `tf.function`) use the new one.
         """
-        if self.is_baseline:
-            return {"logits": self.decision(self.encoder(inputs, training=training))}
         if self.database is None:
             raise ValueError(
                 "No prototype database is set: call "
@@ -423,8 +402,6 @@ class ProtoAttend(keras.Model):
     def forward_train(self, data, alpha, training=True):
         """Logits of the three paths of Eq. 1 and the attention weights, per replica."""
         inputs = data["inputs"]
-        if self.is_baseline:
-            return {"plain_logits": self.decision(self.encoder(inputs, training=training))}
         candidate_inputs = data["candidate_inputs"]
         if self.candidate_gradients and self.joint_encoding:
             batch_size = tf.shape(tf.nest.flatten(inputs)[0])[0]
@@ -484,13 +461,10 @@ class ProtoAttend(keras.Model):
         """Each term of Eq. 1 and Eq. 2 as a mean over the (per-replica) batch, and
         their weighted sum as `loss`."""
         labels = tf.cast(labels, tf.int32)
-        terms = {"plain_loss": _cross_entropy(labels, outputs["plain_logits"])}
-        if self.is_baseline:
-            terms["loss"] = terms["plain_loss"]
-            return terms
+        terms = {"plain_loss": cross_entropy(labels, outputs["plain_logits"])}
         weights = outputs["weights"]
-        terms["prototype_loss"] = _cross_entropy(labels, outputs["prototype_logits"])
-        terms["mixed_loss"] = _cross_entropy(labels, outputs["mixed_logits"])
+        terms["prototype_loss"] = cross_entropy(labels, outputs["prototype_logits"])
+        terms["mixed_loss"] = cross_entropy(labels, outputs["mixed_logits"])
         # Eq. 2 is the entropy of p: it is smallest for a one-hot p, so adding it to
         # the loss pushes towards few prototypes (the paper's text has the extremes of
         # Eq. 2 swapped; minimising it is what the regulariser is for).
@@ -502,39 +476,6 @@ class ProtoAttend(keras.Model):
             + self.sparsity_weight * terms["sparsity_loss"]
         )
         return terms
-
-    def train_step(self, data):
-        return self.train_step_with_alpha(data, self.sample_alpha(self.optimizer.iterations))
-
-    def train_step_with_alpha(self, data, alpha, inspect=None, results=True):
-        """`train_step` with Eq. 1's alpha given (for steps compiled by XLA, whose
-        stateless random numbers differ from TensorFlow's for the same seed).
-
-        `inspect(loss, gradients, variables) -> dict`, when given, is called after the
-        update with this step's total loss, the gradients and the (updated) trainable
-        variables; its entries are added to the logs (the trainer's health checks).
-        `results=False` leaves the metrics' values out of the logs (they are still
-        updated): the trainer reads them only at the steps it logs.
-        """
-        with tf.GradientTape() as tape:
-            outputs = self.forward_train(data, alpha, training=True)
-            terms = self.loss_terms(data["labels"], outputs)
-            total = terms["loss"]
-            if self.losses:
-                total += tf.add_n(self.losses)  # Weight decay of the encoder.
-            # Replicas' gradients are summed by the optimizer: scale so the update is
-            # the one of the global batch, whatever the replica count.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = total / replicas
-        variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        terms["loss"] = total
-        self._update_trackers(data["labels"], outputs, terms)
-        logs = self._results(self._training_metrics) if results else {}
-        if inspect is not None:
-            logs = {**logs, **inspect(total, gradients, variables)}
-        return logs
 
     def test_step(self, data):
         """Evaluation step of `model.evaluate`.
@@ -550,41 +491,22 @@ class ProtoAttend(keras.Model):
             terms = self.loss_terms(data["labels"], outputs)
             self._update_trackers(data["labels"], outputs, terms)
             return self._results(self._training_metrics)
-        inputs, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if labels is None:
-            raise ValueError("model.evaluate needs labels: call model.evaluate(x, y).")
-        labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-        outputs = self(inputs, training=False)
-        logits = tf.cast(outputs["logits"], tf.float32)
-        per_example = {
-            "loss": tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        }
-        if self.is_baseline:
-            per_example["plain_accuracy"] = _correct(labels, logits)
-        else:
-            per_example["prototype_accuracy"] = _correct(labels, logits)
-            per_example["plain_accuracy"] = _correct(labels, outputs["plain_logits"])
-            per_example["mean_confidence"] = outputs["confidence"]
-        for name, values in per_example.items():
-            self._trackers[name].update_state(values, sample_weight=sample_weight)
-        return self._results(per_example)
+        return super().test_step(data)
 
-    def _results(self, names):
-        return {name: self._trackers[name].result() for name in names}
+    def evaluation_terms(self, labels, outputs):
+        return {
+            "prototype_accuracy": correct(labels, outputs["logits"]),
+            "plain_accuracy": correct(labels, outputs["plain_logits"]),
+            "mean_confidence": outputs["confidence"],
+        }
 
     def _update_trackers(self, labels, outputs, terms):
-        labels = tf.cast(labels, tf.int32)
-        for name, value in terms.items():
-            self._trackers[name].update_state(value)
-        self._trackers["plain_accuracy"].update_state(
-            _accuracy(labels, outputs["plain_logits"])
+        super()._update_trackers(labels, outputs, terms)
+        self._trackers["prototype_accuracy"].update_state(
+            accuracy(tf.cast(labels, tf.int32), outputs["prototype_logits"])
         )
-        if not self.is_baseline:
-            self._trackers["prototype_accuracy"].update_state(
-                _accuracy(labels, outputs["prototype_logits"])
-            )
-            for name, value in metrics.attention_statistics(outputs["weights"]).items():
-                self._trackers[name].update_state(value)
+        for name, value in metrics.attention_statistics(outputs["weights"]).items():
+            self._trackers[name].update_state(value)
 
     # === Saving ===
 
@@ -619,8 +541,6 @@ class ProtoAttend(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "encoder": keras.saving.serialize_keras_object(self.encoder),
-                "num_classes": self.num_classes,
                 "attention": self.attention,
                 "attention_size": self.attention_size,
                 "value_size": self.value_size,
@@ -639,9 +559,18 @@ class ProtoAttend(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**config)
+        if config.get("attention") == "none":
+            # A `.keras` file of a baseline written before it became its own model.
+            config = {key: value for key, value in config.items() if key not in _ATTENTION_CONFIG}
+            return BaselineClassifier.from_config(config)
+        return super().from_config(config)
+
+
+# The config entries of ProtoAttend that a BaselineClassifier does not have.
+_ATTENTION_CONFIG = (
+    "attention", "attention_size", "value_size", "sparsity_weight", "matching_loss_weight", "alpha_range",
+    "entropy_epsilon", "seed", "candidate_gradients", "joint_encoding", "candidate_memory", "sparsemax_top_k",
+)  # fmt: skip
 
 
 _DATABASE_ENTRIES = ("database_keys", "database_values", "database_labels")
@@ -653,21 +582,3 @@ def _all_gather(tensor):
     if context is None or context.num_replicas_in_sync == 1:
         return tensor
     return context.all_gather(tensor, axis=0)
-
-
-def _cross_entropy(labels, logits):
-    return tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=tf.cast(logits, tf.float32)
-        )
-    )
-
-
-def _correct(labels, logits):
-    """1.0 where the arg-max of `logits` is the label, else 0.0 (per example)."""
-    predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return tf.cast(tf.equal(predictions, labels), tf.float32)
-
-
-def _accuracy(labels, logits):
-    return tf.reduce_mean(_correct(labels, logits))

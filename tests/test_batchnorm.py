@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from data_files import write_mnist
-from proto_tf import ProtoAttend
+from proto_tf import BaselineClassifier
 from proto_tf.training import batchnorm
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.analysis.evaluate_run import evaluate_model_dir
@@ -15,7 +15,7 @@ def _model_with_batchnorm():
     encoder = keras.Sequential(
         [keras.layers.BatchNormalization(momentum=0.9, center=False, scale=False)]
     )
-    model = ProtoAttend(encoder, num_classes=2, attention="none")
+    model = BaselineClassifier(encoder, num_classes=2)
     model.build((None, 2))
     model.decision.set_weights([np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)])
     return model

@@ -1,9 +1,11 @@
+import os
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from proto_tf import ProtoAttend, metrics
+from proto_tf import BaselineClassifier, ProtoAttend, metrics
 from references import cross_entropy, layer_norm, softmax, sparsemax_bisection
 
 
@@ -91,7 +93,8 @@ def test_alpha_is_uniform_in_range_per_step_and_reproducible():
 
 def test_baseline_is_plain_encoder_and_decision():
     rng = np.random.default_rng(1)
-    model = _dense_model("none")
+    model = BaselineClassifier(keras.layers.Dense(6, name="encoder"), 3)
+    model.build((None, 4))
     x = rng.normal(size=(5, 4)).astype(np.float32)
     logits = model(x)["logits"].numpy()
     expected = (x @ model.encoder.kernel.numpy() + model.encoder.bias.numpy()) @ model.decision.kernel.numpy()
@@ -99,7 +102,44 @@ def test_baseline_is_plain_encoder_and_decision():
     terms = model.loss_terms(np.array([0, 1, 2, 0, 1]), model.forward_train({"inputs": x}, 0.5))
     assert set(terms) == {"plain_loss", "loss"}
     assert {m.name for m in model.metrics} == {"loss", "plain_loss", "plain_accuracy"}
+    assert [w.path.split("/", 1)[1] for w in model.weights] == ["encoder/kernel", "encoder/bias", "decision/kernel"]
+    assert not model.uses_database and model.decision.use_bias is False
+    # One training step: the update of plain cross-entropy alone (hand gradient of Eq. 1's first term).
+    labels = np.array([0, 1, 2, 0, 1])
+    kernel = model.decision.kernel.numpy()
+    features = x @ model.encoder.kernel.numpy() + model.encoder.bias.numpy()
+    probabilities = np.exp(expected - expected.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    gradient = features.T @ (probabilities - np.eye(3)[labels]) / 5
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    logs = model.train_step({"inputs": x, "labels": labels})
+    np.testing.assert_allclose(model.decision.kernel.numpy(), kernel - 0.1 * gradient, atol=1e-5)
+    assert float(logs["loss"]) == pytest.approx(-np.mean(np.log(probabilities[np.arange(5), labels])), rel=1e-5)
+    # evaluate(x, y): the mean cross-entropy and accuracy of the decision.
+    model.compile()
+    result = model.evaluate(x, labels, return_dict=True, verbose=0)
+    logits = model(x)["logits"].numpy()
+    assert result["plain_accuracy"] == pytest.approx(np.mean(logits.argmax(1) == labels))
+    np.testing.assert_allclose(model.get_config()["num_classes"], 3)
 
+
+def test_baseline_checkpoints_and_keras_files_from_before_the_split_load():
+    """Baseline runs written when the baseline was `ProtoAttend(attention="none")`
+    (tests/fixtures/baseline_before_split/README.md) restore into BaselineClassifier."""
+    from proto_tf.data.registry import dataset_info
+    from proto_tf.training.checkpoints import make_checkpoint
+    from proto_tf.training.config import ExperimentConfig, build_model
+
+    folder = os.path.join(os.path.dirname(__file__), "fixtures", "baseline_before_split")
+    expected = np.load(os.path.join(folder, "expected.npz"))
+    config = ExperimentConfig(dataset="adult", attention="none", lstm_embedding_size=4, model_dir="unused")
+    model = build_model(config, dataset_info("adult"), 2)
+    assert isinstance(model, BaselineClassifier)
+    make_checkpoint(model).read(os.path.join(folder, "checkpoint")).assert_consumed()
+    np.testing.assert_allclose(model(expected["inputs"])["logits"], expected["logits"], atol=1e-6)
+    loaded = keras.models.load_model(os.path.join(folder, "model.keras"))
+    assert isinstance(loaded, BaselineClassifier)
+    np.testing.assert_allclose(loaded(expected["inputs"])["logits"], expected["logits"], atol=1e-6)
 
 def test_inference_with_database_returns_weights_and_confidence():
     rng = np.random.default_rng(2)
@@ -129,7 +169,7 @@ def test_inference_with_database_returns_weights_and_confidence():
 
 
 def test_constructor_errors_list_valid_values():
-    with pytest.raises(ValueError, match="softmax, sparsemax, none"):
+    with pytest.raises(ValueError, match="softmax, sparsemax .BaselineClassifier"):
         ProtoAttend(keras.layers.Dense(2), 3, attention="entmax")
     with pytest.raises(ValueError, match="alpha_range"):
         ProtoAttend(keras.layers.Dense(2), 3, alpha_range=(0.6, 0.4))

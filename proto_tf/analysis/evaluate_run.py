@@ -44,7 +44,7 @@ def evaluate_model_dir(
     info = dataset_info(config.dataset)
     size = infer_database_size or config.infer_database_size
     evaluator = evaluation.Evaluator(model, dataset.preprocess, config.eval_batch_size)
-    if not model.is_baseline:
+    if model.uses_database:
         evaluator.set_database(
             candidates.inference_database(dataset.train, size, config.seed, info.class_shares)
         )
@@ -55,7 +55,7 @@ def evaluate_model_dir(
         "batchnorm_batches": batchnorm_batches,
         "dataset": config.dataset,
         "attention": config.attention,
-        "infer_database_size": None if model.is_baseline else min(size, len(dataset.train)),
+        "infer_database_size": min(size, len(dataset.train)) if model.uses_database else None,
         "test": evaluation.confidence_report(test_predictions),
     }
     if calibration is not None:
@@ -83,7 +83,7 @@ def evaluate_model_dir(
 def _calibrated_test(model, predictions, calibration):
     """What a stored calibration promised (on validation) and what it gives on the test
     `predictions`."""
-    if model.is_baseline:
+    if not model.uses_database:
         raise ConfigError("--calibrated_export: a baseline run has no confidence to abstain by.")
     correct = predictions["predictions"] == predictions["labels"]
     promised = {key: calibration[key] for key in ("target", "target_value", "delta", "threshold", "coverage",

@@ -17,15 +17,12 @@ class Evaluator:
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.database_split = None  # The split behind the model's database, once set.
-        self._encode = tf.function(
-            lambda x: model.encode(x, training=False)[1:], reduce_retracing=True
-        )
         self._features = tf.function(
             lambda x: _encoder_features_and_values(model, x), reduce_retracing=True
         )
         # The database is an argument, not a capture: a traced function would otherwise
         # keep the database of its first call after the model sets a new one.
-        if model.is_baseline:
+        if not model.uses_database:
             self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         else:
             self._predict = tf.function(
@@ -46,14 +43,8 @@ class Evaluator:
 
     def set_database(self, database_split):
         """Encodes `database_split` (no augmentation) and sets it as the model's database."""
-        keys, values = [], []
-        for inputs, _ in evaluation_batches(database_split, self.preprocess, self.batch_size):
-            batch_keys, batch_values = self._encode(inputs)
-            keys.append(batch_keys)
-            values.append(batch_values)
-        self.model.set_database(
-            tf.concat(keys, 0), tf.concat(values, 0), database_split.labels, database_split.indices
-        )
+        batches = (inputs for inputs, _ in evaluation_batches(database_split, self.preprocess, self.batch_size))
+        self.model.set_database(*self.model.encode_batches(batches), database_split.labels, database_split.indices)
         self.database_split = database_split
 
     def predict(self, split, thresholds=metrics.DEFAULT_THRESHOLDS):
@@ -65,7 +56,7 @@ class Evaluator:
         """
         collected = {}
         for inputs, labels in evaluation_batches(split, self.preprocess, self.batch_size):
-            if self.model.is_baseline:
+            if not self.model.uses_database:
                 outputs = self._predict(inputs)
             else:
                 database = self.model.database
@@ -89,7 +80,7 @@ class Evaluator:
     def evaluate(self, split, database_split=None):
         """Sets the database (when given and the model has attention) and summarises
         the model's predictions on `split`."""
-        if database_split is not None and not self.model.is_baseline:
+        if database_split is not None and self.model.uses_database:
             self.set_database(database_split)
         return summarize(self.predict(split))
 

@@ -58,7 +58,7 @@ def load_run(
     """
     config, dataset, model, path = trainer.load_run(model_dir, checkpoint, data_dir)
     evaluator = Evaluator(model, dataset.preprocess, config.eval_batch_size)
-    if not model.is_baseline:
+    if model.uses_database:
         size = min(infer_database_size or config.infer_database_size, len(dataset.train))
         evaluator.set_database(inference_database(dataset.train, size, config.seed, dataset.info.class_shares))
     return TrainedRun(model_dir, config, dataset, model, path, trainer.checkpoint_step(path), evaluator)

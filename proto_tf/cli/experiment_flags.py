@@ -11,11 +11,10 @@ import sys
 
 from absl import flags
 
-from proto_tf.training.config import NAME_LIST_FIELDS, ExperimentConfig
+from proto_tf.training.config import ATTENTIONS, NAME_LIST_FIELDS, ExperimentConfig
 from proto_tf.data.registry import DATASETS
 from proto_tf.training.distribute import STRATEGIES
 from proto_tf.errors import USAGE_EXIT_STATUS
-from proto_tf.model import ATTENTIONS
 
 def _flagfiles_dir():
     """`flags/` of a checkout, else the copy installed with the package."""

@@ -73,7 +73,7 @@ def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MA
         elif confidence_threshold is not None:
             confidence_threshold = _checked_threshold(confidence_threshold, raw, signature)
         model_inputs = to_inputs(raw)
-        if model.is_baseline:
+        if not model.uses_database:
             logits = model(model_inputs, training=False)["logits"]
             outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
             outputs["probabilities"] = tf.nn.softmax(tf.cast(logits, tf.float32))
@@ -383,7 +383,7 @@ def export_any(
       class_names: names of the classes in label order.
       top_k, max_batch_size, stream_above: as for `export_saved_model`.
     """
-    if model.is_baseline:
+    if not model.uses_database:
         raise ValueError("export_any needs a model with attention (prototypes).")
     names = list(input_signature)
     if preprocess is None:
@@ -391,15 +391,12 @@ def export_any(
             raise ValueError("Give `preprocess` for a signature of several inputs.")
         preprocess = lambda raw: raw[names[0]]  # noqa: E731
     raw_database = database_inputs if isinstance(database_inputs, dict) else {names[0]: database_inputs}
-    keys, values = [], []
     count = len(next(iter(raw_database.values())))
-    for start in range(0, count, 1024):
-        batch = {name: tf.convert_to_tensor(value[start:start + 1024]) for name, value in raw_database.items()}
-        _, batch_keys, batch_values = model.encode(preprocess(batch), training=False)
-        keys.append(batch_keys.numpy())
-        values.append(batch_values.numpy())
-    keys, values, labels = np.concatenate(keys), np.concatenate(values), np.asarray(database_labels)
-    model.set_database(keys, values, labels, np.arange(count))
+    batches = (
+        preprocess({name: tf.convert_to_tensor(value[start:start + 1024]) for name, value in raw_database.items()})
+        for start in range(0, count, 1024)
+    )
+    model.set_database(*model.encode_batches(batches), np.asarray(database_labels), np.arange(count))
     database = model.database
     # Signature keys come from the specs' names: name each after its key.
     signature = {key: tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in input_signature.items()}
@@ -470,10 +467,10 @@ def export_model_dir(
         + (f"; the run is unfinished: {status.describe()})." if not status.finished else ").")
     )
     database = None
-    if database_path is not None and not model.is_baseline:
+    if database_path is not None and model.uses_database:
         database_split = info.kind.read_database(database_path, info, dataset.class_names)
         database = encode_database(model, dataset.preprocess, database_split)
-    elif not model.is_baseline:
+    elif model.uses_database:
         size = infer_database_size or config.infer_database_size
         check_against_data(dataclasses.replace(config, infer_database_size=size), len(dataset.train))
         database_split = inference_database(dataset.train, size, config.seed, info.class_shares)
@@ -493,7 +490,7 @@ def export_model_dir(
 
 def _calibrate(model, dataset, config, target_accuracy, target_coverage, delta, report):
     """The calibration of the export's threshold on the run's validation split."""
-    if model.is_baseline:
+    if not model.uses_database:
         raise ConfigError("--target_accuracy / --target_coverage need a model with prototypes (a confidence); "
                           "this run is a baseline.")  # fmt: skip
     if dataset.validation is None or len(dataset.validation) == 0:

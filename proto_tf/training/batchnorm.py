@@ -82,9 +82,5 @@ def plain_accuracy(model, inputs, labels, batch_statistics=False, batch_size=192
     predictions = []
     for start in range(0, len(inputs), batch_size):
         batch = inputs[start : start + batch_size]
-        if model.is_baseline:
-            features = model.encoder(batch, training=batch_statistics)
-        else:
-            features = model.encode(batch, training=batch_statistics)[2]  # The values.
-        predictions.append(np.argmax(model.decision(features), axis=-1))
+        predictions.append(np.argmax(model.plain_logits(batch, training=batch_statistics), axis=-1))
     return float(np.mean(np.concatenate(predictions) == np.asarray(labels)))

@@ -5,12 +5,16 @@ import math
 
 import keras
 
-from proto_tf.attention import SPARSEMAX_TOP_K
+from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K
+from proto_tf.baseline import BaselineClassifier
 from proto_tf.data.text import ALPHABET, SEQUENCE_LENGTH
 from proto_tf.data.registry import DatasetInfo, dataset_info
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
 from proto_tf.errors import ConfigError
-from proto_tf.model import ATTENTIONS, ProtoAttend
+from proto_tf.model import ProtoAttend
+
+# `--attention`: a normalisation of ProtoAttend, or "none" for the baseline encoder.
+ATTENTIONS = NORMALIZATIONS + ("none",)
 
 
 DBPEDIA_ALPHABET = "".join(ALPHABET)
@@ -233,7 +237,12 @@ def build_encoder(config, info: DatasetInfo):
 
 
 def build_model(config, info: DatasetInfo, num_classes):
-    """A built ProtoAttend model for the experiment (baseline when attention='none')."""
+    """The experiment's built model: ProtoAttend, or the BaselineClassifier for
+    `--attention=none`."""
+    if config.attention == "none":
+        model = BaselineClassifier(build_encoder(config, info), num_classes, name="proto_attend")
+        model.build((None,) + tuple(info.input_shape), input_dtype=info.input_dtype)
+        return model
     model = ProtoAttend(
         build_encoder(config, info),
         num_classes,

@@ -33,10 +33,10 @@ _VALIDATION_TAGS = {
 }
 
 
-def validation_tags(is_baseline: bool) -> dict:
+def validation_tags(uses_database: bool) -> dict:
     """Tags of `evaluation.summarize` keys: the decision's accuracy and loss are the
-    prototype path's (the plain path's for a baseline)."""
-    path = "plain" if is_baseline else "prototype"
+    prototype path's (the plain path's for a baseline, which has no database)."""
+    path = "prototype" if uses_database else "plain"
     return {"accuracy": f"accuracy/{path}", "loss": f"loss/{path}", **_VALIDATION_TAGS}
 
 

@@ -368,9 +368,9 @@ class Trainer:
 
     def _validate(self, step, writers, best_state):
         result = self.last_validation = self.evaluate(self.dataset.validation)
-        self._write(writers, "validation", tagged(result, validation_tags(self.model.is_baseline)), step)
+        self._write(writers, "validation", tagged(result, validation_tags(self.model.uses_database)), step)
         self.progress.validation(step, result)
-        if self.info.kind.examples_are_images and not self.model.is_baseline and "validation" in writers:
+        if self.info.kind.examples_are_images and self.model.uses_database and "validation" in writers:
             self._write_prototype_images(writers["validation"], step)
         if best_state is None or result["accuracy"] > best_state["accuracy"]:
             best_state = {"step": step, **result}
