@@ -206,3 +206,27 @@ def test_the_configuration_is_frozen_after_validation():
     assert small.model_dir == "/tmp/x" and small.train_steps == config.train_steps
     with pytest.raises(ValueError, match="--batch_size=0"):
         dataclasses.replace(config, batch_size=0)
+
+
+def test_label_noise_uses_a_datasets_per_level_flagfile_where_one_exists(tmp_path, monkeypatch):
+    """Per-level flagfiles are found by name, for any dataset: a folder of flagfiles with
+    one for Fashion-MNIST at 40 % is used; at 60 % (none) the Table 2 flagfile and --dropout."""
+    import shutil
+
+    from proto_tf.cli import label_noise
+
+    flags_dir = tmp_path / "flags"
+    shutil.copytree(experiment_flags.FLAGS_DIR, flags_dir)
+    (flags_dir / "fashion_mnist_noise40_dropout.cfg").write_text(
+        "--dataset=fashion_mnist\n--attention=none\n--label_noise=0.4\n--encoder_dropout=0.45\n--train_steps=77\n"
+    )
+    monkeypatch.setattr(experiment_flags, "FLAGS_DIR", str(flags_dir))
+    label_noise.FLAGS(["label_noise", "--dataset=fashion_mnist", f"--runs_dir={tmp_path}"])
+    try:
+        own = label_noise._config("fashion_mnist", "0.4", "dropout", [])
+        table_2 = label_noise._config("fashion_mnist", "0.6", "dropout", [])
+    finally:
+        label_noise.FLAGS.unparse_flags()
+    assert (own.encoder_dropout, own.train_steps, own.label_noise) == (0.45, 77, 0.4)
+    assert (table_2.encoder_dropout, table_2.label_noise) == (0.3, 0.6)  # --dropout's default.
+    assert table_2.train_steps == experiment_flags.config_for(["--experiment=fashion_mnist_baseline"]).train_steps

@@ -118,11 +118,17 @@ def test_evaluate_shift_data_dirs_are_checked(runs):
     from proto_tf.cli.evaluate import _shift_dirs
 
     assert _shift_dirs(["mnist=~/mnist"]) == {"mnist": "~/mnist"}
-    for bad in ("foo", "svhn=~/svhn", "mnist="):
-        with pytest.raises(ConfigError, match=rf"^--shift_data_dirs={bad}: '{bad}' is not name=folder with name one of mnist, cifar10"):
+    for bad in ("foo", "=~/svhn", "mnist="):
+        with pytest.raises(ConfigError, match=rf"^--shift_data_dirs={bad}: '{bad}' is not name=folder \(e.g."):
             _shift_dirs([bad])
-    with pytest.raises(ConfigError, match=r"^--shift_data_dirs applies to Fashion-MNIST runs \(Fig. 8\); .* is a run of adult\.$"):
+    with pytest.raises(ConfigError, match=r"^--shift_data_dirs: .* is a run of adult, which has no shifted test "
+                                          r"sets \(Fig. 8's study is of fashion_mnist\)\.$"):
         evaluate_run.evaluate_model_dir(runs[1].model_dir, shift_data_dirs={"mnist": "/x"})
+    # A dataset's shifted sets are its own: names outside them are refused by name.
+    evaluate_run._check_shift_sets("fashion_mnist", {"mnist": "/x", "cifar10": "/y"}, "RUN")
+    with pytest.raises(ConfigError, match=r"^--shift_data_dirs: svhn is not a shifted set of fashion_mnist; "
+                                          r"valid: mnist, cifar10\.$"):
+        evaluate_run._check_shift_sets("fashion_mnist", {"svhn": "/x", "mnist": "/y"}, "RUN")
 
 
 def test_ctrl_c_is_one_line_saying_what_to_do():

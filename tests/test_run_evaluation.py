@@ -48,7 +48,12 @@ def test_rotation_and_grey_conversion():
     from proto_tf.data import Split
 
     split = Split(images, np.array([0, 1]), np.array([0, 1]))
-    grey = shift.as_fashion_mnist_inputs(split)
+    grey = shift.as_inputs_like(split, (28, 28, 1))
     assert grey.inputs.shape == (2, 28, 28, 1) and grey.inputs.dtype == np.uint8
+    # At the model's size: exactly the R channel; grey images for a colour model: repeated.
+    same = shift.as_inputs_like(split, (32, 32, 1))
+    np.testing.assert_array_equal(same.inputs[..., 0], images[..., 0])
+    colour = shift.as_inputs_like(Split(images[..., :1], split.labels, split.indices), (32, 32, 3))
+    np.testing.assert_array_equal(colour.inputs, np.repeat(images[..., :1], 3, axis=-1))
     square = Split(images[..., :1], np.array([0, 1]), np.array([0, 1]))
     np.testing.assert_array_equal(shift.rotated(square).inputs[0, :, :, 0], np.rot90(images[0, :, :, 0]))

@@ -5,7 +5,7 @@ import os
 from proto_tf import json_files, metrics
 from proto_tf.analysis import dknn, evaluation, plots
 from proto_tf.training import batchnorm, trainer
-from proto_tf.data import candidates, dataset_info, load_dataset, shift
+from proto_tf.data import DATASETS, candidates, dataset_info, load_dataset, shift
 from proto_tf.calibration import at_threshold
 from proto_tf.errors import ConfigError
 
@@ -33,11 +33,7 @@ def evaluate_model_dir(
     the test coverage and accuracy at its threshold beside what validation promised. Writes
     `evaluation.json` and PNGs to `output_dir` (default `<model_dir>/evaluation`);
     returns the report dict."""
-    if shift_data_dirs and trainer.read_config(model_dir).dataset != "fashion_mnist":
-        raise ConfigError(
-            f"--shift_data_dirs applies to Fashion-MNIST runs (Fig. 8); {model_dir} is a run "
-            f"of {trainer.read_config(model_dir).dataset}."
-        )
+    _check_shift_sets(trainer.read_config(model_dir).dataset, shift_data_dirs or {}, model_dir)
     config, dataset, model, checkpoint_path = trainer.load_run(model_dir, checkpoint, data_dir)
     if batchnorm_batches:
         batchnorm.reestimate_from_training_split(model, dataset, config, batchnorm_batches)
@@ -68,8 +64,8 @@ def evaluate_model_dir(
             report["dknn"] = _dknn_curves(evaluator, dataset, dknn_neighbours)
             curves.update(report["dknn"])
         report["coverage_png"] = plots.plot_coverage(curves, os.path.join(output_dir, "coverage.png"))
-        if config.dataset == "fashion_mnist":
-            shifted = _shifted_sets(dataset, shift_data_dirs or {})
+        if info.shift_sets:
+            shifted = _shifted_sets(dataset, info, shift_data_dirs or {})
             report["shift_levels"] = list(evaluation.SHIFT_LEVELS)
             report["shift"] = evaluation.shift_report(evaluator, shifted)
             report["shift_png"] = plots.plot_shift(
@@ -138,9 +134,30 @@ def _dknn_curves(evaluator, dataset, neighbours):
     }
 
 
-def _shifted_sets(dataset, shift_data_dirs):
-    sets = {"fashion_mnist (test)": dataset.test, "rotated fashion_mnist": shift.rotated(dataset.test)}
+def _check_shift_sets(dataset_name, shift_data_dirs, model_dir):
+    """A ConfigError unless every name of `shift_data_dirs` is a shifted set of the run's dataset."""
+    if not shift_data_dirs:
+        return
+    valid = dataset_info(dataset_name).shift_sets
+    if not valid:
+        studied = ", ".join(name for name, info in DATASETS.items() if info.shift_sets)
+        raise ConfigError(
+            f"--shift_data_dirs: {model_dir} is a run of {dataset_name}, which has no shifted test sets "
+            f"(Fig. 8's study is of {studied})."
+        )
+    unknown = sorted(set(shift_data_dirs) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"--shift_data_dirs: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not a shifted set "
+            f"of {dataset_name}; valid: {', '.join(valid)}."
+        )
+
+
+def _shifted_sets(dataset, info, shift_data_dirs):
+    """The test split, rotated by 90 degrees, and the named other datasets' test images
+    in the model's input shape."""
+    sets = {f"{info.name} (test)": dataset.test, f"rotated {info.name}": shift.rotated(dataset.test)}
     for name, folder in shift_data_dirs.items():
         other = load_dataset(name, folder, validation_fraction=0)
-        sets[name] = shift.as_fashion_mnist_inputs(other.test)
+        sets[name] = shift.as_inputs_like(other.test, info.input_shape)
     return sets

@@ -146,6 +146,11 @@ def experiment_name(dataset, attention):
     return f"{dataset}_{'baseline' if attention == 'none' else attention}"
 
 
+def has_experiment(name: str) -> bool:
+    """True when `flags/<name>.cfg` exists (an experiment `--experiment=name` can run)."""
+    return os.path.isfile(os.path.join(FLAGS_DIR, name + ".cfg"))
+
+
 def parse_with_flagfiles(argv, flag_values):
     """absl flags parser that puts the experiment's flagfiles before the user's flags.
 

@@ -5,9 +5,10 @@ noisy training labels, trained and evaluated with one command.
   python run/label_noise.py --noise_levels=0.4 --small --data_dir=~/cifar10
   python run/label_noise.py --dataset=fashion_mnist --noise_levels=0.6 --small
 
-CIFAR-10 runs use the paper's per-level flagfiles (`flags/cifar10_noise<NN>_<method>.cfg`).
-Other datasets use their Table 2 flagfiles (`<dataset>_baseline`, `<dataset>_sparsemax_sparsity`)
-with `--label_noise` set, and `--dropout` on the encoder output for the dropout method.
+A dataset with per-level flagfiles (`flags/<dataset>_noise<NN>_<method>.cfg`: CIFAR-10 has
+the paper's) uses them. Other datasets use their Table 2 flagfiles (`<dataset>_baseline`,
+`<dataset>_sparsemax_sparsity`) with `--label_noise` set, and `--dropout` on the encoder
+output for the dropout method.
 Extra flags after `--` go to every run (e.g. `-- --train_steps=100`). Each run lands in
 <runs_dir>/<dataset>_noise<NN>_<method>[_small] and resumes if interrupted.
 """
@@ -29,7 +30,7 @@ METHODS = ("baseline", "dropout", "sparsemax_sparsity")  # Table 3's columns.
 
 flags.DEFINE_list("methods", list(METHODS), "Methods of Table 3.", flag_values=FLAGS)
 flags.DEFINE_string("dataset", "cifar10", "Dataset (Table 3 is CIFAR-10).", flag_values=FLAGS)
-flags.DEFINE_float("dropout", 0.3, "Encoder-output dropout of the dropout method (not CIFAR-10).", flag_values=FLAGS)
+flags.DEFINE_float("dropout", 0.3, "Encoder-output dropout of the dropout method (where no per-level flagfile sets it).", flag_values=FLAGS)
 flags.DEFINE_bool("small", False, "CPU-sized runs (flags/small/<dataset>.cfg).", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "The dataset's folder.", flag_values=FLAGS)
 flags.DEFINE_string("runs_dir", "runs", "Parent folder of the runs' model_dirs.", flag_values=FLAGS)
@@ -39,7 +40,7 @@ flags.DEFINE_string("output", None, "Also write the Markdown table to this file.
 def _config(dataset, level, method, extra):
     """The ExperimentConfig of one method at one noise level."""
     name = f"{dataset}_noise{int(round(float(level) * 100))}_{method}"
-    if dataset == "cifar10":  # The paper's per-level settings.
+    if experiment_flags.has_experiment(name):  # Per-level settings (the paper's for CIFAR-10).
         argv = [f"--experiment={name}"]
     else:
         base = "baseline" if method in ("baseline", "dropout") else method

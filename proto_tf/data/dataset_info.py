@@ -24,6 +24,7 @@ class DatasetInfo:
     input_dtype: str
     augmentation: ImageAugmentation | None = None
     class_shares: tuple | None = None
+    shift_sets: tuple = ()  # Datasets whose test images are its shifted test sets (Fig. 8).
     default_data_dir: str | None = "~/tensorflow_datasets"
     schema: TabularSchema | None = None  # Tabular: the columns a model reads.
     label_column: str | None = None  # Tables, documents: the label's column (optional in inputs to predict).

@@ -41,7 +41,7 @@ DATASETS = {
     "fashion_mnist": DatasetInfo(
         "fashion_mnist", "image", (28, 28, 1), "float32",
         ImageAugmentation(2, flip_left_right=True),
-        default_data_dir=images.FASHION_MNIST_SYSTEM_DIR,
+        default_data_dir=images.FASHION_MNIST_SYSTEM_DIR, shift_sets=("mnist", "cifar10"),
         loader=_with_names(lambda d, download: images.load_mnist_like("fashion_mnist", d, download), "fashion_mnist"),
     ),
     "cifar10": DatasetInfo(
