@@ -20,6 +20,16 @@ class DenseNormStack(keras.layers.Layer):
             for index in range(len(self.units))
         ]
 
+    def build(self, input_shape):
+        # Creates the sublayers' weights: a `.keras` file is loaded into a layer built
+        # from its input shape alone, without a call.
+        shape = tuple(input_shape)
+        for dense, norm in zip(self.dense_layers, self.norms):
+            dense.build(shape)
+            shape = (*shape[:-1], dense.units)
+            norm.build(shape)
+        self.built = True
+
     def call(self, x):
         for dense, norm in zip(self.dense_layers, self.norms):
             x = norm(dense(x))
