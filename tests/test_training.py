@@ -330,6 +330,22 @@ def test_logs_without_a_terminal_are_plain_lines_and_tags_are_shared(tmp_path, c
     assert "loss/sparsity" not in train  # The entropy is not a loss unless --sparsity_weight > 0.
     assert {"prototypes/median_95", "confidence/right"} <= validation
     assert all("/" in tag for tag in train | validation)  # Grouped; no "examples".
+    # The HParams dashboard's session: the run's flags, with its folder as the trial.
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    folder = tmp_path / "logs" / "logs" / "train"
+    sessions = [
+        plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content).session_start_info
+        for name in os.listdir(folder) for event in tf.compat.v1.train.summary_iterator(str(folder / name))
+        for value in event.summary.value if value.tag == "_hparams_/session_start_info"
+    ]  # fmt: skip
+    assert len(sessions) == 1 and sessions[0].group_name == "logs"
+    logged = sessions[0].hparams
+    assert logged["attention"].string_value == config.attention and logged["train_steps"].number_value == 4
+    assert logged["learning_rate"].number_value == pytest.approx(config.learning_rate)
+    assert logged["dense_units"].string_value == ",".join(map(str, config.dense_units))
+    assert "model_dir" not in logged and logged["candidate_gradients"].bool_value is True
 
 
 CALLBACKS_FILE = '''

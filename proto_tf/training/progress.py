@@ -40,6 +40,24 @@ def validation_tags(uses_database: bool) -> dict:
     return {"accuracy": f"accuracy/{path}", "loss": f"loss/{path}", **_VALIDATION_TAGS}
 
 
+# Flags that name places, not the experiment: not hyper-parameters to compare runs by.
+_NOT_HPARAMS = ("model_dir", "data_dir", "download")
+
+
+def hparams(config) -> dict:
+    """The run's flags as TensorBoard hyper-parameters (the HParams dashboard compares
+    runs by them): numbers, booleans and strings as they are, lists joined by commas,
+    unset (None) flags left out."""
+    values = {}
+    for name, value in vars(config).items():
+        if name in _NOT_HPARAMS or value is None:
+            continue
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(item) for item in value)
+        values[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    return values
+
+
 def tagged(values: dict, tags: dict) -> dict:
     """`{tag: value}` for the values that have a tag and a number (None is skipped)."""
     return {

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import keras
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
 
 from proto_tf.analysis import evaluation
 from proto_tf.data import candidates
@@ -21,7 +22,7 @@ from proto_tf.training import batchnorm, distribute, health, run_directory
 from proto_tf.training import config as config_lib
 from proto_tf.training.checkpoints import make_checkpoint
 from proto_tf.training.config import ExperimentConfig
-from proto_tf.training.progress import TRAIN_TAGS, ConsoleProgress, tagged, validation_tags
+from proto_tf.training.progress import TRAIN_TAGS, ConsoleProgress, hparams, tagged, validation_tags
 
 SUMMARY_FILE = "summary.json"
 BEST_FILE = "best.json"
@@ -267,6 +268,9 @@ class Trainer:
         writers = self._summary_writers()
         if start:
             print(f"Resuming from step {start} ({self.restored_path}).")
+        elif "train" in writers:
+            with writers["train"].as_default():  # Once per run: a resumed run has them.
+                hparams_api.hparams(hparams(config), trial_id=os.path.basename(os.path.normpath(config.model_dir)))
         if start < config.train_steps:
             best_state = self._run_steps(start, writers, best_state)
         summary = self._final_summary(start, best_state)
