@@ -8,6 +8,7 @@ from proto_tf.training import batchnorm, trainer
 from proto_tf.data import DATASETS, candidates, dataset_info, load_dataset, shift
 from proto_tf.calibration import at_threshold
 from proto_tf.errors import ConfigError
+from proto_tf.work_progress import WorkProgress
 
 
 def evaluate_model_dir(
@@ -39,7 +40,7 @@ def evaluate_model_dir(
         batchnorm.reestimate_from_training_split(model, dataset, config, batchnorm_batches)
     info = dataset_info(config.dataset)
     size = infer_database_size or config.infer_database_size
-    evaluator = evaluation.Evaluator(model, dataset.preprocess, config.eval_batch_size)
+    evaluator = evaluation.Evaluator(model, dataset.preprocess, config.eval_batch_size, progress=WorkProgress)
     if model.uses_database:
         evaluator.set_database(
             candidates.inference_database(dataset.train, size, config.seed, info.class_shares)

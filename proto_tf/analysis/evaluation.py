@@ -4,18 +4,24 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import calibration, metrics
-from proto_tf.errors import ConfigError
 from proto_tf.data.candidates import evaluation_batches
+from proto_tf.errors import ConfigError
+from proto_tf.work_progress import tracked
 
 
 class Evaluator:
     """Encodes inference databases and predicts splits with one traced function each,
-    so repeated evaluations during training do not retrace."""
+    so repeated evaluations during training do not retrace.
 
-    def __init__(self, model, preprocess, batch_size=512):
+    `progress(description, total) -> WorkProgress`, when given, shows the encoding of a
+    database and the prediction of a split while they run (work_progress.py: nothing
+    for work of a few seconds)."""
+
+    def __init__(self, model, preprocess, batch_size=512, progress=None):
         self.model = model
         self.preprocess = preprocess
         self.batch_size = batch_size
+        self.progress = progress
         self.database_split = None  # The split behind the model's database, once set.
         self._features = tf.function(
             lambda x: _encoder_features_and_values(model, x), reduce_retracing=True
@@ -43,7 +49,7 @@ class Evaluator:
 
     def set_database(self, database_split):
         """Encodes `database_split` (no augmentation) and sets it as the model's database."""
-        batches = (inputs for inputs, _ in evaluation_batches(database_split, self.preprocess, self.batch_size))
+        batches = (inputs for inputs, _ in self._batches(database_split, "encoding the prototype database"))
         self.model.set_database(*self.model.encode_batches(batches), database_split.labels, database_split.indices)
         self.database_split = database_split
 
@@ -55,7 +61,7 @@ class Evaluator:
         `plain_loss`, `confidence` and `prototype_counts [N, len(thresholds)]`.
         """
         collected = {}
-        for inputs, labels in evaluation_batches(split, self.preprocess, self.batch_size):
+        for inputs, labels in self._batches(split, "predicting"):
             if not self.model.uses_database:
                 outputs = self._predict(inputs)
             else:
@@ -76,6 +82,12 @@ class Evaluator:
             for key, value in batch.items():
                 collected.setdefault(key, []).append(np.asarray(value))
         return {key: np.concatenate(parts) for key, parts in collected.items()}
+
+    def _batches(self, split, description):
+        """The split's evaluation batches, shown as they are done when `progress` is set."""
+        progress = self.progress(description, len(split)) if self.progress else None
+        return tracked(evaluation_batches(split, self.preprocess, self.batch_size), progress,
+                       lambda batch: batch[1].shape[0])  # fmt: skip
 
     def evaluate(self, split, database_split=None):
         """Sets the database (when given and the model has attention) and summarises

@@ -23,6 +23,7 @@ from proto_tf.data import inference_database
 from proto_tf.model import PrototypeDatabase, ProtoAttend
 from proto_tf.training import trainer
 from proto_tf.training.config import check_against_data
+from proto_tf.work_progress import WorkProgress
 
 SERVING_SIGNATURE = "serving_default"
 # Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
@@ -247,7 +248,7 @@ def encode_database(
 ) -> PrototypeDatabase:
     """The database split (stored form) encoded without augmentation and set as the
     model's database (the one a SavedModel stores); returns it."""
-    Evaluator(model, preprocess, batch_size).set_database(database_split)
+    Evaluator(model, preprocess, batch_size, progress=WorkProgress).set_database(database_split)
     return model.database
 
 
@@ -498,7 +499,7 @@ def _calibrate(model, dataset, config, target_accuracy, target_coverage, delta, 
             "--target_accuracy / --target_coverage calibrate on the run's validation split, and this run has "
             "none (--validation_fraction=0): train with --validation_fraction > 0."
         )
-    evaluator = Evaluator(model, dataset.preprocess, config.eval_batch_size)
+    evaluator = Evaluator(model, dataset.preprocess, config.eval_batch_size, progress=WorkProgress)
     result = calibrate_on(evaluator, dataset.validation, target_accuracy, target_coverage, delta)
     report(
         f"Calibrated on {result.examples} validation examples: confidence >= {result.threshold} keeps "

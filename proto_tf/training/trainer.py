@@ -22,6 +22,7 @@ from proto_tf.training import batchnorm, distribute, health, run_directory
 from proto_tf.training import config as config_lib
 from proto_tf.training.checkpoints import make_checkpoint
 from proto_tf.training.config import ExperimentConfig
+from proto_tf.work_progress import WorkProgress
 from proto_tf.training.progress import TRAIN_TAGS, ConsoleProgress, hparams, tagged, validation_tags
 
 SUMMARY_FILE = "summary.json"
@@ -108,7 +109,8 @@ class Trainer:
         )
         self.checkpoint = checkpoint
         self.evaluator = evaluation.Evaluator(
-            self.model, self.dataset.preprocess, config.eval_batch_size
+            self.model, self.dataset.preprocess, config.eval_batch_size,
+            progress=WorkProgress if verbose and self.is_chief else None,
         )
         self.inference_split = candidates.inference_database(
             self.dataset.train, config.infer_database_size, config.seed, self.info.class_shares
