@@ -87,46 +87,46 @@ def _rows_variables(path, rows):
 
 
 @pytest.mark.slow
-def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_path):
-    for dataset in ("mnist", "dbpedia", "adult"):
-        trainer, path, data_dir = _train_and_export(tmp_path, dataset)
-        assert path == str(tmp_path / "exports" / f"{dataset}_sparsemax" / "1")
-        # The database is stored once: its keys, values, labels and indices (it was twice:
-        # an export layer's copy and the model's own variables).
-        assert _rows_variables(path, TINY["infer_database_size"]) == 4, dataset
-        raw, stored = _raw_test_inputs(dataset, trainer, data_dir)
-        np.savez(tmp_path / "inputs.npz", **raw)
-        result = subprocess.run(
-            [sys.executable, "-c", LOADER, path, str(tmp_path / "inputs.npz"),
-             str(tmp_path / "outputs.npz"), "serving_default"],
-            capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=""),
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-3000:]
-        served = dict(np.load(tmp_path / "outputs.npz"))
-        # TF Serving's loading path (a TF1 session over the serve MetaGraph) agrees.
-        from test_serving_checks import _session_call
+@pytest.mark.parametrize("dataset", ["mnist", "dbpedia", "adult"])  # One per worker.
+def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_path, dataset):
+    trainer, path, data_dir = _train_and_export(tmp_path, dataset)
+    assert path == str(tmp_path / "exports" / f"{dataset}_sparsemax" / "1")
+    # The database is stored once: its keys, values, labels and indices (it was twice:
+    # an export layer's copy and the model's own variables).
+    assert _rows_variables(path, TINY["infer_database_size"]) == 4, dataset
+    raw, stored = _raw_test_inputs(dataset, trainer, data_dir)
+    np.savez(tmp_path / "inputs.npz", **raw)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, path, str(tmp_path / "inputs.npz"),
+         str(tmp_path / "outputs.npz"), "serving_default"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=""),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    served = dict(np.load(tmp_path / "outputs.npz"))
+    # TF Serving's loading path (a TF1 session over the serve MetaGraph) agrees.
+    from test_serving_checks import _session_call
 
-        session = _session_call(path, "serving_default", raw)
-        assert set(session) == set(served), dataset
-        for key, value in served.items():
-            _assert_same(session[key], value, f"{dataset} {key}")
-        names = trainer.dataset.class_names
-        assert list(served["class_names"]) == [names[i] for i in served["class_ids"]], dataset
-        assert [list(row) for row in served["prototype_label_names"]] == [
-            [names[i] for i in row] for row in served["prototype_labels"]
-        ], dataset
-        # The in-memory model attends over the same database as the export.
-        trainer.evaluator.set_database(trainer.inference_split)
-        expected = _expected(trainer, stored)
-        np.testing.assert_array_equal(served["class_ids"], expected["class_ids"], err_msg=dataset)
-        for key in ("probabilities", "confidence", "prototype_weights"):
-            np.testing.assert_allclose(served[key], expected[key], atol=1e-5, err_msg=f"{dataset} {key}")
-        # Ties in weights may order equal-weight prototypes differently: compare as sets.
-        for served_row, expected_row, weights in zip(
-            served["prototype_indices"], expected["prototype_indices"], expected["prototype_weights"]
-        ):
-            positive = weights > 0
-            assert set(served_row[positive]) == set(expected_row[positive]), dataset
+    session = _session_call(path, "serving_default", raw)
+    assert set(session) == set(served), dataset
+    for key, value in served.items():
+        _assert_same(session[key], value, f"{dataset} {key}")
+    names = trainer.dataset.class_names
+    assert list(served["class_names"]) == [names[i] for i in served["class_ids"]], dataset
+    assert [list(row) for row in served["prototype_label_names"]] == [
+        [names[i] for i in row] for row in served["prototype_labels"]
+    ], dataset
+    # The in-memory model attends over the same database as the export.
+    trainer.evaluator.set_database(trainer.inference_split)
+    expected = _expected(trainer, stored)
+    np.testing.assert_array_equal(served["class_ids"], expected["class_ids"], err_msg=dataset)
+    for key in ("probabilities", "confidence", "prototype_weights"):
+        np.testing.assert_allclose(served[key], expected[key], atol=1e-5, err_msg=f"{dataset} {key}")
+    # Ties in weights may order equal-weight prototypes differently: compare as sets.
+    for served_row, expected_row, weights in zip(
+        served["prototype_indices"], expected["prototype_indices"], expected["prototype_weights"]
+    ):
+        positive = weights > 0
+        assert set(served_row[positive]) == set(expected_row[positive]), dataset
 
 
 def _assert_same(got, expected, message):
