@@ -230,3 +230,25 @@ def test_label_noise_uses_a_datasets_per_level_flagfile_where_one_exists(tmp_pat
     assert (own.encoder_dropout, own.train_steps, own.label_noise) == (0.45, 77, 0.4)
     assert (table_2.encoder_dropout, table_2.label_noise) == (0.3, 0.6)  # --dropout's default.
     assert table_2.train_steps == experiment_flags.config_for(["--experiment=fashion_mnist_baseline"]).train_steps
+
+
+def test_every_experiment_reads_the_shared_paper_settings_first(tmp_path, monkeypatch):
+    """flags/base/paper.cfg (batch 128, clip 20, attention size 16) is read before each
+    experiment's flagfile, which no longer restates it and may override it."""
+    import glob
+    import shutil
+
+    base = open(os.path.join(experiment_flags.FLAGS_DIR, "base", "paper.cfg")).read().split()
+    shared = [line for line in base if line.startswith("--")]
+    assert shared == ["--batch_size=128", "--clip_value=20", "--attention_size=16"]
+    for path in glob.glob(os.path.join(experiment_flags.FLAGS_DIR, "*.cfg")):
+        assert not set(shared) & set(open(path).read().split()), path
+    flags_dir = tmp_path / "flags"
+    shutil.copytree(experiment_flags.FLAGS_DIR, flags_dir)
+    (flags_dir / "base" / "paper.cfg").write_text("--clip_value=7\n--attention_size=8\n")
+    (flags_dir / "adult_softmax.cfg").write_text(
+        (flags_dir / "adult_softmax.cfg").read_text() + "--attention_size=12\n"
+    )
+    monkeypatch.setattr(experiment_flags, "FLAGS_DIR", str(flags_dir))
+    config = experiment_flags.config_for(["--dataset=adult", "--attention=softmax"])
+    assert (config.clip_value, config.attention_size) == (7, 12)  # The base's, then the experiment's.

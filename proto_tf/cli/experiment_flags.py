@@ -178,7 +178,8 @@ def _parse_with_flagfiles(argv, user):
         _exit_usage(f"no flagfile {flagfile}; valid experiments: {', '.join(valid)}.")
     if user.experiment:
         _check_experiment_agrees(user, flagfile)
-    prefix = [f"--flagfile={flagfile}"]
+    # The settings all experiments share first, then the experiment's own.
+    prefix = [f"--flagfile={os.path.join(FLAGS_DIR, 'base', 'paper.cfg')}", f"--flagfile={flagfile}"]
     user.unparse_flags()
     user([argv[0]] + prefix + argv[1:], known_only=True)
     if user.small:
