@@ -10,16 +10,21 @@ with open("proto_tf/__init__.py") as handle:
     VERSION = re.search(r'^__version__ = "([^"]+)"', handle.read(), re.M).group(1)
 
 COMMANDS = (
-    "train", "export", "evaluate", "explain", "predict", "label_noise", "report", "benchmark",
+    "train",
+    "export",
+    "evaluate",
+    "explain",
+    "predict",
+    "label_noise",
+    "report",
+    "benchmark",
     "reference",
 )
 
 setuptools.setup(
     name="proto_tf",
     version=VERSION,
-    description=(
-        "Attention-based prototypical learning (ProtoAttend) in Keras 3 / TensorFlow 2."
-    ),
+    description=("Attention-based prototypical learning (ProtoAttend) in Keras 3 / TensorFlow 2."),
     packages=setuptools.find_packages(include=["proto_tf", "proto_tf.*"])
     + ["proto_tf.flagfiles", "proto_tf.flagfiles.base", "proto_tf.flagfiles.small", "proto_tf.adult_data"],
     package_dir={
@@ -35,9 +40,7 @@ setuptools.setup(
         "proto_tf.adult_data": ["adult.data", "adult.test", "adult.names", "README.md"],
     },
     entry_points={
-        "console_scripts": [
-            f"proto-tf-{name.replace('_', '-')} = proto_tf.cli.{name}:run" for name in COMMANDS
-        ]
+        "console_scripts": [f"proto-tf-{name.replace('_', '-')} = proto_tf.cli.{name}:run" for name in COMMANDS]
     },
     python_requires=">=3.10",
     # Ranges, not pins: the exact tested versions are in requirements.txt. TensorFlow

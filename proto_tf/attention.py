@@ -17,23 +17,17 @@ def masked_softmax(logits: tf.Tensor) -> tf.Tensor:
     row_max = tf.reduce_max(logits, axis=-1, keepdims=True)
     row_max = tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max))
     unnormalized = tf.exp(logits - row_max)
-    return tf.math.divide_no_nan(
-        unnormalized, tf.reduce_sum(unnormalized, axis=-1, keepdims=True)
-    )
+    return tf.math.divide_no_nan(unnormalized, tf.reduce_sum(unnormalized, axis=-1, keepdims=True))
 
 
-def normalize(
-    logits: tf.Tensor, normalization: str, sparsemax_top_k: int | None = SPARSEMAX_TOP_K
-) -> tf.Tensor:
+def normalize(logits: tf.Tensor, normalization: str, sparsemax_top_k: int | None = SPARSEMAX_TOP_K) -> tf.Tensor:
     """Applies the named attention normalisation over the last axis, in float32."""
     logits = tf.cast(logits, tf.float32)
     if normalization == "softmax":
         return masked_softmax(logits)
     if normalization == "sparsemax":
         return sparsemax(logits, top_k=sparsemax_top_k)
-    raise ValueError(
-        f"Unknown attention normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}."
-    )
+    raise ValueError(f"Unknown attention normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}.")
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -66,15 +60,10 @@ class PrototypeAttention(keras.layers.Layer):
       TensorShape([2, 4])
     """
 
-    def __init__(
-        self, normalization: str = "softmax", sparsemax_top_k: int | None = SPARSEMAX_TOP_K, **kwargs
-    ):
+    def __init__(self, normalization: str = "softmax", sparsemax_top_k: int | None = SPARSEMAX_TOP_K, **kwargs):
         super().__init__(**kwargs)
         if normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"Unknown attention normalization {normalization!r}; valid: "
-                f"{', '.join(NORMALIZATIONS)}."
-            )
+            raise ValueError(f"Unknown attention normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}.")
         self.normalization = normalization
         self.sparsemax_top_k = sparsemax_top_k
         self.built = True  # Nothing to build: the layer is parameter-free.
@@ -99,9 +88,7 @@ class PrototypeAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"normalization": self.normalization, "sparsemax_top_k": self.sparsemax_top_k}
-        )
+        config.update({"normalization": self.normalization, "sparsemax_top_k": self.sparsemax_top_k})
         return config
 
 
@@ -111,16 +98,8 @@ def _check_shapes(queries, keys, values):
         if tensor.shape.rank != 2:
             raise ValueError(f"{name} must have rank 2, got shape {tensor.shape}.")
     if queries.shape[-1] is None:
-        raise ValueError(
-            f"queries must have a known attention size (last dimension), got {queries.shape}."
-        )
+        raise ValueError(f"queries must have a known attention size (last dimension), got {queries.shape}.")
     if keys.shape[-1] is not None and keys.shape[-1] != queries.shape[-1]:
-        raise ValueError(
-            f"queries and keys must share the attention size: queries {queries.shape}, "
-            f"keys {keys.shape}."
-        )
+        raise ValueError(f"queries and keys must share the attention size: queries {queries.shape}, keys {keys.shape}.")
     if None not in (keys.shape[0], values.shape[0]) and keys.shape[0] != values.shape[0]:
-        raise ValueError(
-            f"keys and values must have one row per candidate: keys {keys.shape}, "
-            f"values {values.shape}."
-        )
+        raise ValueError(f"keys and values must have one row per candidate: keys {keys.shape}, values {values.shape}.")

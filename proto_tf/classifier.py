@@ -93,9 +93,7 @@ class Classifier(keras.Model):
     def _update_trackers(self, labels, outputs, terms):
         for name, value in terms.items():
             self._trackers[name].update_state(value)
-        self._trackers["plain_accuracy"].update_state(
-            accuracy(tf.cast(labels, tf.int32), outputs["plain_logits"])
-        )
+        self._trackers["plain_accuracy"].update_state(accuracy(tf.cast(labels, tf.int32), outputs["plain_logits"]))
 
     # === Evaluation ===
 
@@ -128,9 +126,7 @@ class Classifier(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"encoder": keras.saving.serialize_keras_object(self.encoder), "num_classes": self.num_classes}
-        )
+        config.update({"encoder": keras.saving.serialize_keras_object(self.encoder), "num_classes": self.num_classes})
         return config
 
     @classmethod

@@ -82,9 +82,7 @@ def accuracy_when_keeping(confidence: np.ndarray, correct: np.ndarray, fractions
     paper's "error reached by refraining from x % of predictions")."""
     order = np.argsort(-np.asarray(confidence), kind="stable")
     correct = np.asarray(correct, bool)[order]
-    return {
-        float(f): float(correct[: max(1, int(round(f * len(correct))))].mean()) for f in fractions
-    }
+    return {float(f): float(correct[: max(1, int(round(f * len(correct))))].mean()) for f in fractions}
 
 
 def roc_auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
@@ -108,9 +106,7 @@ def roc_auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
     return float((rank_sum - count_positive * (count_positive + 1) / 2) / (count_positive * count_negative))
 
 
-def auc_curve(
-    confidence: np.ndarray, scores: np.ndarray, positives: np.ndarray, thresholds
-) -> list[dict]:
+def auc_curve(confidence: np.ndarray, scores: np.ndarray, positives: np.ndarray, thresholds) -> list[dict]:
     """AUC against the share of examples kept when predicting only where the
     confidence is at least each threshold (Fig. 6d, ISIC). A list of dicts
     `{threshold, kept, auc}`; `auc` is None where the kept examples hold one class."""

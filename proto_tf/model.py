@@ -87,9 +87,7 @@ def _indices_or_positions(indices, labels):
 
 def _free_rows_variable(value, name):
     value = tf.convert_to_tensor(value)
-    return tf.Variable(
-        value, shape=tf.TensorShape([None]).concatenate(value.shape[1:]), trainable=False, name=name
-    )
+    return tf.Variable(value, shape=tf.TensorShape([None]).concatenate(value.shape[1:]), trainable=False, name=name)
 
 
 def _rows(mask, limit=5):
@@ -194,9 +192,7 @@ class ProtoAttend(Classifier):
             )
         low, high = (float(a) for a in alpha_range)
         if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(
-                f"alpha_range must satisfy 0 <= low <= high <= 1, got {alpha_range}."
-            )
+            raise ValueError(f"alpha_range must satisfy 0 <= low <= high <= 1, got {alpha_range}.")
         if sparsity_weight < 0:
             raise ValueError(f"sparsity_weight must be >= 0, got {sparsity_weight}.")
         if not 0 <= matching_loss_weight < float("inf"):
@@ -353,13 +349,9 @@ class ProtoAttend(Classifier):
                 "model.set_database(*model.encode_database(candidates), labels) first."
             )
         database = self.database
-        return self.predict_with_database(
-            inputs, database.keys, database.values, database.labels, training
-        )
+        return self.predict_with_database(inputs, database.keys, database.values, database.labels, training)
 
-    def predict_with_database(
-        self, inputs, keys, values, labels, training: bool = False
-    ) -> dict[str, tf.Tensor]:
+    def predict_with_database(self, inputs, keys, values, labels, training: bool = False) -> dict[str, tf.Tensor]:
         """`call` with an explicit database: keys `[D, d_att]`, values `[D, d_val]`,
         labels `[D]`."""
         queries, _, input_values = self.heads(self.encoder(inputs, training=training))
@@ -407,9 +399,7 @@ class ProtoAttend(Classifier):
             batch_size = tf.shape(tf.nest.flatten(inputs)[0])[0]
             # One encoder pass over inputs and candidates together: batch-norm statistics
             # cover both, and the work is one large batch instead of two.
-            joint = tf.nest.map_structure(
-                lambda a, b: tf.concat([a, b], axis=0), inputs, candidate_inputs
-            )
+            joint = tf.nest.map_structure(lambda a, b: tf.concat([a, b], axis=0), inputs, candidate_inputs)
             features = self.encoder(joint, training=training)
             input_features, candidate_features = features[:batch_size], features[batch_size:]
         elif self.candidate_gradients:
@@ -422,17 +412,13 @@ class ProtoAttend(Classifier):
         values = self.value_norm(self.value_head(input_features))
         candidate_mask = None
         if self.candidate_memory:
-            candidate_features, candidate_mask = self._remember(
-                _all_gather(candidate_features), write=training
-            )
+            candidate_features, candidate_mask = self._remember(_all_gather(candidate_features), write=training)
             candidate_keys = self.key_head(candidate_features)
             candidate_values = self.value_norm(self.value_head(candidate_features))
         else:
             candidate_keys = _all_gather(self.key_head(candidate_features))
             candidate_values = _all_gather(self.value_norm(self.value_head(candidate_features)))
-        weighted_values, weights = self.prototype_attention(
-            queries, candidate_keys, candidate_values, candidate_mask
-        )
+        weighted_values, weights = self.prototype_attention(queries, candidate_keys, candidate_values, candidate_mask)
         alpha = tf.cast(alpha, values.dtype)  # Mixed precision: values are bfloat16/float16.
         mixed_values = alpha * values + (1.0 - alpha) * weighted_values
         return {

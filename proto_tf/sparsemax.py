@@ -50,15 +50,10 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP
     """
     logits = tf.convert_to_tensor(logits)
     if not logits.dtype.is_floating:
-        raise TypeError(
-            f"sparsemax expects floating logits, got dtype {logits.dtype.name}."
-        )
+        raise TypeError(f"sparsemax expects floating logits, got dtype {logits.dtype.name}.")
     rank = logits.shape.rank
     if rank is None or rank == 0:
-        raise ValueError(
-            f"sparsemax expects logits of rank >= 1 with a known rank, got shape "
-            f"{logits.shape}."
-        )
+        raise ValueError(f"sparsemax expects logits of rank >= 1 with a known rank, got shape {logits.shape}.")
     if not -rank <= axis < rank:
         raise ValueError(f"axis={axis} is out of range for logits of rank {rank}.")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
@@ -72,9 +67,7 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP
         x = tf.transpose(x, perm)
     # A row holding NaN or +inf has no projection onto the simplex: it maps to NaN
     # (values and gradient) on every path. The threshold is found on a clean copy.
-    invalid = tf.reduce_any(
-        tf.logical_or(tf.math.is_nan(x), tf.equal(x, float("inf"))), axis=-1, keepdims=True
-    )
+    invalid = tf.reduce_any(tf.logical_or(tf.math.is_nan(x), tf.equal(x, float("inf"))), axis=-1, keepdims=True)
     clean = tf.where(invalid, tf.zeros_like(x), x)
     # Everything after this works on rows shifted by their maximum (exact for
     # sparsemax, and x - max is exact in float32): adding the shift back before
@@ -315,9 +308,7 @@ def _project(logits, tau, invalid):
         # on the support, the upstream gradient minus its mean over the support.
         support = tf.cast(probabilities > 0, upstream.dtype)
         support_size = tf.reduce_sum(support, axis=-1, keepdims=True)
-        support_mean = tf.math.divide_no_nan(
-            tf.reduce_sum(upstream * support, axis=-1, keepdims=True), support_size
-        )
+        support_mean = tf.math.divide_no_nan(tf.reduce_sum(upstream * support, axis=-1, keepdims=True), support_size)
         logits_grad = tf.where(invalid, nan, support * (upstream - support_mean))
         return logits_grad, tf.zeros_like(tau), None
 

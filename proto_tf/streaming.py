@@ -70,7 +70,9 @@ def _over_blocks(step, state, blocks):
     """`state` after `step(i, *state) -> state` for each block i = 0 .. blocks - 1, in
     one `tf.while_loop`."""
     return tf.while_loop(
-        lambda i, *_: i < blocks, lambda i, *rest: (i + 1, *step(i, *rest)), (tf.constant(0), *state),
+        lambda i, *_: i < blocks,
+        lambda i, *rest: (i + 1, *step(i, *rest)),
+        (tf.constant(0), *state),
         maximum_iterations=blocks,
     )[1:]
 
@@ -143,9 +145,7 @@ def _sparsemax(queries, values, labels, num_classes, top_k, support_k, blocks, b
         weighted, mass = _over_blocks(accumulate, initial, blocks)
         return weighted, mass, exact
 
-    weighted, mass, tau = tf.cond(
-        tf.reduce_all(certified), lambda: (*from_kept(), tau), by_passes
-    )
+    weighted, mass, tau = tf.cond(tf.reduce_all(certified), lambda: (*from_kept(), tau), by_passes)
     top = top_values[:, :top_k]
     return {
         "weighted_values": weighted,

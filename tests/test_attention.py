@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from references import softmax, sparsemax_bisection
 
 from proto_tf import PrototypeAttention
-from references import softmax, sparsemax_bisection
 
 
 def _example(rng, batch=3, candidates=5, attention_size=4, value_size=2):
@@ -17,9 +17,7 @@ def _example(rng, batch=3, candidates=5, attention_size=4, value_size=2):
     )
 
 
-@pytest.mark.parametrize(
-    "normalization,reference", [("softmax", softmax), ("sparsemax", sparsemax_bisection)]
-)
+@pytest.mark.parametrize("normalization,reference", [("softmax", softmax), ("sparsemax", sparsemax_bisection)])
 def test_matches_numpy(normalization, reference):
     queries, keys, values = _example(np.random.default_rng(0))
     weighted, weights = PrototypeAttention(normalization)(queries, keys, values)
@@ -78,6 +76,6 @@ def test_has_no_weights_and_round_trips_config():
     assert layer.weights == []
     clone = PrototypeAttention.from_config(layer.get_config())
     assert clone.normalization == "sparsemax"
-    assert keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(layer)
-    ).normalization == "sparsemax"
+    assert (
+        keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer)).normalization == "sparsemax"
+    )

@@ -1,20 +1,17 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
-
 from data_files import write_mnist
+
 from proto_tf import BaselineClassifier
+from proto_tf.analysis.evaluate_run import evaluate_model_dir
 from proto_tf.training import batchnorm
 from proto_tf.training.config import ExperimentConfig
-from proto_tf.analysis.evaluate_run import evaluate_model_dir
 from proto_tf.training.trainer import Trainer, load_run
 
 
 def _model_with_batchnorm():
-    encoder = keras.Sequential(
-        [keras.layers.BatchNormalization(momentum=0.9, center=False, scale=False)]
-    )
+    encoder = keras.Sequential([keras.layers.BatchNormalization(momentum=0.9, center=False, scale=False)])
     model = BaselineClassifier(encoder, num_classes=2)
     model.build((None, 2))
     model.decision.set_weights([np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)])
@@ -23,10 +20,7 @@ def _model_with_batchnorm():
 
 def test_reestimated_statistics_are_the_mean_batch_statistics():
     rng = np.random.default_rng(0)
-    batches = [
-        (rng.normal(size=(size, 2)) * [2.0, 0.5] + [3.0, -1.0]).astype(np.float32)
-        for size in (5, 8, 13)
-    ]
+    batches = [(rng.normal(size=(size, 2)) * [2.0, 0.5] + [3.0, -1.0]).astype(np.float32) for size in (5, 8, 13)]
     encoder = _model_with_batchnorm().encoder
     bn = encoder.layers[0]
     bn.moving_mean.assign([100.0, 100.0])  # Old statistics must not leak into the result.
@@ -46,6 +40,7 @@ def test_reestimation_without_batchnorm_uses_no_batches():
 def test_reestimation_batches_are_the_training_steps_encoder_batches(tmp_path):
     # ISIC-style class shares: the batches follow the step's class-balanced sampling.
     from data_files import write_isic
+
     from proto_tf.data.candidates import training_batches
     from proto_tf.training.trainer import load_experiment_dataset
 
@@ -59,9 +54,7 @@ def test_reestimation_batches_are_the_training_steps_encoder_batches(tmp_path):
                                   num_steps=2, class_shares=(0.6, 0.4)))  # fmt: skip
     assert len(batches) == 2
     for batch, step in zip(batches, steps):
-        np.testing.assert_array_equal(
-            batch.numpy(), np.concatenate([step["inputs"], step["candidate_inputs"]])
-        )
+        np.testing.assert_array_equal(batch.numpy(), np.concatenate([step["inputs"], step["candidate_inputs"]]))
         assert step["labels"].numpy().sum() == 4 and step["candidate_labels"].numpy().sum() == 4
 
 

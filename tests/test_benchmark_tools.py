@@ -4,9 +4,9 @@ the authors' graph gets the tf.contrib functions it had, and profiles read real 
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from references import layer_norm, sparsemax_bisection
 from test_training import _tiny_config
+
 from proto_tf.analysis import authors_graph, benchmarks, step_profile
 from proto_tf.training.trainer import load_experiment_dataset
 

@@ -42,7 +42,9 @@ def test_the_threshold_is_the_lowest_whose_bound_meets_the_target():
             assert row["accuracy"] is None and row["bound"] == 0.0
             continue
         assert row["accuracy"] == pytest.approx(correct[kept].mean())
-        assert row["bound"] == pytest.approx(1 - calibration.upper_bound(int((~correct[kept]).sum()), int(kept.sum()), level))
+        assert row["bound"] == pytest.approx(
+            1 - calibration.upper_bound(int((~correct[kept]).sum()), int(kept.sum()), level)
+        )
     passing = [row["threshold"] for row in result.table if row["bound"] >= 0.9]
     assert result.threshold == min(passing) and result.bound >= 0.9
     assert result.coverage == pytest.approx(np.mean(confidence >= result.threshold))

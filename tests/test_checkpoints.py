@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from proto_tf.data import dataset_info
 from proto_tf.training.checkpoints import make_checkpoint
 from proto_tf.training.config import ExperimentConfig, build_model, build_optimizer
-from proto_tf.data import dataset_info
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "dbpedia", "adult"])

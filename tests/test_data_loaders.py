@@ -3,12 +3,17 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from data_files import (
-    write_adult, write_cifar10, write_dbpedia, write_fruits, write_idx, write_isic, write_mnist,
+    write_adult,
+    write_cifar10,
+    write_dbpedia,
+    write_fruits,
+    write_idx,
+    write_isic,
+    write_mnist,
 )  # fmt: skip
-from proto_tf.data import MissingDataError, load_dataset
-from proto_tf.data import adult
+
+from proto_tf.data import MissingDataError, adult, load_dataset
 from proto_tf.data.adult import NUM_FEATURES
 from proto_tf.data.tabular import TabularFeatures
 from proto_tf.data.text import ALPHABET, CharacterQuantizer

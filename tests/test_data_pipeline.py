@@ -108,7 +108,7 @@ def test_crop_and_flip_stay_within_bounds_and_standardize():
         matches = []
         for dy in range(5):
             for dx in range(5):
-                window = padded[dy:dy + 8, dx:dx + 8]
+                window = padded[dy : dy + 8, dx : dx + 8]
                 for flip in (False, True):
                     candidate = window[:, ::-1] if flip else window
                     standardized = (candidate - candidate.mean()) / max(candidate.std(), 1 / 8)

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from data_files import write_adult, write_cifar10, write_dbpedia, write_fruits, write_idx, write_isic, write_mnist
 
-from data_files import write_adult, write_cifar10, write_dbpedia, write_fruits, write_isic, write_mnist, write_idx
 from proto_tf.data import load_dataset
 from proto_tf.errors import DataError, UserError
 

@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import pytest
-
 import tensorflow as tf
 
 from proto_tf.encoders import VDCNN, KMaxPooling, ResNet, TabularLSTM
@@ -96,8 +95,10 @@ def test_resnet_matches_the_authors_architecture(depth):
         target.assign(value)
     images = rng.normal(size=(3, 28, 28, 1)).astype(np.float32)
     np.testing.assert_allclose(
-        encoder(images, training=False).numpy(), reference(images, training=False).numpy(),
-        rtol=1e-4, atol=1e-4,
+        encoder(images, training=False).numpy(),
+        reference(images, training=False).numpy(),
+        rtol=1e-4,
+        atol=1e-4,
     )
 
 

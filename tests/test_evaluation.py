@@ -2,8 +2,8 @@ import keras
 import numpy as np
 
 from proto_tf import ProtoAttend, metrics
-from proto_tf.data import Split
 from proto_tf.analysis.evaluation import Evaluator, summarize
+from proto_tf.data import Split
 
 
 def _model():
@@ -30,9 +30,7 @@ def test_each_evaluation_uses_the_database_it_was_given():
         expected = model(test.inputs)
         np.testing.assert_array_equal(got["predictions"], np.argmax(expected["logits"], -1))
         np.testing.assert_allclose(got["confidence"], expected["confidence"], atol=1e-6)
-        np.testing.assert_array_equal(
-            got["prototype_counts"], metrics.prototype_counts(expected["weights"]).numpy()
-        )
+        np.testing.assert_array_equal(got["prototype_counts"], metrics.prototype_counts(expected["weights"]).numpy())
         assert got["prototype_counts"].max() <= size
 
 

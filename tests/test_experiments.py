@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-
 from data_files import write_adult, write_cifar10, write_dbpedia, write_fruits, write_isic, write_mnist
+
 from proto_tf.cli import experiment_flags
 from proto_tf.training.trainer import Trainer
 
@@ -200,8 +200,15 @@ def test_the_configuration_is_frozen_after_validation():
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.train_steps = 3
     dataset = benchmarks.synthetic_dataset(dataclasses.replace(config, value_size=8, lstm_embedding_size=8), size=64)
-    small = dataclasses.replace(config, value_size=8, lstm_embedding_size=8, batch_size=8, train_database_size=8,
-                                infer_database_size=16, validation_fraction=0.0)
+    small = dataclasses.replace(
+        config,
+        value_size=8,
+        lstm_embedding_size=8,
+        batch_size=8,
+        train_database_size=8,
+        infer_database_size=16,
+        validation_fraction=0.0,
+    )
     benchmarks.training_step_rate(small, dataset, steps=1, warmup=1)
     assert small.model_dir == "/tmp/x" and small.train_steps == config.train_steps
     with pytest.raises(ValueError, match="--batch_size=0"):

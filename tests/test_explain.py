@@ -1,11 +1,11 @@
 import matplotlib.image
 import numpy as np
 import pytest
-
 from data_files import write_mnist
+
 from proto_tf.analysis import explain
-from proto_tf.serving import export
 from proto_tf.data import adult
+from proto_tf.serving import export
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
 
@@ -48,8 +48,10 @@ def test_adult_explanation_is_a_table_with_the_weight_share():
         "class_names": ("<=50K", ">50K"),
         "schema": adult.SCHEMA,
         "test": {name: np.array([1.0 if name in adult.CONTINUOUS else "x"], dtype=object) for name in adult.COLUMNS},
-        "train": {name: np.array([2.0, 3.0] if name in adult.CONTINUOUS else ["a", "b"], dtype=object)
-                  for name in adult.COLUMNS},  # fmt: skip
+        "train": {
+            name: np.array([2.0, 3.0] if name in adult.CONTINUOUS else ["a", "b"], dtype=object)
+            for name in adult.COLUMNS
+        },  # fmt: skip
     }
     item = {
         "test_row": 0, "label": 0, "label_name": "<=50K", "prediction": 1, "prediction_name": ">50K",

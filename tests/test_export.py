@@ -8,11 +8,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from data_files import write_adult, write_dbpedia, write_mnist
+
+from proto_tf.data import adult, text
 from proto_tf.serving import export
 from proto_tf.training.config import ExperimentConfig
-from proto_tf.data import adult, text
 from proto_tf.training.trainer import Trainer
 
 TINY = dict(
@@ -186,9 +186,7 @@ def test_outputs_are_consistent_and_abstain_follows_the_threshold(adult_export):
     abstaining = loaded.signatures["abstain"](**feed, confidence_threshold=tf.constant(threshold))
     abstained = abstaining["abstained"].numpy()
     np.testing.assert_array_equal(abstained, confidence < threshold)
-    np.testing.assert_array_equal(
-        abstaining["class_ids"].numpy(), np.where(abstained, -1, out["class_ids"].numpy())
-    )
+    np.testing.assert_array_equal(abstaining["class_ids"].numpy(), np.where(abstained, -1, out["class_ids"].numpy()))
 
 
 def test_bad_requests_get_clear_errors_and_text_is_always_answered(tmp_path, adult_export):
@@ -225,9 +223,7 @@ def test_bad_requests_get_clear_errors_and_text_is_always_answered(tmp_path, adu
 
 def test_versions_increase_and_baseline_exports(tmp_path):
     trainer, first, _ = _train_and_export(tmp_path, "adult", attention="none")
-    second = export.export_model_dir(
-        trainer.config.model_dir, str(tmp_path / "exports"), checkpoint="last"
-    )
+    second = export.export_model_dir(trainer.config.model_dir, str(tmp_path / "exports"), checkpoint="last")
     assert first.endswith(os.path.join("adult_baseline", "1")) or first.endswith("1")
     assert second.endswith("2")
     outputs = tf.saved_model.load(second).signatures["serving_default"].structured_outputs

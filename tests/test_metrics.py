@@ -36,19 +36,14 @@ def test_prototype_counts_match_brute_force():
     for row, counts in zip(weights, got):
         for threshold, count in zip(thresholds, counts):
             expected = next(
-                k for k in range(1, len(row) + 1)
-                if np.sort(row)[::-1][:k].sum(dtype=np.float32) >= threshold
+                k for k in range(1, len(row) + 1) if np.sort(row)[::-1][:k].sum(dtype=np.float32) >= threshold
             )
             assert count == expected
 
 
 def test_prototype_counts_hand_case_and_medians():
-    weights = np.array(
-        [[0.6, 0.3, 0.1, 0.0], [0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]], np.float32
-    )
-    np.testing.assert_array_equal(
-        metrics.prototype_counts(weights), [[1, 2, 3], [2, 4, 4], [1, 1, 1]]
-    )
+    weights = np.array([[0.6, 0.3, 0.1, 0.0], [0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(metrics.prototype_counts(weights), [[1, 2, 3], [2, 4, 4], [1, 1, 1]])
     assert metrics.median_prototype_counts(weights) == {0.5: 1.0, 0.9: 2.0, 0.95: 3.0}
 
 
@@ -70,7 +65,10 @@ def test_accuracy_when_keeping_the_most_confident():
     confidence = np.array([0.9, 0.8, 0.6, 0.5, 0.3])
     correct = np.array([True, True, False, True, False])
     assert metrics.accuracy_when_keeping(confidence, correct, [1.0, 0.6, 0.4, 0.01]) == {
-        1.0: 0.6, 0.6: 2 / 3, 0.4: 1.0, 0.01: 1.0
+        1.0: 0.6,
+        0.6: 2 / 3,
+        0.4: 1.0,
+        0.01: 1.0,
     }
 
 
@@ -151,7 +149,7 @@ def test_hub_watch_warns_once_after_a_collapsed_streak_while_the_plain_path_lear
     assert lines == [
         "warning: at step 300 the attention has collapsed onto a few candidates for 3 log windows (95 % of "
         "each batch's weight on 3 of them; prototype accuracy 0.100, plain path 0.550). The prototype path is "
-        "unlikely to recover; see README, \"Attention hubs\"."
+        'unlikely to recover; see README, "Attention hubs".'
     ]
     healthy = HubWatch(windows=1, report=lines.append)
     healthy.check(50, {"top3_weight_share": 0.2, "prototype_accuracy": 0.8, "plain_accuracy": 0.8})

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from references import cross_entropy, layer_norm, softmax, sparsemax_bisection
 
 from proto_tf import BaselineClassifier, ProtoAttend, metrics
-from references import cross_entropy, layer_norm, softmax, sparsemax_bisection
 
 
 def _dense_model(attention, **kwargs):
@@ -27,6 +27,7 @@ def _training_data(seed):
 
 def _numpy_forward(model, x, normalization):
     """The model's forward pass written out in NumPy from its weights."""
+
     def dense(layer, inputs, relu=True):
         out = inputs @ layer.kernel.numpy() + layer.bias.numpy()
         return np.maximum(out, 0) if relu else out
@@ -45,14 +46,16 @@ def _numpy_forward(model, x, normalization):
 
 @pytest.mark.parametrize(
     "attention,reference,matching",
-    [("softmax", softmax, 1.0), ("sparsemax", sparsemax_bisection, 1.0),
-     ("sparsemax", sparsemax_bisection, 0.25), ("softmax", softmax, 0.0)],
+    [
+        ("softmax", softmax, 1.0),
+        ("sparsemax", sparsemax_bisection, 1.0),
+        ("sparsemax", sparsemax_bisection, 0.25),
+        ("softmax", softmax, 0.0),
+    ],
 )
 def test_loss_terms_match_numpy(attention, reference, matching):
     rng = np.random.default_rng(0)
-    model = _dense_model(
-        attention, alpha_range=(0.47, 0.47), sparsity_weight=0.01, matching_loss_weight=matching
-    )
+    model = _dense_model(attention, alpha_range=(0.47, 0.47), sparsity_weight=0.01, matching_loss_weight=matching)
     data = {
         "inputs": rng.normal(size=(8, 4)).astype(np.float32),
         "labels": rng.integers(0, 3, 8),
@@ -74,7 +77,8 @@ def test_loss_terms_match_numpy(attention, reference, matching):
         "sparsity_loss": np.mean(-(weights * np.log(weights + 1e-6)).sum(-1)),
     }
     expected["loss"] = (
-        expected["plain_loss"] + matching * (expected["prototype_loss"] + expected["mixed_loss"])
+        expected["plain_loss"]
+        + matching * (expected["prototype_loss"] + expected["mixed_loss"])
         + 0.01 * expected["sparsity_loss"]
     )
     for name, value in expected.items():
@@ -141,6 +145,7 @@ def test_baseline_checkpoints_and_keras_files_from_before_the_split_load():
     assert isinstance(loaded, BaselineClassifier)
     np.testing.assert_allclose(loaded(expected["inputs"])["logits"], expected["logits"], atol=1e-6)
 
+
 def test_inference_with_database_returns_weights_and_confidence():
     rng = np.random.default_rng(2)
     model = _dense_model("sparsemax")
@@ -161,9 +166,7 @@ def test_inference_with_database_returns_weights_and_confidence():
         expected_weights @ expected_values @ model.decision.kernel.numpy(),
         atol=1e-4,
     )
-    np.testing.assert_allclose(
-        out["confidence"].numpy(), metrics.confidence(expected_weights, labels, 3), atol=1e-5
-    )
+    np.testing.assert_allclose(out["confidence"].numpy(), metrics.confidence(expected_weights, labels, 3), atol=1e-5)
     with pytest.raises(ValueError, match=r"labels \(29,\)"):
         model.set_database(keys, values, labels[:29])
 
@@ -205,9 +208,7 @@ def _toy_problem(seed=0, num_classes=4, dims=8):
 def test_toy_training_learns_and_sparsemax_is_sparse(attention):
     (x_train, y_train), (x_test, y_test) = _toy_problem()
     keras.utils.set_random_seed(0)  # Initial weights independent of earlier tests.
-    model = ProtoAttend(
-        keras.Sequential([keras.layers.Dense(32, activation="relu")]), 4, attention, value_size=16
-    )
+    model = ProtoAttend(keras.Sequential([keras.layers.Dense(32, activation="relu")]), 4, attention, value_size=16)
     model.build((None, 8))
     model.compile(optimizer=keras.optimizers.Adam(3e-3, clipvalue=20.0))
 
@@ -295,13 +296,11 @@ def test_candidate_memory_attends_over_the_last_candidates_written():
     # One write: only slots 0-2 are filled, the others get no weight.
     assert not first["weights"].numpy()[:, 3:].any()
     for start in (3, 6):
-        memory.forward_train({**data, "candidate_inputs": candidates[start:start + 3]}, 0.5)
+        memory.forward_train({**data, "candidate_inputs": candidates[start : start + 3]}, 0.5)
     # Slot 0 now holds candidate 8 (the wrap), slots 1-7 candidates 1-7.
     expected = np.concatenate([candidates[8:9], candidates[1:8]])
     # Encoded in batches of 3 there and of 8 here: the same to float32 rounding.
-    np.testing.assert_allclose(
-        memory.memory_features.numpy(), memory.encoder(expected).numpy(), rtol=1e-6, atol=1e-6
-    )
+    np.testing.assert_allclose(memory.memory_features.numpy(), memory.encoder(expected).numpy(), rtol=1e-6, atol=1e-6)
     remembered = memory.forward_train({**data, "candidate_inputs": candidates[:0]}, 0.5, training=False)
     reference = direct.forward_train({**data, "candidate_inputs": expected}, 0.5, training=False)
     for key in ("weights", "prototype_logits", "mixed_logits"):

@@ -62,9 +62,7 @@ def test_evaluate_reports_both_paths_and_confidence(inputs, attention):
     probabilities /= probabilities.sum(-1, keepdims=True)
     assert set(result) == {"loss", "prototype_accuracy", "plain_accuracy", "mean_confidence"}
     assert result["prototype_accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == y))
-    assert result["plain_accuracy"] == pytest.approx(
-        np.mean(outputs["plain_logits"].numpy().argmax(-1) == y)
-    )
+    assert result["plain_accuracy"] == pytest.approx(np.mean(outputs["plain_logits"].numpy().argmax(-1) == y))
     assert result["mean_confidence"] == pytest.approx(outputs["confidence"].numpy().mean(), rel=1e-5)
     assert result["loss"] == pytest.approx(-np.log(probabilities[np.arange(37), y]).mean(), rel=1e-5)
 

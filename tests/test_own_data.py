@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from data_files import write_own_images, write_own_table
+
 from proto_tf.analysis.evaluate_run import evaluate_model_dir
 from proto_tf.data import csv_dataset, image_folder, load_dataset, tabular, text, text_csv
 from proto_tf.errors import ConfigError, DataError
@@ -30,7 +30,9 @@ def test_csv_schema_is_inferred_from_the_training_file_as_by_hand(tmp_path):
     (folder / "train.csv").write_text(
         "a b,kind,n,label\n1,x,3,p\n2,y,,q\n4,x,NA,p\n5,?,7,q\n"
     )  # fmt: skip
-    loaded = load_dataset("csv", str(folder), validation_fraction=0.0, options=csv_dataset.CsvOptions(test_fraction=0.25))
+    loaded = load_dataset(
+        "csv", str(folder), validation_fraction=0.0, options=csv_dataset.CsvOptions(test_fraction=0.25)
+    )
     schema = loaded.info.schema
     assert [c.name for c in schema.numeric] == ["a b", "n"] and [c.name for c in schema.categorical] == ["kind"]
     assert loaded.class_names == ("p", "q") and loaded.info.label_column == "label"
@@ -115,7 +117,9 @@ def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_pat
     assert (tmp_path / "older.jsonl").read_text() == (tmp_path / "out.jsonl").read_text()
     # A file with a header naming a column the model does not know is refused.
     (tmp_path / "bad.csv").write_text("Age (years),colour,income $,zip\n30,red,1,2\n")
-    with pytest.raises(DataError, match=r"bad.csv:1: the header's columns do not match the model's \(unknown: zip; missing: id-code\)"):
+    with pytest.raises(
+        DataError, match=r"bad.csv:1: the header's columns do not match the model's \(unknown: zip; missing: id-code\)"
+    ):
         predict.predict_file(path, str(tmp_path / "bad.csv"), str(tmp_path / "x.jsonl"))
     # Explanations: the prototypes' rows of train.csv, shown as the file holds them.
     from proto_tf.analysis import explain
@@ -132,7 +136,9 @@ def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_pat
     assert table[5].startswith(f"| train row {prototype['train_row']} | {prototype['weight']:.3f} | {source['outcome']} | "
                                f"{float(source['Age (years)']):g} | {source['colour']} |")  # fmt: skip
     # The training file is a valid --database (its label column is read by name).
-    curated = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), database_path=os.path.join(data_dir, "train.csv"))
+    curated = export.export_model_dir(
+        config.model_dir, str(tmp_path / "exports"), database_path=os.path.join(data_dir, "train.csv")
+    )
     assert os.path.isfile(os.path.join(curated, "saved_model.pb"))
 
 
@@ -181,9 +187,14 @@ def test_csv_unknown_categories_in_the_test_file_are_counted(tmp_path, capsys):
 
 
 def test_own_data_flags_are_refused_for_other_datasets():
-    with pytest.raises(ConfigError, match=r"^--label_column='income' applies to --dataset=csv or text_csv, not --dataset=adult; leave it at None\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--label_column='income' applies to --dataset=csv or text_csv, not --dataset=adult; leave it at None\.$",
+    ):
         ExperimentConfig(dataset="adult", label_column="income")
-    with pytest.raises(ConfigError, match=r"^--image_size=\(28, 28\) applies to --dataset=image_folder, not --dataset=csv"):
+    with pytest.raises(
+        ConfigError, match=r"^--image_size=\(28, 28\) applies to --dataset=image_folder, not --dataset=csv"
+    ):
         ExperimentConfig(dataset="csv", image_size=(28, 28))
     with pytest.raises(ConfigError, match=r"^--sequence_length=64 must be at least 256"):
         ExperimentConfig(dataset="text_csv", sequence_length=64)
@@ -211,7 +222,9 @@ def test_image_folder_end_to_end_with_class_names_and_encoded_images(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     truth = [os.path.basename(os.path.dirname(r["source"])) for r in records]
     assert summary["inputs"] == 24
-    assert np.mean([r["class_name"] == t for r, t in zip(records, truth)]) == pytest.approx(evaluated["test"]["accuracy"])
+    assert np.mean([r["class_name"] == t for r, t in zip(records, truth)]) == pytest.approx(
+        evaluated["test"]["accuracy"]
+    )
 
 
 def test_image_folder_grey_sizes_and_mistakes(tmp_path):
@@ -220,14 +233,21 @@ def test_image_folder_grey_sizes_and_mistakes(tmp_path):
     assert loaded.info.input_shape == (12, 10, 1) and len(loaded.test) == 5 and len(loaded.train) == 19
     mixed = write_own_images(str(tmp_path / "mixed"), size=(12, 10))
     tf.io.write_file(os.path.join(mixed, "train", "dog", "big.png"), tf.io.encode_png(np.zeros((20, 20, 3), np.uint8)))
-    with pytest.raises(DataError, match=r"the training images differ in size \(.*cat/0.png is 12x10, .*dog/big.png is 20x20, 2 sizes in all\): give --image_size=H,W"):
+    with pytest.raises(
+        DataError,
+        match=r"the training images differ in size \(.*cat/0.png is 12x10, .*dog/big.png is 20x20, 2 sizes in all\): give --image_size=H,W",
+    ):
         load_dataset("image_folder", mixed, validation_fraction=0.0)
     resized = load_dataset("image_folder", mixed, validation_fraction=0.0,
                            options=image_folder.ImageFolderOptions(image_size=(8, 8)))  # fmt: skip
     assert resized.train.inputs.shape[1:] == (8, 8, 3)
     os.makedirs(os.path.join(mixed, "test", "bird"))
-    with pytest.raises(DataError, match=r"test: class folder bird is not in the training folder; its classes: cat, dog\."):
-        load_dataset("image_folder", mixed, validation_fraction=0.0, options=image_folder.ImageFolderOptions(image_size=(8, 8)))
+    with pytest.raises(
+        DataError, match=r"test: class folder bird is not in the training folder; its classes: cat, dog\."
+    ):
+        load_dataset(
+            "image_folder", mixed, validation_fraction=0.0, options=image_folder.ImageFolderOptions(image_size=(8, 8))
+        )
 
 
 def test_text_csv_end_to_end_by_column_name(tmp_path):
@@ -244,7 +264,9 @@ def test_text_csv_end_to_end_by_column_name(tmp_path):
     config = _train(tmp_path, "text_csv", data_dir, sequence_length=256, vdcnn_first_filters=8,
                     vdcnn_block_filters=(8,) * 8)  # fmt: skip
     path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"))
-    served = tf.saved_model.load(path).signatures["serving_default"](texts=tf.constant(["goal team match", "song band"]))
+    served = tf.saved_model.load(path).signatures["serving_default"](
+        texts=tf.constant(["goal team match", "song band"])
+    )
     assert {n.decode() for n in served["class_names"].numpy()} <= {"music", "sport"}
     evaluated = evaluate_model_dir(config.model_dir, str(tmp_path / "evaluation"))
     with open(os.path.join(data_dir, "test.csv")) as handle:
@@ -256,15 +278,23 @@ def test_text_csv_end_to_end_by_column_name(tmp_path):
     predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"))
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(records) == 20
-    assert np.mean([r["class_name"] == row["topic"] for r, row in zip(records, rows)]) == pytest.approx(evaluated["test"]["accuracy"])
+    assert np.mean([r["class_name"] == row["topic"] for r, row in zip(records, rows)]) == pytest.approx(
+        evaluated["test"]["accuracy"]
+    )
     # The training file is a valid --database (text and label columns read by name).
-    curated = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), database_path=os.path.join(data_dir, "train.csv"))
+    curated = export.export_model_dir(
+        config.model_dir, str(tmp_path / "exports"), database_path=os.path.join(data_dir, "train.csv")
+    )
     assert os.path.isfile(os.path.join(curated, "saved_model.pb"))
     (tmp_path / "bad.csv").write_text("title,text\nx,y\n")
-    with pytest.raises(DataError, match=r"bad.csv:1: the header lacks the text column\(s\) body; its columns: title, text\."):
+    with pytest.raises(
+        DataError, match=r"bad.csv:1: the header lacks the text column\(s\) body; its columns: title, text\."
+    ):
         predict.predict_file(path, str(tmp_path / "bad.csv"), str(tmp_path / "x.jsonl"))
     with pytest.raises(DataError, match=r"--label_column='label': .*train.csv has no such column"):
-        load_dataset("text_csv", data_dir, validation_fraction=0.0, options=text_csv.TextCsvOptions(label_column="label"))
+        load_dataset(
+            "text_csv", data_dir, validation_fraction=0.0, options=text_csv.TextCsvOptions(label_column="label")
+        )
 
 
 def test_a_dataset_added_in_one_module_trains_exports_and_names_its_classes(tmp_path, monkeypatch):

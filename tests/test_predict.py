@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from data_files import write_mnist
+
 from proto_tf.analysis.evaluate_run import evaluate_model_dir
 from proto_tf.data import images
 from proto_tf.errors import ConfigError, DataError
@@ -168,7 +168,11 @@ def test_a_header_is_read_by_name_in_any_column_order(tmp_path, adult_export):
     expected, got = _predictions(tmp_path / "plain.jsonl"), _predictions(tmp_path / "shuffled.jsonl")
     assert len(got) == len(expected) == 300
     for a, b in zip(expected, got):
-        assert (a["class_id"], a["probabilities"], a["prototypes"]) == (b["class_id"], b["probabilities"], b["prototypes"])
+        assert (a["class_id"], a["probabilities"], a["prototypes"]) == (
+            b["class_id"],
+            b["probabilities"],
+            b["prototypes"],
+        )
     # A header with an unknown and a missing column names both.
     bad = tmp_path / "bad_header.csv"
     bad.write_text(",".join(names[:-2] + ["country"]) + "\n" + "\n".join(",".join(row[:14]) for row in rows[:3]) + "\n")
@@ -220,9 +224,14 @@ def test_batch_size_above_the_export_limit_names_the_flag(tmp_path, adult_export
     _, model_dir, lines = adult_export
     path = export.export_model_dir(model_dir, str(tmp_path / "exports"), checkpoint="last", max_batch_size=8)
     (tmp_path / "new.csv").write_text("\n".join(line.rsplit(",", 1)[0] for line in lines[:20]) + "\n")
-    with pytest.raises(ConfigError, match=r"^--batch_size=16 is above the 8 inputs this export answers per call; lower --batch_size to <= 8\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--batch_size=16 is above the 8 inputs this export answers per call; lower --batch_size to <= 8\.$",
+    ):
         predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=16)
-    assert predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=8)["inputs"] == 20
+    assert (
+        predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"), batch_size=8)["inputs"] == 20
+    )
 
 
 def test_a_full_disk_while_writing_predictions_is_one_line(tmp_path, adult_export, monkeypatch):
@@ -237,7 +246,10 @@ def test_a_full_disk_while_writing_predictions_is_one_line(tmp_path, adult_expor
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(predict.json, "dumps", full_disk)
-    with pytest.raises(ConfigError, match=r"^--output=.*out.jsonl: could not write the predictions \(No space left on device\); an existing output is left as it was\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--output=.*out.jsonl: could not write the predictions \(No space left on device\); an existing output is left as it was\.$",
+    ):
         predict.predict_file(path, str(tmp_path / "new.csv"), str(output))
     assert output.read_text() == "earlier predictions\n"
     assert sorted(os.listdir(tmp_path)) == ["new.csv", "out.jsonl"]

@@ -5,12 +5,12 @@ import subprocess
 import sys
 
 import pytest
+from test_training import REPO
 
 from proto_tf.analysis import benchmarks, comparison, plots
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import CONFIG_FILE
-from test_training import REPO
 
 
 def _summary(**config):
@@ -25,12 +25,16 @@ def _summary(**config):
 
 def test_experiment_keys_match_the_paper_tables():
     assert comparison.experiment_key({"dataset": "adult", "attention": "none"}) == "adult_baseline"
-    assert comparison.experiment_key(
-        {"dataset": "fashion_mnist", "attention": "sparsemax", "sparsity_weight": 3e-4}
-    ) == "fashion_mnist_sparsemax_sparsity"
-    assert comparison.experiment_key(
-        {"dataset": "cifar10", "attention": "none", "label_noise": 0.6, "encoder_dropout": 0.3}
-    ) == "cifar10_noise60_dropout"
+    assert (
+        comparison.experiment_key({"dataset": "fashion_mnist", "attention": "sparsemax", "sparsity_weight": 3e-4})
+        == "fashion_mnist_sparsemax_sparsity"
+    )
+    assert (
+        comparison.experiment_key(
+            {"dataset": "cifar10", "attention": "none", "label_noise": 0.6, "encoder_dropout": 0.3}
+        )
+        == "cifar10_noise60_dropout"
+    )
 
 
 def test_row_and_table_show_the_gap():
@@ -38,7 +42,9 @@ def test_row_and_table_show_the_gap():
     assert row["paper_accuracy"] == 85.58 and row["accuracy"] == 85.12 and row["gap"] == -0.46
     assert row["paper_prototypes"] == (20, 57, 67) and row["prototypes"] == (18, 50, 61)
     table = comparison.markdown_table([row], hardware="test machine")
-    assert "| adult_sparsemax | 85.58 | 85.12 | -0.46 | 20/57/67 | 18/50/61 | 11500 | 128 | 4096/15360 | 20.0 |" in table
+    assert (
+        "| adult_sparsemax | 85.58 | 85.12 | -0.46 | 20/57/67 | 18/50/61 | 11500 | 128 | 4096/15360 | 20.0 |" in table
+    )
     assert "test machine" in table
 
 
@@ -82,15 +88,19 @@ def test_budget_gaps_pair_each_row_with_the_baseline_at_the_same_share(tmp_path)
     ]  # fmt: skip
     gaps = comparison.budget_gaps(summaries, paper_steps)
     assert gaps["fashion_mnist_sparsemax"] == {
-        "points": [(0.005, -7.21), (0.01, -5.54)], "paper_gap": -0.32  # 94.42 - 94.74
+        "points": [(0.005, -7.21), (0.01, -5.54)],
+        "paper_gap": -0.32,  # 94.42 - 94.74
     }
     assert gaps["fashion_mnist_sparsemax (ablation: matching terms x0.25)"] == {
-        "points": [(0.01, -3.18)], "paper_gap": None
+        "points": [(0.01, -3.18)],
+        "paper_gap": None,
     }
     path = plots.plot_budget_gap(gaps, str(tmp_path / "gap.png"))
     with open(path, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ConfigError, match=r"--model_dirs: no baseline run of fashion_mnist at 0.005 .* runs/sparsemax_1960"):
+    with pytest.raises(
+        ConfigError, match=r"--model_dirs: no baseline run of fashion_mnist at 0.005 .* runs/sparsemax_1960"
+    ):
         comparison.budget_gaps(summaries[:1] + summaries[2:4], paper_steps)
 
 

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from data_files import write_adult
+
 from proto_tf.analysis import evaluate_run
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.serving import export
@@ -96,7 +96,9 @@ def test_explain_examples_and_dataset_are_checked_before_any_work(runs, tmp_path
 
     assert _example_positions(["0", "3"]) == [0, 3]
     for bad in ("-1", "abc", "1.5"):  # -1 named row 16280 of the test set as "test_row: -1".
-        with pytest.raises(ConfigError, match=rf"^--examples=0,{bad}: '{bad}' is not a test-set position; give integers >= 0"):
+        with pytest.raises(
+            ConfigError, match=rf"^--examples=0,{bad}: '{bad}' is not a test-set position; give integers >= 0"
+        ):
             _example_positions(["0", bad])
     path = export.export_model_dir(runs[1].model_dir, str(tmp_path / "exports"))
     past_the_end = _command("explain", f"--saved_model={path}", "--dataset=adult",
@@ -121,13 +123,19 @@ def test_evaluate_shift_data_dirs_are_checked(runs):
     for bad in ("foo", "=~/svhn", "mnist="):
         with pytest.raises(ConfigError, match=rf"^--shift_data_dirs={bad}: '{bad}' is not name=folder \(e.g."):
             _shift_dirs([bad])
-    with pytest.raises(ConfigError, match=r"^--shift_data_dirs: .* is a run of adult, which has no shifted test "
-                                          r"sets \(Fig. 8's study is of fashion_mnist\)\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--shift_data_dirs: .* is a run of adult, which has no shifted test "
+        r"sets \(Fig. 8's study is of fashion_mnist\)\.$",
+    ):
         evaluate_run.evaluate_model_dir(runs[1].model_dir, shift_data_dirs={"mnist": "/x"})
     # A dataset's shifted sets are its own: names outside them are refused by name.
     evaluate_run._check_shift_sets("fashion_mnist", {"mnist": "/x", "cifar10": "/y"}, "RUN")
-    with pytest.raises(ConfigError, match=r"^--shift_data_dirs: svhn is not a shifted set of fashion_mnist; "
-                                          r"valid: mnist, cifar10\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^--shift_data_dirs: svhn is not a shifted set of fashion_mnist; "
+        r"valid: mnist, cifar10\.$",
+    ):
         evaluate_run._check_shift_sets("fashion_mnist", {"svhn": "/x", "mnist": "/y"}, "RUN")
 
 
@@ -254,7 +262,9 @@ def test_a_calibrated_export_abstains_at_its_threshold_and_evaluate_and_predict_
     expected = calibration.calibrate(validation["confidence"], validation["predictions"] == trained.dataset.validation.labels,
                                      target_coverage=0.5)  # fmt: skip
     assert stored["threshold"] == expected.threshold is not None and stored["table"] == list(expected.table)
-    assert lines[1].startswith(f"Calibrated on {expected.examples} validation examples: confidence >= {expected.threshold} keeps")
+    assert lines[1].startswith(
+        f"Calibrated on {expected.examples} validation examples: confidence >= {expected.threshold} keeps"
+    )
     # Serving: the calibrated signature is the abstain signature at the stored threshold.
     raw = explain.load_raw("adult", data_dir)
     request = trained.dataset.info.kind.request(explain.take(raw["test"], np.arange(20)), raw)
@@ -268,16 +278,24 @@ def test_a_calibrated_export_abstains_at_its_threshold_and_evaluate_and_predict_
     test = trained.predict(trained.dataset.test.inputs)
     kept = test["confidence"] >= stored["threshold"]
     assert report["calibration"]["test"]["kept"] == kept.sum()
-    assert report["calibration"]["test"]["accuracy"] == np.mean(test["predictions"][kept] == trained.dataset.test.labels[kept])
+    assert report["calibration"]["test"]["accuracy"] == np.mean(
+        test["predictions"][kept] == trained.dataset.test.labels[kept]
+    )
     # Predict --calibrated on the whole test file abstains on the rows below the threshold.
-    summary = predict.predict_file(path, os.path.join(data_dir, "adult.test"), str(tmp_path / "p.jsonl"), calibrated=True)
+    summary = predict.predict_file(
+        path, os.path.join(data_dir, "adult.test"), str(tmp_path / "p.jsonl"), calibrated=True
+    )
     assert summary["abstained_share"] == pytest.approx(1 - kept.mean(), abs=1e-12)
     with pytest.raises(ConfigError, match=r"^give one of --calibrated and --confidence_threshold"):
-        predict.predict_file(path, os.path.join(data_dir, "adult.test"), str(tmp_path / "q.jsonl"), 0.5, calibrated=True)
+        predict.predict_file(
+            path, os.path.join(data_dir, "adult.test"), str(tmp_path / "q.jsonl"), 0.5, calibrated=True
+        )
     # A target the validation split cannot guarantee is one line, and nothing is exported.
     with pytest.raises(ConfigError, match=r"^--target_accuracy=0.999: no confidence threshold reaches it with 95 % "
                        r"confidence on the \d+ validation examples .*lower the target"):  # fmt: skip
         export.export_model_dir(run_dir, str(tmp_path / "refused"), target_accuracy=0.999)
-    with pytest.raises(ConfigError, match=r"^--target_accuracy=1.5 must be in \(0, 1\), e.g. --target_accuracy=0.95\.$"):
+    with pytest.raises(
+        ConfigError, match=r"^--target_accuracy=1.5 must be in \(0, 1\), e.g. --target_accuracy=0.95\.$"
+    ):
         export.export_model_dir(run_dir, str(tmp_path / "refused"), target_accuracy=1.5)
     assert not os.path.exists(tmp_path / "refused")

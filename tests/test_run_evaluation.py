@@ -2,11 +2,11 @@ import json
 
 import matplotlib.image
 import numpy as np
-
 from data_files import write_mnist
+
 from proto_tf.analysis import evaluate_run
-from proto_tf.training.config import ExperimentConfig
 from proto_tf.data import shift
+from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
 
 

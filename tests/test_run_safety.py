@@ -9,14 +9,14 @@ import sys
 
 import numpy as np
 import pytest
-
 from data_files import write_adult
+from test_training import REPO, _tiny_config
+
+from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training import run_directory
 from proto_tf.training.config import ExperimentConfig
-from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training.health import DivergenceError, NonFiniteError
 from proto_tf.training.trainer import Trainer, load_experiment_dataset
-from test_training import REPO, _tiny_config
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,9 @@ def test_a_run_made_before_a_field_existed_resumes_at_its_default():
 
 def test_infer_database_larger_than_the_training_split_is_refused(tmp_path):
     config = _tiny_config(tmp_path, "big", infer_database_size=100000)
-    with pytest.raises(ConfigError, match=r"--infer_database_size=100000 exceeds the 200 training examples of adult .* valid: 1..200\."):
+    with pytest.raises(
+        ConfigError, match=r"--infer_database_size=100000 exceeds the 200 training examples of adult .* valid: 1..200\."
+    ):
         Trainer(config, verbose=False)
 
 
@@ -317,7 +319,9 @@ def test_a_truncated_summary_is_rewritten_and_a_truncated_best_record_is_named(f
     Trainer(validated, verbose=False).train()
     best = tmp_path / "validated" / "best.json"
     best.write_text('{"step": 4, "accu')
-    with pytest.raises(RunDirectoryError, match=rf"^{best} is unreadable \(.*\); it holds the validation result of the best checkpoint"):
+    with pytest.raises(
+        RunDirectoryError, match=rf"^{best} is unreadable \(.*\); it holds the validation result of the best checkpoint"
+    ):
         Trainer(dataclasses.replace(validated, train_steps=6), verbose=False).train()
     from proto_tf.analysis.comparison import read_summary
 
@@ -362,7 +366,9 @@ def test_a_json_record_that_cannot_be_written_leaves_the_old_one(tmp_path, monke
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(json_files.os, "fsync", full_disk)
-    with pytest.raises(RunDirectoryError, match=rf"^could not write {path} \(No space left on device\); the earlier file is intact\.$"):
+    with pytest.raises(
+        RunDirectoryError, match=rf"^could not write {path} \(No space left on device\); the earlier file is intact\.$"
+    ):
         json_files.write_json(str(path), {"steps": 6})
     assert json.loads(path.read_text()) == {"steps": 4}
     assert os.listdir(tmp_path) == ["summary.json"]  # No temporary file left.

@@ -5,8 +5,8 @@ file, with its outputs unchanged (tests/keras_checks.py)."""
 import keras
 import numpy as np
 import pytest
-
 from keras_checks import randomised, run_model_saving_test, run_serialization_test
+
 from proto_tf import BaselineClassifier, ProtoAttend
 from proto_tf.attention import PrototypeAttention
 from proto_tf.data.tabular import CategoricalColumn, NumericColumn, TabularFeatures, TabularSchema

@@ -10,10 +10,10 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from proto_tf.serving import export
-from proto_tf.errors import ConfigError, DataError
 from test_export import _assert_same, _raw_test_inputs, _train_and_export
+
+from proto_tf.errors import ConfigError, DataError
+from proto_tf.serving import export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,9 +63,7 @@ def test_impossible_numbers_are_refused_by_column(adult, column, value, message)
 def test_bad_confidence_thresholds_are_refused(adult, threshold, message):
     _, _, raw, loaded, _ = adult
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        loaded.signatures["abstain"](
-            **_feed(raw), confidence_threshold=tf.constant(threshold, tf.float32)
-        )
+        loaded.signatures["abstain"](**_feed(raw), confidence_threshold=tf.constant(threshold, tf.float32))
     # A scalar is not broadcast either.
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
         loaded.signatures["abstain"](**_feed(raw), confidence_threshold=tf.constant(0.5))
@@ -81,9 +79,7 @@ def test_columns_of_different_lengths_are_named(adult):
 
 def test_class_names_are_returned_and_empty_where_abstained(adult):
     _, _, raw, loaded, _ = adult
-    out = loaded.signatures["abstain"](
-        **_feed(raw), confidence_threshold=tf.constant([0.0, 1.0, 0.0, 1.0], tf.float32)
-    )
+    out = loaded.signatures["abstain"](**_feed(raw), confidence_threshold=tf.constant([0.0, 1.0, 0.0, 1.0], tf.float32))
     names = np.array(["<=50K", ">50K"])
     ids = out["class_ids"].numpy()
     got = out["class_names"].numpy().astype(str)
@@ -240,7 +236,9 @@ def test_a_scalar_threshold_reaching_the_graph_gets_the_documented_message(adult
     # As in the served graph: a threshold of unknown shape (also eagerly, where the
     # check is static and raises a ValueError).
     for call in (check, tf.function(check, input_signature=[tf.TensorSpec(None, tf.float32)])):
-        with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="confidence_threshold needs one value per instance"):
+        with pytest.raises(
+            (tf.errors.InvalidArgumentError, ValueError), match="confidence_threshold needs one value per instance"
+        ):
             call(tf.constant(0.5))
         np.testing.assert_array_equal(call(tf.fill([4], 0.5)).numpy(), 0.5)
 
@@ -249,6 +247,7 @@ def test_published_versions_are_readable_by_other_users(tmp_path):
     # mkdtemp makes its folder 0700: TF Serving running as another user could not read it.
     old = os.umask(0o022)
     try:
+
         def write(path):
             os.makedirs(os.path.join(path, "variables"))
             with open(os.path.join(path, "variables", "variables.index"), "w") as handle:

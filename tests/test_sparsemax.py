@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from references import sparsemax_bisection
 
 from proto_tf import sparsemax
-from references import sparsemax_bisection
 
 
 def _random_rows(rng, rows=3000, width=40):
@@ -40,9 +40,7 @@ def test_ties_and_masked_entries():
 
 def test_known_values_where_keras_sparsemax_fails():
     # keras.ops.sparsemax (<= 3.15.1) returns zeros here; the exact answer is tau = 0.0667.
-    np.testing.assert_allclose(
-        sparsemax([0.5, 0.4, 0.3]).numpy(), [13 / 30, 10 / 30, 7 / 30], atol=1e-6
-    )
+    np.testing.assert_allclose(sparsemax([0.5, 0.4, 0.3]).numpy(), [13 / 30, 10 / 30, 7 / 30], atol=1e-6)
     np.testing.assert_allclose(sparsemax([3.0, 1.0, 0.0]).numpy(), [1.0, 0.0, 0.0])
 
 

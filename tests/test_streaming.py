@@ -13,7 +13,10 @@ from proto_tf.attention import PrototypeAttention
 from proto_tf.serving import export
 
 CASES = [  # (query scale, support_k): wide and narrow supports; kept entries below the support.
-    (1.0, 256), (12.0, 256), (1.0, 3), (0.3, 8),
+    (1.0, 256),
+    (12.0, 256),
+    (1.0, 3),
+    (0.3, 8),
 ]
 
 
@@ -57,7 +60,9 @@ def test_a_streaming_export_answers_as_the_dense_export(tmp_path):
     labels = rng.integers(0, 3, 1500)
     signature = {"features": tf.TensorSpec([None, 5], tf.float32)}
     dense = export.export_any(model, database_inputs, labels, signature, str(tmp_path / "dense"))
-    streamed = export.export_any(model, database_inputs, labels, signature, str(tmp_path / "streamed"), stream_above=100)
+    streamed = export.export_any(
+        model, database_inputs, labels, signature, str(tmp_path / "streamed"), stream_above=100
+    )
     request = {"features": tf.constant(rng.normal(size=(9, 5)).astype(np.float32) * 3)}
     a = tf.saved_model.load(dense).signatures["serving_default"](**request)
     b = tf.saved_model.load(streamed).signatures["serving_default"](**request)

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from data_files import write_adult, write_mnist
+
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import NonFiniteLossError, Trainer
 
@@ -56,9 +56,7 @@ def test_two_replicas_match_one_device(tmp_path, attention, overrides):
         config = _tiny_config(tmp_path, name, attention=attention, **settings)
         # Plain SGD: its update is proportional to the gradient, so a wrong loss scale
         # or a missing gradient through the all-gather shows (Adam would hide a scale).
-        trainer = Trainer(
-            config, strategy=strategy, verbose=False, make_optimizer=lambda: keras.optimizers.SGD(0.5)
-        )
+        trainer = Trainer(config, strategy=strategy, verbose=False, make_optimizer=lambda: keras.optimizers.SGD(0.5))
         assert trainer.strategy.num_replicas_in_sync == (2 if name == "two" else 1)
         initial = [v.numpy().copy() for v in trainer.model.trainable_variables]
         trainer.train()
@@ -95,17 +93,15 @@ def _memory_run(tmp_path, strategy_name):
     config = _tiny_config(
         pathlib.Path(tmp_path), strategy_name, train_steps=3, sparsity_weight=0.1, candidate_refresh=8
     )
-    trainer = Trainer(
-        config, strategy=strategy, verbose=False, make_optimizer=lambda: keras.optimizers.SGD(0.5)
-    )
+    trainer = Trainer(config, strategy=strategy, verbose=False, make_optimizer=lambda: keras.optimizers.SGD(0.5))
     initial = [v.numpy().copy() for v in trainer.model.trainable_variables]
     trainer.train()
     np.savez(
         pathlib.Path(tmp_path) / f"{strategy_name}.npz",
-        memory=trainer.model.memory_features.numpy(),
-        writes=trainer.model.memory_writes.numpy(),
         *initial,
         *[v.numpy() for v in trainer.model.trainable_variables],
+        memory=trainer.model.memory_features.numpy(),
+        writes=trainer.model.memory_writes.numpy(),
     )
 
 
@@ -231,15 +227,11 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     )  # fmt: skip
     assert straight.returncode == 0, straight.stderr[-2000:]
     resumed_weights = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(checkpoints)))
-    straight_weights = tf.train.load_checkpoint(
-        tf.train.latest_checkpoint(str(tmp_path / "straight" / "checkpoints"))
-    )
+    straight_weights = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "straight" / "checkpoints")))
     names = [n for n, _ in tf.train.list_variables(str(checkpoints)) if n.startswith(("model/", "random/"))]
     assert any(n.startswith("random/") for n in names)  # The dropout seed states.
     for name in names:
-        np.testing.assert_array_equal(
-            resumed_weights.get_tensor(name), straight_weights.get_tensor(name), err_msg=name
-        )
+        np.testing.assert_array_equal(resumed_weights.get_tensor(name), straight_weights.get_tensor(name), err_msg=name)
 
 
 def test_cli_errors_list_valid_values(tmp_path):
@@ -325,8 +317,14 @@ def test_logs_without_a_terminal_are_plain_lines_and_tags_are_shared(tmp_path, c
     validation = _logged_tags(tmp_path / "logs" / "logs" / "validation")
     shared = {"accuracy/prototype", "accuracy/plain", "loss/prototype", "loss/plain"}
     assert shared <= train and shared <= validation
-    assert {"loss/total", "loss/mixed", "attention/entropy", "attention/top3_weight_share",
-            "attention/distinct_top_share", "optimizer/learning_rate"} <= train
+    assert {
+        "loss/total",
+        "loss/mixed",
+        "attention/entropy",
+        "attention/top3_weight_share",
+        "attention/distinct_top_share",
+        "optimizer/learning_rate",
+    } <= train
     assert "loss/sparsity" not in train  # The entropy is not a loss unless --sparsity_weight > 0.
     assert {"prototypes/median_95", "confidence/right"} <= validation
     assert all("/" in tag for tag in train | validation)  # Grouped; no "examples".
@@ -348,7 +346,7 @@ def test_logs_without_a_terminal_are_plain_lines_and_tags_are_shared(tmp_path, c
     assert "model_dir" not in logged and logged["candidate_gradients"].bool_value is True
 
 
-CALLBACKS_FILE = '''
+CALLBACKS_FILE = """
 import keras
 
 
@@ -368,7 +366,7 @@ def recorder():
 
 def stop_at_second_validation():
     return [Recorder(), keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=0, mode="max", baseline=2.0)]
-'''
+"""
 
 
 def test_cli_callbacks_see_training_and_validation_and_can_stop(tmp_path):

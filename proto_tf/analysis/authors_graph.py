@@ -60,7 +60,7 @@ def install_contrib(tf):
     tf.contrib = types.SimpleNamespace(
         sparsemax=types.SimpleNamespace(sparsemax=lambda logits: _sort_sparsemax(tf, logits)),
         layers=types.SimpleNamespace(
-            l2_regularizer=lambda scale: (lambda weights: scale * tf.nn.l2_loss(weights)),
+            l2_regularizer=lambda scale: lambda weights: scale * tf.nn.l2_loss(weights),
             layer_norm=lambda inputs: _layer_norm(tf, inputs),
         ),
     )
@@ -68,18 +68,14 @@ def install_contrib(tf):
 
 def training_graph(tf, code, images, labels, batch_size, candidates, depth):
     """The training op of the authors' graph over `images [N, 28, 28]`, `labels [N]`."""
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).map(
-        code.input_data.parse_function_train
-    )
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).map(code.input_data.parse_function_train)
     batch = tf.data.make_one_shot_iterator(dataset.repeat().batch(batch_size))
     candidate_batch = tf.data.make_one_shot_iterator(dataset.repeat().batch(candidates))
     inputs, _, input_labels = batch.get_next()
     candidate_inputs, _, _ = candidate_batch.get_next()
     flags = code.FLAGS
     _, queries, values = code.model.cnn_encoder(inputs, reuse=False, is_training=True, depth=depth)
-    keys, _, candidate_values = code.model.cnn_encoder(
-        candidate_inputs, reuse=True, is_training=True, depth=depth
-    )
+    keys, _, candidate_values = code.model.cnn_encoder(candidate_inputs, reuse=True, is_training=True, depth=depth)
     weighted, weights = code.model.relational_attention(
         queries, keys, candidate_values, normalization=flags.normalization
     )

@@ -13,16 +13,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.analysis import explain, step_profile
 from proto_tf import streaming
+from proto_tf.analysis import explain, step_profile
 from proto_tf.attention import PrototypeAttention, masked_softmax
-from proto_tf.errors import ConfigError
-from proto_tf.sparsemax import sparsemax
-from proto_tf.serving import export
-from proto_tf.training import config as config_lib
-from proto_tf.training import health, trainer
 from proto_tf.data import Split, candidates, class_names, dataset_info
 from proto_tf.data.common import LoadedDataset, cast_only
+from proto_tf.errors import ConfigError
+from proto_tf.serving import export
+from proto_tf.sparsemax import sparsemax
+from proto_tf.training import config as config_lib
+from proto_tf.training import health, trainer
 
 
 def _rate(step, steps, warmup):
@@ -239,8 +239,7 @@ def _tabular_run(model_dir):
     info = dataset_info(config.dataset)
     if info.kind.name != "tabular":
         raise ConfigError(
-            f"--model_dir={model_dir} is a {config.dataset} run; this benchmark takes a "
-            "tabular (adult) run."
+            f"--model_dir={model_dir} is a {config.dataset} run; this benchmark takes a tabular (adult) run."
         )
     return config, trainer.load_experiment_dataset(config), info
 
@@ -264,17 +263,15 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
         database = export.encode_database(models["sparsemax"], dataset.preprocess, database_split)
         for attention, model in models.items():
             serve = tf.function(
-                lambda raw, model=model: export.build_serving_function(
-                    model, info, dataset.preprocess, database
-                )[0](raw)
+                lambda raw, model=model: export.build_serving_function(model, info, dataset.preprocess, database)[0](
+                    raw
+                )
             )
             path = os.path.join(export_root, f"{attention}_{size}")
             export.export_saved_model(model, info, dataset.preprocess, database, path)
             loaded = tf.saved_model.load(path).signatures[export.SERVING_SIGNATURE]
             attend = tf.function(
-                lambda queries, model=model: model.prototype_attention(
-                    queries, database.keys, database.values
-                )[0]
+                lambda queries, model=model: model.prototype_attention(queries, database.keys, database.values)[0]
             )
             for batch_size in batch_sizes:
                 request = info.kind.request(explain.take(raw["test"], np.arange(batch_size)), raw)
@@ -284,12 +281,8 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
                     "database_size": size,
                     "batch_size": batch_size,
                     "attention_seconds": seconds_per_call(lambda: attend(queries).numpy()),
-                    "in_memory_seconds": seconds_per_call(
-                        lambda: serve(request)["class_ids"].numpy()
-                    ),
-                    "saved_model_seconds": seconds_per_call(
-                        lambda: loaded(**request)["class_ids"].numpy()
-                    ),
+                    "in_memory_seconds": seconds_per_call(lambda: serve(request)["class_ids"].numpy()),
+                    "saved_model_seconds": seconds_per_call(lambda: loaded(**request)["class_ids"].numpy()),
                 }
             shutil.rmtree(path)
 
@@ -334,9 +327,7 @@ def normalization_latencies(logits, database_sizes, batch_sizes, rounds=3):
                 times = {name: [] for name in functions}
                 for _ in range(rounds):
                     for name, function in functions.items():
-                        times[name].append(
-                            seconds_per_call(lambda: function(block).numpy(), min_seconds=0.3)
-                        )
+                        times[name].append(seconds_per_call(lambda: function(block).numpy(), min_seconds=0.3))
                 yield {
                     "database_size": size,
                     "batch_size": batch_size,
@@ -370,7 +361,9 @@ def streaming_latencies(database_sizes, batch_size=128, dense_limit=1 << 20, blo
                 "database_size": size,
                 "attention": attention,
                 "scan_seconds": scan_seconds,
-                "dense_seconds": seconds_per_call(lambda: [t.numpy() for t in dense()]) if size <= dense_limit else None,
+                "dense_seconds": seconds_per_call(lambda: [t.numpy() for t in dense()])
+                if size <= dense_limit
+                else None,
                 "streamed_seconds": seconds_per_call(lambda: streamed().numpy()),
                 "dense_weights_mb": batch_size * size * 4 / 2**20,
             }

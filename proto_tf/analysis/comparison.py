@@ -31,8 +31,7 @@ def read_summary(model_dir):
     path = os.path.join(model_dir, "summary.json")
     if not os.path.isfile(path):
         raise RunDirectoryError(
-            f"No {path}: {model_dir} is not a finished run of run/train.py "
-            "(the summary is written when training ends)."
+            f"No {path}: {model_dir} is not a finished run of run/train.py (the summary is written when training ends)."
         )
     return read_json(path, f"the results of the run in {model_dir}; train it again to rewrite it")
 
@@ -69,9 +68,7 @@ def comparison_row(summary):
         "train_minutes": round(summary["train_seconds"] / 60, 1),
     }
     if "median_prototypes_95" in test:
-        row["prototypes"] = tuple(
-            int(test[f"median_prototypes_{p}"]) for p in (50, 90, 95)
-        )
+        row["prototypes"] = tuple(int(test[f"median_prototypes_{p}"]) for p in (50, 90, 95))
     return row
 
 
@@ -79,8 +76,7 @@ def markdown_table(rows, hardware=None):
     """Rows of `comparison_row` as a Markdown table."""
     hardware = hardware or f"{os.cpu_count()} CPU cores ({platform.machine()})"
     lines = [
-        f"Hardware: {hardware}. Prototypes: median count for 50/90/95 % of the weight; "
-        "database: D_train/D_infer.",
+        f"Hardware: {hardware}. Prototypes: median count for 50/90/95 % of the weight; database: D_train/D_infer.",
         "",
         "| experiment | paper acc. % | ours % | gap | paper prototypes | ours | steps | batch | database | train min |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -118,6 +114,7 @@ def budget_gaps(summaries, paper_steps):
       baseline of its dataset at the same share; `paper_gap` from Table 2 (None for
       rows the paper does not have, such as ablations).
     """
+
     def share(summary):
         return round(summary["steps"] / paper_steps(experiment_key(summary["config"])), 6)
 

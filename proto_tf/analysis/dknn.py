@@ -19,7 +19,7 @@ def nearest_labels(train_features, train_labels, features, k, batch_size=1024):
     train_norms = (train_features**2).sum(-1)
     neighbours = []
     for start in range(0, len(features), batch_size):
-        batch = np.asarray(features[start:start + batch_size], np.float32)
+        batch = np.asarray(features[start : start + batch_size], np.float32)
         distances = train_norms[None, :] - 2 * batch @ train_features.T
         nearest = np.argpartition(distances, kth=min(k, len(train_features) - 1), axis=1)[:, :k]
         neighbours.append(np.asarray(train_labels)[nearest])
@@ -66,9 +66,7 @@ class DeepKNN:
         """`(predictions, confidence, credibility)` for a list of per-layer features."""
         scores = self._nonconformity(features)
         # p-value: share of calibration scores >= the score, via a sorted search.
-        at_least = len(self.calibration_scores) - np.searchsorted(
-            self.calibration_scores, scores, side="left"
-        )
+        at_least = len(self.calibration_scores) - np.searchsorted(self.calibration_scores, scores, side="left")
         p_values = at_least / len(self.calibration_scores)
         order = np.sort(p_values, axis=-1)
         predictions = np.argmax(p_values, axis=-1)

@@ -4,10 +4,10 @@ import os
 
 from proto_tf import json_files, metrics
 from proto_tf.analysis import dknn, evaluation, plots
-from proto_tf.training import batchnorm, trainer
-from proto_tf.data import DATASETS, candidates, dataset_info, load_dataset, shift
 from proto_tf.calibration import at_threshold
+from proto_tf.data import DATASETS, candidates, dataset_info, load_dataset, shift
 from proto_tf.errors import ConfigError
+from proto_tf.training import batchnorm, trainer
 from proto_tf.work_progress import WorkProgress
 
 
@@ -42,9 +42,7 @@ def evaluate_model_dir(
     size = infer_database_size or config.infer_database_size
     evaluator = evaluation.Evaluator(model, dataset.preprocess, config.eval_batch_size, progress=WorkProgress)
     if model.uses_database:
-        evaluator.set_database(
-            candidates.inference_database(dataset.train, size, config.seed, info.class_shares)
-        )
+        evaluator.set_database(candidates.inference_database(dataset.train, size, config.seed, info.class_shares))
     test_predictions = evaluator.predict(dataset.test)
     report = {
         "model_dir": model_dir,
@@ -110,7 +108,11 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(
             f"  calibrated threshold {promised['threshold']} (target {promised['target']} {promised['target_value']}): "
             f"test keeps {100 * test['coverage']:.1f} % at "
-            + (f"{100 * test['accuracy']:.2f} % accuracy" if test["accuracy"] is not None else "no accuracy (none kept)")
+            + (
+                f"{100 * test['accuracy']:.2f} % accuracy"
+                if test["accuracy"] is not None
+                else "no accuracy (none kept)"
+            )
             + f" (validation: {100 * promised['coverage']:.1f} % at {100 * promised['accuracy']:.2f} %)"
         )
     lines.append(f"  full report: {report['evaluation_json']}")

@@ -23,18 +23,14 @@ class Evaluator:
         self.batch_size = batch_size
         self.progress = progress
         self.database_split = None  # The split behind the model's database, once set.
-        self._features = tf.function(
-            lambda x: _encoder_features_and_values(model, x), reduce_retracing=True
-        )
+        self._features = tf.function(lambda x: _encoder_features_and_values(model, x), reduce_retracing=True)
         # The database is an argument, not a capture: a traced function would otherwise
         # keep the database of its first call after the model sets a new one.
         if not model.uses_database:
             self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         else:
             self._predict = tf.function(
-                lambda x, keys, values, labels: model.predict_with_database(
-                    x, keys, values, labels, training=False
-                ),
+                lambda x, keys, values, labels: model.predict_with_database(x, keys, values, labels, training=False),
                 reduce_retracing=True,
             )
 
@@ -117,9 +113,7 @@ def summarize(predictions, thresholds=metrics.DEFAULT_THRESHOLDS):
         if name in predictions:
             summary[name] = float(np.mean(predictions[name]))
     if "confidence" in predictions:
-        summary["plain_accuracy"] = float(
-            (predictions["plain_predictions"] == predictions["labels"]).mean()
-        )
+        summary["plain_accuracy"] = float((predictions["plain_predictions"] == predictions["labels"]).mean())
         for index, threshold in enumerate(thresholds):
             summary[f"median_prototypes_{int(round(threshold * 100))}"] = float(
                 np.median(predictions["prototype_counts"][:, index])
@@ -144,14 +138,10 @@ def confidence_report(predictions, thresholds=COVERAGE_THRESHOLDS):
         scores, positives = predictions["probabilities"][:, 1], predictions["labels"] == 1
         report["auc"] = metrics.roc_auc(scores, positives)
         if "confidence" in predictions:
-            report["auc_curve"] = metrics.auc_curve(
-                predictions["confidence"], scores, positives, thresholds
-            )
+            report["auc_curve"] = metrics.auc_curve(predictions["confidence"], scores, positives, thresholds)
     if "confidence" in predictions:
         correct = predictions["predictions"] == predictions["labels"]
-        report["coverage_curve"] = metrics.coverage_curve(
-            predictions["confidence"], correct, thresholds
-        )
+        report["coverage_curve"] = metrics.coverage_curve(predictions["confidence"], correct, thresholds)
         kept = metrics.accuracy_when_keeping(predictions["confidence"], correct, KEPT_FRACTIONS)
         report["accuracy_when_keeping"] = {str(k): v for k, v in kept.items()}  # JSON keys.
     return report

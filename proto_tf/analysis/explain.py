@@ -42,7 +42,8 @@ def check_export_matches(path: str, dataset: str) -> None:
         takes = f"{kind.name} inputs" + (f" of shape {shape}" if shape else "")
         raise ConfigError(
             f"--dataset={dataset} does not match the SavedModel {path}: it takes {takes}, "
-            f"{dataset} has {info.kind.name} inputs" + (f" of shape {wanted}" if wanted else "")
+            f"{dataset} has {info.kind.name} inputs"
+            + (f" of shape {wanted}" if wanted else "")
             + "; give the dataset the model was trained on."
         )
 
@@ -67,14 +68,15 @@ def explain(saved_model_path, dataset, raw, positions, batch_size=256):
     results = []
     positions = np.asarray(positions)
     for start in range(0, len(positions), batch_size):
-        chunk = positions[start:start + batch_size]
+        chunk = positions[start : start + batch_size]
         inputs = kind.request(take(raw["test"], chunk), raw)
         out = {k: v.numpy() for k, v in serve(**inputs).items()}
         for row, position in enumerate(chunk):
             prototypes = [
                 {"train_row": int(i), "weight": float(w), "label": int(y), "label_name": names[int(y)]}
-                for i, w, y in zip(out["prototype_indices"][row], out["prototype_weights"][row],
-                                   out["prototype_labels"][row])  # fmt: skip
+                for i, w, y in zip(
+                    out["prototype_indices"][row], out["prototype_weights"][row], out["prototype_labels"][row]
+                )  # fmt: skip
                 if w > 0
             ]
             label, prediction = int(raw["test_labels"][position]), int(out["class_ids"][row])
@@ -114,7 +116,9 @@ def render_images(explanations, raw, path, dpi=300, caption=None):
     and label, saved as `path` (PNG at `dpi`) and beside it as a vector PDF (TrueType
     fonts), with `caption` above the grid when given. Returns both paths."""
     columns = 1 + max(1, max(len(e["prototypes"]) for e in explanations))
-    figure, axes = plt.subplots(len(explanations), columns, figsize=(1.6 * columns, 1.8 * len(explanations)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(explanations), columns, figsize=(1.6 * columns, 1.8 * len(explanations)), squeeze=False
+    )
     for row, item in enumerate(explanations):
         panels = [(raw["test"][item["test_row"]],
                    f"test row {item['test_row']}: {item['label_name']}\npred. {item['prediction_name']} "
@@ -177,7 +181,8 @@ def _table(item, raw):
 def _values(schema, columns, row):
     """A row's fields as text; a missing number is an empty cell."""
     return [
-        ("" if np.isnan(columns[name][row]) else f"{columns[name][row]:g}") if schema.is_numeric(name)
+        ("" if np.isnan(columns[name][row]) else f"{columns[name][row]:g}")
+        if schema.is_numeric(name)
         else str(columns[name][row])
         for name in schema.columns
     ]

@@ -21,7 +21,10 @@ def reference_accuracy(dataset: LoadedDataset, seed: int = 0) -> dict:
         raise ImportError("the reference needs scikit-learn: pip install proto_tf[compare]") from error
     train, test, kind = dataset.train, dataset.test, dataset.info.kind
     references = {
-        "tabular": (lambda: HistGradientBoostingClassifier(random_state=seed), "sklearn HistGradientBoostingClassifier"),
+        "tabular": (
+            lambda: HistGradientBoostingClassifier(random_state=seed),
+            "sklearn HistGradientBoostingClassifier",
+        ),
         "image": (SVC, "sklearn SVC (RBF)"),
     }  # By kind: the peer a user of that kind of data would pick.
     if kind.name not in references:

@@ -4,18 +4,19 @@ statistics, with batch statistics, and with re-estimated moving statistics.
   python run/batchnorm_check.py --model_dir=runs/fashion_mnist_6000/sparsemax
 """
 
-
 from absl import flags
 
-from proto_tf.training import batchnorm, trainer
 from proto_tf.cli.common import run_command
+from proto_tf.training import batchnorm, trainer
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
 flags.DEFINE_string("model_dir", None, "A trained run (run/train.py).", required=True, flag_values=FLAGS)
 flags.DEFINE_enum("checkpoint", "last", ["best", "last"], "Which checkpoint to load.", flag_values=FLAGS)
 flags.DEFINE_integer("examples", 1024, "Training examples the accuracies are measured on.", flag_values=FLAGS)
-flags.DEFINE_integer("batchnorm_batches", 100, "Training batches the statistics are re-estimated from.", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "batchnorm_batches", 100, "Training batches the statistics are re-estimated from.", flag_values=FLAGS
+)
 
 
 def main(argv):

@@ -47,9 +47,11 @@ from proto_tf.training.trainer import load_experiment_dataset
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
 flags.DEFINE_enum(
-    "suite", "input", ["input", "train", "authors", "inference", "sparsemax", "scale"],
+    "suite",
+    "input",
+    ["input", "train", "authors", "inference", "sparsemax", "scale"],
     "Which benchmark to run.",
-    flag_values=FLAGS
+    flag_values=FLAGS,
 )
 flags.DEFINE_list("datasets", ["adult", "fashion_mnist"], "input: datasets to measure.", flag_values=FLAGS)
 flags.DEFINE_string("attention", "softmax", "input, train: attention of the measured model.", flag_values=FLAGS)
@@ -61,15 +63,16 @@ flags.DEFINE_list(
     flag_values=FLAGS,
 )
 flags.DEFINE_boolean(
-    "against_bare", True, "train: first time the default step against the bare step (one "
-    "tf.function of forward, loss, gradient, clip and Adam), in turn.", flag_values=FLAGS,
+    "against_bare",
+    True,
+    "train: first time the default step against the bare step (one "
+    "tf.function of forward, loss, gradient, clip and Adam), in turn.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_list(
     "families", ["adult", "fashion_mnist", "dbpedia"], "train: datasets of the encoder families.", flag_values=FLAGS
 )
-flags.DEFINE_string(
-    "model_dir", None, "inference, sparsemax: a trained tabular run (run/train.py).", flag_values=FLAGS
-)
+flags.DEFINE_string("model_dir", None, "inference, sparsemax: a trained tabular run (run/train.py).", flag_values=FLAGS)
 flags.DEFINE_list(
     "database_sizes", ["4096", "32768", "262144", "1048576"], "inference, sparsemax: D values.", flag_values=FLAGS
 )
@@ -79,7 +82,10 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("rounds", 3, "authors: rounds of --train_steps_timed steps of each.", flag_values=FLAGS)
 flags.DEFINE_list(
-    "train_flags", [], "authors: extra run/train.py flags of the measured steps.", flag_values=FLAGS,
+    "train_flags",
+    [],
+    "authors: extra run/train.py flags of the measured steps.",
+    flag_values=FLAGS,
 )
 flags.DEFINE_integer("profile_lines", 8, "authors: op types in the kernel profile.", flag_values=FLAGS)
 
@@ -120,9 +126,7 @@ def input_suite():
         data = load_experiment_dataset(config)
         info = dataset_info(dataset)
         train_rate = benchmarks.training_step_rate(config, data, FLAGS.train_steps_timed)
-        input_rate = benchmarks.input_pipeline_rate(
-            data, info, config.batch_size, config.train_database_size
-        )
+        input_rate = benchmarks.input_pipeline_rate(data, info, config.batch_size, config.train_database_size)
         print(
             f"| {dataset} | {config.batch_size} | {config.train_database_size} | "
             f"{input_rate:.1f} | {train_rate:.2f} | {input_rate / train_rate:.0f}× |",
@@ -177,9 +181,7 @@ def train_suite():
             mode_flags, dtype_policy = TRAIN_MODES[mode]
             mode_config = experiment_flags.config_for(base + mode_flags)
             try:
-                seconds = benchmarks.training_step_seconds(
-                    mode_config, data, FLAGS.train_steps_timed, dtype_policy
-                )
+                seconds = benchmarks.training_step_seconds(mode_config, data, FLAGS.train_steps_timed, dtype_policy)
             except Exception as error:  # A mode this stack cannot run is a result too.
                 message = str(error).strip().splitlines()[0][:80]
                 print(f"| {dataset} | {encoder} | {source} | | | {mode} | fails: {message} | |")
@@ -205,9 +207,7 @@ def authors_suite():
             f"--suite=authors needs --authors_code, the folder of the authors' protoattend/ code "
             f"(model.py, input_data.py, options.py); got {FLAGS.authors_code!r}."
         )
-    config = experiment_flags.config_for(
-        AUTHORS_CONFIG + [f"--attention={FLAGS.attention}", *FLAGS.train_flags]
-    )
+    config = experiment_flags.config_for(AUTHORS_CONFIG + [f"--attention={FLAGS.attention}", *FLAGS.train_flags])
     results = benchmarks.against_authors_graph(
         config, load_experiment_dataset(config), FLAGS.authors_code, FLAGS.rounds, FLAGS.train_steps_timed
     )
@@ -268,10 +268,7 @@ def print_sparsemax_over_softmax(rows):
         dense = by_key.get(("softmax", size, batch))
         if attention != "sparsemax" or dense is None:
             continue
-        ratios = [
-            sparse[key] / dense[key]
-            for key in ("attention_seconds", "in_memory_seconds", "saved_model_seconds")
-        ]
+        ratios = [sparse[key] / dense[key] for key in ("attention_seconds", "in_memory_seconds", "saved_model_seconds")]
         print(f"| {size} | {batch} | " + " | ".join(f"{ratio:.2f}×" for ratio in ratios) + " |")
 
 
@@ -294,14 +291,17 @@ def sparsemax_suite():
 
 
 def scale_suite():
-    print("| D | attention | key scan ms | dense ms | streamed ms | streamed / scan | streamed / dense | dense [B, D] weights |")
+    print(
+        "| D | attention | key scan ms | dense ms | streamed ms | streamed / scan | streamed / dense | dense [B, D] weights |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for batch in (int(size) for size in FLAGS.batch_sizes):
         for row in benchmarks.streaming_latencies([int(size) for size in FLAGS.database_sizes], batch):
             dense = row["dense_seconds"]
             print(
                 f"| {row['database_size']} | {row['attention']} | {1000 * row['scan_seconds']:.1f} | "
-                + (f"{1000 * dense:.1f}" if dense else "not run") + f" | {1000 * row['streamed_seconds']:.1f} | "
+                + (f"{1000 * dense:.1f}" if dense else "not run")
+                + f" | {1000 * row['streamed_seconds']:.1f} | "
                 f"{row['streamed_seconds'] / row['scan_seconds']:.2f}× | "
                 + (f"{row['streamed_seconds'] / dense:.2f}×" if dense else "–")
                 + f" | {row['dense_weights_mb']:.0f} MB |",

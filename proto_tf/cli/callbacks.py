@@ -16,9 +16,7 @@ def load_callbacks(specs: list[str]) -> list:
     for spec in specs:
         source, _, name = spec.rpartition(":")
         if not source or not name:
-            raise ConfigError(
-                f"--callbacks={spec}: expected MODULE:FACTORY or FILE.py:FACTORY."
-            )
+            raise ConfigError(f"--callbacks={spec}: expected MODULE:FACTORY or FILE.py:FACTORY.")
         module = _load_module(spec, source)
         factory = getattr(module, name, None)
         if not callable(factory):
@@ -27,8 +25,7 @@ def load_callbacks(specs: list[str]) -> list:
         for callback in made if isinstance(made, (list, tuple)) else [made]:
             if not isinstance(callback, keras.callbacks.Callback):
                 raise ConfigError(
-                    f"--callbacks={spec}: {name}() returned {type(callback).__name__}, "
-                    "not a keras.callbacks.Callback."
+                    f"--callbacks={spec}: {name}() returned {type(callback).__name__}, not a keras.callbacks.Callback."
                 )
             callbacks.append(callback)
     return callbacks
@@ -39,9 +36,7 @@ def _load_module(spec, source):
         path = os.path.abspath(os.path.expanduser(source))
         if not os.path.isfile(path):
             raise ConfigError(f"--callbacks={spec}: no file {path}.")
-        module_spec = importlib.util.spec_from_file_location(
-            os.path.splitext(os.path.basename(path))[0], path
-        )
+        module_spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         return module

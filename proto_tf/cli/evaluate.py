@@ -16,7 +16,6 @@ from proto_tf.errors import ConfigError
 from proto_tf.json_files import read_json
 from proto_tf.serving import export
 
-
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
 flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=True, flag_values=FLAGS)
@@ -35,7 +34,8 @@ flags.DEFINE_string(
     flag_values=FLAGS,
 )  # fmt: skip
 flags.DEFINE_integer(
-    "batchnorm_batches", 0,
+    "batchnorm_batches",
+    0,
     "Re-estimate BatchNorm statistics from this many training steps' batches before "
     "evaluating; 0 uses the checkpoint's (re-estimated already if the run was trained with "
     "--batchnorm_batches).",

@@ -11,10 +11,11 @@ import sys
 
 from absl import flags
 
-from proto_tf.training.config import ATTENTIONS, NAME_LIST_FIELDS, ExperimentConfig
 from proto_tf.data.registry import DATASETS
-from proto_tf.training.distribute import STRATEGIES
 from proto_tf.errors import USAGE_EXIT_STATUS
+from proto_tf.training.config import ATTENTIONS, NAME_LIST_FIELDS, ExperimentConfig
+from proto_tf.training.distribute import STRATEGIES
+
 
 def _flagfiles_dir():
     """`flags/` of a checkout, else the copy installed with the package."""
@@ -26,7 +27,7 @@ def _flagfiles_dir():
 FLAGS_DIR = _flagfiles_dir()
 _ENUMS = {"dataset": list(DATASETS), "attention": list(ATTENTIONS), "strategy": list(STRATEGIES)}
 _HELP = {
-    "dataset": "A dataset of Table 1, or your own data: csv, image_folder or text_csv (README, \"Your own data\").",
+    "dataset": 'A dataset of Table 1, or your own data: csv, image_folder or text_csv (README, "Your own data").',
     "attention": "Attention normalisation; none trains the baseline encoder.",
     "data_dir": "Folder of the dataset's files (default: the dataset's usual place, see README).",
     "model_dir": "Where checkpoints, logs and summary.json go (default runs/<experiment>[_small]).",
@@ -38,18 +39,15 @@ _HELP = {
     "lr * rate^(step / decay_steps).",
     "decay_steps": "Steps over which the learning rate decays by --decay_rate (> 0).",
     "clip_value": "Element-wise gradient clipping bound (> 0).",
-    "seed": "Seed of the model's initialisation and of every step's batch, candidates, "
-    "augmentation and alpha.",
+    "seed": "Seed of the model's initialisation and of every step's batch, candidates, augmentation and alpha.",
     "train_database_size": "Candidates sampled at every training step (D_train).",
-    "infer_database_size": "Candidates in the evaluation/inference database (D_infer), 1 to the "
-    "training split's size.",
+    "infer_database_size": "Candidates in the evaluation/inference database (D_infer), 1 to the training split's size.",
     "attention_size": "Size of keys and queries (16 in every experiment of the paper).",
     "value_size": "Size of values (64; 128 for CIFAR-10, 16 for Adult).",
     "sparsity_weight": "Lambda of the entropy regulariser (Eq. 2), >= 0; 0 disables it.",
     "matching_loss_weight": "Weight of Eq. 1's prototype and mixed terms, >= 0; 1 is the "
     "paper. An ablation knob: 0 trains with the plain term alone.",
-    "alpha_min": "Lower end of the uniform range alpha of Eq. 1's third term is drawn from, "
-    "per step, in [0, 1].",
+    "alpha_min": "Lower end of the uniform range alpha of Eq. 1's third term is drawn from, per step, in [0, 1].",
     "alpha_max": "Upper end of alpha's range, in [alpha_min, 1].",
     "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "
     "--nocandidate_gradients encodes them forward-only.",
@@ -64,8 +62,7 @@ _HELP = {
     "encoder batches; 0 keeps the moving averages.",
     "label_noise": "Share of training labels (and validation labels) replaced by another "
     "class (Table 3), in [0, 1); test labels stay clean.",
-    "validation_fraction": "Share of the training file held out (fixed seed) for checkpoint "
-    "selection, in [0, 1).",
+    "validation_fraction": "Share of the training file held out (fixed seed) for checkpoint selection, in [0, 1).",
     "label_column": "--dataset=csv or text_csv: the column holding the class (default: the last column).",
     "categorical_columns": "--dataset=csv: comma-separated columns to read as categories "
     "(default: a column is numeric when every non-missing value is a number).",
@@ -83,19 +80,16 @@ _HELP = {
     "sequence_length": "--dataset=text_csv: characters kept per text (448, as DBPedia).",
     "alphabet": "--dataset=text_csv: the characters the quantiser knows (DBPedia's 69 by "
     "default); texts are lower-cased, other characters map to 0.",
-    "resnet_depth": "ResNet depth, 6n + 2 (32 for the MNISTs and Fruits, 50 for CIFAR-10 "
-    "and ISIC).",
+    "resnet_depth": "ResNet depth, 6n + 2 (32 for the MNISTs and Fruits, 50 for CIFAR-10 and ISIC).",
     "resnet_filters": "Filters of the ResNet's first stage (16; doubled at each stage).",
-    "dense_units": "Comma-separated widths of the dense + ReLU + LayerNorm layers on top of "
-    "the convolutional encoder.",
+    "dense_units": "Comma-separated widths of the dense + ReLU + LayerNorm layers on top of the convolutional encoder.",
     "downsample_stem": "Stride-2 conv + stride-2 max-pool stem for large images (Fruits, ISIC).",
     "weight_decay": "L2 factor on convolution kernels, >= 0 (1e-4 for Fruits, else 0).",
     "vdcnn_first_filters": "Filters of VDCNN's first convolution (DBPedia).",
     "vdcnn_block_filters": "Comma-separated filters of VDCNN's eight convolutional blocks.",
     "lstm_embedding_size": "Width of the Adult LSTM's embedding and cells.",
     "lstm_dropout": "Dropout of the Adult LSTM's inputs and output, in [0, 1).",
-    "encoder_dropout": "Dropout on the image/text encoder output, in [0, 1) (Table 3's "
-    "dropout baseline).",
+    "encoder_dropout": "Dropout on the image/text encoder output, in [0, 1) (Table 3's dropout baseline).",
     "strategy": "auto, one_device, mirrored, or multi_worker (from TF_CONFIG).",
     "checkpoint_every": "Steps between checkpoints (the last two are kept).",
     "eval_every": "Steps between validation evaluations (the best one is kept in best/).",
@@ -137,9 +131,7 @@ def define_flags(flag_values):
         "Flagfile name in flags/ (default <dataset>_<attention>).",
         flag_values=flag_values,
     )
-    flags.DEFINE_bool(
-        "small", False, "Apply flags/small/<dataset>.cfg: a CPU-sized run.", flag_values=flag_values
-    )
+    flags.DEFINE_bool("small", False, "Apply flags/small/<dataset>.cfg: a CPU-sized run.", flag_values=flag_values)
 
 
 def experiment_name(dataset, attention):

@@ -13,12 +13,12 @@ from absl import flags
 
 from proto_tf import json_files
 from proto_tf.analysis import explain
-from proto_tf.serving import export
-from proto_tf.serving.predict import check_saved_model
-from proto_tf.training import trainer
 from proto_tf.cli.common import run_command
 from proto_tf.data import dataset_info
 from proto_tf.errors import ConfigError
+from proto_tf.serving import export
+from proto_tf.serving.predict import check_saved_model
+from proto_tf.training import trainer
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
@@ -55,9 +55,7 @@ def main(argv):
         output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "explanations")
         # Exported on the fly into a folder removed afterwards.
         with tempfile.TemporaryDirectory(prefix="proto_tf_explain_") as exports:
-            path = export.export_model_dir(
-                FLAGS.model_dir, exports, "explain", FLAGS.checkpoint, data_dir=data_dir
-            )
+            path = export.export_model_dir(FLAGS.model_dir, exports, "explain", FLAGS.checkpoint, data_dir=data_dir)
             _explain(path, config.dataset, data_dir, output_dir, config.data_options(), config.seed)
         return
     if FLAGS.dataset is None:
@@ -68,9 +66,7 @@ def main(argv):
             "knows how its files are read)."
         )
     version = os.path.normpath(FLAGS.saved_model)
-    default = os.path.join(
-        "explanations", f"{os.path.basename(os.path.dirname(version))}_{os.path.basename(version)}"
-    )
+    default = os.path.join("explanations", f"{os.path.basename(os.path.dirname(version))}_{os.path.basename(version)}")
     _explain(FLAGS.saved_model, FLAGS.dataset, FLAGS.data_dir, FLAGS.output_dir or default)
 
 

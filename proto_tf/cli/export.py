@@ -13,8 +13,8 @@ probability 1 - --calibration_delta; proto_tf/calibration.py says how).
 
 from absl import flags
 
-from proto_tf.serving import export
 from proto_tf.cli.common import run_command
+from proto_tf.serving import export
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
@@ -37,7 +37,8 @@ flags.DEFINE_string(
     flag_values=FLAGS,
 )  # fmt: skip
 flags.DEFINE_integer(
-    "max_batch_size", export.DEFAULT_MAX_BATCH_SIZE,
+    "max_batch_size",
+    export.DEFAULT_MAX_BATCH_SIZE,
     "Most instances one request may hold; larger requests get InvalidArgument.",
     flag_values=FLAGS,
 )

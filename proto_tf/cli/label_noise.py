@@ -18,19 +18,26 @@ import os
 from absl import flags
 
 from proto_tf.analysis import comparison
-from proto_tf.training import trainer
 from proto_tf.cli import experiment_flags
 from proto_tf.cli.common import run_command
 from proto_tf.errors import ConfigError
+from proto_tf.training import trainer
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
-flags.DEFINE_list("noise_levels", ["0.8", "0.6", "0.4"], "Label-noise ratios (Table 3 has 0.8, 0.6, 0.4).", flag_values=FLAGS)
+flags.DEFINE_list(
+    "noise_levels", ["0.8", "0.6", "0.4"], "Label-noise ratios (Table 3 has 0.8, 0.6, 0.4).", flag_values=FLAGS
+)
 METHODS = ("baseline", "dropout", "sparsemax_sparsity")  # Table 3's columns.
 
 flags.DEFINE_list("methods", list(METHODS), "Methods of Table 3.", flag_values=FLAGS)
 flags.DEFINE_string("dataset", "cifar10", "Dataset (Table 3 is CIFAR-10).", flag_values=FLAGS)
-flags.DEFINE_float("dropout", 0.3, "Encoder-output dropout of the dropout method (where no per-level flagfile sets it).", flag_values=FLAGS)
+flags.DEFINE_float(
+    "dropout",
+    0.3,
+    "Encoder-output dropout of the dropout method (where no per-level flagfile sets it).",
+    flag_values=FLAGS,
+)
 flags.DEFINE_bool("small", False, "CPU-sized runs (flags/small/<dataset>.cfg).", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "The dataset's folder.", flag_values=FLAGS)
 flags.DEFINE_string("runs_dir", "runs", "Parent folder of the runs' model_dirs.", flag_values=FLAGS)

@@ -59,7 +59,11 @@ def main(argv):
 
 def _predict(saved_model):
     return predict.predict_file(
-        saved_model, FLAGS.inputs, FLAGS.output, FLAGS.confidence_threshold, FLAGS.batch_size,
+        saved_model,
+        FLAGS.inputs,
+        FLAGS.output,
+        FLAGS.confidence_threshold,
+        FLAGS.batch_size,
         calibrated=FLAGS.calibrated,
     )
 

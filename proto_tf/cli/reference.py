@@ -17,7 +17,9 @@ from proto_tf.json_files import read_json
 from proto_tf.training import trainer
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
-flags.DEFINE_string("model_dir", None, "A run/train.py model_dir (its data and split are used).", required=True, flag_values=FLAGS)
+flags.DEFINE_string(
+    "model_dir", None, "A run/train.py model_dir (its data and split are used).", required=True, flag_values=FLAGS
+)
 
 
 def main(argv):

@@ -14,7 +14,6 @@ paper row's steps, with a baseline at every share) also give the gap to the base
 against the budget: a table and a PNG.
 """
 
-
 from absl import flags
 
 from proto_tf.analysis import comparison, plots

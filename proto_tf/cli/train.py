@@ -17,10 +17,10 @@ import json
 
 from absl import flags
 
-from proto_tf.training import trainer
 from proto_tf.cli import experiment_flags
 from proto_tf.cli.callbacks import load_callbacks
 from proto_tf.cli.common import run_command
+from proto_tf.training import trainer
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 experiment_flags.define_flags(FLAGS)

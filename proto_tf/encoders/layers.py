@@ -16,8 +16,7 @@ class DenseNormStack(keras.layers.Layer):
             for index, width in enumerate(self.units)
         ]
         self.norms = [
-            keras.layers.LayerNormalization(name=f"dense{index + 1}_norm")
-            for index in range(len(self.units))
+            keras.layers.LayerNormalization(name=f"dense{index + 1}_norm") for index in range(len(self.units))
         ]
 
     def build(self, input_shape):
@@ -84,9 +83,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             variance = variance * (count - 1.0) / count
             momentum = self.momentum
             self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
-            self.moving_variance.assign(
-                self.moving_variance * momentum + variance * (1.0 - momentum)
-            )
+            self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
         else:
             outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 flat, gamma, beta,

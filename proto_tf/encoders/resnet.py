@@ -65,9 +65,7 @@ class ResidualBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"filters": self.filters, "strides": self.strides, "weight_decay": self.weight_decay}
-        )
+        config.update({"filters": self.filters, "strides": self.strides, "weight_decay": self.weight_decay})
         return config
 
 

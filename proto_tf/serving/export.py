@@ -13,14 +13,14 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import blockwise, json_files
+from proto_tf.analysis.evaluation import Evaluator, calibrate_on
 from proto_tf.calibration import DEFAULT_DELTA, Calibration
+from proto_tf.data import inference_database
 from proto_tf.data.common import Split
 from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.errors import ConfigError, RunDirectoryError
-from proto_tf.analysis.evaluation import Evaluator, calibrate_on
-from proto_tf.data import inference_database
-from proto_tf.model import PrototypeDatabase, ProtoAttend
+from proto_tf.model import ProtoAttend, PrototypeDatabase
 from proto_tf.training import trainer
 from proto_tf.training.config import check_against_data
 from proto_tf.work_progress import WorkProgress
@@ -166,9 +166,7 @@ def _checked_threshold(threshold, raw, signature):
     """`confidence_threshold` checked: one finite value in [0, 1] per instance."""
     threshold = tf.cast(threshold, tf.float32)
     batch = tf.shape(raw[next(iter(signature))])[0]
-    rank_check = tf.debugging.assert_rank(
-        threshold, 1, message="confidence_threshold needs one value per instance"
-    )
+    rank_check = tf.debugging.assert_rank(threshold, 1, message="confidence_threshold needs one value per instance")
     # The size is read only after the rank is known to be 1 (a scalar has no size to
     # slice, and would fail with an index error instead of this message).
     with tf.control_dependencies([rank_check]):
@@ -394,7 +392,7 @@ def export_any(
     raw_database = database_inputs if isinstance(database_inputs, dict) else {names[0]: database_inputs}
     count = len(next(iter(raw_database.values())))
     batches = (
-        preprocess({name: tf.convert_to_tensor(value[start:start + 1024]) for name, value in raw_database.items()})
+        preprocess({name: tf.convert_to_tensor(value[start : start + 1024]) for name, value in raw_database.items()})
         for start in range(0, count, 1024)
     )
     model.set_database(*model.encode_batches(batches), np.asarray(database_labels), np.arange(count))
@@ -402,8 +400,9 @@ def export_any(
     # Signature keys come from the specs' names: name each after its key.
     signature = {key: tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in input_signature.items()}
     inputs = ServingInputs(signature, preprocess)
-    return write_saved_model(model, {"": inputs}, database, path, top_k, max_batch_size, class_names,
-                             stream_above=stream_above)
+    return write_saved_model(
+        model, {"": inputs}, database, path, top_k, max_batch_size, class_names, stream_above=stream_above
+    )
 
 
 def export_model_dir(
@@ -481,8 +480,16 @@ def export_model_dir(
         calibration = _calibrate(model, dataset, config, target_accuracy, target_coverage, calibration_delta, report)
     return publish_version(
         lambda path: export_saved_model(
-            model, info, dataset.preprocess, database, path, top_k, max_batch_size,
-            dataset.class_names, calibration, stream_above,
+            model,
+            info,
+            dataset.preprocess,
+            database,
+            path,
+            top_k,
+            max_batch_size,
+            dataset.class_names,
+            calibration,
+            stream_above,
         ),
         export_dir,
         model_name or os.path.basename(os.path.normpath(model_dir)),

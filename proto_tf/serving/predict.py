@@ -45,7 +45,9 @@ def export_data(saved_model: str, specs: dict) -> tuple[DataKind, dict]:
     return kind_of_signature(specs), description
 
 
-def read_inputs(path: str, specs: dict, batch_size: int, saved_model: str | None = None) -> Iterator[tuple[dict, list[str]]]:
+def read_inputs(
+    path: str, specs: dict, batch_size: int, saved_model: str | None = None
+) -> Iterator[tuple[dict, list[str]]]:
     """Batches `(raw inputs for the signature, source of each input)` from `path`, read
     as they are needed, in the formats of the export's kind (`DataKind.read_inputs`)."""
     kind, description = export_data(saved_model, specs) if saved_model else (kind_of_signature(specs), {})
@@ -126,11 +128,15 @@ def check_output_path(output: str, inputs: str) -> None:
     input file itself (which the predictions would replace)."""
     folder = os.path.dirname(os.path.abspath(output))
     if os.path.isdir(output):
-        raise ConfigError(f"--output={output} is a folder; give a file name, e.g. {os.path.join(output, 'predictions.jsonl')}.")
+        raise ConfigError(
+            f"--output={output} is a folder; give a file name, e.g. {os.path.join(output, 'predictions.jsonl')}."
+        )
     if not os.path.isdir(folder):
         raise ConfigError(f"--output={output}: the folder {folder} does not exist; create it or write elsewhere.")
     if os.path.exists(output) and os.path.exists(inputs) and os.path.samefile(output, inputs):
-        raise ConfigError(f"--output={output} is the --inputs file; the predictions would replace it. Write them to another file.")
+        raise ConfigError(
+            f"--output={output} is the --inputs file; the predictions would replace it. Write them to another file."
+        )
 
 
 def check_saved_model(path: str) -> str:
@@ -139,7 +145,9 @@ def check_saved_model(path: str) -> str:
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
     if os.path.isfile(os.path.join(path, "config.json")):
-        raise ConfigError(f"--saved_model={path} is a training run (it holds config.json); give it as --model_dir={path}.")
+        raise ConfigError(
+            f"--saved_model={path} is a training run (it holds config.json); give it as --model_dir={path}."
+        )
     versions = sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
     if versions:
         raise ConfigError(
@@ -180,8 +188,12 @@ def _record(out, row, position, source):
         record["abstained"] = bool(out["abstained"][row]) if "abstained" in out else False
         record["prototypes"] = [
             {"database_row": int(i), "weight": round(float(w), 6), "label": int(y), "label_name": n.decode()}
-            for i, w, y, n in zip(out["prototype_indices"][row], out["prototype_weights"][row],
-                                  out["prototype_labels"][row], out["prototype_label_names"][row])  # fmt: skip
+            for i, w, y, n in zip(
+                out["prototype_indices"][row],
+                out["prototype_weights"][row],
+                out["prototype_labels"][row],
+                out["prototype_label_names"][row],
+            )  # fmt: skip
             if w > 0
         ]
     return record

@@ -99,7 +99,9 @@ def merge_answers(answers: list[ShardAnswer], normalization: str, num_classes: i
         top = np.max(np.stack([a.max_logit for a in answers]), axis=0)
         scale = np.stack([np.exp(a.max_logit - top) for a in answers])  # [shards, B]
         total = np.einsum("sb,sb->b", scale, np.stack([a.sum_exp for a in answers]))
-        merged_logits = np.einsum("sb,sbc->bc", scale, np.stack([a.weighted_decision for a in answers])) / total[:, None]
+        merged_logits = (
+            np.einsum("sb,sbc->bc", scale, np.stack([a.weighted_decision for a in answers])) / total[:, None]
+        )
         mass = np.einsum("sb,sbc->bc", scale, np.stack([a.class_mass for a in answers])) / total[:, None]
         weights = np.exp(logits - top[:, None]) / total[:, None]
     order = np.argsort(-weights, axis=-1, kind="stable")[:, :top_k]

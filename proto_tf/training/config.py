@@ -7,8 +7,8 @@ import keras
 
 from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K
 from proto_tf.baseline import BaselineClassifier
-from proto_tf.data.text import ALPHABET, SEQUENCE_LENGTH
 from proto_tf.data.registry import DatasetInfo, dataset_info
+from proto_tf.data.text import ALPHABET, SEQUENCE_LENGTH
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
 from proto_tf.errors import ConfigError
 from proto_tf.model import ProtoAttend
@@ -123,9 +123,7 @@ class ExperimentConfig:
     def __post_init__(self):
         """Checks every value before any work; a bad one raises ConfigError naming its flag."""
         if self.attention not in ATTENTIONS:
-            raise ConfigError(
-                f"--attention={self.attention!r} is not valid; valid: {', '.join(ATTENTIONS)}."
-            )
+            raise ConfigError(f"--attention={self.attention!r} is not valid; valid: {', '.join(ATTENTIONS)}.")
         for name in ("train_steps", "batch_size", "train_database_size", "infer_database_size",
                      "decay_steps", "checkpoint_every", "eval_every", "log_every",
                      "eval_batch_size", "attention_size", "value_size", "resnet_depth",
@@ -166,7 +164,9 @@ class ExperimentConfig:
         _check(self, "divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1,
                "must be 0 (off) or > 1")  # fmt: skip
         _check(
-            self, "candidate_refresh", 0 <= self.candidate_refresh <= self.train_database_size,
+            self,
+            "candidate_refresh",
+            0 <= self.candidate_refresh <= self.train_database_size,
             f"must be in [0, train_database_size={self.train_database_size}]",
         )
         # Lists given by a caller become tuples (hashable, as stored in config.json);

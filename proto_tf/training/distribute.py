@@ -69,7 +69,7 @@ def distribute_steps(strategy, make_global_steps, batch_size, database_size):
         def slices(step):
             def one_slice(replica):
                 return {
-                    key: value[replica * size:(replica + 1) * size]
+                    key: value[replica * size : (replica + 1) * size]
                     for key, value in step.items()
                     for size in [local_database if key.startswith("candidate") else local_batch]
                 }

@@ -111,9 +111,7 @@ class HealthMonitor:
                 )
         loss = float(logs["step_loss"])
         if not math.isfinite(loss):
-            raise NonFiniteError(
-                f"step {step}: the loss is {loss}; training stopped. {keep} {_ADVICE}."
-            )
+            raise NonFiniteError(f"step {step}: the loss is {loss}; training stopped. {keep} {_ADVICE}.")
         if self.first_loss is None:
             self.first_loss = loss
         self.losses.append(loss)
@@ -133,10 +131,7 @@ class HealthMonitor:
             self.level = min(self.level, median)
 
 
-_ADVICE = (
-    "Lower --learning_rate or --clip_value (or check the data) and train into a new "
-    "--model_dir"
-)
+_ADVICE = "Lower --learning_rate or --clip_value (or check the data) and train into a new --model_dir"
 
 
 def _kept(last_checkpoint):
@@ -170,5 +165,5 @@ class HubWatch:
                 f"{self.windows} log windows ({100 * scalars['top3_weight_share']:.0f} % of each batch's "
                 f"weight on 3 of them; prototype accuracy {scalars['prototype_accuracy']:.3f}, plain path "
                 f"{scalars['plain_accuracy']:.3f}). The prototype path is unlikely to recover; see README, "
-                "\"Attention hubs\"."
+                '"Attention hubs".'
             )

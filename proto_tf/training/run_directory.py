@@ -104,9 +104,7 @@ def check_resumable(model_dir: str, config, config_file: str) -> None:
     path = os.path.join(model_dir, config_file)
     if not os.path.isfile(path):
         return
-    stored = read_json(
-        path, f"the flags of the run in {model_dir}: restore it or train into another --model_dir"
-    )
+    stored = read_json(path, f"the flags of the run in {model_dir}: restore it or train into another --model_dir")
     differences = config_differences(stored, config)
     if differences:
         raise RunDirectoryError(

@@ -12,18 +12,18 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
+from proto_tf import json_files
 from proto_tf.analysis import evaluation
 from proto_tf.data import candidates
 from proto_tf.data.common import LoadedDataset
 from proto_tf.data.registry import dataset_info, load_dataset
-from proto_tf import json_files
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training import batchnorm, distribute, health, run_directory
 from proto_tf.training import config as config_lib
 from proto_tf.training.checkpoints import make_checkpoint
 from proto_tf.training.config import ExperimentConfig
-from proto_tf.work_progress import WorkProgress
 from proto_tf.training.progress import TRAIN_TAGS, ConsoleProgress, hparams, tagged, validation_tags
+from proto_tf.work_progress import WorkProgress
 
 SUMMARY_FILE = "summary.json"
 BEST_FILE = "best.json"
@@ -86,8 +86,10 @@ class Trainer:
         config_lib.check_against_data(config, len(self.dataset.train))
         self.verbose = verbose
         self.is_chief = distribute.is_chief()
-        self.write_dir = config.model_dir if self.is_chief else os.path.join(
-            config.model_dir, f".worker_{json.loads(os.environ['TF_CONFIG'])['task']['index']}"
+        self.write_dir = (
+            config.model_dir
+            if self.is_chief
+            else os.path.join(config.model_dir, f".worker_{json.loads(os.environ['TF_CONFIG'])['task']['index']}")
         )
         with self.strategy.scope():
             self.model = config_lib.build_model(config, self.info, self.dataset.num_classes)
@@ -96,20 +98,16 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
             # Cumulative training time over every resumed part of the run.
             self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-        checkpoint = make_checkpoint(
-            self.model, self.optimizer, run_state={"train_seconds": self.train_seconds}
-        )
+        checkpoint = make_checkpoint(self.model, self.optimizer, run_state={"train_seconds": self.train_seconds})
         for folder in ("checkpoints", "best"):  # The managers below parse these files.
             run_directory.repair_state_file(os.path.join(self.write_dir, folder))
-        self.latest = tf.train.CheckpointManager(
-            checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=2
-        )
-        self.best = tf.train.CheckpointManager(
-            checkpoint, os.path.join(self.write_dir, "best"), max_to_keep=1
-        )
+        self.latest = tf.train.CheckpointManager(checkpoint, os.path.join(self.write_dir, "checkpoints"), max_to_keep=2)
+        self.best = tf.train.CheckpointManager(checkpoint, os.path.join(self.write_dir, "best"), max_to_keep=1)
         self.checkpoint = checkpoint
         self.evaluator = evaluation.Evaluator(
-            self.model, self.dataset.preprocess, config.eval_batch_size,
+            self.model,
+            self.dataset.preprocess,
+            config.eval_batch_size,
             progress=WorkProgress if verbose and self.is_chief else None,
         )
         self.inference_split = candidates.inference_database(
@@ -168,9 +166,7 @@ class Trainer:
                 class_shares=self.info.class_shares,
             )
 
-        return distribute.distribute_steps(
-            self.strategy, global_steps, config.batch_size, config.candidates_per_step
-        )
+        return distribute.distribute_steps(self.strategy, global_steps, config.batch_size, config.candidates_per_step)
 
     def _make_step_function(self, results=True):
         """The distributed training step; its logs hold the health checks' values and,
@@ -178,9 +174,7 @@ class Trainer:
         strategy, model = self.strategy, self.model
 
         def step_with_health(data, alpha):
-            return model.train_step_with_alpha(
-                data, alpha, inspect=health.step_health, results=results
-            )
+            return model.train_step_with_alpha(data, alpha, inspect=health.step_health, results=results)
 
         compiled_step = step_with_health
         if self.config.jit_compile:
@@ -257,15 +251,9 @@ class Trainer:
         if self.is_chief:
             fingerprint = run_directory.data_fingerprint(self.dataset)
             if start:
-                run_directory.check_same_data(
-                    config.model_dir, fingerprint, config.data_dir, self._stored_data_dir()
-                )
-            json_files.write_json(
-                os.path.join(config.model_dir, run_directory.DATA_FILE), fingerprint
-            )
-            json_files.write_json(
-                os.path.join(config.model_dir, CONFIG_FILE), dataclasses.asdict(config)
-            )
+                run_directory.check_same_data(config.model_dir, fingerprint, config.data_dir, self._stored_data_dir())
+            json_files.write_json(os.path.join(config.model_dir, run_directory.DATA_FILE), fingerprint)
+            json_files.write_json(os.path.join(config.model_dir, CONFIG_FILE), dataclasses.asdict(config))
         best_state = self._read_best()
         writers = self._summary_writers()
         if start:
@@ -340,9 +328,7 @@ class Trainer:
                 self.train_seconds.assign(seconds_before + time.time() - started)
                 self._save(self.latest, step)
                 save_due = False
-            if self.dataset.validation is not None and (
-                step % config.eval_every == 0 or step == config.train_steps
-            ):
+            if self.dataset.validation is not None and (step % config.eval_every == 0 or step == config.train_steps):
                 best_state = self._validate(step, writers, best_state)
                 validation = {f"val_{k}": v for k, v in self.last_validation.items()}
                 callbacks.on_epoch_end(step // config.eval_every, validation)
@@ -393,13 +379,9 @@ class Trainer:
         rows = []
         for image, indices in zip(inputs, top.indices.numpy()):
             rows.append(tf.concat([image] + [self.inference_split.inputs[i] for i in indices], axis=1))
-        description = "; ".join(
-            "weights " + ", ".join(f"{w:.2f}" for w in row) for row in top.values.numpy()
-        )
+        description = "; ".join("weights " + ", ".join(f"{w:.2f}" for w in row) for row in top.values.numpy())
         with writer.as_default(step=step):
-            tf.summary.image(
-                "input_and_prototypes", tf.stack(rows), max_outputs=examples, description=description
-            )
+            tf.summary.image("input_and_prototypes", tf.stack(rows), max_outputs=examples, description=description)
 
     def _final_summary(self, start, best_state):
         summary = {
