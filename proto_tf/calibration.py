@@ -96,8 +96,13 @@ THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(20)) + (0.99, 0.995, 0.999,
 COVERAGE_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(100)) + (0.995, 0.999, 1.0)
 
 
-def calibrate(confidence: np.ndarray, correct: np.ndarray, target_accuracy: float | None = None,
-              target_coverage: float | None = None, delta: float = DEFAULT_DELTA) -> Calibration:  # fmt: skip
+def calibrate(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    target_accuracy: float | None = None,
+    target_coverage: float | None = None,
+    delta: float = DEFAULT_DELTA,
+) -> Calibration:
     """The lowest threshold of `THRESHOLDS` whose kept decisions meet `target_accuracy`
     with the guarantee of the module docstring, or the highest of `COVERAGE_THRESHOLDS`
     whose share kept meets `target_coverage`. Give exactly one target. Decisions with a confidence >= the
@@ -125,8 +130,13 @@ def calibrate(confidence: np.ndarray, correct: np.ndarray, target_accuracy: floa
             bound = 1.0 - upper_bound(count - good, count, level) if count else 0.0
         else:
             bound = lower_bound(count, n, level)
-        row = {"threshold": threshold, "kept": count, "coverage": count / n,
-               "accuracy": good / count if count else None, "bound": bound}  # fmt: skip
+        row = {
+            "threshold": threshold,
+            "kept": count,
+            "coverage": count / n,
+            "accuracy": good / count if count else None,
+            "bound": bound,
+        }
         table.append(row)
         if bound >= value:
             passing.append(row)
@@ -134,14 +144,27 @@ def calibrate(confidence: np.ndarray, correct: np.ndarray, target_accuracy: floa
         return Calibration(target, value, delta, None, 0.0, None, None, n, tuple(table))
     # Accuracy: the lowest passing threshold (the most kept); coverage: the highest.
     chosen = passing[0] if target == "accuracy" else passing[-1]
-    return Calibration(target, value, delta, chosen["threshold"], chosen["coverage"], chosen["accuracy"],
-                       chosen["bound"], n, tuple(table))  # fmt: skip
+    return Calibration(
+        target,
+        value,
+        delta,
+        chosen["threshold"],
+        chosen["coverage"],
+        chosen["accuracy"],
+        chosen["bound"],
+        n,
+        tuple(table),
+    )
 
 
 def at_threshold(confidence: np.ndarray, correct: np.ndarray, threshold: float | None) -> dict:
     """Coverage and accuracy of the decisions kept at `threshold` (None: none kept)."""
     confidence, correct = np.asarray(confidence), np.asarray(correct, bool)
     kept = confidence >= threshold if threshold is not None else np.zeros(len(confidence), bool)
-    return {"threshold": threshold, "examples": int(len(kept)), "kept": int(kept.sum()),
-            "coverage": float(kept.mean()) if len(kept) else 0.0,
-            "accuracy": float(correct[kept].mean()) if kept.any() else None}  # fmt: skip
+    return {
+        "threshold": threshold,
+        "examples": int(len(kept)),
+        "kept": int(kept.sum()),
+        "coverage": float(kept.mean()) if len(kept) else 0.0,
+        "accuracy": float(correct[kept].mean()) if kept.any() else None,
+    }

@@ -232,10 +232,20 @@ class ProtoAttend(Classifier):
 
         # === Metrics ===
         self._track_metrics(
-            ("loss", "plain_loss", "plain_accuracy", "prototype_loss", "mixed_loss", "sparsity_loss",
-             "prototype_accuracy", "mean_max_weight", "distinct_top_share", "top3_weight_share"),
+            (
+                "loss",
+                "plain_loss",
+                "plain_accuracy",
+                "prototype_loss",
+                "mixed_loss",
+                "sparsity_loss",
+                "prototype_accuracy",
+                "mean_max_weight",
+                "distinct_top_share",
+                "top3_weight_share",
+            ),
             ("prototype_accuracy", "mean_confidence"),  # `evaluate(x, y)` with the database.
-        )  # fmt: skip
+        )
 
     uses_database = True
 
@@ -363,16 +373,25 @@ class ProtoAttend(Classifier):
             "confidence": metrics.confidence(weights, labels, self.num_classes),
         }
 
-    def predict_streamed(self, inputs, keys, values, labels, top_k: int = 5,
-                         block_size: int = streaming.DEFAULT_BLOCK_SIZE, training: bool = False) -> dict[str, tf.Tensor]:  # fmt: skip
+    def predict_streamed(
+        self,
+        inputs,
+        keys,
+        values,
+        labels,
+        top_k: int = 5,
+        block_size: int = streaming.DEFAULT_BLOCK_SIZE,
+        training: bool = False,
+    ) -> dict[str, tf.Tensor]:
         """`predict_with_database` for large databases: the database is read in blocks
         of `block_size` rows (`streaming.streamed_attention`), and instead of the dense
         `weights [B, D]` the `top_k` prototypes are returned, `top_weights [B, k]` and
         their database rows `top_rows [B, k]`. Same logits and confidence to float32
         rounding."""
         queries, _, input_values = self.heads(self.encoder(inputs, training=training))
-        out = streaming.streamed_attention(queries, keys, values, labels, self.attention, self.num_classes,
-                                           top_k, block_size)  # fmt: skip
+        out = streaming.streamed_attention(
+            queries, keys, values, labels, self.attention, self.num_classes, top_k, block_size
+        )
         return {
             "logits": self.decision(tf.cast(out["weighted_values"], input_values.dtype)),
             "plain_logits": self.decision(input_values),
@@ -554,9 +573,19 @@ class ProtoAttend(Classifier):
 
 # The config entries of ProtoAttend that a BaselineClassifier does not have.
 _ATTENTION_CONFIG = (
-    "attention", "attention_size", "value_size", "sparsity_weight", "matching_loss_weight", "alpha_range",
-    "entropy_epsilon", "seed", "candidate_gradients", "joint_encoding", "candidate_memory", "sparsemax_top_k",
-)  # fmt: skip
+    "attention",
+    "attention_size",
+    "value_size",
+    "sparsity_weight",
+    "matching_loss_weight",
+    "alpha_range",
+    "entropy_epsilon",
+    "seed",
+    "candidate_gradients",
+    "joint_encoding",
+    "candidate_memory",
+    "sparsemax_top_k",
+)
 
 
 _DATABASE_ENTRIES = ("database_keys", "database_values", "database_labels")

@@ -30,8 +30,17 @@ DEFAULT_SUPPORT_K = 256  # Sparsemax: entries kept per query, enough for trained
 _MICHELOT_PASSES = 64
 
 
-def streamed_attention(queries, keys, values, labels, normalization: str, num_classes: int, top_k: int = 5,
-                       block_size: int = DEFAULT_BLOCK_SIZE, support_k: int = DEFAULT_SUPPORT_K) -> dict:  # fmt: skip
+def streamed_attention(
+    queries,
+    keys,
+    values,
+    labels,
+    normalization: str,
+    num_classes: int,
+    top_k: int = 5,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    support_k: int = DEFAULT_SUPPORT_K,
+) -> dict:
     """Attention of `queries [B, d]` over `keys [D, d]`, `values [D, d_v]`, `labels [D]`
     (logits q k^T / sqrt(d), softmax or sparsemax), without a `[B, D]` tensor.
 
@@ -97,10 +106,12 @@ def _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits):
         return new_peak, total, weighted, mass, top_values, top_rows
 
     initial = (
-        tf.fill([batch], -float("inf")), tf.zeros([batch]),
-        tf.zeros([batch, values.shape[-1] or tf.shape(values)[-1]]), tf.zeros([batch, num_classes]),
+        tf.fill([batch], -float("inf")),
+        tf.zeros([batch]),
+        tf.zeros([batch, values.shape[-1] or tf.shape(values)[-1]]),
+        tf.zeros([batch, num_classes]),
         *_empty_top(batch, top_k),
-    )  # fmt: skip
+    )
     peak, total, weighted, mass, top_values, top_rows = _over_blocks(step, initial, blocks)
     return {
         "weighted_values": weighted / total[:, None],
@@ -177,7 +188,10 @@ def _michelot(tau, blocks, block_logits):
         # Stable once the entries above stop changing: the same sum, the same threshold.
         return n + 1, raised, tf.reduce_all(raised == threshold)
 
-    _, tau, _ = tf.while_loop(lambda n, threshold, done: tf.logical_not(done), iterate,
-                              (tf.constant(0), tau, tf.constant(False)),
-                              maximum_iterations=_MICHELOT_PASSES)  # fmt: skip
+    _, tau, _ = tf.while_loop(
+        lambda n, threshold, done: tf.logical_not(done),
+        iterate,
+        (tf.constant(0), tau, tf.constant(False)),
+        maximum_iterations=_MICHELOT_PASSES,
+    )
     return tau

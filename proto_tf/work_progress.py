@@ -21,8 +21,15 @@ class WorkProgress:
       clock: a monotonic clock in seconds (tests give their own).
     """
 
-    def __init__(self, description: str, total: int, stream=None, quiet_seconds: float = 5.0,
-                 line_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        description: str,
+        total: int,
+        stream=None,
+        quiet_seconds: float = 5.0,
+        line_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.description = description
         self.total = int(total)
         self.stream = stream or sys.stdout

@@ -14,7 +14,7 @@ ADULT_ROWS = [
     "50, Self-emp-not-inc, 83311, Bachelors, 13, Married-civ-spouse, Exec-managerial, Husband, White, Male, 0, 0, 13, United-States, >50K",
     "38, ?, 215646, HS-grad, 9, Divorced, ?, Not-in-family, White, Female, 0, 1902, 40, ?, <=50K",
     "28, Private, 338409, Masters, 14, Married-civ-spouse, Prof-specialty, Wife, Black, Female, 14084, 0, 45, Cuba, >50K",
-]  # fmt: skip
+]
 
 
 def write_adult(folder, train_rows=200, test_rows=60, seed=0):

@@ -45,13 +45,17 @@ def test_reestimation_batches_are_the_training_steps_encoder_batches(tmp_path):
     from proto_tf.training.trainer import load_experiment_dataset
 
     config = ExperimentConfig(
-        dataset="isic", data_dir=write_isic(str(tmp_path / "isic"), train=40, melanoma_every=5),
-        batch_size=10, train_database_size=10, validation_fraction=0.0,
-    )  # fmt: skip
+        dataset="isic",
+        data_dir=write_isic(str(tmp_path / "isic"), train=40, melanoma_every=5),
+        batch_size=10,
+        train_database_size=10,
+        validation_fraction=0.0,
+    )
     dataset = load_experiment_dataset(config)
     batches = list(batchnorm.training_step_batches(dataset, config, 2))
-    steps = list(training_batches(dataset.train, dataset.augment, 10, 10, seed=config.seed,
-                                  num_steps=2, class_shares=(0.6, 0.4)))  # fmt: skip
+    steps = list(
+        training_batches(dataset.train, dataset.augment, 10, 10, seed=config.seed, num_steps=2, class_shares=(0.6, 0.4))
+    )
     assert len(batches) == 2
     for batch, step in zip(batches, steps):
         np.testing.assert_array_equal(batch.numpy(), np.concatenate([step["inputs"], step["candidate_inputs"]]))
@@ -80,11 +84,22 @@ def _tiny_mnist_run(tmp_path, name, batchnorm_batches):
     data_dir = str(tmp_path / "mnist")
     write_mnist(data_dir, train=64, test=16)
     config = ExperimentConfig(
-        dataset="mnist", attention="softmax", data_dir=data_dir, model_dir=str(tmp_path / name),
-        train_steps=3, batch_size=8, train_database_size=8, infer_database_size=16,
-        resnet_depth=8, dense_units=(8,), value_size=8, validation_fraction=0.0,
-        learning_rate=0.05, eval_batch_size=32, batchnorm_batches=batchnorm_batches,
-    )  # fmt: skip
+        dataset="mnist",
+        attention="softmax",
+        data_dir=data_dir,
+        model_dir=str(tmp_path / name),
+        train_steps=3,
+        batch_size=8,
+        train_database_size=8,
+        infer_database_size=16,
+        resnet_depth=8,
+        dense_units=(8,),
+        value_size=8,
+        validation_fraction=0.0,
+        learning_rate=0.05,
+        eval_batch_size=32,
+        batchnorm_batches=batchnorm_batches,
+    )
     Trainer(config, verbose=False).train()
     return config.model_dir
 

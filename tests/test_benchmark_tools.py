@@ -44,8 +44,12 @@ def test_contrib_layer_norm_is_layer_norm_and_shares_its_variables_under_reuse()
         with tf1.Session() as session:
             session.run(tf1.global_variables_initializer())
             first, second = session.run(outputs)
-    assert names == ["encoder/LayerNorm/beta:0", "encoder/LayerNorm/gamma:0",
-                     "encoder/LayerNorm_1/beta:0", "encoder/LayerNorm_1/gamma:0"]  # fmt: skip
+    assert names == [
+        "encoder/LayerNorm/beta:0",
+        "encoder/LayerNorm/gamma:0",
+        "encoder/LayerNorm_1/beta:0",
+        "encoder/LayerNorm_1/gamma:0",
+    ]
     expected = layer_norm(inputs, np.ones(6), np.zeros(6), epsilon=1e-12)
     np.testing.assert_allclose(first, expected, atol=1e-5)
     np.testing.assert_array_equal(first, second)

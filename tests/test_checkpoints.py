@@ -13,9 +13,15 @@ from proto_tf.training.config import ExperimentConfig, build_model, build_optimi
 @pytest.mark.parametrize("dataset", ["mnist", "dbpedia", "adult"])
 def test_restore_brings_back_every_model_and_optimizer_variable(tmp_path, dataset):
     config = ExperimentConfig(
-        dataset=dataset, attention="softmax", resnet_depth=8, dense_units=(8,), value_size=4,
-        vdcnn_first_filters=4, vdcnn_block_filters=(4,) * 8, lstm_embedding_size=4,
-    )  # fmt: skip
+        dataset=dataset,
+        attention="softmax",
+        resnet_depth=8,
+        dense_units=(8,),
+        value_size=4,
+        vdcnn_first_filters=4,
+        vdcnn_block_filters=(4,) * 8,
+        lstm_embedding_size=4,
+    )
 
     def fresh():
         model = build_model(config, dataset_info(dataset), 3)
@@ -34,8 +40,9 @@ def test_restore_brings_back_every_model_and_optimizer_variable(tmp_path, datase
     restored_model, restored_optimizer = fresh()  # Other auto-generated layer names.
     make_checkpoint(restored_model, restored_optimizer).restore(path).assert_consumed()
     assert len(model.weights) == len(restored_model.weights) > 10
-    for before, after in zip(model.weights + optimizer.variables,
-                             restored_model.weights + restored_optimizer.variables):  # fmt: skip
+    for before, after in zip(
+        model.weights + optimizer.variables, restored_model.weights + restored_optimizer.variables
+    ):
         np.testing.assert_array_equal(after.numpy(), before.numpy(), err_msg=before.path)
     assert int(restored_optimizer.iterations.numpy()) == 1234
 

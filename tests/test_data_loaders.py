@@ -11,7 +11,7 @@ from data_files import (
     write_idx,
     write_isic,
     write_mnist,
-)  # fmt: skip
+)
 
 from proto_tf.data import MissingDataError, adult, load_dataset
 from proto_tf.data.adult import NUM_FEATURES

@@ -78,10 +78,18 @@ def test_cli_stops_on_bad_data_with_one_line(tmp_path):
     fields[0] = "nan"
     folder, path = _adult_with_line(tmp_path, ", ".join(fields))
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult", "--small",
-         f"--data_dir={folder}", f"--model_dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(REPO, "run", "train.py"),
+            "--dataset=adult",
+            "--small",
+            f"--data_dir={folder}",
+            f"--model_dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
@@ -209,11 +217,17 @@ def test_adult_bom_and_any_line_ending_are_read(tmp_path):
 @pytest.mark.parametrize(
     "line, message",
     [
-        (GOOD.replace("State-gov", '"State-gov'), r"adult.data:3: not valid CSV \(.*\); a field that opens a quote must close it"),
+        (
+            GOOD.replace("State-gov", '"State-gov'),
+            r"adult.data:3: not valid CSV \(.*\); a field that opens a quote must close it",
+        ),
         (GOOD.replace("State-gov", '"State"-gov'), r"adult.data:3: not valid CSV"),
-        (GOOD.replace("State-gov", "State\x00gov"), r"adult.data:3: byte 10 is a NUL byte \(0x00\); the file must be UTF-8 text"),
+        (
+            GOOD.replace("State-gov", "State\x00gov"),
+            r"adult.data:3: byte 10 is a NUL byte \(0x00\); the file must be UTF-8 text",
+        ),
     ],
-)  # fmt: skip
+)
 def test_adult_stray_quote_and_nul_byte_name_file_and_line(tmp_path, line, message):
     folder, _ = _adult_with_line(tmp_path, line)
     with pytest.raises(DataError, match=message):
@@ -235,6 +249,9 @@ def test_adult_values_outside_the_vocabulary_are_counted_and_refused_when_most(t
     )
     coded = [row.replace("Male", "M") for row in rows]
     folder, _ = _adult_file(tmp_path / "coded", ("\n".join(coded) + "\n").encode())
-    with pytest.raises(DataError, match=r"adult.data: column 10 \(sex\): 20 of 20 values are not in its "
-                       r"vocabulary \(most common: 'M'\); valid: Female, Male \(or \? for a missing value\)\."):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"adult.data: column 10 \(sex\): 20 of 20 values are not in its "
+        r"vocabulary \(most common: 'M'\); valid: Female, Male \(or \? for a missing value\)\.",
+    ):
         load_dataset("adult", folder, validation_fraction=0.0)

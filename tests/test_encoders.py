@@ -164,8 +164,7 @@ def _batchnorm_pass(layer, inputs, seed):
         loss = tf.reduce_sum(outputs * tf.sin(outputs + float(seed)))
     gradients = tape.gradient(loss, [inputs, layer.gamma, layer.beta])
     moving = [layer.moving_mean.numpy(), layer.moving_variance.numpy()]
-    return [outputs.numpy(), *[g.numpy() for g in gradients], *moving,
-            layer(inputs, training=False).numpy()]  # fmt: skip
+    return [outputs.numpy(), *[g.numpy() for g in gradients], *moving, layer(inputs, training=False).numpy()]
 
 
 @pytest.mark.parametrize("shape", [(6, 5, 4, 3), (7, 9, 3), (11, 3)])

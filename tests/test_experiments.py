@@ -40,20 +40,34 @@ def test_flagfiles_hold_the_paper_values_and_command_line_overrides():
 
 # Each dataset with one attention, cycling through the three.
 CASES = [
-    ("mnist", "sparsemax"), ("fashion_mnist", "none"), ("cifar10", "softmax"),
-    ("fruits", "sparsemax"), ("isic", "softmax"), ("dbpedia", "none"), ("adult", "sparsemax"),
-]  # fmt: skip
+    ("mnist", "sparsemax"),
+    ("fashion_mnist", "none"),
+    ("cifar10", "softmax"),
+    ("fruits", "sparsemax"),
+    ("isic", "softmax"),
+    ("dbpedia", "none"),
+    ("adult", "sparsemax"),
+]
 
 
 @pytest.mark.parametrize("dataset,attention", CASES)
 def test_small_variant_trains_end_to_end(tmp_path, dataset, attention):
     WRITERS[dataset](str(tmp_path / "data"))
-    config = experiment_flags.config_for([
-        f"--dataset={dataset}", f"--attention={attention}", "--small",
-        f"--data_dir={tmp_path / 'data'}", f"--model_dir={tmp_path / 'run'}",
-        "--train_steps=2", "--batch_size=8", "--train_database_size=8",
-        "--infer_database_size=16", "--validation_fraction=0.2", "--eval_every=2",
-    ])  # fmt: skip
+    config = experiment_flags.config_for(
+        [
+            f"--dataset={dataset}",
+            f"--attention={attention}",
+            "--small",
+            f"--data_dir={tmp_path / 'data'}",
+            f"--model_dir={tmp_path / 'run'}",
+            "--train_steps=2",
+            "--batch_size=8",
+            "--train_database_size=8",
+            "--infer_database_size=16",
+            "--validation_fraction=0.2",
+            "--eval_every=2",
+        ]
+    )
     assert config.data_dir == str(tmp_path / "data")
     summary = Trainer(config, verbose=False).train()
     assert summary["steps"] == 2
@@ -79,13 +93,22 @@ def test_dbpedia_softmax_command_runs_end_to_end(tmp_path):
     write_dbpedia(str(tmp_path / "dbpedia_csv"))
     result = subprocess.run(
         [
-            sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=dbpedia",
-            "--attention=softmax", f"--data_dir={tmp_path / 'dbpedia_csv'}", "--small",
-            f"--model_dir={tmp_path / 'run'}", "--train_steps=3", "--batch_size=8",
-            "--train_database_size=16", "--infer_database_size=32",
+            sys.executable,
+            os.path.join(REPO, "run", "train.py"),
+            "--dataset=dbpedia",
+            "--attention=softmax",
+            f"--data_dir={tmp_path / 'dbpedia_csv'}",
+            "--small",
+            f"--model_dir={tmp_path / 'run'}",
+            "--train_steps=3",
+            "--batch_size=8",
+            "--train_database_size=16",
+            "--infer_database_size=32",
         ],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "run" / "summary.json") as handle:
         summary = json.load(handle)
@@ -96,13 +119,24 @@ def test_dbpedia_softmax_command_runs_end_to_end(tmp_path):
 def _label_noise_command(tmp_path, *flags):
     result = subprocess.run(
         [
-            sys.executable, os.path.join(REPO, "run", "label_noise.py"), "--noise_levels=0.4",
-            "--small", f"--runs_dir={tmp_path / 'runs'}", f"--output={tmp_path / 'table.md'}",
-            *flags, "--", "--train_steps=2", "--batch_size=8", "--train_database_size=8",
-            "--infer_database_size=16", "--validation_fraction=0",
+            sys.executable,
+            os.path.join(REPO, "run", "label_noise.py"),
+            "--noise_levels=0.4",
+            "--small",
+            f"--runs_dir={tmp_path / 'runs'}",
+            f"--output={tmp_path / 'table.md'}",
+            *flags,
+            "--",
+            "--train_steps=2",
+            "--batch_size=8",
+            "--train_database_size=8",
+            "--infer_database_size=16",
+            "--validation_fraction=0",
         ],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return (tmp_path / "table.md").read_text()
 
@@ -166,8 +200,11 @@ def test_every_flag_has_written_help_and_help_lists_only_the_commands_flags(tmp_
         assert help_text and help_text != field.name.replace("_", " ") + ".", field.name
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "run", "train.py"), "--help"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0
     assert "--train_steps: Training steps" in result.stdout and "--print_config" in result.stdout
     for foreign in ("test_random_seed", "hbm_oom_exit", "verbosity", "only_check_args"):
@@ -176,10 +213,20 @@ def test_every_flag_has_written_help_and_help_lists_only_the_commands_flags(tmp_
 
 def test_print_config_shows_flagfile_and_overrides(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult",
-         "--attention=sparsemax", "--small", "--seed=7", "--print_config"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(REPO, "run", "train.py"),
+            "--dataset=adult",
+            "--attention=sparsemax",
+            "--small",
+            "--seed=7",
+            "--print_config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads(result.stdout)
     expected = experiment_flags.config_for(["--dataset=adult", "--attention=sparsemax", "--small", "--seed=7"])

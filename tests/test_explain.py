@@ -14,10 +14,20 @@ def test_explanations_from_a_saved_model(tmp_path):
     data_dir = str(tmp_path / "mnist")
     write_mnist(data_dir, train=60, test=12)
     config = ExperimentConfig(
-        dataset="mnist", attention="sparsemax", data_dir=data_dir, model_dir=str(tmp_path / "run"),
-        train_steps=2, batch_size=8, train_database_size=16, infer_database_size=30,
-        validation_fraction=0.0, value_size=8, resnet_depth=8, dense_units=(8,), eval_batch_size=32,
-    )  # fmt: skip
+        dataset="mnist",
+        attention="sparsemax",
+        data_dir=data_dir,
+        model_dir=str(tmp_path / "run"),
+        train_steps=2,
+        batch_size=8,
+        train_database_size=16,
+        infer_database_size=30,
+        validation_fraction=0.0,
+        value_size=8,
+        resnet_depth=8,
+        dense_units=(8,),
+        eval_batch_size=32,
+    )
     Trainer(config, verbose=False).train()
     path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last")
     raw = explain.load_raw("mnist", data_dir)
@@ -51,14 +61,21 @@ def test_adult_explanation_is_a_table_with_the_weight_share():
         "train": {
             name: np.array([2.0, 3.0] if name in adult.CONTINUOUS else ["a", "b"], dtype=object)
             for name in adult.COLUMNS
-        },  # fmt: skip
+        },
     }
     item = {
-        "test_row": 0, "label": 0, "label_name": "<=50K", "prediction": 1, "prediction_name": ">50K",
-        "confidence": 0.75, "shown_weight": 0.3,
-        "prototypes": [{"train_row": 1, "weight": 0.2, "label": 1, "label_name": ">50K"},
-                       {"train_row": 0, "weight": 0.1, "label": 0, "label_name": "<=50K"}],
-    }  # fmt: skip
+        "test_row": 0,
+        "label": 0,
+        "label_name": "<=50K",
+        "prediction": 1,
+        "prediction_name": ">50K",
+        "confidence": 0.75,
+        "shown_weight": 0.3,
+        "prototypes": [
+            {"train_row": 1, "weight": 0.2, "label": 1, "label_name": ">50K"},
+            {"train_row": 0, "weight": 0.1, "label": 0, "label_name": "<=50K"},
+        ],
+    }
     lines = explain.render_text([item], raw, "adult").splitlines()
     assert "carry 30.0 % of the attention weight" in lines[0]
     header = lines[2].split(" | ")
@@ -77,19 +94,35 @@ def test_explain_command_writes_per_model_and_leaves_no_temporary_export(tmp_pat
     from data_files import write_adult
 
     config = ExperimentConfig(
-        dataset="adult", attention="sparsemax", data_dir=write_adult(str(tmp_path / "adult")),
-        model_dir=str(tmp_path / "run"), train_steps=2, batch_size=8, train_database_size=16,
-        infer_database_size=30, validation_fraction=0.0, value_size=8, lstm_embedding_size=8,
-    )  # fmt: skip
+        dataset="adult",
+        attention="sparsemax",
+        data_dir=write_adult(str(tmp_path / "adult")),
+        model_dir=str(tmp_path / "run"),
+        train_steps=2,
+        batch_size=8,
+        train_database_size=16,
+        infer_database_size=30,
+        validation_fraction=0.0,
+        value_size=8,
+        lstm_embedding_size=8,
+    )
     Trainer(config, verbose=False).train()
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        [sys.executable, os.path.join(repo, "run", "explain.py"), f"--model_dir={config.model_dir}",
-         "--examples=0,1", "--scan=60"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, TMPDIR=str(temporary)),
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(repo, "run", "explain.py"),
+            f"--model_dir={config.model_dir}",
+            "--examples=0,1",
+            "--scan=60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TMPDIR=str(temporary)),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.listdir(temporary) == []
     folder = tmp_path / "run" / "explanations"

@@ -16,10 +16,19 @@ from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
 
 TINY = dict(
-    train_steps=2, batch_size=8, train_database_size=16, infer_database_size=40,
-    validation_fraction=0.0, value_size=8, resnet_depth=8, dense_units=(16,),
-    vdcnn_first_filters=8, vdcnn_block_filters=(8,) * 8, lstm_embedding_size=8, eval_batch_size=64,
-)  # fmt: skip
+    train_steps=2,
+    batch_size=8,
+    train_database_size=16,
+    infer_database_size=40,
+    validation_fraction=0.0,
+    value_size=8,
+    resnet_depth=8,
+    dense_units=(16,),
+    vdcnn_first_filters=8,
+    vdcnn_block_filters=(8,) * 8,
+    lstm_embedding_size=8,
+    eval_batch_size=64,
+)
 
 LOADER = r"""
 import sys
@@ -42,9 +51,12 @@ def _train_and_export(tmp_path, dataset, attention="sparsemax"):
     data_dir = str(tmp_path / f"{dataset}_data")
     writers[dataset](data_dir)
     config = ExperimentConfig(
-        dataset=dataset, attention=attention, data_dir=data_dir,
-        model_dir=str(tmp_path / f"{dataset}_{attention}"), **TINY,
-    )  # fmt: skip
+        dataset=dataset,
+        attention=attention,
+        data_dir=data_dir,
+        model_dir=str(tmp_path / f"{dataset}_{attention}"),
+        **TINY,
+    )
     trainer = Trainer(config, verbose=False)
     trainer.train()
     path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last")
@@ -97,10 +109,20 @@ def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_pat
     raw, stored = _raw_test_inputs(dataset, trainer, data_dir)
     np.savez(tmp_path / "inputs.npz", **raw)
     result = subprocess.run(
-        [sys.executable, "-c", LOADER, path, str(tmp_path / "inputs.npz"),
-         str(tmp_path / "outputs.npz"), "serving_default"],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=""),
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            LOADER,
+            path,
+            str(tmp_path / "inputs.npz"),
+            str(tmp_path / "outputs.npz"),
+            "serving_default",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=""),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     served = dict(np.load(tmp_path / "outputs.npz"))
     # TF Serving's loading path (a TF1 session over the serve MetaGraph) agrees.
@@ -133,8 +155,11 @@ def _assert_same(got, expected, message):
     """Numbers to float tolerance, strings exactly (TF1 sessions return bytes)."""
     expected = np.asarray(expected)
     if expected.dtype.kind in "OSU":
-        np.testing.assert_array_equal(np.char.decode(np.asarray(got, bytes)) if np.asarray(got).dtype.kind in "OS" else got,
-                                      expected.astype(str), err_msg=message)  # fmt: skip
+        np.testing.assert_array_equal(
+            np.char.decode(np.asarray(got, bytes)) if np.asarray(got).dtype.kind in "OS" else got,
+            expected.astype(str),
+            err_msg=message,
+        )
     else:
         np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=message)
 
@@ -162,9 +187,20 @@ def test_graph_has_no_python_ops_and_cli_lists_the_signature(adult_export):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    for name in ("serving_default", "abstain", "tensorflow/serving/predict", "hours_per_week",
-                 "native_country", "class_ids", "confidence", "prototype_indices",
-                 "prototype_weights", "prototype_labels", "probabilities", "confidence_threshold"):  # fmt: skip
+    for name in (
+        "serving_default",
+        "abstain",
+        "tensorflow/serving/predict",
+        "hours_per_week",
+        "native_country",
+        "class_ids",
+        "confidence",
+        "prototype_indices",
+        "prototype_weights",
+        "prototype_labels",
+        "probabilities",
+        "confidence_threshold",
+    ):
         assert name in shown.stdout, name
 
 

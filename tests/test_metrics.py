@@ -140,8 +140,16 @@ def test_hub_watch_warns_once_after_a_collapsed_streak_while_the_plain_path_lear
     lines = []
     watch = HubWatch(windows=3, report=lines.append)
     collapsed = {"top3_weight_share": 0.95, "prototype_accuracy": 0.10, "plain_accuracy": 0.55}
-    for step, scalars in enumerate([collapsed, collapsed, dict(collapsed, plain_accuracy=0.15),  # Streak broken.
-                                    collapsed, collapsed], start=1):  # fmt: skip
+    for step, scalars in enumerate(
+        [
+            collapsed,
+            collapsed,
+            dict(collapsed, plain_accuracy=0.15),  # Streak broken.
+            collapsed,
+            collapsed,
+        ],
+        start=1,
+    ):
         watch.check(step * 50, scalars)
     assert lines == []
     watch.check(300, collapsed)

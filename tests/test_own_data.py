@@ -19,17 +19,26 @@ from proto_tf.serving import export, predict
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
 
-TINY = dict(train_steps=10, batch_size=16, train_database_size=32, infer_database_size=4096,
-            validation_fraction=0.0, value_size=8, lstm_embedding_size=8, resnet_depth=8,
-            dense_units=(8,), eval_batch_size=64, learning_rate=0.01, checkpoint_every=10)  # fmt: skip
+TINY = dict(
+    train_steps=10,
+    batch_size=16,
+    train_database_size=32,
+    infer_database_size=4096,
+    validation_fraction=0.0,
+    value_size=8,
+    lstm_embedding_size=8,
+    resnet_depth=8,
+    dense_units=(8,),
+    eval_batch_size=64,
+    learning_rate=0.01,
+    checkpoint_every=10,
+)
 
 
 def test_csv_schema_is_inferred_from_the_training_file_as_by_hand(tmp_path):
     folder = tmp_path / "table"
     folder.mkdir()
-    (folder / "train.csv").write_text(
-        "a b,kind,n,label\n1,x,3,p\n2,y,,q\n4,x,NA,p\n5,?,7,q\n"
-    )  # fmt: skip
+    (folder / "train.csv").write_text("a b,kind,n,label\n1,x,3,p\n2,y,,q\n4,x,NA,p\n5,?,7,q\n")
     loaded = load_dataset(
         "csv", str(folder), validation_fraction=0.0, options=csv_dataset.CsvOptions(test_fraction=0.25)
     )
@@ -58,13 +67,25 @@ def test_csv_schema_is_inferred_from_the_training_file_as_by_hand(tmp_path):
 
 def test_input_names_are_valid_and_unique():
     names = tabular.input_names(["Age (years)", "income $", "id-code", "3rd", "a b", "a_b", "%"])
-    assert names == {"Age (years)": "Age_years", "income $": "income", "id-code": "id_code", "3rd": "c_3rd",
-                     "a b": "a_b", "a_b": "a_b_2", "%": "column"}  # fmt: skip
+    assert names == {
+        "Age (years)": "Age_years",
+        "income $": "income",
+        "id-code": "id_code",
+        "3rd": "c_3rd",
+        "a b": "a_b",
+        "a_b": "a_b_2",
+        "%": "column",
+    }
 
 
 def _train(tmp_path, dataset, data_dir, **overrides):
-    config = ExperimentConfig(dataset=dataset, attention="sparsemax", data_dir=data_dir,
-                              model_dir=str(tmp_path / f"run_{dataset}"), **dict(TINY, **overrides))  # fmt: skip
+    config = ExperimentConfig(
+        dataset=dataset,
+        attention="sparsemax",
+        data_dir=data_dir,
+        model_dir=str(tmp_path / f"run_{dataset}"),
+        **dict(TINY, **overrides),
+    )
     Trainer(config, verbose=False).train()
     return config
 
@@ -81,15 +102,26 @@ def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_pat
     serve = loaded.signatures["serving_default"]
     specs = dict(serve.structured_input_signature[1])
     assert {name: spec.dtype for name, spec in specs.items()} == {
-        "Age_years": tf.float32, "colour": tf.string, "income": tf.float32, "id_code": tf.float32,
-    }  # fmt: skip
-    answer = serve(Age_years=tf.constant([70.0, 20.0]), colour=tf.constant(["red", "purple"]),
-                   income=tf.constant([np.nan, 40.0]), id_code=tf.constant([1.0, 2.0]))  # fmt: skip
+        "Age_years": tf.float32,
+        "colour": tf.string,
+        "income": tf.float32,
+        "id_code": tf.float32,
+    }
+    answer = serve(
+        Age_years=tf.constant([70.0, 20.0]),
+        colour=tf.constant(["red", "purple"]),
+        income=tf.constant([np.nan, 40.0]),
+        id_code=tf.constant([1.0, 2.0]),
+    )
     assert {name.decode() for name in answer["class_names"].numpy()} <= {"yes", "no"}
     np.testing.assert_array_equal(answer["unknown_categories"].numpy(), [0, 1])  # "purple" is unknown.
     with pytest.raises(tf.errors.InvalidArgumentError, match="input income holds an infinity"):
-        serve(Age_years=tf.constant([70.0]), colour=tf.constant(["red"]), income=tf.constant([np.inf]),
-              id_code=tf.constant([1.0]))  # fmt: skip
+        serve(
+            Age_years=tf.constant([70.0]),
+            colour=tf.constant(["red"]),
+            income=tf.constant([np.inf]),
+            id_code=tf.constant([1.0]),
+        )
     # test.csv without its label column, columns in yet another order: predict gives the
     # evaluation's accuracy exactly.
     with open(os.path.join(data_dir, "test.csv")) as handle:
@@ -133,8 +165,10 @@ def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_pat
         train_rows = list(csv.DictReader(handle))
     prototype = items[0]["prototypes"][0]
     source = train_rows[prototype["train_row"]]
-    assert table[5].startswith(f"| train row {prototype['train_row']} | {prototype['weight']:.3f} | {source['outcome']} | "
-                               f"{float(source['Age (years)']):g} | {source['colour']} |")  # fmt: skip
+    assert table[5].startswith(
+        f"| train row {prototype['train_row']} | {prototype['weight']:.3f} | {source['outcome']} | "
+        f"{float(source['Age (years)']):g} | {source['colour']} |"
+    )
     # The training file is a valid --database (its label column is read by name).
     curated = export.export_model_dir(
         config.model_dir, str(tmp_path / "exports"), database_path=os.path.join(data_dir, "train.csv")
@@ -145,14 +179,26 @@ def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_pat
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(label_column="target"), r"^--label_column='target': .*train.csv has no such column; its columns: Age \(years\), colour, income \$, id-code, outcome\.$"),
-        (dict(test_header="Age (years),colour,income,id-code,outcome"), r"test.csv:1: its columns differ from .*train.csv's \(missing: income \$; not in train.csv: income\)"),
+        (
+            dict(label_column="target"),
+            r"^--label_column='target': .*train.csv has no such column; its columns: Age \(years\), colour, income \$, id-code, outcome\.$",
+        ),
+        (
+            dict(test_header="Age (years),colour,income,id-code,outcome"),
+            r"test.csv:1: its columns differ from .*train.csv's \(missing: income \$; not in train.csv: income\)",
+        ),
         (dict(empty_column=True), r"train.csv: column 2 \(colour\) is entirely missing"),
         (dict(max_categories=2), r"train.csv: column 2 \(colour\) has 3 distinct values, more than --max_categories=2"),
-        (dict(numeric_columns=("colour",)), r"--numeric_columns: column 2 \(colour\) of .*train.csv holds '(red|green|blue)', not a finite number"),
-        (dict(test_label="maybe"), r"test.csv:2: column 1 \(outcome\): label 'maybe' is not a class of the training file; classes: no, yes\."),
+        (
+            dict(numeric_columns=("colour",)),
+            r"--numeric_columns: column 2 \(colour\) of .*train.csv holds '(red|green|blue)', not a finite number",
+        ),
+        (
+            dict(test_label="maybe"),
+            r"test.csv:2: column 1 \(outcome\): label 'maybe' is not a class of the training file; classes: no, yes\.",
+        ),
     ],
-)  # fmt: skip
+)
 def test_csv_mistakes_are_one_line(tmp_path, change, message):
     data_dir = write_own_table(str(tmp_path / "table"), rows=40, test_rows=10)
     train, test = os.path.join(data_dir, "train.csv"), os.path.join(data_dir, "test.csv")
@@ -182,8 +228,10 @@ def test_csv_unknown_categories_in_the_test_file_are_counted(tmp_path, capsys):
     with open(test, "w", newline="") as handle:
         csv.writer(handle).writerows(rows)
     load_dataset("csv", data_dir, validation_fraction=0.0)
-    assert (f"warning: {test}: column 5 (colour): 2 of 10 values are not in its vocabulary (most common: "
-            "'purple'); they are treated as missing values.") in capsys.readouterr().out  # fmt: skip
+    assert (
+        f"warning: {test}: column 5 (colour): 2 of 10 values are not in its vocabulary (most common: "
+        "'purple'); they are treated as missing values."
+    ) in capsys.readouterr().out
 
 
 def test_own_data_flags_are_refused_for_other_datasets():
@@ -238,8 +286,9 @@ def test_image_folder_grey_sizes_and_mistakes(tmp_path):
         match=r"the training images differ in size \(.*cat/0.png is 12x10, .*dog/big.png is 20x20, 2 sizes in all\): give --image_size=H,W",
     ):
         load_dataset("image_folder", mixed, validation_fraction=0.0)
-    resized = load_dataset("image_folder", mixed, validation_fraction=0.0,
-                           options=image_folder.ImageFolderOptions(image_size=(8, 8)))  # fmt: skip
+    resized = load_dataset(
+        "image_folder", mixed, validation_fraction=0.0, options=image_folder.ImageFolderOptions(image_size=(8, 8))
+    )
     assert resized.train.inputs.shape[1:] == (8, 8, 3)
     os.makedirs(os.path.join(mixed, "test", "bird"))
     with pytest.raises(
@@ -254,15 +303,17 @@ def test_text_csv_end_to_end_by_column_name(tmp_path):
     from data_files import write_own_documents
 
     data_dir = write_own_documents(str(tmp_path / "docs"))
-    loaded = load_dataset("text_csv", data_dir, validation_fraction=0.0,
-                          options=text_csv.TextCsvOptions(sequence_length=256))  # fmt: skip
+    loaded = load_dataset(
+        "text_csv", data_dir, validation_fraction=0.0, options=text_csv.TextCsvOptions(sequence_length=256)
+    )
     assert loaded.class_names == ("music", "sport") and loaded.info.input_shape == (256,)
     assert loaded.info.text_columns == ("title", "body") and loaded.info.label_column == "topic"
     # The quoted newline is kept inside the text: "sport news 0 <body>\nsecond line".
     codes = text.quantize(["sport news 0"], quantizer=text.CharacterQuantizer(256))[0]
     np.testing.assert_array_equal(loaded.train.inputs[0][:12], codes[:12])
-    config = _train(tmp_path, "text_csv", data_dir, sequence_length=256, vdcnn_first_filters=8,
-                    vdcnn_block_filters=(8,) * 8)  # fmt: skip
+    config = _train(
+        tmp_path, "text_csv", data_dir, sequence_length=256, vdcnn_first_filters=8, vdcnn_block_filters=(8,) * 8
+    )
     path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"))
     served = tf.saved_model.load(path).signatures["serving_default"](
         texts=tf.constant(["goal team match", "song band"])

@@ -17,14 +17,29 @@ from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(train_steps=3, batch_size=16, train_database_size=32, infer_database_size=256,
-            validation_fraction=0.0, value_size=8, lstm_embedding_size=8, resnet_depth=8,
-            dense_units=(8,), eval_batch_size=512, learning_rate=0.01)  # fmt: skip
+TINY = dict(
+    train_steps=3,
+    batch_size=16,
+    train_database_size=32,
+    infer_database_size=256,
+    validation_fraction=0.0,
+    value_size=8,
+    lstm_embedding_size=8,
+    resnet_depth=8,
+    dense_units=(8,),
+    eval_batch_size=512,
+    learning_rate=0.01,
+)
 
 
 def test_predict_on_the_real_adult_test_file_gives_the_evaluation_accuracy(tmp_path):
-    config = ExperimentConfig(dataset="adult", attention="sparsemax", model_dir=str(tmp_path / "run"),
-                              data_dir=os.path.join(REPO, "data", "adult"), **TINY)  # fmt: skip
+    config = ExperimentConfig(
+        dataset="adult",
+        attention="sparsemax",
+        model_dir=str(tmp_path / "run"),
+        data_dir=os.path.join(REPO, "data", "adult"),
+        **TINY,
+    )
     Trainer(config, verbose=False).train()
     evaluated = evaluate_model_dir(config.model_dir, str(tmp_path / "evaluation"), "last")
     path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last")
@@ -47,8 +62,9 @@ def test_predict_on_the_real_adult_test_file_gives_the_evaluation_accuracy(tmp_p
     assert first["source"].endswith("new.csv:1") and set(first) >= {"class_id", "confidence", "prototypes"}
     assert set(first["prototypes"][0]) == {"database_row", "weight", "label", "label_name"}
     # Abstaining: every instance below a threshold of 1 that it does not reach.
-    summary = predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "abstain.jsonl"),
-                                   confidence_threshold=1.0, batch_size=8192)  # fmt: skip
+    summary = predict.predict_file(
+        path, str(tmp_path / "new.csv"), str(tmp_path / "abstain.jsonl"), confidence_threshold=1.0, batch_size=8192
+    )
     abstaining = [json.loads(line) for line in (tmp_path / "abstain.jsonl").read_text().splitlines()]
     share = np.mean([r["confidence"] < 1.0 for r in records])
     assert summary["abstained_share"] == pytest.approx(share)
@@ -63,8 +79,13 @@ def test_predict_on_the_real_adult_test_file_gives_the_evaluation_accuracy(tmp_p
 def test_predict_on_an_image_folder_resizes_and_names_unreadable_files(tmp_path):
     data_dir = str(tmp_path / "mnist")
     write_mnist(data_dir, train=80, test=16)
-    config = ExperimentConfig(dataset="mnist", attention="softmax", data_dir=data_dir,
-                              model_dir=str(tmp_path / "run"), **dict(TINY, infer_database_size=40))  # fmt: skip
+    config = ExperimentConfig(
+        dataset="mnist",
+        attention="softmax",
+        data_dir=data_dir,
+        model_dir=str(tmp_path / "run"),
+        **dict(TINY, infer_database_size=40),
+    )
     Trainer(config, verbose=False).train()
     path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last")
     folder = tmp_path / "photos"
@@ -123,11 +144,18 @@ def test_readme_custom_export_example_runs_and_serves_without_proto_tf(tmp_path)
     }
     for name, code in blocks.items():
         (tmp_path / name).write_text(code)
-    trained = subprocess.run([sys.executable, "train_and_export.py"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    trained = subprocess.run(
+        [sys.executable, "train_and_export.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    served = subprocess.run([sys.executable, "query.py"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300, env=dict(os.environ, PYTHONPATH=""))  # fmt: skip
+    served = subprocess.run(
+        [sys.executable, "query.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=""),
+    )
     assert served.returncode == 0, served.stderr[-3000:]
     assert served.stdout.strip().splitlines()[-1].startswith("[b'first'] [")
 
@@ -139,8 +167,13 @@ def adult_export(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("adult_predict")
     data_dir = write_adult(str(folder / "data"), train_rows=200, test_rows=300)
-    config = ExperimentConfig(dataset="adult", attention="sparsemax", model_dir=str(folder / "run"),
-                              data_dir=data_dir, **dict(TINY, infer_database_size=64))  # fmt: skip
+    config = ExperimentConfig(
+        dataset="adult",
+        attention="sparsemax",
+        model_dir=str(folder / "run"),
+        data_dir=data_dir,
+        **dict(TINY, infer_database_size=64),
+    )
     Trainer(config, verbose=False).train()
     path = export.export_model_dir(config.model_dir, str(folder / "exports"), checkpoint="last")
     lines = [line.rstrip(".") for line in open(os.path.join(data_dir, "adult.test")).read().splitlines()[1:]]
@@ -176,8 +209,11 @@ def test_a_header_is_read_by_name_in_any_column_order(tmp_path, adult_export):
     # A header with an unknown and a missing column names both.
     bad = tmp_path / "bad_header.csv"
     bad.write_text(",".join(names[:-2] + ["country"]) + "\n" + "\n".join(",".join(row[:14]) for row in rows[:3]) + "\n")
-    with pytest.raises(DataError, match=r"bad_header.csv:1: the header's columns do not match the model's "
-                       r"\(unknown: country; missing: native-country\)"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"bad_header.csv:1: the header's columns do not match the model's "
+        r"\(unknown: country; missing: native-country\)",
+    ):
         predict.predict_file(path, str(bad), str(tmp_path / "x.jsonl"))
 
 

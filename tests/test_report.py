@@ -14,12 +14,23 @@ from proto_tf.training.trainer import CONFIG_FILE
 
 
 def _summary(**config):
-    base = {"dataset": "adult", "attention": "sparsemax", "sparsity_weight": 0.0,
-            "label_noise": 0.0, "encoder_dropout": 0.0, "train_database_size": 4096,
-            "infer_database_size": 15360, "batch_size": 128}  # fmt: skip
+    base = {
+        "dataset": "adult",
+        "attention": "sparsemax",
+        "sparsity_weight": 0.0,
+        "label_noise": 0.0,
+        "encoder_dropout": 0.0,
+        "train_database_size": 4096,
+        "infer_database_size": 15360,
+        "batch_size": 128,
+    }
     base.update(config)
-    test = {"accuracy": 0.8512, "median_prototypes_50": 18.0, "median_prototypes_90": 50.0,
-            "median_prototypes_95": 61.0}  # fmt: skip
+    test = {
+        "accuracy": 0.8512,
+        "median_prototypes_50": 18.0,
+        "median_prototypes_90": 50.0,
+        "median_prototypes_95": 61.0,
+    }
     return {"config": base, "steps": 11500, "train_seconds": 1200.0, "test_last": test}
 
 
@@ -67,25 +78,34 @@ def test_cli_on_a_directory_without_a_run_is_one_line(tmp_path):
     # A user's mistake: one line and exit status 2, no traceback.
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "run", "report.py"), f"--model_dirs={tmp_path}"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: No {tmp_path}/summary.json")
 
 
 def _fmnist(attention, steps, accuracy, **config):
-    settings = {"dataset": "fashion_mnist", "attention": attention, "sparsity_weight": 0.0,
-                "model_dir": f"runs/{attention}_{steps}", **config}  # fmt: skip
+    settings = {
+        "dataset": "fashion_mnist",
+        "attention": attention,
+        "sparsity_weight": 0.0,
+        "model_dir": f"runs/{attention}_{steps}",
+        **config,
+    }
     return {"config": settings, "steps": steps, "test_last": {"accuracy": accuracy}}
 
 
 def test_budget_gaps_pair_each_row_with_the_baseline_at_the_same_share(tmp_path):
     paper_steps = {"fashion_mnist_baseline": 332000, "fashion_mnist_sparsemax": 392000}.get
     summaries = [
-        _fmnist("none", 3320, 0.8818), _fmnist("none", 1660, 0.8502),
-        _fmnist("sparsemax", 3920, 0.8264), _fmnist("sparsemax", 1960, 0.7781),
+        _fmnist("none", 3320, 0.8818),
+        _fmnist("none", 1660, 0.8502),
+        _fmnist("sparsemax", 3920, 0.8264),
+        _fmnist("sparsemax", 1960, 0.7781),
         _fmnist("sparsemax", 3920, 0.8500, matching_loss_weight=0.25),
-    ]  # fmt: skip
+    ]
     gaps = comparison.budget_gaps(summaries, paper_steps)
     assert gaps["fashion_mnist_sparsemax"] == {
         "points": [(0.005, -7.21), (0.01, -5.54)],

@@ -16,9 +16,17 @@ from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(train_steps=4, batch_size=8, train_database_size=16, infer_database_size=30,
-            value_size=8, lstm_embedding_size=8, checkpoint_every=2, eval_every=2,
-            eval_batch_size=64)  # fmt: skip
+TINY = dict(
+    train_steps=4,
+    batch_size=8,
+    train_database_size=16,
+    infer_database_size=30,
+    value_size=8,
+    lstm_embedding_size=8,
+    checkpoint_every=2,
+    eval_every=2,
+    eval_batch_size=64,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +34,14 @@ def runs(tmp_path_factory):
     """A finished run with a validation split (so a best checkpoint), and its data."""
     folder = tmp_path_factory.mktemp("runs")
     data_dir = write_adult(str(folder / "adult"))
-    config = ExperimentConfig(dataset="adult", attention="sparsemax", data_dir=data_dir,
-                              model_dir=str(folder / "finished"), validation_fraction=0.2, **TINY)  # fmt: skip
+    config = ExperimentConfig(
+        dataset="adult",
+        attention="sparsemax",
+        data_dir=data_dir,
+        model_dir=str(folder / "finished"),
+        validation_fraction=0.2,
+        **TINY,
+    )
     Trainer(config, verbose=False).train()
     return folder, config
 
@@ -39,8 +53,9 @@ def _copy_run(runs, tmp_path, name):
 
 
 def _command(name, *args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "run", f"{name}.py"), *args],
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "run", f"{name}.py"), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_the_best_checkpoint_of_an_unfinished_run_is_not_exported(runs, tmp_path):
@@ -51,14 +66,19 @@ def test_the_best_checkpoint_of_an_unfinished_run_is_not_exported(runs, tmp_path
     with open(os.path.join(run, "config.json"), "w") as handle:
         json.dump(config, handle)
     os.remove(os.path.join(run, "summary.json"))
-    with pytest.raises(RunDirectoryError, match=r"^the run in .*unfinished \(newest checkpoint at step 4 of 8; no "
-                       r"final summary.json\): finish it .* or export its last checkpoint anyway with --checkpoint=last\.$"):  # fmt: skip
+    with pytest.raises(
+        RunDirectoryError,
+        match=r"^the run in .*unfinished \(newest checkpoint at step 4 of 8; no "
+        r"final summary.json\): finish it .* or export its last checkpoint anyway with --checkpoint=last\.$",
+    ):
         export.export_model_dir(run, str(tmp_path / "exports"))
     assert not os.path.exists(tmp_path / "exports")
     lines = []
     path = export.export_model_dir(run, str(tmp_path / "exports"), checkpoint="last", report=lines.append)
-    assert lines == [f"Exporting {run}/checkpoints/ckpt-4 (step 4, the last checkpoint; the run is unfinished: "
-                     "newest checkpoint at step 4 of 8; no final summary.json)."]  # fmt: skip
+    assert lines == [
+        f"Exporting {run}/checkpoints/ckpt-4 (step 4, the last checkpoint; the run is unfinished: "
+        "newest checkpoint at step 4 of 8; no final summary.json)."
+    ]
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
 
 
@@ -101,8 +121,14 @@ def test_explain_examples_and_dataset_are_checked_before_any_work(runs, tmp_path
         ):
             _example_positions(["0", bad])
     path = export.export_model_dir(runs[1].model_dir, str(tmp_path / "exports"))
-    past_the_end = _command("explain", f"--saved_model={path}", "--dataset=adult",
-                            f"--data_dir={runs[1].data_dir}", "--examples=0,60", f"--output_dir={tmp_path / 'x'}")  # fmt: skip
+    past_the_end = _command(
+        "explain",
+        f"--saved_model={path}",
+        "--dataset=adult",
+        f"--data_dir={runs[1].data_dir}",
+        "--examples=0,60",
+        f"--output_dir={tmp_path / 'x'}",
+    )
     assert past_the_end.returncode == 2 and "Traceback" not in past_the_end.stderr
     assert past_the_end.stderr.strip() == (
         "error: --examples=0,60: 60 is past the end of the test set; valid positions: 0..59."
@@ -167,8 +193,11 @@ def test_load_run_answers_as_the_evaluation_of_the_run(runs, tmp_path):
     out = run.predict(run.dataset.test.inputs)
     assert np.mean(out["predictions"] == run.dataset.test.labels) == report["test"]["accuracy"]
     assert np.mean(out["plain_predictions"] == run.dataset.test.labels) == report["test"]["plain_accuracy"]
-    np.testing.assert_allclose(np.mean(out["confidence"][out["predictions"] == run.dataset.test.labels]),
-                               report["test"]["confidence_right"], rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        np.mean(out["confidence"][out["predictions"] == run.dataset.test.labels]),
+        report["test"]["confidence_right"],
+        rtol=1e-6,
+    )
     assert list(out["class_names"][:3]) == [run.class_names[i] for i in out["predictions"][:3]]
 
 
@@ -189,8 +218,9 @@ def test_console_scripts_start_quietly_and_a_bare_train_says_what_to_give(tmp_pa
     train command names what to give instead of starting the longest paper run."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     code = "import sys; sys.argv = ['proto-tf-train']; from proto_tf.cli.train import run; run()"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env=env, cwd=str(tmp_path))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path)
+    )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
         "error: give --dataset=NAME --attention=ATTENTION (e.g. --dataset=adult --attention=sparsemax --small) "
@@ -216,8 +246,9 @@ def test_commands_use_tensorflows_pooling_allocator_unless_told_otherwise(tmp_pa
     env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
     for setting, expected in ((None, "true True"), ("false", "false False")):
         run_env = env if setting is None else {**env, "TF_CPU_ALLOCATOR_USE_BFC": setting}
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                timeout=300, env=run_env, cwd=str(tmp_path))  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=run_env, cwd=str(tmp_path)
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip().splitlines()[-1] == expected
 
@@ -259,8 +290,9 @@ def test_a_calibrated_export_abstains_at_its_threshold_and_evaluate_and_predict_
     stored = json.loads(open(os.path.join(path, export.CALIBRATION_FILE)).read())
     trained = proto_tf.load_run(run_dir)
     validation = trained.predict(trained.dataset.validation.inputs)
-    expected = calibration.calibrate(validation["confidence"], validation["predictions"] == trained.dataset.validation.labels,
-                                     target_coverage=0.5)  # fmt: skip
+    expected = calibration.calibrate(
+        validation["confidence"], validation["predictions"] == trained.dataset.validation.labels, target_coverage=0.5
+    )
     assert stored["threshold"] == expected.threshold is not None and stored["table"] == list(expected.table)
     assert lines[1].startswith(
         f"Calibrated on {expected.examples} validation examples: confidence >= {expected.threshold} keeps"
@@ -291,8 +323,11 @@ def test_a_calibrated_export_abstains_at_its_threshold_and_evaluate_and_predict_
             path, os.path.join(data_dir, "adult.test"), str(tmp_path / "q.jsonl"), 0.5, calibrated=True
         )
     # A target the validation split cannot guarantee is one line, and nothing is exported.
-    with pytest.raises(ConfigError, match=r"^--target_accuracy=0.999: no confidence threshold reaches it with 95 % "
-                       r"confidence on the \d+ validation examples .*lower the target"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"^--target_accuracy=0.999: no confidence threshold reaches it with 95 % "
+        r"confidence on the \d+ validation examples .*lower the target",
+    ):
         export.export_model_dir(run_dir, str(tmp_path / "refused"), target_accuracy=0.999)
     with pytest.raises(
         ConfigError, match=r"^--target_accuracy=1.5 must be in \(0, 1\), e.g. --target_accuracy=0.95\.$"

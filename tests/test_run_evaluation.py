@@ -14,11 +14,20 @@ def test_evaluation_writes_report_and_plots(tmp_path):
     data_dir = str(tmp_path / "fashion")
     write_mnist(data_dir, train=80, test=30)
     config = ExperimentConfig(
-        dataset="fashion_mnist", attention="softmax", data_dir=data_dir,
-        model_dir=str(tmp_path / "run"), train_steps=2, batch_size=8, train_database_size=16,
-        infer_database_size=40, validation_fraction=0.25, value_size=8, resnet_depth=8,
-        dense_units=(8,), eval_batch_size=32,
-    )  # fmt: skip
+        dataset="fashion_mnist",
+        attention="softmax",
+        data_dir=data_dir,
+        model_dir=str(tmp_path / "run"),
+        train_steps=2,
+        batch_size=8,
+        train_database_size=16,
+        infer_database_size=40,
+        validation_fraction=0.25,
+        value_size=8,
+        resnet_depth=8,
+        dense_units=(8,),
+        eval_batch_size=32,
+    )
     Trainer(config, verbose=False).train()
     report = evaluate_run.evaluate_model_dir(
         config.model_dir, checkpoint="last", shift_data_dirs={"mnist": data_dir}, dknn_neighbours=5

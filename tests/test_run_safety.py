@@ -40,8 +40,9 @@ def test_each_bad_flag_is_refused_by_name(name, value, rule):
         ExperimentConfig(**{name: value})
 
 
-@pytest.mark.parametrize("name, value", [("sparsity_weight", 0.5), ("matching_loss_weight", 0.5),
-                                         ("joint_encoding", False)])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, value", [("sparsity_weight", 0.5), ("matching_loss_weight", 0.5), ("joint_encoding", False)]
+)
 def test_attention_only_flags_are_refused_for_the_baseline(name, value):
     # The baseline has no attention terms: a flag for them would be ignored silently.
     with pytest.raises(ConfigError, match=rf"^--{name}={value!r} has no effect with --attention=none"):
@@ -74,10 +75,17 @@ def test_infer_database_larger_than_the_training_split_is_refused(tmp_path):
 
 def test_cli_flag_error_is_one_line_with_status_2(tmp_path):
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult",
-         "--learning_rate=-1", f"--model_dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            os.path.join(REPO, "run", "train.py"),
+            "--dataset=adult",
+            "--learning_rate=-1",
+            f"--model_dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: --learning_rate=-1.0 must be a finite number > 0."
     assert not os.path.exists(tmp_path / "run")
@@ -235,14 +243,17 @@ def test_resume_with_dropout_is_bit_identical_and_time_accumulates(tmp_path):
         np.testing.assert_array_equal(got.numpy(), expected.numpy(), err_msg=expected.path)
 
 
-@pytest.mark.parametrize("name, value, rule", [
-    ("seed", -1, r"must be an integer in \[0, 2\*\*32\)"),
-    ("lstm_embedding_size", 0, "must be a positive integer"),
-    ("resnet_filters", 0, "must be a positive integer"),
-    ("vdcnn_first_filters", -3, "must be a positive integer"),
-    ("dense_units", (16, 0), "must be positive integers"),
-    ("model_dir", "", "must name a folder"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "name, value, rule",
+    [
+        ("seed", -1, r"must be an integer in \[0, 2\*\*32\)"),
+        ("lstm_embedding_size", 0, "must be a positive integer"),
+        ("resnet_filters", 0, "must be a positive integer"),
+        ("vdcnn_first_filters", -3, "must be a positive integer"),
+        ("dense_units", (16, 0), "must be positive integers"),
+        ("model_dir", "", "must name a folder"),
+    ],
+)
 def test_more_bad_flags_are_refused_by_name(name, value, rule):
     import re
 
@@ -251,8 +262,9 @@ def test_more_bad_flags_are_refused_by_name(name, value, rule):
 
 
 def _train_cli(*args, timeout=180):
-    return subprocess.run([sys.executable, os.path.join(REPO, "run", "train.py"), *args],
-                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "run", "train.py"), *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_an_experiment_with_a_contradicting_dataset_is_refused(tmp_path):
@@ -314,8 +326,9 @@ def test_a_truncated_summary_is_rewritten_and_a_truncated_best_record_is_named(f
     again = Trainer(config, verbose=False).train()  # Was a JSONDecodeError naming no file.
     assert again["steps"] == 4 and json.loads(summary.read_text())["steps"] == 4
     assert f"warning: {summary} is unreadable" in capsys.readouterr().out
-    validated = _tiny_config(tmp_path, "validated", train_steps=4, checkpoint_every=2, validation_fraction=0.2,
-                             eval_every=2)  # fmt: skip
+    validated = _tiny_config(
+        tmp_path, "validated", train_steps=4, checkpoint_every=2, validation_fraction=0.2, eval_every=2
+    )
     Trainer(validated, verbose=False).train()
     best = tmp_path / "validated" / "best.json"
     best.write_text('{"step": 4, "accu')

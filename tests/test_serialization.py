@@ -54,15 +54,19 @@ def test_prototype_attention_and_tabular_features_round_trip():
     attention = PrototypeAttention("sparsemax", sparsemax_top_k=4)
     example = (RNG.normal(size=(2, 3)), RNG.normal(size=(7, 3)), RNG.normal(size=(7, 5)))
     expected = attention(*example)
-    for clone in (PrototypeAttention.from_config(attention.get_config()),
-                  keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(attention))):  # fmt: skip
+    for clone in (
+        PrototypeAttention.from_config(attention.get_config()),
+        keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(attention)),
+    ):
         assert clone.get_config() == attention.get_config()
         for got, want in zip(clone(*example), expected):
             np.testing.assert_allclose(got, want, atol=1e-6)
     schema = TabularSchema(
-        ("age", "job"), (NumericColumn("age", 30.0, 10.0, missing_indicator=True),),
-        (CategoricalColumn("job", ("clerk", "nurse")),), ("", "?"),
-    )  # fmt: skip
+        ("age", "job"),
+        (NumericColumn("age", 30.0, 10.0, missing_indicator=True),),
+        (CategoricalColumn("job", ("clerk", "nurse")),),
+        ("", "?"),
+    )
     features = TabularFeatures(schema)
     columns = {"age": np.array([40.0, np.nan], "float32"), "job": np.array(["nurse", "pilot"])}
     revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(features))

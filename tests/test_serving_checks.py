@@ -107,9 +107,11 @@ def test_a_database_of_one_class_decides_that_class_with_full_confidence(adult):
     database = tmp_path / "one_class.csv"
     database.write_text("".join(chosen))
     path = export.export_model_dir(
-        trainer.config.model_dir, str(tmp_path / "one_class_exports"), checkpoint="last",
+        trainer.config.model_dir,
+        str(tmp_path / "one_class_exports"),
+        checkpoint="last",
         database_path=str(database),
-    )  # fmt: skip
+    )
     out = tf.saved_model.load(path).signatures["serving_default"](**_feed(raw))
     assert (out["class_ids"].numpy() == label).all()
     np.testing.assert_allclose(out["confidence"].numpy(), 1.0, rtol=1e-6)  # float32 sums.
@@ -117,8 +119,12 @@ def test_a_database_of_one_class_decides_that_class_with_full_confidence(adult):
     indices = out["prototype_indices"].numpy()
     assert indices.min() >= 0 and indices.max() < len(chosen)  # Rows of the database file.
     with pytest.raises(DataError, match="--database=.*no such file"):
-        export.export_model_dir(trainer.config.model_dir, str(tmp_path / "x"), checkpoint="last",
-                                database_path=str(tmp_path / "missing.csv"))  # fmt: skip
+        export.export_model_dir(
+            trainer.config.model_dir,
+            str(tmp_path / "x"),
+            checkpoint="last",
+            database_path=str(tmp_path / "missing.csv"),
+        )
 
 
 def test_unknown_category_strings_are_counted(adult):
@@ -229,8 +235,10 @@ def test_a_scalar_threshold_reaching_the_graph_gets_the_documented_message(adult
     # TF Serving feeds a tensor as it was sent, so a scalar reaches the graph (Python's
     # signatures refuse it before): it was "slice index -1 of dimension 0 out of bounds".
     _, _, raw, _, _ = adult
-    signature = {name: tf.TensorSpec([None], tf.as_dtype(value.dtype) if value.dtype.kind == "f" else tf.string)
-                 for name, value in raw.items()}  # fmt: skip
+    signature = {
+        name: tf.TensorSpec([None], tf.as_dtype(value.dtype) if value.dtype.kind == "f" else tf.string)
+        for name, value in raw.items()
+    }
     columns = {name: tf.constant(value) for name, value in raw.items()}
     check = lambda threshold: export._checked_threshold(threshold, columns, signature)  # noqa: E731
     # As in the served graph: a threshold of unknown shape (also eagerly, where the
@@ -259,8 +267,9 @@ def test_published_versions_are_readable_by_other_users(tmp_path):
         os.umask(old)
     modes = {
         os.path.relpath(os.path.join(root, name), version) or ".": os.stat(os.path.join(root, name)).st_mode & 0o777
-        for root, folders, files in os.walk(version) for name in folders + files
-    }  # fmt: skip
+        for root, folders, files in os.walk(version)
+        for name in folders + files
+    }
     assert os.stat(version).st_mode & 0o777 == 0o755
     assert modes == {"variables": 0o755, "variables/variables.index": 0o644, "saved_model.pb": 0o644}
 

@@ -184,8 +184,7 @@ def test_graph_paths_equal_the_full_sort_bit_for_bit():
 
 # 200 wide: the rows as they are; 10000 wide: cut to blocks first.
 @pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
-@pytest.mark.parametrize("seed, shape, scale", [(7, (30, 200), 3.0), (11, (4, 10000), 3.0),
-                                                (13, (8, 3000), 0.01)])  # fmt: skip
+@pytest.mark.parametrize("seed, shape, scale", [(7, (30, 200), 3.0), (11, (4, 10000), 3.0), (13, (8, 3000), 0.01)])
 def test_default_gradient_equals_full_sort_gradient(mode, seed, shape, scale):
     # scale 0.01: supports of hundreds of entries, finished by Michelot's iteration.
     rng = np.random.default_rng(seed)
@@ -197,8 +196,7 @@ def test_default_gradient_equals_full_sort_gradient(mode, seed, shape, scale):
             loss = tf.reduce_sum(sparsemax(x, top_k=top_k) * upstream)
         return tape.gradient(loss, x)
 
-    compiled = {"eager": gradient, "graph": tf.function(gradient),
-                "xla": tf.function(gradient, jit_compile=True)}[mode]  # fmt: skip
+    compiled = {"eager": gradient, "graph": tf.function(gradient), "xla": tf.function(gradient, jit_compile=True)}[mode]
     # Against the full sort in the same mode (XLA fuses the gradient's mean in its own
     # order); equal supports make the gradients equal bit for bit.
     np.testing.assert_array_equal(compiled(64).numpy(), compiled(None).numpy())
@@ -222,9 +220,8 @@ def _adversarial_rows(rng, width):
     fully_masked = np.full(width, -np.inf)
     exactly_flat = np.zeros(width)  # Every entry tied: the whole row is the support.
     return np.stack(
-        [spread, flat, concentrated, scattered, tied_at_threshold, masked, fully_masked,
-         exactly_flat]
-    ).astype(np.float32)  # fmt: skip
+        [spread, flat, concentrated, scattered, tied_at_threshold, masked, fully_masked, exactly_flat]
+    ).astype(np.float32)
 
 
 # 3000 wide: the rows as they are; 20000 wide: cut to blocks first (the flat row
@@ -303,10 +300,15 @@ def test_nan_and_positive_infinity_rows_are_nan_on_every_path(mode):
     # One documented behaviour: a row holding NaN or +inf is NaN everywhere (values
     # and gradient); the other rows of the batch are untouched; -inf stays a mask.
     logits = np.array(
-        [[0, np.nan, 0.8, 0.6], [0, np.inf, 0.8, 0.6], [np.inf, np.inf, 0, 0],
-         [0.5, 0.4, 0.3, -np.inf], [np.nan, -np.inf, -np.inf, -np.inf]],
+        [
+            [0, np.nan, 0.8, 0.6],
+            [0, np.inf, 0.8, 0.6],
+            [np.inf, np.inf, 0, 0],
+            [0.5, 0.4, 0.3, -np.inf],
+            [np.nan, -np.inf, -np.inf, -np.inf],
+        ],
         np.float32,
-    )  # fmt: skip
+    )
     for top_k in (1, 64, None):
         got = _call(logits, mode, top_k)
         assert np.isnan(got[[0, 1, 2, 4]]).all(), (top_k, got)

@@ -37,11 +37,17 @@ def test_streamed_attention_equals_the_dense_layer(normalization, scale, support
     top = tf.math.top_k(weights, 5)
     run = tf.function(
         lambda q, k, v, y: streaming.streamed_attention(q, k, v, y, normalization, 3, 5, 700, support_k),
-        input_signature=[tf.TensorSpec([None, 16]), tf.TensorSpec([None, 16]), tf.TensorSpec([None, 8]),
-                         tf.TensorSpec([None], tf.int64)],
-    )  # fmt: skip
-    for out in (streaming.streamed_attention(queries, keys, values, labels, normalization, 3, 5, 700, support_k),
-                run(queries, keys, values, labels)):  # fmt: skip
+        input_signature=[
+            tf.TensorSpec([None, 16]),
+            tf.TensorSpec([None, 16]),
+            tf.TensorSpec([None, 8]),
+            tf.TensorSpec([None], tf.int64),
+        ],
+    )
+    for out in (
+        streaming.streamed_attention(queries, keys, values, labels, normalization, 3, 5, 700, support_k),
+        run(queries, keys, values, labels),
+    ):
         np.testing.assert_allclose(out["weighted_values"], dense_values, rtol=1e-5, atol=2e-6)
         np.testing.assert_allclose(out["confidence"], confidence, atol=2e-6)
         np.testing.assert_allclose(out["top_weights"], top.values, atol=2e-6)

@@ -191,11 +191,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def _train_command(tmp_path, *extra, name="run"):
     data_dir = write_adult(str(tmp_path / "adult"), train_rows=400)
     return [
-        sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult",
-        "--attention=softmax", "--small", f"--data_dir={data_dir}",
-        f"--model_dir={tmp_path / name}", "--train_database_size=64", "--infer_database_size=64",
-        "--validation_fraction=0", "--deterministic", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        os.path.join(REPO, "run", "train.py"),
+        "--dataset=adult",
+        "--attention=softmax",
+        "--small",
+        f"--data_dir={data_dir}",
+        f"--model_dir={tmp_path / name}",
+        "--train_database_size=64",
+        "--infer_database_size=64",
+        "--validation_fraction=0",
+        "--deterministic",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -212,8 +220,10 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     assert saved_step >= 20
     resumed = subprocess.run(
         _train_command(tmp_path, f"--train_steps={saved_step + 5}", "--checkpoint_every=20"),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"Resuming from step {saved_step}" in resumed.stdout
     with open(tmp_path / "run" / "summary.json") as handle:
@@ -223,8 +233,10 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     # never interrupted, bit for bit.
     straight = subprocess.run(
         _train_command(tmp_path, f"--train_steps={saved_step + 5}", name="straight"),
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert straight.returncode == 0, straight.stderr[-2000:]
     resumed_weights = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(checkpoints)))
     straight_weights = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "straight" / "checkpoints")))
@@ -237,15 +249,19 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
 def test_cli_errors_list_valid_values(tmp_path):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=imagenet"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "<mnist|fashion_mnist|cifar10|fruits|isic|dbpedia|adult|csv|image_folder|text_csv>" in result.stderr
     assert "Traceback" not in result.stderr
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult", "--no_such_flag=1"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "no_such_flag" in result.stderr
 
 
@@ -267,16 +283,25 @@ def test_two_workers_on_loopback_train_together(tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     processes = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        ))  # fmt: skip
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}),
+        )
         command = [
-            sys.executable, os.path.join(REPO, "run", "train.py"), "--dataset=adult",
-            "--attention=sparsemax", "--small", "--strategy=multi_worker",
-            f"--data_dir={data_dir}", f"--model_dir={tmp_path / 'run'}", "--train_steps=4",
-            "--batch_size=16", "--train_database_size=32", "--infer_database_size=64",
+            sys.executable,
+            os.path.join(REPO, "run", "train.py"),
+            "--dataset=adult",
+            "--attention=sparsemax",
+            "--small",
+            "--strategy=multi_worker",
+            f"--data_dir={data_dir}",
+            f"--model_dir={tmp_path / 'run'}",
+            "--train_steps=4",
+            "--batch_size=16",
+            "--train_database_size=32",
+            "--infer_database_size=64",
             "--validation_fraction=0",
-        ]  # fmt: skip
+        ]
         processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [process.communicate(timeout=300) for process in processes]
     for process, (_, stderr) in zip(processes, outputs):
@@ -335,9 +360,11 @@ def test_logs_without_a_terminal_are_plain_lines_and_tags_are_shared(tmp_path, c
     folder = tmp_path / "logs" / "logs" / "train"
     sessions = [
         plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content).session_start_info
-        for name in os.listdir(folder) for event in tf.compat.v1.train.summary_iterator(str(folder / name))
-        for value in event.summary.value if value.tag == "_hparams_/session_start_info"
-    ]  # fmt: skip
+        for name in os.listdir(folder)
+        for event in tf.compat.v1.train.summary_iterator(str(folder / name))
+        for value in event.summary.value
+        if value.tag == "_hparams_/session_start_info"
+    ]
     assert len(sessions) == 1 and sessions[0].group_name == "logs"
     logged = sessions[0].hparams
     assert logged["attention"].string_value == config.attention and logged["train_steps"].number_value == 4
@@ -390,8 +417,11 @@ def test_cli_callbacks_see_training_and_validation_and_can_stop(tmp_path):
     assert summary["steps"] == 4 and summary["stopped_by_callback_at"] == 4
     with open(os.path.join(config.model_dir, "summary.json")) as handle:
         assert Trainer(config, verbose=False).train() == json.load(handle)
-    for spec, message in (("nocolon", "expected MODULE:FACTORY"), (f"{path}:missing", "has no function 'missing'"),
-                          ("no_such_module_x:f", "cannot import no_such_module_x")):  # fmt: skip
+    for spec, message in (
+        ("nocolon", "expected MODULE:FACTORY"),
+        (f"{path}:missing", "has no function 'missing'"),
+        ("no_such_module_x:f", "cannot import no_such_module_x"),
+    ):
         with pytest.raises(ConfigError, match=message):
             load_callbacks([spec])
 
@@ -403,8 +433,14 @@ def test_fused_batchnorm_trains_to_the_weights_of_keras_batchnorm(tmp_path, monk
     from proto_tf.encoders import layers as encoder_layers
     from proto_tf.encoders import resnet
 
-    common = dict(dataset="mnist", data_dir=str(tmp_path / "mnist"), resnet_depth=8,
-                  dense_units=(8,), train_steps=4, deterministic=True)  # fmt: skip
+    common = dict(
+        dataset="mnist",
+        data_dir=str(tmp_path / "mnist"),
+        resnet_depth=8,
+        dense_units=(8,),
+        train_steps=4,
+        deterministic=True,
+    )
     write_mnist(common["data_dir"], train=64, test=16)
     sgd = lambda: keras.optimizers.SGD(0.05)  # noqa: E731
     fused = Trainer(_tiny_config(tmp_path, "fused", **common), verbose=False, make_optimizer=sgd)

@@ -67,8 +67,12 @@ def test_the_evaluator_shows_the_database_encoding_and_the_prediction_by_example
     model.build((None, 3))
     rng = np.random.default_rng(0)
     split = Split(rng.normal(size=(25, 3)).astype("float32"), np.arange(25) % 2, np.arange(25))
-    evaluator = Evaluator(model, lambda x: x, batch_size=10,
-                          progress=lambda d, n: WorkProgress(d, n, lines, quiet_seconds=0, line_seconds=0))  # fmt: skip
+    evaluator = Evaluator(
+        model,
+        lambda x: x,
+        batch_size=10,
+        progress=lambda d, n: WorkProgress(d, n, lines, quiet_seconds=0, line_seconds=0),
+    )
     evaluator.evaluate(split, database_split=split)
     shown = [re.sub(r"\d+ s\b", "T s", line) for line in lines.getvalue().splitlines()]  # Real time.
     assert shown == [

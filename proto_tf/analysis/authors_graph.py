@@ -84,12 +84,11 @@ def training_graph(tf, code, images, labels, batch_size, candidates, depth):
     sparsity = tf.reduce_mean(entropy) - tf.log(epsilon + float(candidates))
     alpha = flags.alpha_intermediate
     losses = []
-    for reuse, encoded in ((False, (1 - alpha) * values + alpha * weighted),
-                           (True, values), (True, weighted)):  # fmt: skip
+    for reuse, encoded in ((False, (1 - alpha) * values + alpha * weighted), (True, values), (True, weighted)):
         logits, _ = code.model.classify(encoded, reuse=reuse)
-        losses.append(tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(logits=logits, labels=input_labels)
-        ))  # fmt: skip
+        losses.append(
+            tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(logits=logits, labels=input_labels))
+        )
     loss = tf.add_n(losses) + flags.sparsity_weight * sparsity
     step = tf.train.get_or_create_global_step()
     rate = tf.train.exponential_decay(
@@ -130,8 +129,12 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args(argv)
-    flag_args = [f"--batch_size={args.batch_size}", f"--example_cand_size={args.candidates}",
-                 f"--decay_every={args.decay_every}", f"--normalization={args.normalization}"]  # fmt: skip
+    flag_args = [
+        f"--batch_size={args.batch_size}",
+        f"--example_cand_size={args.candidates}",
+        f"--decay_every={args.decay_every}",
+        f"--normalization={args.normalization}",
+    ]
     tf, code = load_code(args.authors_code, flag_args)
     tf.disable_eager_execution()
     tf.set_random_seed(code.FLAGS.random_seed)

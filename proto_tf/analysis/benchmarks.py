@@ -40,10 +40,13 @@ def input_pipeline_rate(dataset, info, batch_size, database_size, steps=50, warm
     candidate database, augmentation), for one process."""
     iterator = iter(
         candidates.training_batches(
-            dataset.train, dataset.augment, batch_size, database_size,
+            dataset.train,
+            dataset.augment,
+            batch_size,
+            database_size,
             class_shares=info.class_shares,
         )
-    )  # fmt: skip
+    )
     return _rate(lambda: next(iterator), steps, warmup)
 
 
@@ -67,10 +70,15 @@ def bare_step(config, dataset, steps):
     optimizer.build(model.trainable_variables)
     iterator = iter(
         candidates.training_batches(
-            dataset.train, dataset.augment, config.batch_size, config.candidates_per_step,
-            seed=config.seed, num_steps=steps, class_shares=info.class_shares,
+            dataset.train,
+            dataset.augment,
+            config.batch_size,
+            config.candidates_per_step,
+            seed=config.seed,
+            num_steps=steps,
+            class_shares=info.class_shares,
         )
-    )  # fmt: skip
+    )
     variables = model.trainable_variables
 
     @tf.function
@@ -110,8 +118,10 @@ def trainer_against_bare(config, dataset, steps=20, warmup=3):
     """Seconds per step of the trainer's step and of `bare_step`, timed one step each in
     turn (so the machine's drifts reach both alike): medians `(trainer, bare)`."""
     with tempfile.TemporaryDirectory() as model_dir:
-        steps_made = {"trainer": trainer_step(config, dataset, steps + warmup, model_dir),
-                      "bare": bare_step(config, dataset, steps + warmup)}  # fmt: skip
+        steps_made = {
+            "trainer": trainer_step(config, dataset, steps + warmup, model_dir),
+            "bare": bare_step(config, dataset, steps + warmup),
+        }
         times = {name: [] for name in steps_made}
         for round_ in range(steps + warmup):
             for name, step in steps_made.items():
@@ -139,23 +149,38 @@ def against_authors_graph(config, dataset, authors_code, rounds=3, steps=20, war
         data_file = os.path.join(folder, "train.npz")
         np.savez(data_file, images=dataset.train.inputs[..., 0], labels=dataset.train.labels)
         command = [
-            sys.executable, "-m", "proto_tf.analysis.authors_graph",
-            f"--authors_code={authors_code}", f"--data={data_file}",
-            f"--batch_size={config.batch_size}", f"--candidates={config.train_database_size}",
-            f"--depth={config.resnet_depth}", f"--decay_every={config.decay_steps}",
-            f"--normalization={config.attention}", f"--steps={steps}", f"--warmup={warmup}",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "proto_tf.analysis.authors_graph",
+            f"--authors_code={authors_code}",
+            f"--data={data_file}",
+            f"--batch_size={config.batch_size}",
+            f"--candidates={config.train_database_size}",
+            f"--depth={config.resnet_depth}",
+            f"--decay_every={config.decay_steps}",
+            f"--normalization={config.attention}",
+            f"--steps={steps}",
+            f"--warmup={warmup}",
+        ]
         # This process's environment, TF_CPU_ALLOCATOR_USE_BFC included: both steps run
         # with the same allocator.
         environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         total = rounds * steps + warmup + 5
-        ours = {"trainer": trainer_step(config, dataset, total, os.path.join(folder, "run")),
-                "bare": bare_step(config, dataset, total)}  # fmt: skip
+        ours = {
+            "trainer": trainer_step(config, dataset, total, os.path.join(folder, "run")),
+            "bare": bare_step(config, dataset, total),
+        }
         for step in ours.values():
             for _ in range(warmup):
                 step()
-        with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True, env=environment) as authors:  # fmt: skip
+        with subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=environment,
+        ) as authors:
 
             def ask(request):
                 if request:
@@ -178,10 +203,9 @@ def against_authors_graph(config, dataset, authors_code, rounds=3, steps=20, war
             authors.stdin.close()
         kernels.update({name: step_profile.profile_steps(step, 5) for name, step in ours.items()})
     return {
-        name: {**{key: float(np.median([row[key] for row in values])) for key in values[0]},
-               "kernels": kernels[name]}
+        name: {**{key: float(np.median([row[key] for row in values])) for key in values[0]}, "kernels": kernels[name]}
         for name, values in rows.items()
-    }  # fmt: skip
+    }
 
 
 def training_step_seconds(config, dataset, steps=10, dtype_policy="float32"):
@@ -205,8 +229,9 @@ def synthetic_dataset(config, size=4096, seed=0):
     num_classes = len(class_names(config.dataset))
     split = Split(inputs.astype(info.input_dtype), rng.integers(0, num_classes, size), np.arange(size))
     augment, preprocess = cast_only(info.input_dtype)
-    return LoadedDataset(config.dataset, num_classes, class_names(config.dataset), split, None,
-                         split, augment, preprocess)  # fmt: skip
+    return LoadedDataset(
+        config.dataset, num_classes, class_names(config.dataset), split, None, split, augment, preprocess
+    )
 
 
 def jittered_database(split, size, seed=0, scale=0.05):
@@ -355,8 +380,11 @@ def streaming_latencies(database_sizes, batch_size=128, dense_limit=1 << 20, blo
         for attention in ("softmax", "sparsemax"):
             layer = PrototypeAttention(attention)
             dense = tf.function(lambda layer=layer: _dense_with_top(layer, queries, keys, values))
-            streamed = tf.function(lambda attention=attention: streaming.streamed_attention(
-                queries, keys, values, labels, attention, 2, 5, block_size)["weighted_values"])  # fmt: skip
+            streamed = tf.function(
+                lambda attention=attention: streaming.streamed_attention(
+                    queries, keys, values, labels, attention, 2, 5, block_size
+                )["weighted_values"]
+            )
             yield {
                 "database_size": size,
                 "attention": attention,

@@ -172,22 +172,26 @@ def seed_spreads(summaries) -> list[dict]:
         experiment = experiment_key(config) + _mode(config)
         paper = REPORTED.get(experiment_key(config), {}).get("accuracy")
         mean = float(accuracies.mean())
-        spreads.append({
-            "experiment": experiment,
-            "seeds": [seed for seed, _ in runs],
-            "mean": mean,
-            "std": float(accuracies.std(ddof=1)) if len(runs) > 1 else None,
-            "steps": config["train_steps"],
-            "paper_accuracy": paper,
-            "gap": None if paper is None else mean - paper,
-        })  # fmt: skip
+        spreads.append(
+            {
+                "experiment": experiment,
+                "seeds": [seed for seed, _ in runs],
+                "mean": mean,
+                "std": float(accuracies.std(ddof=1)) if len(runs) > 1 else None,
+                "steps": config["train_steps"],
+                "paper_accuracy": paper,
+                "gap": None if paper is None else mean - paper,
+            }
+        )
     return spreads
 
 
 def seed_table(spreads) -> str:
     """`seed_spreads` as a Markdown table."""
-    lines = ["| experiment | steps | seeds | ours % (mean ± sd) | paper % | gap of the mean |",
-             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        "| experiment | steps | seeds | ours % (mean ± sd) | paper % | gap of the mean |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for row in spreads:
         spread = f"{row['mean']:.2f} ± {row['std']:.2f}" if row["std"] is not None else f"{row['mean']:.2f} (one seed)"
         paper = "–" if row["paper_accuracy"] is None else f"{row['paper_accuracy']:.2f}"

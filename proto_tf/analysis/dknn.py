@@ -46,8 +46,7 @@ class DeepKNN:
       num_classes, k: as in the paper (k = 75 in Papernot & McDaniel).
     """
 
-    def __init__(self, train_features, train_labels, calibration_features, calibration_labels,
-                 num_classes, k=75):  # fmt: skip
+    def __init__(self, train_features, train_labels, calibration_features, calibration_labels, num_classes, k=75):
         self.train_features = train_features
         self.train_labels = np.asarray(train_labels)
         self.num_classes = num_classes

@@ -81,10 +81,11 @@ def _calibrated_test(model, predictions, calibration):
     if not model.uses_database:
         raise ConfigError("--calibrated_export: a baseline run has no confidence to abstain by.")
     correct = predictions["predictions"] == predictions["labels"]
-    promised = {key: calibration[key] for key in ("target", "target_value", "delta", "threshold", "coverage",
-                                                  "accuracy", "bound", "examples")}  # fmt: skip
-    return {"validation": promised,
-            "test": at_threshold(predictions["confidence"], correct, calibration["threshold"])}  # fmt: skip
+    promised = {
+        key: calibration[key]
+        for key in ("target", "target_value", "delta", "threshold", "coverage", "accuracy", "bound", "examples")
+    }
+    return {"validation": promised, "test": at_threshold(predictions["confidence"], correct, calibration["threshold"])}
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -100,8 +101,11 @@ def summary_lines(report: dict) -> list[str]:
     if "median_prototypes_50" in test:
         lines.append(f"  median prototypes for 50 % of the weight: {test['median_prototypes_50']:g}")
     if "accuracy_when_keeping" in test:
-        kept = ", ".join(f"{100 * float(share):g} % kept: {100 * value:.2f} %"
-                         for share, value in test["accuracy_when_keeping"].items() if share in ("0.9", "0.5"))  # fmt: skip
+        kept = ", ".join(
+            f"{100 * float(share):g} % kept: {100 * value:.2f} %"
+            for share, value in test["accuracy_when_keeping"].items()
+            if share in ("0.9", "0.5")
+        )
         lines.append(f"  accuracy of the most confident ({kept})")
     if "calibration" in report:
         promised, test = report["calibration"]["validation"], report["calibration"]["test"]
@@ -125,10 +129,13 @@ def summary_lines(report: dict) -> list[str]:
 def _dknn_curves(evaluator, dataset, neighbours):
     database = evaluator.database_split
     model = dknn.DeepKNN(
-        evaluator.features(database), database.labels,
-        evaluator.features(dataset.validation), dataset.validation.labels,
-        dataset.num_classes, k=min(neighbours, len(database)),
-    )  # fmt: skip
+        evaluator.features(database),
+        database.labels,
+        evaluator.features(dataset.validation),
+        dataset.validation.labels,
+        dataset.num_classes,
+        k=min(neighbours, len(database)),
+    )
     predictions, confidence, credibility = model.predict(evaluator.features(dataset.test))
     correct = predictions == dataset.test.labels
     return {

@@ -82,8 +82,9 @@ class Evaluator:
     def _batches(self, split, description):
         """The split's evaluation batches, shown as they are done when `progress` is set."""
         progress = self.progress(description, len(split)) if self.progress else None
-        return tracked(evaluation_batches(split, self.preprocess, self.batch_size), progress,
-                       lambda batch: batch[1].shape[0])  # fmt: skip
+        return tracked(
+            evaluation_batches(split, self.preprocess, self.batch_size), progress, lambda batch: batch[1].shape[0]
+        )
 
     def evaluate(self, split, database_split=None):
         """Sets the database (when given and the model has attention) and summarises

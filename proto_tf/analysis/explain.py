@@ -76,20 +76,22 @@ def explain(saved_model_path, dataset, raw, positions, batch_size=256):
                 {"train_row": int(i), "weight": float(w), "label": int(y), "label_name": names[int(y)]}
                 for i, w, y in zip(
                     out["prototype_indices"][row], out["prototype_weights"][row], out["prototype_labels"][row]
-                )  # fmt: skip
+                )
                 if w > 0
             ]
             label, prediction = int(raw["test_labels"][position]), int(out["class_ids"][row])
-            results.append({
-                "test_row": int(position),
-                "label": label,
-                "label_name": names[label],
-                "prediction": prediction,
-                "prediction_name": names[prediction],
-                "confidence": float(out["confidence"][row]),
-                "shown_weight": float(sum(p["weight"] for p in prototypes)),
-                "prototypes": prototypes,
-            })  # fmt: skip
+            results.append(
+                {
+                    "test_row": int(position),
+                    "label": label,
+                    "label_name": names[label],
+                    "prediction": prediction,
+                    "prediction_name": names[prediction],
+                    "confidence": float(out["confidence"][row]),
+                    "shown_weight": float(sum(p["weight"] for p in prototypes)),
+                    "prototypes": prototypes,
+                }
+            )
     return results
 
 
@@ -120,9 +122,13 @@ def render_images(explanations, raw, path, dpi=300, caption=None):
         len(explanations), columns, figsize=(1.6 * columns, 1.8 * len(explanations)), squeeze=False
     )
     for row, item in enumerate(explanations):
-        panels = [(raw["test"][item["test_row"]],
-                   f"test row {item['test_row']}: {item['label_name']}\npred. {item['prediction_name']} "
-                   f"(conf. {item['confidence']:.2f})")]  # fmt: skip
+        panels = [
+            (
+                raw["test"][item["test_row"]],
+                f"test row {item['test_row']}: {item['label_name']}\npred. {item['prediction_name']} "
+                f"(conf. {item['confidence']:.2f})",
+            )
+        ]
         panels += [
             (raw["train"][p["train_row"]], f"weight {p['weight']:.2f}: {p['label_name']}\ntrain row {p['train_row']}")
             for p in item["prototypes"]
@@ -167,8 +173,7 @@ def render_text(explanations, raw, dataset, max_characters=160):
 def _table(item, raw):
     schema = raw["schema"]
     header = ["", "weight", "label"] + list(schema.columns)
-    rows = [[f"test row {item['test_row']}", "", item["label_name"]]
-            + _values(schema, raw["test"], item["test_row"])]  # fmt: skip
+    rows = [[f"test row {item['test_row']}", "", item["label_name"]] + _values(schema, raw["test"], item["test_row"])]
     rows += [
         [f"train row {p['train_row']}", f"{p['weight']:.3f}", p["label_name"]]
         + _values(schema, raw["train"], p["train_row"])

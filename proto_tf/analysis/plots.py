@@ -63,5 +63,11 @@ def plot_budget_gap(gaps, path, title="Gap to the baseline against the budget"):
             axes.plot([1.0], [entry["paper_gap"]], marker="s", fillstyle="none", color=line.get_color())
     axes.axhline(0.0, color="black", linewidth=0.8)
     axes.set_xscale("log")
-    return _save(figure, axes, "share of the paper's training steps (□: the paper)",
-                 "test accuracy − baseline (points)", title, path)  # fmt: skip
+    return _save(
+        figure,
+        axes,
+        "share of the paper's training steps (□: the paper)",
+        "test accuracy − baseline (points)",
+        title,
+        path,
+    )

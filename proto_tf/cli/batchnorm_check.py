@@ -31,8 +31,10 @@ def main(argv):
     batchnorm.reestimate_from_training_split(model, dataset, config, FLAGS.batchnorm_batches)
     reestimated = batchnorm.plain_accuracy(model, inputs, labels)
     print(f"{path}: plain-path accuracy on {len(labels)} training examples")
-    print(f"  moving statistics {moving:.4f}, batch statistics {batch:.4f}, "
-          f"re-estimated ({FLAGS.batchnorm_batches} batches) {reestimated:.4f}")  # fmt: skip
+    print(
+        f"  moving statistics {moving:.4f}, batch statistics {batch:.4f}, "
+        f"re-estimated ({FLAGS.batchnorm_batches} batches) {reestimated:.4f}"
+    )
 
 
 def run():

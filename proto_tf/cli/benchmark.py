@@ -106,16 +106,14 @@ TRAIN_FAMILIES = {
     "fashion_mnist": ("ResNet-8", ["--resnet_depth=8"]),
     "dbpedia": (
         "VDCNN, 16-128 filters",
-        ["--vdcnn_first_filters=16", "--vdcnn_block_filters=16,16,32,32,64,64,128,128",
-         "--dense_units=128,128"],
+        ["--vdcnn_first_filters=16", "--vdcnn_block_filters=16,16,32,32,64,64,128,128", "--dense_units=128,128"],
     ),
-}  # fmt: skip
+}
 
 
 def _print_header():
     print(f"`python {' '.join(sys.argv)}`  ")
-    print(f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPU cores\n")  # fmt: skip
+    print(f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores\n")
 
 
 def input_suite():
@@ -217,14 +215,18 @@ def authors_suite():
     labels = {"authors": "authors' TF1 graph", "bare": "bare step", "trainer": "trainer (default)"}
     for name, label in labels.items():
         row = results[name]
-        print(f"| {label} | {1000 * row['seconds']:.0f} | "
-              f"{row['seconds'] / results['authors']['seconds']:.3f}× | "
-              f"{row['seconds'] / results['bare']['seconds']:.3f}× | {row['page_faults']:.0f} | "
-              f"{1000 * row['system_seconds']:.0f} |")  # fmt: skip
+        print(
+            f"| {label} | {1000 * row['seconds']:.0f} | "
+            f"{row['seconds'] / results['authors']['seconds']:.3f}× | "
+            f"{row['seconds'] / results['bare']['seconds']:.3f}× | {row['page_faults']:.0f} | "
+            f"{1000 * row['system_seconds']:.0f} |"
+        )
     print("\nKernel ms per step by op type (summed over compute threads; 5 steps):\n")
     kernels = {name: results[name]["kernels"] for name in labels}
-    top = sorted(set().union(*kernels.values()), key=lambda op: -kernels["authors"].get(op, 0.0)
-                 - kernels["trainer"].get(op, 0.0))[:FLAGS.profile_lines]  # fmt: skip
+    top = sorted(
+        set().union(*kernels.values()),
+        key=lambda op: -kernels["authors"].get(op, 0.0) - kernels["trainer"].get(op, 0.0),
+    )[: FLAGS.profile_lines]
     print("| op | " + " | ".join(labels.values()) + " |")
     print("| --- | --- | --- | --- |")
     for op in top:
@@ -235,8 +237,10 @@ def authors_suite():
 def inference_suite():
     if FLAGS.model_dir is None:
         raise ConfigError("--suite=inference needs --model_dir of a trained tabular run.")
-    print("| attention | D_infer | batch | attention ms | serving in memory ms | "
-          "SavedModel ms | SavedModel / in memory | examples/s (SavedModel) |")  # fmt: skip
+    print(
+        "| attention | D_infer | batch | attention ms | serving in memory ms | "
+        "SavedModel ms | SavedModel / in memory | examples/s (SavedModel) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     with tempfile.TemporaryDirectory() as export_root:
@@ -312,9 +316,14 @@ def scale_suite():
 def main(argv):
     del argv
     _print_header()
-    suites = {"input": input_suite, "train": train_suite, "authors": authors_suite,
-              "inference": inference_suite,
-              "sparsemax": sparsemax_suite, "scale": scale_suite}  # fmt: skip
+    suites = {
+        "input": input_suite,
+        "train": train_suite,
+        "authors": authors_suite,
+        "inference": inference_suite,
+        "sparsemax": sparsemax_suite,
+        "scale": scale_suite,
+    }
     suites[FLAGS.suite]()
 
 

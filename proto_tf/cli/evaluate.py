@@ -28,11 +28,12 @@ flags.DEFINE_list(
 )
 flags.DEFINE_integer("dknn_neighbours", 0, "k of a deep k-NN comparison (Fig. 7); 0 skips it.", flag_values=FLAGS)
 flags.DEFINE_string(
-    "calibrated_export", None,
+    "calibrated_export",
+    None,
     "A SavedModel exported with --target_accuracy or --target_coverage: report the test "
     "coverage and accuracy at its calibrated threshold.",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_integer(
     "batchnorm_batches",
     0,
@@ -47,9 +48,16 @@ def main(argv):
     shift_dirs = _shift_dirs(FLAGS.shift_data_dirs)
     calibration = _calibration(FLAGS.calibrated_export) if FLAGS.calibrated_export else None
     report = evaluate_run.evaluate_model_dir(
-        FLAGS.model_dir, FLAGS.output_dir, FLAGS.checkpoint, FLAGS.infer_database_size,
-        FLAGS.data_dir, shift_dirs, FLAGS.dknn_neighbours, FLAGS.batchnorm_batches, calibration,
-    )  # fmt: skip
+        FLAGS.model_dir,
+        FLAGS.output_dir,
+        FLAGS.checkpoint,
+        FLAGS.infer_database_size,
+        FLAGS.data_dir,
+        shift_dirs,
+        FLAGS.dknn_neighbours,
+        FLAGS.batchnorm_batches,
+        calibration,
+    )
     for line in evaluate_run.summary_lines(report):
         print(line)
 

@@ -185,9 +185,8 @@ def _check_experiment_agrees(user, flagfile):
     experiment's flagfile (its other flags would be mixed into another dataset's run)."""
     with open(flagfile) as handle:
         stated = dict(
-            line.strip()[2:].split("=", 1) for line in handle
-            if line.startswith(("--dataset=", "--attention="))
-        )  # fmt: skip
+            line.strip()[2:].split("=", 1) for line in handle if line.startswith(("--dataset=", "--attention="))
+        )
     for name in ("dataset", "attention"):
         if user[name].present and name in stated and user[name].value != stated[name]:
             _exit_usage(

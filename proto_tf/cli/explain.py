@@ -27,22 +27,27 @@ flags.DEFINE_string("model_dir", None, "A run/train.py model_dir (exported on th
 flags.DEFINE_string("dataset", None, "Dataset of the SavedModel (read from model_dir otherwise).", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "Data folder (default: the dataset's usual place).", flag_values=FLAGS)
 flags.DEFINE_list(
-    "examples", ["0", "1", "2", "3", "4", "5"], "Test-set positions to explain (0 = the first).",
+    "examples",
+    ["0", "1", "2", "3", "4", "5"],
+    "Test-set positions to explain (0 = the first).",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_enum(
-    "checkpoint", "best", ["best", "last"],
+    "checkpoint",
+    "best",
+    ["best", "last"],
     "With --model_dir: the checkpoint to explain (last: also of an unfinished run).",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_integer("misclassified", 4, "How many misclassified test examples to show.", flag_values=FLAGS)
 flags.DEFINE_integer("scan", 2000, "Test examples scanned for misclassified ones.", flag_values=FLAGS)
 flags.DEFINE_string(
-    "output_dir", None,
+    "output_dir",
+    None,
     "Where figures (PNG + PDF), Markdown and explanations.json go (default: "
     "<model_dir>/explanations, or explanations/<model>_<version> for --saved_model).",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 
 
 def main(argv):

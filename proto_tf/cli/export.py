@@ -22,20 +22,22 @@ flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=Tru
 flags.DEFINE_string("export_dir", "exports", "Base folder of exported models.", flag_values=FLAGS)
 flags.DEFINE_string("model_name", None, "Model name in export_dir (default: model_dir's name).", flag_values=FLAGS)
 flags.DEFINE_enum(
-    "checkpoint", "best", ["best", "last"],
-    "Which checkpoint to export: best (on validation; a finished run only) or last (also of "
-    "an unfinished run).",
+    "checkpoint",
+    "best",
+    ["best", "last"],
+    "Which checkpoint to export: best (on validation; a finished run only) or last (also of an unfinished run).",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_integer("infer_database_size", None, "Database size (default: the run's D_infer).", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.", flag_values=FLAGS)
 flags.DEFINE_integer("top_k", 5, "Prototypes returned per instance (>= 1).", flag_values=FLAGS)
 flags.DEFINE_string(
-    "database", None,
+    "database",
+    None,
     "Labelled examples to use as the prototype database instead of training examples: an "
     "adult.data-like CSV, a DBPedia-like CSV, or an image folder with one subfolder per class.",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_integer(
     "max_batch_size",
     export.DEFAULT_MAX_BATCH_SIZE,
@@ -43,28 +45,31 @@ flags.DEFINE_integer(
     flag_values=FLAGS,
 )
 flags.DEFINE_integer(
-    "stream_above", export.DEFAULT_STREAM_ABOVE,
+    "stream_above",
+    export.DEFAULT_STREAM_ABOVE,
     "Databases of more prototypes are attended over in blocks at serving: exact, and no "
     "[batch, database] tensor in memory.",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_float(
-    "target_accuracy", None,
+    "target_accuracy",
+    None,
     "Calibrate a confidence threshold on the run's validation split: the accuracy the kept "
     "decisions must have (e.g. 0.95); served by the abstain_calibrated signature.",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_float(
-    "target_coverage", None,
-    "Instead of --target_accuracy: the share of decisions to keep (e.g. 0.8), at the highest "
-    "threshold that keeps it.",
+    "target_coverage",
+    None,
+    "Instead of --target_accuracy: the share of decisions to keep (e.g. 0.8), at the highest threshold that keeps it.",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_float(
-    "calibration_delta", 0.05,
+    "calibration_delta",
+    0.05,
     "The calibration's guarantee fails with probability at most this (over the validation draw).",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 
 
 def main(argv):

@@ -22,27 +22,33 @@ from proto_tf.serving import export, predict
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 flags.DEFINE_string("saved_model", None, "An exported SavedModel version folder.", flag_values=FLAGS)
 flags.DEFINE_string(
-    "model_dir", None, "A run/train.py model_dir (its best checkpoint is exported on the fly).",
+    "model_dir",
+    None,
+    "A run/train.py model_dir (its best checkpoint is exported on the fly).",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_string("inputs", None, "The file or image folder to predict.", required=True, flag_values=FLAGS)
 flags.DEFINE_string("output", "predictions.jsonl", "JSON Lines output file.", flag_values=FLAGS)
 flags.DEFINE_float(
-    "confidence_threshold", None,
+    "confidence_threshold",
+    None,
     "Abstain (class_id -1) where the confidence is below this value in [0, 1]; unset: never.",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_bool(
-    "calibrated", False,
+    "calibrated",
+    False,
     "Abstain below the threshold calibrated at export (run/export.py --target_accuracy).",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_integer("batch_size", 256, "Inputs per call of the model.", flag_values=FLAGS)
 flags.DEFINE_enum(
-    "checkpoint", "best", ["best", "last"],
+    "checkpoint",
+    "best",
+    ["best", "last"],
     "With --model_dir: the checkpoint to predict with (last: also of an unfinished run).",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 
 
 def main(argv):

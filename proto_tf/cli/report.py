@@ -25,9 +25,11 @@ FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly thes
 flags.DEFINE_list("model_dirs", None, "model_dirs of finished run/train.py runs.", required=True, flag_values=FLAGS)
 flags.DEFINE_string("hardware", None, "Hardware description for the table's header.", flag_values=FLAGS)
 flags.DEFINE_bool(
-    "seed_spread", False, "Also group runs that differ only in their seed: mean ± sd of the test accuracy.",
+    "seed_spread",
+    False,
+    "Also group runs that differ only in their seed: mean ± sd of the test accuracy.",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_string(
     "budget_plot", None, "PNG path: gap to the baseline against the share of the paper's steps.", flag_values=FLAGS
 )

@@ -25,16 +25,18 @@ from proto_tf.training import trainer
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 experiment_flags.define_flags(FLAGS)
 flags.DEFINE_bool(
-    "print_config", False,
+    "print_config",
+    False,
     "Print the resolved configuration (flagfiles + command-line flags) as JSON and exit.",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 flags.DEFINE_list(
-    "callbacks", [],
+    "callbacks",
+    [],
     "Keras callbacks, each MODULE:FACTORY or FILE.py:FACTORY where FACTORY() returns a "
     "callback or a list of them (e.g. early stopping on val_accuracy; see README).",
     flag_values=FLAGS,
-)  # fmt: skip
+)
 
 
 def main(argv):
@@ -51,10 +53,13 @@ def main(argv):
 def run():
     """Console-script entry point."""
     run_command(
-        main, __doc__, FLAGS, parse=lambda argv: experiment_flags.parse_with_flagfiles(argv, FLAGS),
+        main,
+        __doc__,
+        FLAGS,
+        parse=lambda argv: experiment_flags.parse_with_flagfiles(argv, FLAGS),
         interrupted="the run's checkpoints are intact: run the same command again to resume "
         "from the last one (saved every --checkpoint_every steps)",
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

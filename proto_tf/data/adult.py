@@ -119,8 +119,7 @@ def read_adult_csv(path, report=print):
         label = row[-1].strip().rstrip(".")
         if label not in CLASS_NAMES:
             raise DataError(
-                f"{where}: column {len(row)} (income): unknown label {row[-1]!r}; "
-                f"valid: {', '.join(CLASS_NAMES)}."
+                f"{where}: column {len(row)} (income): unknown label {row[-1]!r}; valid: {', '.join(CLASS_NAMES)}."
             )
         labels.append(CLASS_NAMES.index(label))
     require_rows(path, len(labels), f"rows of {len(COLUMNS) + 1} comma-separated fields")

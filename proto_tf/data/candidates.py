@@ -30,9 +30,7 @@ def _balanced_sample(class_positions, counts, seed):
     """A shuffled sample with `counts[c]` distinct examples of each class c."""
     parts = []
     for label, (positions, size) in enumerate(zip(class_positions, counts)):
-        chosen = sample_without_replacement(
-            len(positions), size, tf.random.experimental.stateless_fold_in(seed, label)
-        )
+        chosen = sample_without_replacement(len(positions), size, tf.random.experimental.stateless_fold_in(seed, label))
         parts.append(tf.gather(positions, chosen))
     return tf.random.experimental.stateless_shuffle(tf.concat(parts, 0), seed)
 
@@ -74,8 +72,7 @@ def training_batches(
     class_positions = None
     if class_shares is not None:
         class_positions = [
-            tf.constant(np.flatnonzero(split.labels == label), tf.int32)
-            for label in range(len(class_shares))
+            tf.constant(np.flatnonzero(split.labels == label), tf.int32) for label in range(len(class_shares))
         ]
         available = [int(positions.shape[0]) for positions in class_positions]
         batch_counts = capped_class_counts(batch_size, class_shares, available)
@@ -84,18 +81,12 @@ def training_batches(
     def make_step(step):
         if class_positions is None:
             epoch, position = step // steps_per_epoch, step % steps_per_epoch
-            permutation = tf.random.experimental.stateless_shuffle(
-                tf.range(population), _seed_pair(seed, epoch, 0)
-            )
-            batch = permutation[position * batch_size:(position + 1) * batch_size]
-            candidates = sample_without_replacement(
-                population, database_size, _seed_pair(seed, step, 1)
-            )
+            permutation = tf.random.experimental.stateless_shuffle(tf.range(population), _seed_pair(seed, epoch, 0))
+            batch = permutation[position * batch_size : (position + 1) * batch_size]
+            candidates = sample_without_replacement(population, database_size, _seed_pair(seed, step, 1))
         else:
             batch = _balanced_sample(class_positions, batch_counts, _seed_pair(seed, step, 0))
-            candidates = _balanced_sample(
-                class_positions, database_counts, _seed_pair(seed, step, 1)
-            )
+            candidates = _balanced_sample(class_positions, database_counts, _seed_pair(seed, step, 1))
         return {
             "inputs": augment(tf.gather(inputs, batch), _seed_pair(seed, step, 2)),
             "labels": tf.gather(labels, batch),
@@ -105,9 +96,7 @@ def training_batches(
 
     stop = None if num_steps is None else start_step + num_steps
     steps = tf.data.Dataset.range(start_step, stop if stop is not None else np.iinfo(np.int64).max)
-    return steps.map(make_step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return steps.map(make_step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def inference_database(split, size, seed=0, class_shares=None):
@@ -134,10 +123,12 @@ def inference_database(split, size, seed=0, class_shares=None):
                 f"(shares {tuple(round(c / size, 3) for c in counts)}), all of the scarce class.",
                 stacklevel=2,
             )
-        positions = np.concatenate([
-            rng.choice(np.flatnonzero(split.labels == label), count, replace=False)
-            for label, count in enumerate(counts)
-        ])  # fmt: skip
+        positions = np.concatenate(
+            [
+                rng.choice(np.flatnonzero(split.labels == label), count, replace=False)
+                for label, count in enumerate(counts)
+            ]
+        )
     return split.take(np.sort(positions))
 
 
@@ -160,4 +151,3 @@ def evaluation_batches(split, preprocess, batch_size=512):
     return dataset.map(
         lambda inputs, labels: (preprocess(inputs), labels), num_parallel_calls=tf.data.AUTOTUNE
     ).prefetch(tf.data.AUTOTUNE)
-

@@ -49,9 +49,7 @@ def iterate_text_lines(path):
 def _decoded(raw, path, line_number):
     nul = raw.find(b"\x00")
     if nul >= 0:
-        raise DataError(
-            f"{path}:{line_number}: byte {nul + 1} is a NUL byte (0x00); the file must be UTF-8 text."
-        )
+        raise DataError(f"{path}:{line_number}: byte {nul + 1} is a NUL byte (0x00); the file must be UTF-8 text.")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -170,8 +168,10 @@ def hold_out(count, fraction, seed, source, unit="rows", report=print):
     size = max(1, int(round(fraction * count)))
     if size >= count:
         raise DataError(f"{source}: {count} {unit} are too few to hold out a test split.")
-    report(f"No test file or folder beside {source}: held out {size} of its {count} {unit} "
-           f"(fixed seed {seed}, --test_fraction={fraction:g}) as the test split.")  # fmt: skip
+    report(
+        f"No test file or folder beside {source}: held out {size} of its {count} {unit} "
+        f"(fixed seed {seed}, --test_fraction={fraction:g}) as the test split."
+    )
     return np.sort(order[size:]), np.sort(order[:size])
 
 

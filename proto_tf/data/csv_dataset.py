@@ -56,8 +56,10 @@ def read_table(path: str) -> Table:
             header = row
             repeated = sorted({name for name in header if header.count(name) > 1})
             if repeated or "" in header:
-                raise DataError(f"{path}:1: the header needs a unique, non-empty name per column; "
-                                f"{'repeated: ' + ', '.join(repeated) if repeated else 'a name is empty'}.")  # fmt: skip
+                raise DataError(
+                    f"{path}:1: the header needs a unique, non-empty name per column; "
+                    f"{'repeated: ' + ', '.join(repeated) if repeated else 'a name is empty'}."
+                )
             continue
         if len(row) != len(header):
             raise DataError(f"{path}:{line_number}: expected the header's {len(header)} fields; got {len(row)}.")
@@ -105,7 +107,9 @@ def training_table(data_dir: str, dataset: str, label_column: str | None) -> tup
     train = read_table(train_path)
     label = label_column or train.header[-1]
     if label not in train.header:
-        raise DataError(f"--label_column={label!r}: {train_path} has no such column; its columns: {', '.join(train.header)}.")
+        raise DataError(
+            f"--label_column={label!r}: {train_path} has no such column; its columns: {', '.join(train.header)}."
+        )
     return train, test_path, label
 
 
@@ -117,7 +121,9 @@ def read_tables(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0
     features = [name for name in train.header if name != label and name not in options.ignore_columns]
     unknown = [name for name in options.ignore_columns if name not in train.header]
     if unknown:
-        raise DataError(f"--ignore_columns: {train_path} has no column {', '.join(map(repr, unknown))}; its columns: {', '.join(train.header)}.")
+        raise DataError(
+            f"--ignore_columns: {train_path} has no column {', '.join(map(repr, unknown))}; its columns: {', '.join(train.header)}."
+        )
     if not features:
         raise DataError(f"{train_path}: no feature columns besides the label column {label!r}.")
     positions = np.arange(len(train.rows))
@@ -127,10 +133,18 @@ def read_tables(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0
         train_positions, test_positions = positions, np.arange(len(test.rows))
     else:
         test = train
-        train_positions, test_positions = hold_out(len(positions), options.test_fraction, seed, train_path, "rows", report)
+        train_positions, test_positions = hold_out(
+            len(positions), options.test_fraction, seed, train_path, "rows", report
+        )
     training_rows = [[train.rows[i][train.header.index(name)] for name in features] for i in train_positions]
-    schema = tabular.infer_schema(train_path, features, training_rows, options.categorical_columns,
-                                  options.numeric_columns, options.max_categories)  # fmt: skip
+    schema = tabular.infer_schema(
+        train_path,
+        features,
+        training_rows,
+        options.categorical_columns,
+        options.numeric_columns,
+        options.max_categories,
+    )
     class_names = _class_names(train, label, train_positions)
     return Tables(((train, train_positions), (test, test_positions)), schema, label, class_names)
 
@@ -147,9 +161,15 @@ def _check_same_columns(train, test, label, ignored):
     missing = [name for name in train.header if name not in test.header and name not in ignored]
     extra = [name for name in test.header if name not in train.header]
     if missing or extra:
-        parts = [f"{kind}: {', '.join(names)}" for kind, names in (("missing", missing), ("not in train.csv", extra)) if names]
-        raise DataError(f"{test.path}:1: its columns differ from {train.path}'s ({'; '.join(parts)}); "
-                        f"expected {', '.join(train.header)} in any order.")  # fmt: skip
+        parts = [
+            f"{kind}: {', '.join(names)}"
+            for kind, names in (("missing", missing), ("not in train.csv", extra))
+            if names
+        ]
+        raise DataError(
+            f"{test.path}:1: its columns differ from {train.path}'s ({'; '.join(parts)}); "
+            f"expected {', '.join(train.header)} in any order."
+        )
     del label
 
 
@@ -159,7 +179,9 @@ def _class_names(table, label, positions):
     values = {table.rows[i][index] for i in positions}
     for i in positions:
         if tabular.is_missing(table.rows[i][index]):
-            raise DataError(f"{table.path}:{table.lines[i]}: the label ({label}) is missing; every training row needs one.")
+            raise DataError(
+                f"{table.path}:{table.lines[i]}: the label ({label}) is missing; every training row needs one."
+            )
     return sorted_class_names(values)
 
 
@@ -179,7 +201,7 @@ def _parse(table, positions, schema, label, class_names, labels_required=True):
     ids = {name: i for i, name in enumerate(class_names)}
     for i in positions:
         row, line = table.rows[i], table.lines[i]
-        for number, name in enumerate(schema.columns):
+        for name in schema.columns:
             where = f"{table.path}:{line}: column {indices[name] + 1} ({name})"
             values[name].append(tabular.parse_value(schema, name, row[indices[name]], where))
         value = row[label_index]
@@ -188,8 +210,10 @@ def _parse(table, positions, schema, label, class_names, labels_required=True):
             continue
         if value not in ids:
             shown = ", ".join(class_names[:20]) + (", …" if len(class_names) > 20 else "")
-            raise DataError(f"{table.path}:{line}: column {label_index + 1} ({label}): label {value!r} is not a "
-                            f"class of the training file; classes: {shown}.")  # fmt: skip
+            raise DataError(
+                f"{table.path}:{line}: column {label_index + 1} ({label}): label {value!r} is not a "
+                f"class of the training file; classes: {shown}."
+            )
         labels.append(ids[value])
     return tabular.as_arrays(schema, values), np.asarray(labels, np.int32)
 
@@ -204,8 +228,10 @@ def read_labelled(path: str, schema: tabular.TabularSchema, label_column: str, c
     extra = [name for name in table.header if name not in expected]
     if missing or extra:
         parts = [f"{kind}: {', '.join(names)}" for kind, names in (("missing", missing), ("unknown", extra)) if names]
-        raise DataError(f"{path}:1: the header's columns do not match the model's ({'; '.join(parts)}); expected "
-                        f"{', '.join(schema.columns)} and {label_column}, in any order.")  # fmt: skip
+        raise DataError(
+            f"{path}:1: the header's columns do not match the model's ({'; '.join(parts)}); expected "
+            f"{', '.join(schema.columns)} and {label_column}, in any order."
+        )
     positions = np.arange(len(table.rows))
     columns, labels = _parse(table, positions, schema, label_column, tuple(class_names))
     tabular.check_vocabulary(path, schema, columns, header=table.header)

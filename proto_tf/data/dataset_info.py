@@ -43,7 +43,9 @@ class DatasetInfo:
         if self.user_data:
             if not data_dir:
                 raise ConfigError(f"--dataset={self.name} reads your own files: give --data_dir=DIR.")
-            train, test, class_names, found = self.kind.load_user_files(self, os.path.expanduser(data_dir), seed, options)
+            train, test, class_names, found = self.kind.load_user_files(
+                self, os.path.expanduser(data_dir), seed, options
+            )
             return train, test, class_names, dataclasses.replace(self, **found)
         train, test, class_names = self.loader(os.path.expanduser(data_dir or self.default_data_dir), download)
         return train, test, class_names, self

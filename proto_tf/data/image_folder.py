@@ -35,7 +35,9 @@ class ImageFolderOptions:
 def class_files(folder: str, class_names=None) -> dict:
     """`{class: sorted image files}` of `folder/<class>/`; with `class_names`, a class
     subfolder outside them is a DataError naming it."""
-    subfolders = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith("."))
+    subfolders = sorted(
+        d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not d.startswith(".")
+    )
     if class_names is not None:
         unknown = [d for d in subfolders if d not in class_names]
         if unknown:
@@ -47,9 +49,7 @@ def class_files(folder: str, class_names=None) -> dict:
     found = {}
     for name in subfolders:
         path = os.path.join(folder, name)
-        found[name] = sorted(
-            os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS)
-        )
+        found[name] = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_EXTENSIONS))
     return found
 
 

@@ -84,14 +84,13 @@ def read_idx(path):
         with opener(path, "rb") as handle:
             data = handle.read()
     except (OSError, EOFError) as error:  # gzip: "not a gzipped file", truncated stream.
-        raise DataError(f"{path}: cannot be read as {'gzip' if path.endswith('.gz') else 'IDX'}: "
-                        f"{error}.") from None  # fmt: skip
+        raise DataError(f"{path}: cannot be read as {'gzip' if path.endswith('.gz') else 'IDX'}: {error}.") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number).")
     rank = data[3]
     if len(data) < 4 + 4 * rank:
         raise DataError(f"{path}: IDX header is truncated (rank {rank} needs {4 + 4 * rank} bytes).")
-    shape = struct.unpack(f">{rank}I", data[4:4 + 4 * rank])
+    shape = struct.unpack(f">{rank}I", data[4 : 4 + 4 * rank])
     itemsize = np.dtype(_IDX_DTYPES[data[2]]).itemsize
     body = len(data) - 4 - 4 * rank
     if body != int(np.prod(shape)) * itemsize:
@@ -113,9 +112,7 @@ def load_idx_pair(data_dir, images_file, labels_file, num_classes=10):
             f"got shapes {images.shape} and {labels.shape}."
         )
     if len(images) != len(labels):
-        raise DataError(
-            f"{images_file} has {len(images)} images but {labels_file} has {len(labels)} labels."
-        )
+        raise DataError(f"{images_file} has {len(images)} images but {labels_file} has {len(labels)} labels.")
     require_rows(os.path.join(data_dir, images_file), len(images), "at least one image")
     check_labels(labels_path, labels, num_classes)
     return images[..., None], labels
@@ -133,8 +130,11 @@ def load_mnist_like(name, data_dir, download=False):
 def load_cifar10(data_dir, download=False):
     """CIFAR-10 from the python (`cifar-10-batches-py`) or binary (`cifar-10-batches-bin`)
     batches in `data_dir` (or `data_dir` itself), else TFDS."""
-    candidates = [data_dir, os.path.join(data_dir, "cifar-10-batches-py"),
-                  os.path.join(data_dir, "cifar-10-batches-bin")]  # fmt: skip
+    candidates = [
+        data_dir,
+        os.path.join(data_dir, "cifar-10-batches-py"),
+        os.path.join(data_dir, "cifar-10-batches-bin"),
+    ]
     for folder in candidates:
         names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
         if all(os.path.isfile(os.path.join(folder, n)) for n in names):
@@ -144,15 +144,19 @@ def load_cifar10(data_dir, download=False):
             batches = [_read_cifar_binary(os.path.join(folder, n + ".bin")) for n in names]
             break
     else:
-        return load_tfds("cifar10", data_dir, download, looked_for=[
-            os.path.join(candidates[1], "data_batch_1..5, test_batch"),
-            os.path.join(candidates[2], "data_batch_1..5.bin, test_batch.bin"),
-        ])  # fmt: skip
+        return load_tfds(
+            "cifar10",
+            data_dir,
+            download,
+            looked_for=[
+                os.path.join(candidates[1], "data_batch_1..5, test_batch"),
+                os.path.join(candidates[2], "data_batch_1..5.bin, test_batch.bin"),
+            ],
+        )
     train_x = np.concatenate([b[0] for b in batches[:5]])
     train_y = np.concatenate([b[1] for b in batches[:5]])
     test_x, test_y = batches[5]
-    return [Split(train_x, train_y, np.arange(len(train_y))),
-            Split(test_x, test_y, np.arange(len(test_y)))]  # fmt: skip
+    return [Split(train_x, train_y, np.arange(len(train_y))), Split(test_x, test_y, np.arange(len(test_y)))]
 
 
 def _read_cifar_python(path):
@@ -168,8 +172,7 @@ def _read_cifar_python(path):
     data, labels = np.asarray(data, np.uint8), np.asarray(labels, np.int32)
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise DataError(
-            f"{path}: expected data [N, 3072] and N labels, got data {data.shape} and "
-            f"{len(labels)} labels."
+            f"{path}: expected data [N, 3072] and N labels, got data {data.shape} and {len(labels)} labels."
         )
     check_labels(path, labels, 10)
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
@@ -179,8 +182,7 @@ def _read_cifar_binary(path):
     records = np.fromfile(path, np.uint8)
     if records.size == 0 or records.size % 3073:
         raise DataError(
-            f"{path}: size {records.size} bytes is not a positive multiple of 3073-byte records "
-            "(truncated?)."
+            f"{path}: size {records.size} bytes is not a positive multiple of 3073-byte records (truncated?)."
         )
     records = records.reshape(-1, 3073)
     images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -192,9 +194,7 @@ def _read_cifar_binary(path):
 def load_image_folder(folder, size, class_names=None):
     """Images under `folder/<class>/*` resized to `size` x `size`; classes sorted by name."""
     if class_names is None:
-        class_names = sorted(
-            d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
-        )
+        class_names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
     images, labels = [], []
     for label, class_name in enumerate(class_names):
         class_dir = os.path.join(folder, class_name)
@@ -261,7 +261,7 @@ def load_isic(data_dir):
         files = {os.path.splitext(f)[0]: f for f in os.listdir(folder)}
         images, labels = [], []
         for line_number, row in csv_rows(labels_file):
-            if (line_number == 1 and row[-1].strip().lower() not in _ISIC_LABELS):
+            if line_number == 1 and row[-1].strip().lower() not in _ISIC_LABELS:
                 continue  # Header or blank line.
             where = f"{labels_file}:{line_number}"
             if len(row) < 2 or row[1].strip().lower() not in _ISIC_LABELS:
@@ -286,10 +286,12 @@ def load_tfds(name, data_dir, download, looked_for=()):
         import tensorflow_datasets as tfds  # Heavy import, only needed on this path.
     except ImportError:
         raise missing_data(
-            name, list(looked_for), URLS[name],
+            name,
+            list(looked_for),
+            URLS[name],
             detail="tensorflow-datasets is not installed (pip install tensorflow-datasets), "
             "and the upstream files were not found",
-        ) from None  # fmt: skip
+        ) from None
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)

@@ -20,14 +20,23 @@ if not os.path.isdir(_ADULT_DIR):
 
 _CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                      "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                "ship", "truck"),
+    "fashion_mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     "isic": images.ISIC_CLASSES,
     "dbpedia": text.CLASS_NAMES,
     "adult": adult.CLASS_NAMES,
-}  # fmt: skip
+}
 
 
 def _with_names(load, name):
@@ -36,41 +45,75 @@ def _with_names(load, name):
 
 
 DATASETS = {
-    "mnist": DatasetInfo("mnist", "image", (28, 28, 1), "float32", ImageAugmentation(2),
-                         loader=_with_names(lambda d, download: images.load_mnist_like("mnist", d, download), "mnist")),
+    "mnist": DatasetInfo(
+        "mnist",
+        "image",
+        (28, 28, 1),
+        "float32",
+        ImageAugmentation(2),
+        loader=_with_names(lambda d, download: images.load_mnist_like("mnist", d, download), "mnist"),
+    ),
     "fashion_mnist": DatasetInfo(
-        "fashion_mnist", "image", (28, 28, 1), "float32",
+        "fashion_mnist",
+        "image",
+        (28, 28, 1),
+        "float32",
         ImageAugmentation(2, flip_left_right=True),
-        default_data_dir=images.FASHION_MNIST_SYSTEM_DIR, shift_sets=("mnist", "cifar10"),
+        default_data_dir=images.FASHION_MNIST_SYSTEM_DIR,
+        shift_sets=("mnist", "cifar10"),
         loader=_with_names(lambda d, download: images.load_mnist_like("fashion_mnist", d, download), "fashion_mnist"),
     ),
     "cifar10": DatasetInfo(
-        "cifar10", "image", (32, 32, 3), "float32", ImageAugmentation(3, True, True),
+        "cifar10",
+        "image",
+        (32, 32, 3),
+        "float32",
+        ImageAugmentation(3, True, True),
         loader=_with_names(images.load_cifar10, "cifar10"),
     ),
     "fruits": DatasetInfo(
-        "fruits", "image", (100, 100, 3), "float32", ImageAugmentation(5, True, True),
-        default_data_dir="~/datasets/fruits-360", loader=lambda d, download: images.load_fruits(d),
+        "fruits",
+        "image",
+        (100, 100, 3),
+        "float32",
+        ImageAugmentation(5, True, True),
+        default_data_dir="~/datasets/fruits-360",
+        loader=lambda d, download: images.load_fruits(d),
     ),
     "isic": DatasetInfo(
-        "isic", "image", (128, 128, 3), "float32", ImageAugmentation(8, True, True),
-        class_shares=(0.6, 0.4), default_data_dir="~/datasets/isic",
+        "isic",
+        "image",
+        (128, 128, 3),
+        "float32",
+        ImageAugmentation(8, True, True),
+        class_shares=(0.6, 0.4),
+        default_data_dir="~/datasets/isic",
         loader=_with_names(lambda d, download: images.load_isic(d), "isic"),
     ),
     "dbpedia": DatasetInfo(
-        "dbpedia", "text", (text.SEQUENCE_LENGTH,), "int32",
-        default_data_dir="~/datasets/dbpedia_csv", loader=lambda d, download: text.load_dbpedia(d),
+        "dbpedia",
+        "text",
+        (text.SEQUENCE_LENGTH,),
+        "int32",
+        default_data_dir="~/datasets/dbpedia_csv",
+        loader=lambda d, download: text.load_dbpedia(d),
     ),
     "adult": DatasetInfo(
-        "adult", "tabular", (adult.NUM_FEATURES,), "float32",
-        default_data_dir=_ADULT_DIR, schema=adult.SCHEMA, label_column="income",
+        "adult",
+        "tabular",
+        (adult.NUM_FEATURES,),
+        "float32",
+        default_data_dir=_ADULT_DIR,
+        schema=adult.SCHEMA,
+        label_column="income",
         loader=_with_names(lambda d, download: adult.load(d), "adult"),
     ),
     # A user's own data (README, "Your own data"): read by their kind.
     "csv": DatasetInfo("csv", "tabular", None, "float32", default_data_dir=None, user_data=True),
     "image_folder": DatasetInfo("image_folder", "image", None, "float32", default_data_dir=None, user_data=True),
     "text_csv": DatasetInfo("text_csv", "text", None, "int32", default_data_dir=None, user_data=True),
-}  # fmt: skip
+}
+
 
 def register_dataset(info: DatasetInfo, load) -> None:
     """Adds a dataset from its own module: `load(data_dir, download)` returns `(train
@@ -134,6 +177,4 @@ def load_dataset(
         augment, preprocess = info.augmentation.augment, info.augmentation.preprocess
     else:
         augment, preprocess = cast_only(info.input_dtype)
-    return LoadedDataset(
-        name, num_classes, tuple(class_names), train, validation, test, augment, preprocess, info
-    )
+    return LoadedDataset(name, num_classes, tuple(class_names), train, validation, test, augment, preprocess, info)

@@ -103,9 +103,12 @@ class TableFormat:
     header_required: bool
 
     def to_json(self) -> dict:
-        return {"schema": self.schema.to_json(), "label_column": self.label_column,
-                "header_required": self.header_required,
-                "inputs": self.schema.input_names()}  # fmt: skip
+        return {
+            "schema": self.schema.to_json(),
+            "label_column": self.label_column,
+            "header_required": self.header_required,
+            "inputs": self.schema.input_names(),
+        }
 
     @classmethod
     def from_json(cls, value: dict) -> "TableFormat":
@@ -144,11 +147,13 @@ class TabularFeatures(keras.layers.Layer):
         names = self.schema.input_names()
         self.lookups = {
             column.name: keras.layers.StringLookup(
-                vocabulary=list(column.vocabulary), num_oov_indices=1, output_mode="one_hot",
+                vocabulary=list(column.vocabulary),
+                num_oov_indices=1,
+                output_mode="one_hot",
                 name=f"lookup_{names[column.name]}",
             )
             for column in self.schema.categorical
-        }  # fmt: skip
+        }
         self.built = True
 
     def call(self, columns):
@@ -200,7 +205,7 @@ def featurize(schema: TabularSchema, columns: dict, batch_size: int = 8192) -> n
     layer = TabularFeatures(schema)
     count = len(next(iter(columns.values())))
     parts = [
-        layer({name: column[start:start + batch_size] for name, column in columns.items()}).numpy()
+        layer({name: column[start : start + batch_size] for name, column in columns.items()}).numpy()
         for start in range(0, count, batch_size)
     ]
     return np.concatenate(parts, axis=0) if parts else np.zeros([0, schema.num_features], np.float32)
@@ -225,7 +230,9 @@ def parse_value(schema: TabularSchema, name: str, text: str, where: str):
         value = None
     if value is None or not math.isfinite(value) or not low <= value <= high:  # NaN fails too.
         valid = "a finite number" if math.isinf(low) and math.isinf(high) else f"a number in [{low:g}, {high:g}]"
-        missing = f" or a missing value ({', '.join(repr(t) for t in schema.missing_tokens)})" if column.allow_missing else ""
+        missing = (
+            f" or a missing value ({', '.join(repr(t) for t in schema.missing_tokens)})" if column.allow_missing else ""
+        )
         raise DataError(f"{where}: {text!r} is not {valid}{missing}.")
     return value
 
@@ -233,8 +240,7 @@ def parse_value(schema: TabularSchema, name: str, text: str, where: str):
 def as_arrays(schema: TabularSchema, values: dict) -> dict:
     """Lists of parsed fields -> numpy arrays (float32 numbers, object strings)."""
     return {
-        name: np.asarray(column, np.float32 if schema.is_numeric(name) else object)
-        for name, column in values.items()
+        name: np.asarray(column, np.float32 if schema.is_numeric(name) else object) for name, column in values.items()
     }
 
 
@@ -244,8 +250,11 @@ def unknown_value_counts(schema: TabularSchema, columns: dict) -> dict:
     found = {}
     for column in schema.categorical:
         known = set(column.vocabulary)
-        unknown = [value for value in columns[column.name]
-                   if value not in known and not is_missing(value, schema.missing_tokens)]  # fmt: skip
+        unknown = [
+            value
+            for value in columns[column.name]
+            if value not in known and not is_missing(value, schema.missing_tokens)
+        ]
         if unknown:
             kinds, counts = np.unique(np.asarray(unknown, object).astype(str), return_counts=True)
             examples = [str(kinds[i]) for i in np.argsort(-counts, kind="stable")[:3]]
@@ -318,7 +327,9 @@ def infer_schema(
     for flag, names in (("--categorical_columns", categorical), ("--numeric_columns", numeric)):
         unknown = [name for name in names if name not in header]
         if unknown:
-            raise DataError(f"{flag}: {path} has no column {', '.join(map(repr, unknown))}; its columns: {', '.join(header)}.")
+            raise DataError(
+                f"{flag}: {path} has no column {', '.join(map(repr, unknown))}; its columns: {', '.join(header)}."
+            )
     both = sorted(set(categorical) & set(numeric))
     if both:
         raise DataError(f"--categorical_columns and --numeric_columns both name {', '.join(both)}.")
@@ -334,13 +345,19 @@ def infer_schema(
         numbers = _as_numbers(present)
         if name in numeric and numbers is None:
             bad = next(text for text in present if _as_numbers([text]) is None)
-            raise DataError(f"--numeric_columns: column {index + 1} ({name}) of {path} holds {bad!r}, not a finite number.")
+            raise DataError(
+                f"--numeric_columns: column {index + 1} ({name}) of {path} holds {bad!r}, not a finite number."
+            )
         if numbers is not None and name not in categorical:
             mean, std = float(np.mean(numbers)), float(np.std(numbers))
-            numeric_columns.append(NumericColumn(
-                name, offset=mean, scale=std if std > 0 else 1.0,
-                missing_indicator=len(present) < len(texts),
-            ))  # fmt: skip
+            numeric_columns.append(
+                NumericColumn(
+                    name,
+                    offset=mean,
+                    scale=std if std > 0 else 1.0,
+                    missing_indicator=len(present) < len(texts),
+                )
+            )
         else:
             vocabulary = tuple(sorted(set(present)))
             if len(vocabulary) > max_categories:

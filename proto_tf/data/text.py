@@ -21,10 +21,21 @@ URL = "https://github.com/le-scientifique/torchDatasets/raw/master/dbpedia_csv.t
 SEQUENCE_LENGTH = 448
 ALPHABET = tuple(dict.fromkeys("abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{}\n"))
 CLASS_NAMES = (
-    "Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder",
-    "MeanOfTransportation", "Building", "NaturalPlace", "Village", "Animal", "Plant",
-    "Album", "Film", "WrittenWork",
-)  # fmt: skip
+    "Company",
+    "EducationalInstitution",
+    "Artist",
+    "Athlete",
+    "OfficeHolder",
+    "MeanOfTransportation",
+    "Building",
+    "NaturalPlace",
+    "Village",
+    "Animal",
+    "Plant",
+    "Album",
+    "Film",
+    "WrittenWork",
+)
 assert len(ALPHABET) == 69
 
 
@@ -41,19 +52,15 @@ class CharacterQuantizer(keras.layers.Layer):
         self.sequence_length = sequence_length
         # Characters in order, each once; codes 1..len (0: outside it, and padding).
         self.alphabet = "".join(dict.fromkeys(alphabet)) if alphabet else "".join(ALPHABET)
-        self.lookup = keras.layers.StringLookup(
-            vocabulary=list(self.alphabet), num_oov_indices=1, name="alphabet"
-        )
+        self.lookup = keras.layers.StringLookup(vocabulary=list(self.alphabet), num_oov_indices=1, name="alphabet")
         self.built = True
 
     def call(self, texts):
-        characters = tf.strings.unicode_split(
-            tf.strings.lower(texts), "UTF-8", errors="replace"
-        )[:, : self.sequence_length]
+        characters = tf.strings.unicode_split(tf.strings.lower(texts), "UTF-8", errors="replace")[
+            :, : self.sequence_length
+        ]
         codes = tf.ragged.map_flat_values(self.lookup, characters)
-        return tf.cast(
-            codes.to_tensor(default_value=0, shape=[None, self.sequence_length]), tf.int32
-        )
+        return tf.cast(codes.to_tensor(default_value=0, shape=[None, self.sequence_length]), tf.int32)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.sequence_length)
@@ -88,7 +95,7 @@ def read_dbpedia_csv(path):
             if len(row) != 3 or not label.isdigit() or not 1 <= int(label) <= len(CLASS_NAMES):
                 raise DataError(
                     f"{path}:{reader.line_num}: expected 3 fields class (1-{len(CLASS_NAMES)}),"
-                    f"\"title\",\"content\"; got {len(row)} field(s) starting {row[:2]!r}."
+                    f'"title","content"; got {len(row)} field(s) starting {row[:2]!r}.'
                 )
             labels.append(int(label) - 1)
             texts.append(f"{row[1]} {row[2]}")
@@ -101,7 +108,7 @@ def quantize(texts, batch_size=8192, quantizer=None):
     `quantizer` (DBPedia's by default: 448 characters of the 69-character alphabet)."""
     quantizer = quantizer or CharacterQuantizer()
     parts = [
-        quantizer(tf.constant(texts[start:start + batch_size])).numpy().astype(np.uint8)
+        quantizer(tf.constant(texts[start : start + batch_size])).numpy().astype(np.uint8)
         for start in range(0, len(texts), batch_size)
     ]
     return np.concatenate(parts) if parts else np.zeros([0, quantizer.sequence_length], np.uint8)

@@ -59,7 +59,9 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
         test = read_table(test_path)
         missing = [name for name in (*columns, label) if name not in test.header]
         if missing:
-            raise DataError(f"{test_path}:1: the header lacks {', '.join(missing)}; its columns: {', '.join(test.header)}.")
+            raise DataError(
+                f"{test_path}:1: the header lacks {', '.join(missing)}; its columns: {', '.join(test.header)}."
+            )
         tables.append(test)
     texts = [joined_texts(table, columns) for table in tables]
     values = [[row[table.header.index(label)] for row in table.rows] for table in tables]
@@ -81,8 +83,10 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
             if value not in ids:
                 if split == 0 and i not in training:
                     continue  # A held-out row's label the training split does not have.
-                raise DataError(f"{table.path}:{table.lines[i]}: label {value!r} is not a class of the training "
-                                f"rows; classes: {', '.join(class_names[:20])}.")  # fmt: skip
+                raise DataError(
+                    f"{table.path}:{table.lines[i]}: label {value!r} is not a class of the training "
+                    f"rows; classes: {', '.join(class_names[:20])}."
+                )
             split_labels[i] = ids[value]
         labels.append(split_labels)
     return Documents(tuple(texts), tuple(labels), (train_rows, test_rows), class_names, columns, label)
@@ -105,4 +109,3 @@ def load(data_dir: str, options: TextCsvOptions = TextCsvOptions(), seed: int = 
         codes = text.quantize(chosen, quantizer=quantizer)
         splits.append(Split(codes, documents.labels[split][rows], rows))
     return splits[0], splits[1], documents.class_names, documents.text_columns, documents.label_column
-

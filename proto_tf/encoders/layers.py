@@ -59,9 +59,14 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         rank = len(inputs.shape)
         axis = self.axis if isinstance(self.axis, int) else None
         return (
-            mask is None and not self.renorm and self.scale and self.center
-            and rank >= 2 and axis is not None and axis % rank == rank - 1
-        )  # fmt: skip
+            mask is None
+            and not self.renorm
+            and self.scale
+            and self.center
+            and rank >= 2
+            and axis is not None
+            and axis % rank == rank - 1
+        )
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, mask):
@@ -86,9 +91,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             self.moving_variance.assign(self.moving_variance * momentum + variance * (1.0 - momentum))
         else:
             outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                flat, gamma, beta,
+                flat,
+                gamma,
+                beta,
                 mean=tf.convert_to_tensor(self.moving_mean),
                 variance=tf.convert_to_tensor(self.moving_variance),
-                epsilon=self.epsilon, is_training=False,
-            )  # fmt: skip
+                epsilon=self.epsilon,
+                is_training=False,
+            )
         return tf.cast(tf.reshape(outputs, shape), input_dtype)

@@ -38,8 +38,9 @@ CALIBRATED_SIGNATURE = "abstain_calibrated"  # Exports with a calibrated thresho
 CALIBRATION_FILE = os.path.join("assets.extra", "proto_tf_calibration.json")
 
 
-def build_serving_function(model, info, preprocess, database, top_k=5,
-                           max_batch_size=DEFAULT_MAX_BATCH_SIZE, class_names=None):  # fmt: skip
+def build_serving_function(
+    model, info, preprocess, database, top_k=5, max_batch_size=DEFAULT_MAX_BATCH_SIZE, class_names=None
+):
     """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`
     for a dataset's raw inputs (its kind's `serving_default` inputs); also returns the
     preprocessing layers to track."""
@@ -48,8 +49,15 @@ def build_serving_function(model, info, preprocess, database, top_k=5,
     return serve, list(inputs.layers)
 
 
-def serving_function(model, inputs, database, top_k=5, max_batch_size=DEFAULT_MAX_BATCH_SIZE,
-                     class_names=None, stream_above=DEFAULT_STREAM_ABOVE):  # fmt: skip
+def serving_function(
+    model,
+    inputs,
+    database,
+    top_k=5,
+    max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+    class_names=None,
+    stream_above=DEFAULT_STREAM_ABOVE,
+):
     """`serve(raw_inputs_dict, confidence_threshold=None, calibrated_threshold=None) ->
     dict of named outputs` for raw inputs described by `inputs` (a ServingInputs): a
     per-instance `confidence_threshold` tensor, or one float for every instance.
@@ -126,38 +134,51 @@ def _checked(raw, signature, max_batch_size, value_ranges, missing_allowed=()):
     checks = [
         tf.debugging.assert_positive(batch, message="empty batch: send at least one instance"),
         tf.debugging.assert_less_equal(
-            batch, max_batch_size,
+            batch,
+            max_batch_size,
             message=f"too many instances: this export answers at most {max_batch_size} per "
             "request (--max_batch_size at export); split the request",
         ),
-    ]  # fmt: skip
+    ]
     values = {}
     for name in names:
         value = tf.ensure_shape(raw[name], signature[name].shape)  # "Shape of tensor ..."
         values[name] = value
         if name != first:
-            checks.append(tf.debugging.assert_equal(
-                tf.shape(value)[0], batch,
-                message=f"input {name} has another number of instances than input {first}; "
-                "every input needs one value per instance",
-            ))  # fmt: skip
+            checks.append(
+                tf.debugging.assert_equal(
+                    tf.shape(value)[0],
+                    batch,
+                    message=f"input {name} has another number of instances than input {first}; "
+                    "every input needs one value per instance",
+                )
+            )
         if name in missing_allowed:
             low, high = value_ranges[name]
             valid = tf.math.is_nan(value) | ((value >= low) & (value <= high) & tf.math.is_finite(value))
-            checks.append(tf.debugging.Assert(tf.reduce_all(valid), [
-                f"input {name} holds an infinity or a value outside [{low:g}, {high:g}] (NaN means "
-                "a missing value); first values:", value,
-            ]))  # fmt: skip
+            checks.append(
+                tf.debugging.Assert(
+                    tf.reduce_all(valid),
+                    [
+                        f"input {name} holds an infinity or a value outside [{low:g}, {high:g}] (NaN means "
+                        "a missing value); first values:",
+                        value,
+                    ],
+                )
+            )
         elif name in value_ranges:
             low, high = value_ranges[name]
-            checks.append(tf.debugging.assert_all_finite(
-                value, message=f"input {name} holds NaN or an infinity"
-            ))  # fmt: skip
-            checks.append(tf.debugging.Assert(
-                tf.reduce_all((value >= low) & (value <= high)),
-                [f"input {name} holds a value outside [{low:g}, {high:g}] (the values a census "
-                 "record can take); first values:", value],
-            ))  # fmt: skip
+            checks.append(tf.debugging.assert_all_finite(value, message=f"input {name} holds NaN or an infinity"))
+            checks.append(
+                tf.debugging.Assert(
+                    tf.reduce_all((value >= low) & (value <= high)),
+                    [
+                        f"input {name} holds a value outside [{low:g}, {high:g}] (the values a census "
+                        "record can take); first values:",
+                        value,
+                    ],
+                )
+            )
     with tf.control_dependencies(checks):
         return {name: tf.identity(value) for name, value in values.items()}
 
@@ -174,14 +195,15 @@ def _checked_threshold(threshold, raw, signature):
     checks = [
         rank_check,
         tf.debugging.assert_equal(
-            size, batch,
+            size,
+            batch,
             message="confidence_threshold needs one value per instance (no broadcasting)",
         ),
         tf.debugging.Assert(
             tf.reduce_all((threshold >= 0.0) & (threshold <= 1.0)),  # False for NaN.
             ["confidence_threshold values must be finite and in [0, 1]; got", threshold],
         ),
-    ]  # fmt: skip
+    ]
     with tf.control_dependencies(checks):
         return tf.identity(threshold)
 
@@ -287,8 +309,9 @@ def export_saved_model(
     os.makedirs(os.path.join(path, os.path.dirname(EXPORT_DATA_FILE)), exist_ok=True)
     if calibration is not None:
         json_files.write_json(os.path.join(path, CALIBRATION_FILE), calibration.to_json())
-    json_files.write_json(os.path.join(path, EXPORT_DATA_FILE),
-                          {"kind": info.kind.name, **info.kind.export_description(info)})  # fmt: skip
+    json_files.write_json(
+        os.path.join(path, EXPORT_DATA_FILE), {"kind": info.kind.name, **info.kind.export_description(info)}
+    )
     return path
 
 
@@ -499,8 +522,9 @@ def export_model_dir(
 def _calibrate(model, dataset, config, target_accuracy, target_coverage, delta, report):
     """The calibration of the export's threshold on the run's validation split."""
     if not model.uses_database:
-        raise ConfigError("--target_accuracy / --target_coverage need a model with prototypes (a confidence); "
-                          "this run is a baseline.")  # fmt: skip
+        raise ConfigError(
+            "--target_accuracy / --target_coverage need a model with prototypes (a confidence); this run is a baseline."
+        )
     if dataset.validation is None or len(dataset.validation) == 0:
         raise ConfigError(
             "--target_accuracy / --target_coverage calibrate on the run's validation split, and this run has "

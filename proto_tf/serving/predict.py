@@ -54,8 +54,15 @@ def read_inputs(
     return kind.read_inputs(path, specs, batch_size, description)
 
 
-def predict_file(saved_model: str, inputs: str, output: str, confidence_threshold: float | None = None,
-                 batch_size: int = 256, show_progress: bool | None = None, calibrated: bool = False) -> dict:  # fmt: skip
+def predict_file(
+    saved_model: str,
+    inputs: str,
+    output: str,
+    confidence_threshold: float | None = None,
+    batch_size: int = 256,
+    show_progress: bool | None = None,
+    calibrated: bool = False,
+) -> dict:
     """Writes one JSON line per input of `inputs` to `output` and returns a summary
     (`inputs`, `per_class` counts with abstentions under "(abstained)", `abstained_share`).
 
@@ -80,8 +87,10 @@ def predict_file(saved_model: str, inputs: str, output: str, confidence_threshol
     if calibrated and confidence_threshold is not None:
         raise ConfigError("give one of --calibrated and --confidence_threshold, not both.")
     if calibrated and CALIBRATED_SIGNATURE not in loaded.signatures:
-        raise ConfigError(f"--calibrated: the export {saved_model} has no calibrated threshold; export the run "
-                          "with --target_accuracy or --target_coverage.")  # fmt: skip
+        raise ConfigError(
+            f"--calibrated: the export {saved_model} has no calibrated threshold; export the run "
+            "with --target_accuracy or --target_coverage."
+        )
     if calibrated:
         serve = loaded.signatures[CALIBRATED_SIGNATURE]
     if confidence_threshold is not None:
@@ -193,7 +202,7 @@ def _record(out, row, position, source):
                 out["prototype_weights"][row],
                 out["prototype_labels"][row],
                 out["prototype_label_names"][row],
-            )  # fmt: skip
+            )
             if w > 0
         ]
     return record

@@ -57,8 +57,15 @@ def sparsemax_rows(logits: np.ndarray) -> np.ndarray:
     return np.maximum(logits - threshold, 0.0)
 
 
-def answer_shard(logits: np.ndarray, decision: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-                 normalization: str, num_classes: int, top_k: int = 5) -> ShardAnswer:  # fmt: skip
+def answer_shard(
+    logits: np.ndarray,
+    decision: np.ndarray,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    normalization: str,
+    num_classes: int,
+    top_k: int = 5,
+) -> ShardAnswer:
     """The answer of a shard holding prototypes with `decision` logits `[Ds, C]`,
     `labels [Ds]` and `indices [Ds]` (their rows in the whole database), for queries
     whose attention logits over the shard are `logits [B, Ds]` (q k^T / sqrt(d_att))."""
@@ -77,9 +84,15 @@ def answer_shard(logits: np.ndarray, decision: np.ndarray, labels: np.ndarray, i
     scaled = np.exp(logits - top[:, None])
     one_hot = np.eye(num_classes)[labels]
     return ShardAnswer(
-        np.take_along_axis(logits, chosen, -1), decision[chosen], labels[chosen], indices[chosen],
-        top, scaled.sum(-1), scaled @ decision, scaled @ one_hot,
-    )  # fmt: skip
+        np.take_along_axis(logits, chosen, -1),
+        decision[chosen],
+        labels[chosen],
+        indices[chosen],
+        top,
+        scaled.sum(-1),
+        scaled @ decision,
+        scaled @ one_hot,
+    )
 
 
 def merge_answers(answers: list[ShardAnswer], normalization: str, num_classes: int, top_k: int = 5) -> dict:

@@ -21,12 +21,19 @@ DBPEDIA_ALPHABET = "".join(ALPHABET)
 # Datasets of a user's own files, and the fields that only they read (field: datasets).
 USER_DATASETS = ("csv", "image_folder", "text_csv")
 USER_DATA_FIELDS = {
-    "label_column": ("csv", "text_csv"), "categorical_columns": ("csv",), "numeric_columns": ("csv",),
-    "ignore_columns": ("csv",), "max_categories": ("csv",), "test_fraction": USER_DATASETS,
-    "image_size": ("image_folder",), "flip_left_right": ("image_folder",),
-    "flip_up_down": ("image_folder",), "text_columns": ("text_csv",),
-    "sequence_length": ("text_csv",), "alphabet": ("text_csv",),
-}  # fmt: skip
+    "label_column": ("csv", "text_csv"),
+    "categorical_columns": ("csv",),
+    "numeric_columns": ("csv",),
+    "ignore_columns": ("csv",),
+    "max_categories": ("csv",),
+    "test_fraction": USER_DATASETS,
+    "image_size": ("image_folder",),
+    "flip_left_right": ("image_folder",),
+    "flip_up_down": ("image_folder",),
+    "text_columns": ("text_csv",),
+    "sequence_length": ("text_csv",),
+    "alphabet": ("text_csv",),
+}
 # Fields holding lists of names (the other tuple fields hold integers).
 NAME_LIST_FIELDS = ("categorical_columns", "numeric_columns", "ignore_columns", "text_columns")
 
@@ -124,45 +131,79 @@ class ExperimentConfig:
         """Checks every value before any work; a bad one raises ConfigError naming its flag."""
         if self.attention not in ATTENTIONS:
             raise ConfigError(f"--attention={self.attention!r} is not valid; valid: {', '.join(ATTENTIONS)}.")
-        for name in ("train_steps", "batch_size", "train_database_size", "infer_database_size",
-                     "decay_steps", "checkpoint_every", "eval_every", "log_every",
-                     "eval_batch_size", "attention_size", "value_size", "resnet_depth",
-                     "resnet_filters", "vdcnn_first_filters", "lstm_embedding_size"):  # fmt: skip
+        for name in (
+            "train_steps",
+            "batch_size",
+            "train_database_size",
+            "infer_database_size",
+            "decay_steps",
+            "checkpoint_every",
+            "eval_every",
+            "log_every",
+            "eval_batch_size",
+            "attention_size",
+            "value_size",
+            "resnet_depth",
+            "resnet_filters",
+            "vdcnn_first_filters",
+            "lstm_embedding_size",
+        ):
             _check(self, name, getattr(self, name) > 0, "must be a positive integer")
         for name in ("dense_units", "vdcnn_block_filters"):
-            _check(self, name, len(getattr(self, name)) > 0 and all(size > 0 for size in getattr(self, name)),
-                   "must be positive integers")  # fmt: skip
+            _check(
+                self,
+                name,
+                len(getattr(self, name)) > 0 and all(size > 0 for size in getattr(self, name)),
+                "must be positive integers",
+            )
         _check(self, "seed", 0 <= self.seed < 2**32, "must be an integer in [0, 2**32)")
-        _check(self, "model_dir", bool(self.model_dir and self.model_dir.strip()),
-               "must name a folder")  # fmt: skip
+        _check(self, "model_dir", bool(self.model_dir and self.model_dir.strip()), "must name a folder")
         for name in ("learning_rate", "clip_value"):
-            _check(self, name, math.isfinite(getattr(self, name)) and getattr(self, name) > 0,
-                   "must be a finite number > 0")  # fmt: skip
+            _check(
+                self,
+                name,
+                math.isfinite(getattr(self, name)) and getattr(self, name) > 0,
+                "must be a finite number > 0",
+            )
         _check(self, "decay_rate", 0 < self.decay_rate <= 1, "must be in (0, 1]")
         _check(self, "sparsity_weight", 0 <= self.sparsity_weight < math.inf, "must be >= 0")
-        _check(self, "matching_loss_weight", 0 <= self.matching_loss_weight < math.inf,
-               "must be >= 0")  # fmt: skip
+        _check(self, "matching_loss_weight", 0 <= self.matching_loss_weight < math.inf, "must be >= 0")
         if self.attention == "none":
             for name in ("sparsity_weight", "matching_loss_weight", "joint_encoding"):
                 default = ExperimentConfig.__dataclass_fields__[name].default
-                _check(self, name, getattr(self, name) == default,
-                       f"has no effect with --attention=none (the baseline has no attention "
-                       f"terms); leave it at {default}")  # fmt: skip
+                _check(
+                    self,
+                    name,
+                    getattr(self, name) == default,
+                    f"has no effect with --attention=none (the baseline has no attention terms); leave it at {default}",
+                )
         if not self.candidate_gradients or self.candidate_refresh:
-            _check(self, "joint_encoding", self.joint_encoding,
-                   "has no effect with --nocandidate_gradients or --candidate_refresh "
-                   "(candidates are then encoded forward-only in a call of their own); "
-                   "leave it at True")  # fmt: skip
-        _check(self, "alpha_min", 0 <= self.alpha_min <= self.alpha_max <= 1,
-               f"must satisfy 0 <= alpha_min <= alpha_max ({self.alpha_max}) <= 1")  # fmt: skip
+            _check(
+                self,
+                "joint_encoding",
+                self.joint_encoding,
+                "has no effect with --nocandidate_gradients or --candidate_refresh "
+                "(candidates are then encoded forward-only in a call of their own); "
+                "leave it at True",
+            )
+        _check(
+            self,
+            "alpha_min",
+            0 <= self.alpha_min <= self.alpha_max <= 1,
+            f"must satisfy 0 <= alpha_min <= alpha_max ({self.alpha_max}) <= 1",
+        )
         _check(self, "label_noise", 0 <= self.label_noise < 1, "must be in [0, 1)")
         _check(self, "validation_fraction", 0 <= self.validation_fraction < 1, "must be in [0, 1)")
         for name in ("lstm_dropout", "encoder_dropout"):
             _check(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
         _check(self, "weight_decay", 0 <= self.weight_decay < math.inf, "must be >= 0")
         _check(self, "batchnorm_batches", self.batchnorm_batches >= 0, "must be >= 0")
-        _check(self, "divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1,
-               "must be 0 (off) or > 1")  # fmt: skip
+        _check(
+            self,
+            "divergence_factor",
+            self.divergence_factor == 0 or self.divergence_factor > 1,
+            "must be 0 (off) or > 1",
+        )
         _check(
             self,
             "candidate_refresh",
@@ -180,15 +221,26 @@ class ExperimentConfig:
         _check(self, "test_fraction", 0 < self.test_fraction < 1, "must be in (0, 1)")
         for name, datasets in USER_DATA_FIELDS.items():
             default = ExperimentConfig.__dataclass_fields__[name].default
-            _check(self, name, self.dataset in datasets or getattr(self, name) == default,
-                   f"applies to --dataset={' or '.join(datasets)}, not --dataset={self.dataset}; "
-                   f"leave it at {default!r}")  # fmt: skip
+            _check(
+                self,
+                name,
+                self.dataset in datasets or getattr(self, name) == default,
+                f"applies to --dataset={' or '.join(datasets)}, not --dataset={self.dataset}; leave it at {default!r}",
+            )
         # VDCNN halves the sequence five times before its 8-max pooling.
-        _check(self, "sequence_length", self.sequence_length >= 256, "must be at least 256 (the VDCNN encoder "
-               "halves it five times before keeping the 8 largest positions)")  # fmt: skip
+        _check(
+            self,
+            "sequence_length",
+            self.sequence_length >= 256,
+            "must be at least 256 (the VDCNN encoder halves it five times before keeping the 8 largest positions)",
+        )
         _check(self, "alphabet", 0 < len(set(self.alphabet)) <= 255, "must hold 1 to 255 distinct characters")
-        _check(self, "image_size", self.image_size == () or (len(self.image_size) == 2 and min(self.image_size) > 0),
-               "must be two positive integers H,W (or empty: the images' own size)")  # fmt: skip
+        _check(
+            self,
+            "image_size",
+            self.image_size == () or (len(self.image_size) == 2 and min(self.image_size) > 0),
+            "must be two positive integers H,W (or empty: the images' own size)",
+        )
 
     @property
     def dataset_reads_user_files(self) -> bool:
@@ -214,14 +266,24 @@ def _lstm(config):
 
 
 def _vdcnn(config):
-    core = VDCNN(first_filters=config.vdcnn_first_filters, block_filters=config.vdcnn_block_filters,
-                 dense_units=config.dense_units, name="vdcnn")  # fmt: skip
+    core = VDCNN(
+        first_filters=config.vdcnn_first_filters,
+        block_filters=config.vdcnn_block_filters,
+        dense_units=config.dense_units,
+        name="vdcnn",
+    )
     return _with_dropout(core, config)
 
 
 def _resnet(config):
-    core = ResNet(config.resnet_depth, config.dense_units, downsample_stem=config.downsample_stem,
-                  weight_decay=config.weight_decay, base_filters=config.resnet_filters, name="resnet")  # fmt: skip
+    core = ResNet(
+        config.resnet_depth,
+        config.dense_units,
+        downsample_stem=config.downsample_stem,
+        weight_decay=config.weight_decay,
+        base_filters=config.resnet_filters,
+        name="resnet",
+    )
     return _with_dropout(core, config)
 
 
@@ -306,6 +368,8 @@ def fit_to_data(config, train_examples, report=print):
     for name in ("batch_size", "train_database_size", "infer_database_size"):
         if getattr(config, name) > train_examples:
             changes[name] = train_examples
-            report(f"--{name}={getattr(config, name)} is above the {train_examples} training "
-                   f"examples: using {train_examples}.")  # fmt: skip
+            report(
+                f"--{name}={getattr(config, name)} is above the {train_examples} training "
+                f"examples: using {train_examples}."
+            )
     return dataclasses.replace(config, **changes) if changes else config

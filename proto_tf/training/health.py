@@ -36,9 +36,7 @@ def first_nonfinite(tensors) -> tf.Tensor:
     total = tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in present])
 
     def search():
-        finite = tf.stack([
-            tf.constant(True) if v is None else tf.reduce_all(tf.math.is_finite(v)) for v in values
-        ])  # fmt: skip
+        finite = tf.stack([tf.constant(True) if v is None else tf.reduce_all(tf.math.is_finite(v)) for v in values])
         positions = tf.range(len(tensors), dtype=tf.int32)
         return tf.reduce_min(tf.where(finite, len(tensors), positions))
 

@@ -61,9 +61,8 @@ def hparams(config) -> dict:
 def tagged(values: dict, tags: dict) -> dict:
     """`{tag: value}` for the values that have a tag and a number (None is skipped)."""
     return {
-        tags[name]: float(value) for name, value in values.items()
-        if name in tags and isinstance(value, (int, float))
-    }  # fmt: skip
+        tags[name]: float(value) for name, value in values.items() if name in tags and isinstance(value, (int, float))
+    }
 
 
 class ConsoleProgress:

@@ -20,10 +20,19 @@ LOCK_FILE = ".lock"
 # Flags that may differ when a run is resumed: they change when and how often things
 # happen, or where data is read from, never what is trained or how it is evaluated.
 RESUMABLE_CHANGES = (
-    "train_steps", "checkpoint_every", "eval_every", "log_every", "eval_batch_size",
-    "data_dir", "model_dir", "download", "strategy", "deterministic", "jit_compile",
+    "train_steps",
+    "checkpoint_every",
+    "eval_every",
+    "log_every",
+    "eval_batch_size",
+    "data_dir",
+    "model_dir",
+    "download",
+    "strategy",
+    "deterministic",
+    "jit_compile",
     "divergence_factor",
-)  # fmt: skip
+)
 
 
 class RunLock:

@@ -230,8 +230,10 @@ class Trainer:
             return self._train()
         with run_directory.RunLock(self.config.model_dir) as lock:
             if lock.stale_holder:
-                print(f"warning: took over the stale lock of {lock.stale_holder} in "
-                      f"{self.config.model_dir} (that process is not running).")  # fmt: skip
+                print(
+                    f"warning: took over the stale lock of {lock.stale_holder} in "
+                    f"{self.config.model_dir} (that process is not running)."
+                )
             return self._train()
 
     def _train(self):
@@ -309,10 +311,7 @@ class Trainer:
             logs = (logged_step if logged else train_step)(iterator)
             monitor.check(step, logs, self.latest.latest_checkpoint)
             if logged:
-                scalars = {
-                    name: float(value) for name, value in logs.items()
-                    if name not in _HEALTH_LOGS
-                }  # fmt: skip
+                scalars = {name: float(value) for name, value in logs.items() if name not in _HEALTH_LOGS}
                 scalars["steps_per_second"] = (step - window[1]) / (time.time() - window[0])
                 # Keras returns the schedule's value at the current step.
                 scalars["learning_rate"] = float(tf.identity(self.optimizer.learning_rate))
@@ -347,8 +346,12 @@ class Trainer:
         run with one line saying that the earlier checkpoints are intact."""
         try:
             manager.save(checkpoint_number=step)
-        except (tf.errors.ResourceExhaustedError, tf.errors.PermissionDeniedError,
-                tf.errors.UnavailableError, OSError) as error:  # fmt: skip
+        except (
+            tf.errors.ResourceExhaustedError,
+            tf.errors.PermissionDeniedError,
+            tf.errors.UnavailableError,
+            OSError,
+        ) as error:
             kept = run_directory.checkpoint_paths(os.path.join(self.write_dir, "checkpoints"))
             raise RunDirectoryError(
                 f"could not save the checkpoint of step {step} in {manager.directory} "
@@ -489,9 +492,8 @@ def load_trained_model(
     model = config_lib.build_model(config, dataset.info or dataset_info(config.dataset), dataset.num_classes)
     folders = (["best"] if checkpoint == "best" else []) + ["checkpoints"]
     candidates = [
-        path for folder in folders
-        for path in run_directory.checkpoint_paths(os.path.join(model_dir, folder))
-    ]  # fmt: skip
+        path for folder in folders for path in run_directory.checkpoint_paths(os.path.join(model_dir, folder))
+    ]
     failures = []
     for path in candidates:
         try:

@@ -24,5 +24,12 @@ def kind_of_signature(specs: dict) -> DataKind:
     return KINDS["text"] if "texts" in specs else KINDS["tabular"]
 
 
-__all__ = ["EXPORT_DATA_FILE", "IMAGE_BYTES_SIGNATURE", "KINDS", "DataKind", "ServingInputs",
-           "kind_named", "kind_of_signature"]  # fmt: skip
+__all__ = [
+    "EXPORT_DATA_FILE",
+    "IMAGE_BYTES_SIGNATURE",
+    "KINDS",
+    "DataKind",
+    "ServingInputs",
+    "kind_named",
+    "kind_of_signature",
+]

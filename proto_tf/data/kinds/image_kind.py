@@ -21,8 +21,9 @@ class ImageKind(DataKind):
     examples_are_images = True
 
     def user_options(self, config):
-        return image_folder.ImageFolderOptions(config.image_size, config.flip_left_right, config.flip_up_down,
-                                               config.test_fraction)  # fmt: skip
+        return image_folder.ImageFolderOptions(
+            config.image_size, config.flip_left_right, config.flip_up_down, config.test_fraction
+        )
 
     def load_user_files(self, info, data_dir, seed, options):
         loaded = image_folder.load(data_dir, options or image_folder.ImageFolderOptions(), seed)
@@ -67,10 +68,12 @@ class ImageKind(DataKind):
         shape = specs["images"].shape
         size, channels = (int(shape[1]), int(shape[2])), int(shape[-1])
         return (
-            ({"images": np.stack([images.read_image(file, size, channels) for file in chunk]).astype(np.uint8)},
-             list(chunk))
+            (
+                {"images": np.stack([images.read_image(file, size, channels) for file in chunk]).astype(np.uint8)},
+                list(chunk),
+            )
             for chunk in batches_of(files, batch_size)
-        )  # fmt: skip
+        )
 
     def read_database(self, path, info, class_names):
         """A folder with one subfolder per class, named by the class name or its label
@@ -103,8 +106,13 @@ class ImageKind(DataKind):
         # split included): place each training example at its index.
         train = np.zeros((int(train_split.indices.max()) + 1, *train_split.inputs.shape[1:]), train_split.inputs.dtype)
         train[train_split.indices] = train_split.inputs
-        return {"train": train, "test": test.inputs, "train_labels": train_split.labels,
-                "test_labels": test.labels, "class_names": tuple(class_names)}  # fmt: skip
+        return {
+            "train": train,
+            "test": test.inputs,
+            "train_labels": train_split.labels,
+            "test_labels": test.labels,
+            "class_names": tuple(class_names),
+        }
 
     def request(self, examples, raw):
         return {"images": tf.constant(examples, tf.uint8)}

@@ -20,8 +20,14 @@ class TableKind(DataKind):
     encoder = "lstm"
 
     def user_options(self, config):
-        return csv_dataset.CsvOptions(config.label_column, config.categorical_columns, config.numeric_columns,
-                                      config.ignore_columns, config.max_categories, config.test_fraction)  # fmt: skip
+        return csv_dataset.CsvOptions(
+            config.label_column,
+            config.categorical_columns,
+            config.numeric_columns,
+            config.ignore_columns,
+            config.max_categories,
+            config.test_fraction,
+        )
 
     def load_user_files(self, info, data_dir, seed, options):
         train, test, class_names, schema, label = csv_dataset.load(data_dir, options or csv_dataset.CsvOptions(), seed)
@@ -73,8 +79,9 @@ class TableKind(DataKind):
 
     def raw_examples(self, info, data_dir, options, seed):
         if table_format(info).header_required:
-            tables = csv_dataset.read_tables(data_dir, options or csv_dataset.CsvOptions(), seed,
-                                             report=lambda line: None)  # fmt: skip
+            tables = csv_dataset.read_tables(
+                data_dir, options or csv_dataset.CsvOptions(), seed, report=lambda line: None
+            )
             train, train_labels = csv_dataset.raw_columns(tables, 0)
             test, test_labels = csv_dataset.raw_columns(tables, 1)
             class_names, schema = tables.class_names, tables.schema
@@ -82,8 +89,14 @@ class TableKind(DataKind):
             train, train_labels = adult.read_adult_csv(os.path.join(data_dir, adult.TRAIN_FILE))
             test, test_labels = adult.read_adult_csv(os.path.join(data_dir, adult.TEST_FILE))
             class_names, schema = adult.CLASS_NAMES, info.schema
-        return {"train": train, "test": test, "train_labels": train_labels, "test_labels": test_labels,
-                "class_names": class_names, "schema": schema}  # fmt: skip
+        return {
+            "train": train,
+            "test": test,
+            "train_labels": train_labels,
+            "test_labels": test_labels,
+            "class_names": class_names,
+            "schema": schema,
+        }
 
     def request(self, examples, raw):
         names = raw["schema"].input_names()
@@ -147,10 +160,11 @@ def _table_rows(path, schema, label_column, header_required):
                 continue
         if len(row) not in expected:
             layout = (
-                f"the {expected[0]} columns of the header" if order is not None
+                f"the {expected[0]} columns of the header"
+                if order is not None
                 else f"{count} comma-separated fields ({', '.join(schema.columns)})"
                 + (f", optionally followed by {label_column}" if label_column else "")
-            )  # fmt: skip
+            )
             raise DataError(f"{path}:{line_number}: expected {layout}; got {len(row)}.")
         yield line_number, row if order is None else [row[i] for i in order]
 

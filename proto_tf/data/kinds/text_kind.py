@@ -19,14 +19,16 @@ class TextKind(DataKind):
     encoder = "vdcnn"
 
     def user_options(self, config):
-        return text_csv.TextCsvOptions(config.text_columns, config.label_column, config.sequence_length,
-                                       config.alphabet, config.test_fraction)  # fmt: skip
+        return text_csv.TextCsvOptions(
+            config.text_columns, config.label_column, config.sequence_length, config.alphabet, config.test_fraction
+        )
 
     def load_user_files(self, info, data_dir, seed, options):
         options = options or text_csv.TextCsvOptions()
         train, test, class_names, columns, label = text_csv.load(data_dir, options, seed)
-        resolved = dict(input_shape=(options.sequence_length,), label_column=label, text_columns=columns,
-                        alphabet=options.alphabet)  # fmt: skip
+        resolved = dict(
+            input_shape=(options.sequence_length,), label_column=label, text_columns=columns, alphabet=options.alphabet
+        )
         return train, test, class_names, resolved
 
     def serving_endpoints(self, info, preprocess):
@@ -64,14 +66,24 @@ class TextKind(DataKind):
             train_path, test_path = text.dbpedia_files(data_dir)
             train_texts, train_labels = text.read_dbpedia_csv(train_path)
             test_texts, test_labels = text.read_dbpedia_csv(test_path)
-            return {"train": np.array(train_texts), "test": np.array(test_texts), "train_labels": train_labels,
-                    "test_labels": test_labels, "class_names": text.CLASS_NAMES}  # fmt: skip
-        documents = text_csv.read_documents(data_dir, options or text_csv.TextCsvOptions(), seed,
-                                            report=lambda line: None)  # fmt: skip
+            return {
+                "train": np.array(train_texts),
+                "test": np.array(test_texts),
+                "train_labels": train_labels,
+                "test_labels": test_labels,
+                "class_names": text.CLASS_NAMES,
+            }
+        documents = text_csv.read_documents(
+            data_dir, options or text_csv.TextCsvOptions(), seed, report=lambda line: None
+        )
         test_rows = documents.positions[1]
-        return {"train": np.array(documents.texts[0], object), "train_labels": documents.labels[0],
-                "test": np.array([documents.texts[1][i] for i in test_rows], object),
-                "test_labels": documents.labels[1][test_rows], "class_names": documents.class_names}  # fmt: skip
+        return {
+            "train": np.array(documents.texts[0], object),
+            "train_labels": documents.labels[0],
+            "test": np.array([documents.texts[1][i] for i in test_rows], object),
+            "test_labels": documents.labels[1][test_rows],
+            "class_names": documents.class_names,
+        }
 
     def request(self, examples, raw):
         return {"texts": tf.constant(list(examples))}
@@ -91,7 +103,9 @@ def _labelled_documents(path, info, class_names):
     for line, row in zip(table.lines, table.rows):
         value = row[table.header.index(info.label_column)]
         if value not in ids:
-            raise DataError(f"{path}:{line}: label {value!r} is not a class of the model; classes: {', '.join(class_names)}.")
+            raise DataError(
+                f"{path}:{line}: label {value!r} is not a class of the model; classes: {', '.join(class_names)}."
+            )
         labels.append(ids[value])
     return text_csv.joined_texts(table, info.text_columns), labels
 
@@ -101,8 +115,10 @@ def _documents(path, text_columns):
         table = read_table(path)
         missing = [name for name in text_columns if name not in table.header]
         if missing:
-            raise DataError(f"{path}:1: the header lacks the text column(s) {', '.join(missing)}; its columns: "
-                            f"{', '.join(table.header)}.")  # fmt: skip
+            raise DataError(
+                f"{path}:1: the header lacks the text column(s) {', '.join(missing)}; its columns: "
+                f"{', '.join(table.header)}."
+            )
         yield from zip(table.lines, text_csv.joined_texts(table, text_columns))
     elif path.lower().endswith(".csv"):
         for line_number, row in csv_rows(path):
