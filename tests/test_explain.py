@@ -4,7 +4,7 @@ import pytest
 from data_files import write_mnist
 
 from proto_tf.analysis import explain
-from proto_tf.data import adult
+from proto_tf.data import adult, raw_examples
 from proto_tf.serving import export
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
@@ -30,7 +30,7 @@ def test_explanations_from_a_saved_model(tmp_path):
     )
     Trainer(config, verbose=False).train()
     path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last")
-    raw = explain.load_raw("mnist", data_dir)
+    raw = raw_examples.load_raw("mnist", data_dir)
     items = explain.explain(path, "mnist", raw, list(range(12)), batch_size=5)
     assert [item["test_row"] for item in items] == list(range(12))
     names = raw["class_names"]

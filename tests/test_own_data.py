@@ -155,8 +155,9 @@ def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_pat
         predict.predict_file(path, str(tmp_path / "bad.csv"), str(tmp_path / "x.jsonl"))
     # Explanations: the prototypes' rows of train.csv, shown as the file holds them.
     from proto_tf.analysis import explain
+    from proto_tf.data import raw_examples
 
-    raw = explain.load_raw("csv", data_dir, config.data_options(), config.seed)
+    raw = raw_examples.load_raw("csv", data_dir, config.data_options(), config.seed)
     items = explain.explain(path, "csv", raw, [0, 1])
     assert [item["label_name"] for item in items] == [rows[0]["outcome"], rows[1]["outcome"]]
     table = explain.render_text(items[:1], raw, "csv").splitlines()

@@ -281,7 +281,7 @@ def test_a_calibrated_export_abstains_at_its_threshold_and_evaluate_and_predict_
 
     import proto_tf
     from proto_tf import calibration
-    from proto_tf.analysis import explain
+    from proto_tf.data import raw_examples
     from proto_tf.serving import predict
 
     run_dir, data_dir = runs[1].model_dir, runs[1].data_dir
@@ -298,8 +298,8 @@ def test_a_calibrated_export_abstains_at_its_threshold_and_evaluate_and_predict_
         f"Calibrated on {expected.examples} validation examples: confidence >= {expected.threshold} keeps"
     )
     # Serving: the calibrated signature is the abstain signature at the stored threshold.
-    raw = explain.load_raw("adult", data_dir)
-    request = trained.dataset.info.kind.request(explain.take(raw["test"], np.arange(20)), raw)
+    raw = raw_examples.load_raw("adult", data_dir)
+    request = trained.dataset.info.kind.request(raw_examples.take(raw["test"], np.arange(20)), raw)
     loaded = tf.saved_model.load(path)
     calibrated = loaded.signatures["abstain_calibrated"](**request)
     manual = loaded.signatures["abstain"](**request, confidence_threshold=tf.fill([20], float(stored["threshold"])))

@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import streaming
-from proto_tf.analysis import explain, step_profile
+from proto_tf.analysis import step_profile
 from proto_tf.attention import PrototypeAttention, masked_softmax
-from proto_tf.data import Split, candidates, class_names, dataset_info
+from proto_tf.data import Split, candidates, class_names, dataset_info, raw_examples
 from proto_tf.data.common import LoadedDataset, cast_only
 from proto_tf.errors import ConfigError
 from proto_tf.serving import export
@@ -282,7 +282,7 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
     for attention in ("softmax", "sparsemax"):
         attention_config = dataclasses.replace(config, attention=attention)
         models[attention] = trainer.load_trained_model(model_dir, attention_config, dataset)[0]
-    raw = explain.load_raw(config.dataset, config.data_dir)
+    raw = raw_examples.load_raw(config.dataset, config.data_dir)
     for size in database_sizes:
         database_split = jittered_database(dataset.train, size, config.seed)
         database = export.encode_database(models["sparsemax"], dataset.preprocess, database_split)
@@ -299,7 +299,7 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
                 lambda queries, model=model: model.prototype_attention(queries, database.keys, database.values)[0]
             )
             for batch_size in batch_sizes:
-                request = info.kind.request(explain.take(raw["test"], np.arange(batch_size)), raw)
+                request = info.kind.request(raw_examples.take(raw["test"], np.arange(batch_size)), raw)
                 queries = model.encode(dataset.preprocess(dataset.test.inputs[:batch_size]))[0]
                 yield {
                     "attention": attention,

@@ -1,7 +1,6 @@
 """Explanations from an exported SavedModel: each input with its top prototypes (rows of
 the training file), their weights and labels, as an image grid, texts or table rows."""
 
-import os
 import textwrap
 
 import matplotlib
@@ -13,20 +12,9 @@ import tensorflow as tf  # noqa: E402
 
 from proto_tf.analysis.plots import save_figure  # noqa: E402
 from proto_tf.data import dataset_info  # noqa: E402
+from proto_tf.data.raw_examples import take  # noqa: E402
 from proto_tf.errors import ConfigError  # noqa: E402
 from proto_tf.serving.predict import export_data  # noqa: E402
-
-
-def load_raw(dataset, data_dir, options=None, seed=0):
-    """Raw train and test examples, the train ones indexed by their row in the source
-    files (the prototypes' `train_row`), the test ones by their test-set position:
-    `{"train": raw, "test": raw, "train_labels", "test_labels", "class_names"}` (and the
-    `schema` of a table), read by the dataset's kind (`DataKind.raw_examples`).
-    `options` and `seed`: how the run read a user's own files."""
-    info = dataset_info(dataset)
-    if not info.user_data:
-        data_dir = data_dir or info.default_data_dir
-    return info.kind.raw_examples(info, os.path.expanduser(data_dir), options, seed)
 
 
 def check_export_matches(path: str, dataset: str) -> None:
@@ -46,13 +34,6 @@ def check_export_matches(path: str, dataset: str) -> None:
             + (f" of shape {wanted}" if wanted else "")
             + "; give the dataset the model was trained on."
         )
-
-
-def take(raw, positions):
-    """The raw examples at `positions` (a dict of columns for Adult)."""
-    if isinstance(raw, dict):
-        return {name: column[positions] for name, column in raw.items()}
-    return raw[positions]
 
 
 def explain(saved_model_path, dataset, raw, positions, batch_size=256):

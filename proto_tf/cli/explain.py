@@ -14,7 +14,7 @@ from absl import flags
 from proto_tf import json_files
 from proto_tf.analysis import explain
 from proto_tf.cli.common import run_command
-from proto_tf.data import dataset_info
+from proto_tf.data import dataset_info, raw_examples
 from proto_tf.errors import ConfigError
 from proto_tf.serving import export
 from proto_tf.serving.predict import check_saved_model
@@ -78,7 +78,7 @@ def main(argv):
 def _explain(path, dataset, data_dir, output_dir, options=None, seed=0):
     positions = _example_positions(FLAGS.examples)
     explain.check_export_matches(check_saved_model(path), dataset)  # Before any data is read.
-    raw = explain.load_raw(dataset, data_dir, options, seed)
+    raw = raw_examples.load_raw(dataset, data_dir, options, seed)
     count = len(raw["test_labels"])
     outside = [p for p in positions if p >= count]
     if outside:
