@@ -19,6 +19,7 @@ COMMANDS = (
     "report",
     "benchmark",
     "reference",
+    "audit",
 )
 
 setuptools.setup(
@@ -51,8 +52,9 @@ setuptools.setup(
         "absl-py>=2.0",
         "matplotlib>=3.8",
     ],
-    # compare: the scikit-learn references of run/reference.py (not needed otherwise).
+    # compare: the scikit-learn references of run/reference.py and cleanlab beside
+    # run/audit.py --compare_cleanlab (not needed otherwise).
     # (`run/benchmark.py --suite=authors` also needs tf-keras, installed with --no-deps:
     # its own requirement would add the full `tensorflow` over `tensorflow-cpu`.)
-    extras_require={"tfds": ["tensorflow-datasets>=4.9"], "compare": ["scikit-learn>=1.5"]},
+    extras_require={"tfds": ["tensorflow-datasets>=4.9"], "compare": ["scikit-learn>=1.5", "cleanlab>=2.7"]},
 )

@@ -71,3 +71,16 @@ def plot_budget_gap(gaps, path, title="Gap to the baseline against the budget"):
         title,
         path,
     )
+
+
+def plot_agreement(own_label_mass, path: str) -> str:
+    """Histogram of each training example's attention weight on its own label."""
+    figure, axes = plt.subplots(figsize=(5, 4))
+    axes.hist(own_label_mass, bins=40, range=(0.0, 1.0))
+    axes.set_yscale("log")
+    axes.set_xlabel("attention weight on prototypes of the example's own label")
+    axes.set_ylabel("training examples")
+    axes.set_title("Label audit: low agreement = suspect label")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return save_figure(figure, path)[0]
