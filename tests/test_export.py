@@ -5,13 +5,15 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from data_files import write_adult, write_dbpedia, write_mnist
 
+from proto_tf import ProtoAttend
 from proto_tf.data import adult, text
-from proto_tf.serving import export
+from proto_tf.serving import export, warmup
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
 
@@ -32,6 +34,7 @@ TINY = dict(
 
 LOADER = r"""
 import sys
+import keras
 import numpy as np
 import tensorflow as tf
 path, inputs_file, outputs_file, signature = sys.argv[1:5]
@@ -137,6 +140,16 @@ def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_pat
     assert [list(row) for row in served["prototype_label_names"]] == [
         [names[i] for i in row] for row in served["prototype_labels"]
     ], dataset
+    # TF Serving's warm-up requests: the first test examples, which its loading path answers.
+    if warmup.serving_protos_available():
+        requests = warmup.read_warmup_requests(path)
+        assert [len(next(iter(r.values()))) for r in requests] == [1, min(8, len(trainer.dataset.test))]
+        expected_request, _ = _raw_test_inputs(dataset, trainer, data_dir, count=8)
+        for name, value in requests[1].items():
+            got = np.char.decode(value.astype(bytes)) if value.dtype.kind in "OS" else value
+            np.testing.assert_array_equal(got, expected_request[name], err_msg=f"{dataset} {name}")
+        answered = _session_call(path, "serving_default", requests[1])
+        np.testing.assert_array_equal(answered["class_ids"][:6], served["class_ids"], err_msg=dataset)
     # The in-memory model attends over the same database as the export.
     trainer.evaluator.set_database(trainer.inference_split)
     expected = _expected(trainer, stored)
@@ -264,3 +277,20 @@ def test_versions_increase_and_baseline_exports(tmp_path):
     assert second.endswith("2")
     outputs = tf.saved_model.load(second).signatures["serving_default"].structured_outputs
     assert set(outputs) == {"class_ids", "class_names", "probabilities", "unknown_categories"}
+
+
+def test_memory_estimate_and_description_by_hand(tmp_path):
+    model = ProtoAttend(keras.layers.Dense(3), 2, "softmax", attention_size=4, value_size=5)
+    model.build((None, 2))
+    model.set_database(np.zeros((10, 4), "float32"), np.zeros((10, 5), "float32"), np.arange(10) % 2)
+    estimate = warmup.memory_estimate(model, model.database, max_batch_size=6, stream_above=100, block_size=4)
+    weights = 4 * sum(int(np.prod(v.shape)) for v in model.weights)
+    # keys 10x4 and values 10x5 float32, labels int32, indices int64; dense [6, 10] logits and weights.
+    assert estimate == {"weights": weights, "database": 160 + 200 + 40 + 80, "per_request": 2 * 4 * 6 * 10}
+    streamed = warmup.memory_estimate(model, model.database, max_batch_size=6, stream_above=5, block_size=4)
+    assert streamed["per_request"] == 2 * 4 * 6 * 4  # Blocks of 4 rows.
+    (tmp_path / "saved_model.pb").write_bytes(b"x" * 2**20)
+    line = warmup.describe(str(tmp_path), estimate, 10, 6, None)
+    assert line.startswith("The export is 1.0 MB on disk; expected memory when served: about 0.0 MB")
+    assert "a database of 10 prototypes), plus 0.0 MB per request of 6 instances." in line
+    assert line.endswith("No TF Serving warm-up requests (they need `pip install --no-deps tensorflow-serving-api`).")

@@ -12,15 +12,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import blockwise, json_files
+from proto_tf import blockwise, json_files, streaming
 from proto_tf.analysis.evaluation import Evaluator, calibrate_on
 from proto_tf.calibration import DEFAULT_DELTA, Calibration
 from proto_tf.data import inference_database
 from proto_tf.data.common import Split
 from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
+from proto_tf.data.raw_examples import load_raw, take
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.model import ProtoAttend, PrototypeDatabase
+from proto_tf.serving import warmup
 from proto_tf.training import trainer
 from proto_tf.training.config import check_against_data
 from proto_tf.work_progress import WorkProgress
@@ -501,22 +503,30 @@ def export_model_dir(
     calibration = None
     if target_accuracy is not None or target_coverage is not None:
         calibration = _calibrate(model, dataset, config, target_accuracy, target_coverage, calibration_delta, report)
-    return publish_version(
-        lambda path: export_saved_model(
-            model,
-            info,
-            dataset.preprocess,
-            database,
-            path,
-            top_k,
-            max_batch_size,
-            dataset.class_names,
-            calibration,
-            stream_above,
-        ),
-        export_dir,
-        model_name or os.path.basename(os.path.normpath(model_dir)),
-    )
+    name = model_name or os.path.basename(os.path.normpath(model_dir))
+    requests = _warmup_requests(config, info) if warmup.serving_protos_available() else []
+
+    def write(path):
+        export_saved_model(
+            model, info, dataset.preprocess, database, path, top_k, max_batch_size, dataset.class_names,
+            calibration, stream_above,
+        )  # fmt: skip
+        if requests:
+            warmup.write_warmup_requests(path, requests, name)
+
+    target = publish_version(write, export_dir, name)
+    estimate = warmup.memory_estimate(model, database, max_batch_size, stream_above, streaming.DEFAULT_BLOCK_SIZE)
+    written = os.path.join(target, warmup.WARMUP_FILE) if requests else None
+    report(warmup.describe(target, estimate, len(database) if database else 0, max_batch_size, written))
+    return target
+
+
+def _warmup_requests(config, info, sizes=(1, 8)):
+    """`serving_default` inputs of the first test examples (one request per size): what
+    TF Serving replays when it loads the version."""
+    raw = load_raw(config.dataset, config.data_dir, config.data_options(), config.seed)
+    count = len(raw["test_labels"])
+    return [info.kind.request(take(raw["test"], np.arange(min(size, count))), raw) for size in sizes]
 
 
 def _calibrate(model, dataset, config, target_accuracy, target_coverage, delta, report):
