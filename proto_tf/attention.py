@@ -68,7 +68,9 @@ class PrototypeAttention(keras.layers.Layer):
         self.sparsemax_top_k = sparsemax_top_k
         self.built = True  # Nothing to build: the layer is parameter-free.
 
-    def call(self, queries, keys, values, candidate_mask=None):
+    def call(
+        self, queries: tf.Tensor, keys: tf.Tensor, values: tf.Tensor, candidate_mask: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         _check_shapes(queries, keys, values)
         attention_size = queries.shape[-1]
         logits = tf.matmul(queries, keys, transpose_b=True)
@@ -80,13 +82,13 @@ class PrototypeAttention(keras.layers.Layer):
         weighted_values = tf.matmul(tf.cast(weights, values.dtype), values)
         return weighted_values, weights
 
-    def compute_output_shape(self, queries_shape, keys_shape, values_shape):
+    def compute_output_shape(self, queries_shape: tuple, keys_shape: tuple, values_shape: tuple) -> tuple:
         return (
             (queries_shape[0], values_shape[-1]),
             (queries_shape[0], keys_shape[0]),
         )
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update({"normalization": self.normalization, "sparsemax_top_k": self.sparsemax_top_k})
         return config

@@ -31,24 +31,26 @@ class BaselineClassifier(Classifier):
         self.decision = keras.layers.Dense(self.num_classes, use_bias=False, name="decision")
         self._track_metrics(("loss", "plain_loss", "plain_accuracy"))
 
-    def build(self, input_shape, input_dtype="float32"):
+    def build(self, input_shape: tuple, input_dtype: str = "float32") -> None:
         """Creates every weight by running one zero example through the layers."""
         if self.built:
             return
         self.decision(self.encoder(tf.zeros([1] + list(input_shape)[1:], dtype=input_dtype), training=False))
         self.built = True
 
-    def plain_logits(self, inputs, training: bool = False) -> tf.Tensor:
+    def plain_logits(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.decision(self.encoder(inputs, training=training))
 
-    def call(self, inputs, training: bool = False) -> dict[str, tf.Tensor]:
+    def call(self, inputs: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         """Returns `{"logits": [B, num_classes]}`."""
         return {"logits": self.plain_logits(inputs, training)}
 
-    def forward_train(self, data, alpha, training=True):
+    def forward_train(
+        self, data: dict[str, tf.Tensor], alpha: tf.Tensor | float, training: bool = True
+    ) -> dict[str, tf.Tensor]:
         del alpha  # No mixed path.
         return {"plain_logits": self.plain_logits(data["inputs"], training)}
 
-    def loss_terms(self, labels, outputs):
+    def loss_terms(self, labels: tf.Tensor, outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         plain = cross_entropy(tf.cast(labels, tf.int32), outputs["plain_logits"])
         return {"plain_loss": plain, "loss": plain}

@@ -14,7 +14,7 @@ import tensorflow as tf
 DEFAULT_BLOCK_SIZE = 128
 
 
-def block_maxima(rows, block_size=DEFAULT_BLOCK_SIZE):
+def block_maxima(rows: tf.Tensor, block_size: int = DEFAULT_BLOCK_SIZE) -> tf.Tensor:
     """Splits `rows` `[R, n]` into blocks of `block_size` consecutive entries.
 
     Returns `(blocks [R, ceil(n / block_size), block_size], maxima [R, num_blocks])`;
@@ -27,7 +27,7 @@ def block_maxima(rows, block_size=DEFAULT_BLOCK_SIZE):
     return blocks, tf.reduce_max(blocks, axis=-1)
 
 
-def gather_blocks(blocks, block_ids):
+def gather_blocks(blocks: tf.Tensor, block_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """The entries of the chosen blocks of each row, concatenated, with their column
     in the original row.
 
@@ -45,7 +45,7 @@ def gather_blocks(blocks, block_ids):
     return tf.reshape(entries, [rows, -1]), tf.reshape(columns, [rows, -1])
 
 
-def top_k(rows, k, block_size=DEFAULT_BLOCK_SIZE):
+def top_k(rows: tf.Tensor, k: int, block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[tf.Tensor, tf.Tensor]:
     """`tf.math.top_k(rows, k)` for 2-D `rows`, without a selection over whole rows.
 
     Exact: the k largest entries of a row lie in the k blocks with the largest

@@ -6,6 +6,8 @@ subclass says what its paths are: `forward_train`, `loss_terms`, `call` and
 `plain_logits`.
 """
 
+from typing import Callable
+
 import keras
 import tensorflow as tf
 
@@ -33,34 +35,40 @@ class Classifier(keras.Model):
         self._trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     @property
-    def metrics(self):
+    def metrics(self) -> list[keras.metrics.Metric]:
         return list(self._trackers.values())
 
     # === Paths (subclasses) ===
 
-    def plain_logits(self, inputs, training: bool = False) -> tf.Tensor:
+    def plain_logits(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Logits of the plain path: the encoder's features through the decision."""
         raise NotImplementedError
 
-    def forward_train(self, data, alpha, training=True) -> dict:
+    def forward_train(self, data: dict[str, tf.Tensor], alpha: tf.Tensor | float, training: bool = True) -> dict:
         """The outputs of the training paths for a step's `data` dict."""
         raise NotImplementedError
 
-    def loss_terms(self, labels, outputs) -> dict:
+    def loss_terms(self, labels: tf.Tensor, outputs: dict[str, tf.Tensor]) -> dict:
         """The loss terms as means over the (per-replica) batch, their sum as `loss`."""
         raise NotImplementedError
 
-    def sample_alpha(self, step):
+    def sample_alpha(self, step: int | tf.Tensor) -> tf.Tensor:
         """Alpha of Eq. 1's mixed path for `step`; a model without that path draws none."""
         del step
         return tf.constant(0.0, tf.float32)
 
     # === Training ===
 
-    def train_step(self, data):
+    def train_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return self.train_step_with_alpha(data, self.sample_alpha(self.optimizer.iterations))
 
-    def train_step_with_alpha(self, data, alpha, inspect=None, results=True):
+    def train_step_with_alpha(
+        self,
+        data: dict[str, tf.Tensor],
+        alpha: tf.Tensor | float,
+        inspect: Callable | None = None,
+        results: bool = True,
+    ) -> dict[str, tf.Tensor]:
         """`train_step` with Eq. 1's alpha given (for steps compiled by XLA, whose
         stateless random numbers differ from TensorFlow's for the same seed).
 
@@ -97,7 +105,7 @@ class Classifier(keras.Model):
 
     # === Evaluation ===
 
-    def test_step(self, data):
+    def test_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """`(x, y)` (or `(x, y, sample_weight)`) scored by `call`: `loss` (cross-entropy
         of the decision) and the subclass's `evaluation_terms`, exact means over the
         examples."""
@@ -115,7 +123,7 @@ class Classifier(keras.Model):
             self._trackers[name].update_state(values, sample_weight=sample_weight)
         return self._results(per_example)
 
-    def evaluation_terms(self, labels, outputs) -> dict:
+    def evaluation_terms(self, labels: tf.Tensor, outputs: dict[str, tf.Tensor]) -> dict:
         """Per-example values that `evaluate(x, y)` averages besides the loss."""
         return {"plain_accuracy": correct(labels, outputs["logits"])}
 
@@ -124,31 +132,31 @@ class Classifier(keras.Model):
 
     # === Config ===
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update({"encoder": keras.saving.serialize_keras_object(self.encoder), "num_classes": self.num_classes})
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "Classifier":
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)
 
 
-def cross_entropy(labels, logits):
+def cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Mean sparse cross-entropy, computed in float32 (mixed precision gives bfloat16)."""
     return tf.reduce_mean(
         tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
     )
 
 
-def correct(labels, logits):
+def correct(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """1.0 where the arg-max of `logits` is the label, else 0.0 (per example)."""
     predictions = tf.argmax(logits, axis=-1, output_type=tf.int32)
     return tf.cast(tf.equal(predictions, labels), tf.float32)
 
 
-def accuracy(labels, logits):
+def accuracy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """The share of `labels` that the arg-max of `logits` gets right."""
     return tf.reduce_mean(correct(labels, logits))

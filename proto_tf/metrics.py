@@ -1,5 +1,7 @@
 """Confidence (Eq. 3) and prototype counts (Table 2) from attention weights."""
 
+from typing import Sequence
+
 import numpy as np
 import tensorflow as tf
 
@@ -55,7 +57,7 @@ def median_prototype_counts(weights: tf.Tensor, thresholds: tuple = DEFAULT_THRE
     return {t: float(np.median(counts[:, i])) for i, t in enumerate(thresholds)}
 
 
-def coverage_curve(confidence: np.ndarray, correct: np.ndarray, thresholds) -> list[dict]:
+def coverage_curve(confidence: np.ndarray, correct: np.ndarray, thresholds: Sequence[float]) -> list[dict]:
     """Accuracy against the share of examples kept when predicting only where the
     confidence is at least each threshold (Fig. 6).
 
@@ -71,13 +73,13 @@ def coverage_curve(confidence: np.ndarray, correct: np.ndarray, thresholds) -> l
     return curve
 
 
-def fraction_above(confidence: np.ndarray, levels) -> list[float]:
+def fraction_above(confidence: np.ndarray, levels: Sequence[float]) -> list[float]:
     """Share of examples whose confidence is at least each level (Fig. 8)."""
     confidence = np.asarray(confidence)
     return [float((confidence >= level).mean()) for level in levels]
 
 
-def accuracy_when_keeping(confidence: np.ndarray, correct: np.ndarray, fractions) -> dict:
+def accuracy_when_keeping(confidence: np.ndarray, correct: np.ndarray, fractions: Sequence[float]) -> dict:
     """Accuracy on the `fraction` most confident examples, for each fraction (the
     paper's "error reached by refraining from x % of predictions")."""
     order = np.argsort(-np.asarray(confidence), kind="stable")
@@ -106,7 +108,9 @@ def roc_auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
     return float((rank_sum - count_positive * (count_positive + 1) / 2) / (count_positive * count_negative))
 
 
-def auc_curve(confidence: np.ndarray, scores: np.ndarray, positives: np.ndarray, thresholds) -> list[dict]:
+def auc_curve(
+    confidence: np.ndarray, scores: np.ndarray, positives: np.ndarray, thresholds: Sequence[float]
+) -> list[dict]:
     """AUC against the share of examples kept when predicting only where the
     confidence is at least each threshold (Fig. 6d, ISIC). A list of dicts
     `{threshold, kept, auc}`; `auc` is None where the kept examples hold one class."""

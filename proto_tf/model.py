@@ -10,6 +10,8 @@ Training (Eq. 1 + Eq. 2), per example with label y and candidate weights p:
   + sparsity_weight * (-sum_j p_j log(p_j + eps)).
 """
 
+from typing import Iterable
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -33,7 +35,7 @@ class PrototypeDatabase:
     the current database, never a copy captured when it was traced.
     """
 
-    def __init__(self, keys, values, labels, indices=None):
+    def __init__(self, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None):
         # A plain object, not a tracked module: training checkpoints hold the model's
         # weights only (an export captures these variables, and stores them once).
         with tf.init_scope():  # Variables, even when set inside a traced function.
@@ -43,7 +45,7 @@ class PrototypeDatabase:
             self.index_variable = _free_rows_variable(_indices_or_positions(indices, labels), "database_indices")
         self._rows = int(tf.convert_to_tensor(labels).shape[0])  # Static: the rows given.
 
-    def assign(self, keys, values, labels, indices=None):
+    def assign(self, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None) -> None:
         """Replaces the database (any number of rows)."""
         self.keys.assign(tf.cast(keys, self.keys.dtype))
         self.values.assign(tf.cast(values, self.values.dtype))
@@ -57,7 +59,7 @@ class PrototypeDatabase:
         return self.index_variable
 
     @indices.setter
-    def indices(self, indices):
+    def indices(self, indices: tf.Tensor | None) -> None:
         self.index_variable.assign(_indices_or_positions(indices, self.labels))
 
     def static_tensors(self) -> tuple:
@@ -70,7 +72,7 @@ class PrototypeDatabase:
             for v in (self.keys, self.values, self.labels, self.index_variable)
         )
 
-    def tensors(self):
+    def tensors(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """`(keys, values, labels)` as tensors of the current static shape: functions
         given these know D when traced (sparsemax's fast path for known widths)."""
         return self.static_tensors()[:3]
@@ -251,7 +253,7 @@ class ProtoAttend(Classifier):
 
     # === Building ===
 
-    def build(self, input_shape, input_dtype="float32"):
+    def build(self, input_shape: tuple, input_dtype: str = "float32") -> None:
         """Creates every weight by running one zero example through all layers.
 
         Every layer must exist before an optimizer is built for the model, and
@@ -295,20 +297,20 @@ class ProtoAttend(Classifier):
         values = self.value_norm(self.value_head(features))
         return queries, keys, values
 
-    def encode(self, inputs, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def encode(self, inputs: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Encodes inputs to `(queries, keys, values)`."""
         return self.heads(self.encoder(inputs, training=training))
 
-    def plain_logits(self, inputs, training: bool = False) -> tf.Tensor:
+    def plain_logits(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         """The plain path of Eq. 1: the input's own value through the decision."""
         return self.decision(self.encode(inputs, training=training)[2])
 
-    def encode_database(self, candidate_inputs, batch_size: int = 1024) -> tuple[tf.Tensor, tf.Tensor]:
+    def encode_database(self, candidate_inputs: tf.Tensor, batch_size: int = 1024) -> tuple[tf.Tensor, tf.Tensor]:
         """Encodes candidates (an array, or a dict of arrays) without augmentation or
         dropout, in batches of `batch_size`: `(keys [D, d_att], values [D, d_val])`."""
         return self.encode_batches(tf.data.Dataset.from_tensor_slices(candidate_inputs).batch(batch_size))
 
-    def encode_batches(self, batches) -> tuple[tf.Tensor, tf.Tensor]:
+    def encode_batches(self, batches: Iterable) -> tuple[tf.Tensor, tf.Tensor]:
         """Encodes an iterable of model-input batches without augmentation or dropout:
         `(keys [D, d_att], values [D, d_val])`. The one loop that encodes a database
         (evaluation, export and `encode_database` all come here), one traced function
@@ -323,7 +325,9 @@ class ProtoAttend(Classifier):
             raise DataError("the prototype database is empty: give at least one candidate.")
         return tf.concat(keys, axis=0), tf.concat(values, axis=0)
 
-    def set_database(self, keys, values, labels, indices=None) -> None:
+    def set_database(
+        self, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None
+    ) -> None:
         """Sets the encoded candidate database that `call` attends over."""
         keys = tf.convert_to_tensor(keys)
         values = tf.convert_to_tensor(values)
@@ -344,7 +348,7 @@ class ProtoAttend(Classifier):
         else:
             self.database.assign(keys, values, labels, indices)
 
-    def call(self, inputs, training: bool = False) -> dict[str, tf.Tensor]:
+    def call(self, inputs: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         """Predicts with the database set by `set_database`.
 
         Returns a dict: `logits` (from the prototypes), `plain_logits`, `weights
@@ -361,7 +365,9 @@ class ProtoAttend(Classifier):
         database = self.database
         return self.predict_with_database(inputs, database.keys, database.values, database.labels, training)
 
-    def predict_with_database(self, inputs, keys, values, labels, training: bool = False) -> dict[str, tf.Tensor]:
+    def predict_with_database(
+        self, inputs: tf.Tensor, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, training: bool = False
+    ) -> dict[str, tf.Tensor]:
         """`call` with an explicit database: keys `[D, d_att]`, values `[D, d_val]`,
         labels `[D]`."""
         queries, _, input_values = self.heads(self.encoder(inputs, training=training))
@@ -375,10 +381,10 @@ class ProtoAttend(Classifier):
 
     def predict_streamed(
         self,
-        inputs,
-        keys,
-        values,
-        labels,
+        inputs: tf.Tensor,
+        keys: tf.Tensor,
+        values: tf.Tensor,
+        labels: tf.Tensor,
         top_k: int = 5,
         block_size: int = streaming.DEFAULT_BLOCK_SIZE,
         training: bool = False,
@@ -402,7 +408,7 @@ class ProtoAttend(Classifier):
 
     # === Training ===
 
-    def sample_alpha(self, step):
+    def sample_alpha(self, step: int | tf.Tensor) -> tf.Tensor:
         """Alpha of Eq. 1 for `step`: uniform in `alpha_range`, the same on all replicas."""
         low, high = self.alpha_range
         if low == high:
@@ -410,7 +416,9 @@ class ProtoAttend(Classifier):
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
         return tf.random.stateless_uniform([], seed, minval=low, maxval=high)
 
-    def forward_train(self, data, alpha, training=True):
+    def forward_train(
+        self, data: dict[str, tf.Tensor], alpha: tf.Tensor | float, training: bool = True
+    ) -> dict[str, tf.Tensor]:
         """Logits of the three paths of Eq. 1 and the attention weights, per replica."""
         inputs = data["inputs"]
         candidate_inputs = data["candidate_inputs"]
@@ -462,7 +470,7 @@ class ProtoAttend(Classifier):
         filled = tf.range(size) < self.memory_writes
         return tf.cast(self.memory_features, features.dtype), filled
 
-    def loss_terms(self, labels, outputs):
+    def loss_terms(self, labels: tf.Tensor, outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Each term of Eq. 1 and Eq. 2 as a mean over the (per-replica) batch, and
         their weighted sum as `loss`."""
         labels = tf.cast(labels, tf.int32)
@@ -482,7 +490,7 @@ class ProtoAttend(Classifier):
         )
         return terms
 
-    def test_step(self, data):
+    def test_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Evaluation step of `model.evaluate`.
 
         A dict with `candidate_inputs` is scored like a training step (the three paths
@@ -498,7 +506,7 @@ class ProtoAttend(Classifier):
             return self._results(self._training_metrics)
         return super().test_step(data)
 
-    def evaluation_terms(self, labels, outputs):
+    def evaluation_terms(self, labels: tf.Tensor, outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {
             "prototype_accuracy": correct(labels, outputs["logits"]),
             "plain_accuracy": correct(labels, outputs["plain_logits"]),
@@ -515,7 +523,7 @@ class ProtoAttend(Classifier):
 
     # === Saving ===
 
-    def save_own_variables(self, store):
+    def save_own_variables(self, store: dict) -> None:
         """Keras saving (`model.save("m.keras")`) keeps the prototype database too."""
         super().save_own_variables(store)
         if self.database is not None:
@@ -523,7 +531,7 @@ class ProtoAttend(Classifier):
                 store[name] = value.numpy()
             store["database_indices"] = self.database.indices.numpy()
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: dict) -> None:
         """Restores the model's own variables and, when saved, its database."""
         own = self._trainable_variables + self._non_trainable_variables
         entries = set(store.keys())
@@ -542,7 +550,7 @@ class ProtoAttend(Classifier):
 
     # === Config ===
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {
@@ -563,7 +571,7 @@ class ProtoAttend(Classifier):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> "ProtoAttend":
         if config.get("attention") == "none":
             # A `.keras` file of a baseline written before it became its own model.
             config = {key: value for key, value in config.items() if key not in _ATTENTION_CONFIG}

@@ -84,7 +84,7 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP
     return tf.cast(probabilities, logits.dtype)
 
 
-def threshold_from_sorted(sorted_desc, shift):
+def threshold_from_sorted(sorted_desc: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
     """tau and the support size from logits sorted in descending order, already
     shifted by `shift` (the row maximum). Works on any prefix of the sorted row."""
     cumulative = tf.cumsum(sorted_desc, axis=-1)

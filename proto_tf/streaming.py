@@ -31,10 +31,10 @@ _MICHELOT_PASSES = 64
 
 
 def streamed_attention(
-    queries,
-    keys,
-    values,
-    labels,
+    queries: tf.Tensor,
+    keys: tf.Tensor,
+    values: tf.Tensor,
+    labels: tf.Tensor,
     normalization: str,
     num_classes: int,
     top_k: int = 5,

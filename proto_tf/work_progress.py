@@ -6,7 +6,7 @@ terminal, one line every few seconds in a file or a pipe, and a closing line.
 
 import sys
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TextIO
 
 
 class WorkProgress:
@@ -25,7 +25,7 @@ class WorkProgress:
         self,
         description: str,
         total: int,
-        stream=None,
+        stream: TextIO | None = None,
         quiet_seconds: float = 5.0,
         line_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,

@@ -12,16 +12,16 @@ from proto_tf.work_progress import WorkProgress
 
 
 def evaluate_model_dir(
-    model_dir,
-    output_dir=None,
-    checkpoint="best",
-    infer_database_size=None,
-    data_dir=None,
-    shift_data_dirs=None,
-    dknn_neighbours=0,
-    batchnorm_batches=0,
-    calibration=None,
-):
+    model_dir: str,
+    output_dir: str | None = None,
+    checkpoint: str = "best",
+    infer_database_size: int | None = None,
+    data_dir: str | None = None,
+    shift_data_dirs: dict | None = None,
+    dknn_neighbours: int = 0,
+    batchnorm_batches: int = 0,
+    calibration: dict | None = None,
+) -> dict:
     """Test accuracy of both paths, median prototype counts, the confidence curve, the
     confidence of right and wrong decisions, and for Fashion-MNIST the shares above
     each confidence level on shifted sets (rotated Fashion-MNIST, and MNIST / CIFAR-10

@@ -1,10 +1,14 @@
 """Evaluating a trained model on a split with a fixed inference database."""
 
+from typing import Callable, Sequence
+
+import keras
 import numpy as np
 import tensorflow as tf
 
 from proto_tf import calibration, metrics
 from proto_tf.data.candidates import evaluation_batches
+from proto_tf.data.common import Split
 from proto_tf.errors import ConfigError
 from proto_tf.work_progress import tracked
 
@@ -17,7 +21,9 @@ class Evaluator:
     database and the prediction of a split while they run (work_progress.py: nothing
     for work of a few seconds)."""
 
-    def __init__(self, model, preprocess, batch_size=512, progress=None):
+    def __init__(
+        self, model: keras.Model, preprocess: Callable, batch_size: int = 512, progress: Callable | None = None
+    ):
         self.model = model
         self.preprocess = preprocess
         self.batch_size = batch_size
@@ -34,7 +40,7 @@ class Evaluator:
                 reduce_retracing=True,
             )
 
-    def features(self, split):
+    def features(self, split: Split) -> list[np.ndarray]:
         """Per-layer features for deep k-NN: `[encoder output, values]` as NumPy arrays."""
         encoder_outputs, values = [], []
         for inputs, _ in evaluation_batches(split, self.preprocess, self.batch_size):
@@ -43,13 +49,13 @@ class Evaluator:
             values.append(batch_features[1].numpy())
         return [np.concatenate(encoder_outputs), np.concatenate(values)]
 
-    def set_database(self, database_split):
+    def set_database(self, database_split: Split) -> None:
         """Encodes `database_split` (no augmentation) and sets it as the model's database."""
         batches = (inputs for inputs, _ in self._batches(database_split, "encoding the prototype database"))
         self.model.set_database(*self.model.encode_batches(batches), database_split.labels, database_split.indices)
         self.database_split = database_split
 
-    def predict(self, split, thresholds=metrics.DEFAULT_THRESHOLDS):
+    def predict(self, split: Split, thresholds: Sequence[float] = metrics.DEFAULT_THRESHOLDS) -> dict[str, np.ndarray]:
         """Per-example predictions on a split, as NumPy arrays.
 
         Returns a dict with `labels`, `predictions`, `probabilities [N, C]`, `loss`
@@ -86,7 +92,7 @@ class Evaluator:
             evaluation_batches(split, self.preprocess, self.batch_size), progress, lambda batch: batch[1].shape[0]
         )
 
-    def evaluate(self, split, database_split=None):
+    def evaluate(self, split: Split, database_split: Split | None = None) -> dict:
         """Sets the database (when given and the model has attention) and summarises
         the model's predictions on `split`."""
         if database_split is not None and self.model.uses_database:
@@ -105,7 +111,7 @@ def _encoder_features_and_values(model, inputs):
     return features, model.heads(features)[2]
 
 
-def summarize(predictions, thresholds=metrics.DEFAULT_THRESHOLDS):
+def summarize(predictions: dict, thresholds: Sequence[float] = metrics.DEFAULT_THRESHOLDS) -> dict:
     """Accuracy of both paths, median prototype counts, mean confidence of right and
     wrong decisions (plain floats, ready for JSON)."""
     correct = predictions["predictions"] == predictions["labels"]
@@ -130,7 +136,7 @@ KEPT_FRACTIONS = (0.99, 0.97, 0.95, 0.9, 0.8, 0.5)
 SHIFT_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
-def confidence_report(predictions, thresholds=COVERAGE_THRESHOLDS):
+def confidence_report(predictions: dict, thresholds: Sequence[float] = COVERAGE_THRESHOLDS) -> dict:
     """Summary metrics plus the confidence-controlled accuracy curve (Fig. 6) and, for
     two classes, the AUC of the second class's probability and its curve against the
     share kept (Fig. 6d, ISIC's headline)."""
@@ -148,7 +154,7 @@ def confidence_report(predictions, thresholds=COVERAGE_THRESHOLDS):
     return report
 
 
-def shift_report(evaluator, named_splits, levels=SHIFT_LEVELS):
+def shift_report(evaluator: Evaluator, named_splits: dict, levels: Sequence[float] = SHIFT_LEVELS) -> dict:
     """Share of examples above each confidence level, per (possibly shifted) split
     (Fig. 8): `{name: [share at each level]}`."""
     return {
@@ -157,7 +163,13 @@ def shift_report(evaluator, named_splits, levels=SHIFT_LEVELS):
     }
 
 
-def calibrate_on(evaluator, split, target_accuracy=None, target_coverage=None, delta=calibration.DEFAULT_DELTA):
+def calibrate_on(
+    evaluator: Evaluator,
+    split: Split,
+    target_accuracy: float | None = None,
+    target_coverage: float | None = None,
+    delta: float = calibration.DEFAULT_DELTA,
+) -> calibration.Calibration:
     """`calibration.calibrate` on the model's predictions for `split` (the run's
     validation split: held out from training, exchangeable with new data); a
     ConfigError when no threshold meets the target, saying what it reached."""

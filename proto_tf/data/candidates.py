@@ -9,9 +9,12 @@ step (each takes its contiguous slice of the batch and of the database).
 """
 
 import warnings
+from typing import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from proto_tf.data.common import Split
 
 
 def _seed_pair(seed, step, stream):
@@ -20,7 +23,7 @@ def _seed_pair(seed, step, stream):
     return tf.random.experimental.stateless_fold_in(base, stream)
 
 
-def sample_without_replacement(population, count, seed):
+def sample_without_replacement(population: int, count: int, seed: int) -> np.ndarray:
     """`count` distinct indices in `[0, population)`, uniformly at random."""
     keys = tf.random.stateless_uniform([population], seed)
     return tf.math.top_k(keys, k=count, sorted=False).indices
@@ -36,15 +39,15 @@ def _balanced_sample(class_positions, counts, seed):
 
 
 def training_batches(
-    split,
-    augment,
-    batch_size,
-    database_size,
-    seed=0,
-    start_step=0,
-    num_steps=None,
-    class_shares=None,
-):
+    split: Split,
+    augment: Callable,
+    batch_size: int,
+    database_size: int,
+    seed: int = 0,
+    start_step: int = 0,
+    num_steps: int | None = None,
+    class_shares: Sequence[float] | None = None,
+) -> tf.data.Dataset:
     """A `tf.data.Dataset` of training steps, starting at `start_step`.
 
     Each element is a dict: `inputs [B, ...]`, `labels [B]`, `candidate_inputs
@@ -99,7 +102,7 @@ def training_batches(
     return steps.map(make_step, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def inference_database(split, size, seed=0, class_shares=None):
+def inference_database(split: Split, size: int, seed: int = 0, class_shares: Sequence[float] | None = None) -> Split:
     """A fixed-seed sample of `size` distinct training examples (all of them if `size`
     is None or too large), stored form, keeping each one's index in the training file.
 
@@ -132,7 +135,7 @@ def inference_database(split, size, seed=0, class_shares=None):
     return split.take(np.sort(positions))
 
 
-def capped_class_counts(size, shares, available):
+def capped_class_counts(size: int, shares: Sequence[float], available: Sequence[int]) -> np.ndarray:
     """Per-class counts summing to `size`: `round(share * size)` each (the last class
     takes the remainder), capped by what each class has, the shortfall given to the
     classes that have more, in class order."""
@@ -145,7 +148,7 @@ def capped_class_counts(size, shares, available):
     return counts
 
 
-def evaluation_batches(split, preprocess, batch_size=512):
+def evaluation_batches(split: Split, preprocess: Callable, batch_size: int = 512) -> tf.data.Dataset:
     """`(model inputs, labels)` batches of a split, without augmentation, in order."""
     dataset = tf.data.Dataset.from_tensor_slices((split.inputs, split.labels)).batch(batch_size)
     return dataset.map(

@@ -5,7 +5,7 @@ import numpy as np
 from proto_tf.data.common import Split
 
 
-def corrupt_labels(labels, rate, num_classes, seed=0):
+def corrupt_labels(labels: np.ndarray, rate: float, num_classes: int, seed: int = 0) -> np.ndarray:
     """Replaces exactly `round(rate * N)` labels, chosen at random, each by a class
     drawn uniformly from the `num_classes - 1` other classes (Appendix A.1.3)."""
     if not 0.0 <= rate <= 1.0:
@@ -20,6 +20,6 @@ def corrupt_labels(labels, rate, num_classes, seed=0):
     return noisy
 
 
-def with_label_noise(split, rate, num_classes, seed=0):
+def with_label_noise(split: Split, rate: float, num_classes: int, seed: int = 0) -> Split:
     """The split with corrupted labels (inputs and indices unchanged)."""
     return Split(split.inputs, corrupt_labels(split.labels, rate, num_classes, seed), split.indices)

@@ -3,6 +3,7 @@ and how to load it ready for training."""
 
 import dataclasses
 import os
+from typing import Callable
 
 from proto_tf.data import adult, images, text
 from proto_tf.data.common import LoadedDataset, carve_validation, cast_only
@@ -115,7 +116,7 @@ DATASETS = {
 }
 
 
-def register_dataset(info: DatasetInfo, load) -> None:
+def register_dataset(info: DatasetInfo, load: Callable) -> None:
     """Adds a dataset from its own module: `load(data_dir, download)` returns `(train
     Split, test Split, class names)` in stored form (uint8 images, character codes or
     feature vectors); `info` says what the inputs are. Training, evaluation, export,
@@ -149,7 +150,7 @@ def load_dataset(
     label_noise: float = 0.0,
     seed: int = 0,
     download: bool = False,
-    options=None,
+    options: object | None = None,
 ) -> LoadedDataset:
     """Loads a dataset of Table 1 with the paper's preprocessing.
 

@@ -1,5 +1,7 @@
 """Layers shared by the encoders."""
 
+from typing import Sequence
+
 import keras
 import tensorflow as tf
 
@@ -8,7 +10,7 @@ import tensorflow as tf
 class DenseNormStack(keras.layers.Layer):
     """Appendix A's fully-connected layers: Dense + ReLU + LayerNorm per entry of `units`."""
 
-    def __init__(self, units, **kwargs):
+    def __init__(self, units: Sequence[int], **kwargs):
         super().__init__(**kwargs)
         self.units = tuple(units)
         self.dense_layers = [
@@ -19,7 +21,7 @@ class DenseNormStack(keras.layers.Layer):
             keras.layers.LayerNormalization(name=f"dense{index + 1}_norm") for index in range(len(self.units))
         ]
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         # Creates the sublayers' weights: a `.keras` file is loaded into a layer built
         # from its input shape alone, without a call.
         shape = tuple(input_shape)
@@ -29,15 +31,15 @@ class DenseNormStack(keras.layers.Layer):
             norm.build(shape)
         self.built = True
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         for dense, norm in zip(self.dense_layers, self.norms):
             x = norm(dense(x))
         return x
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (*input_shape[:-1], self.units[-1])
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update({"units": list(self.units)})
         return config
@@ -68,7 +70,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and axis % rank == rank - 1
         )
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs: tf.Tensor, training: bool = None, mask: tf.Tensor | None = None) -> tf.Tensor:
         if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         input_dtype = inputs.dtype

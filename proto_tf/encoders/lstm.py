@@ -1,6 +1,7 @@
 """LSTM encoder for tabular data of Appendix A.3 (Adult Census Income)."""
 
 import keras
+import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -23,7 +24,14 @@ class TabularLSTM(keras.Model):
       TensorShape([3, 64])
     """
 
-    def __init__(self, embedding_size=64, timesteps=4, lstm_units=None, dropout=0.5, **kwargs):
+    def __init__(
+        self,
+        embedding_size: int = 64,
+        timesteps: int = 4,
+        lstm_units: int | None = None,
+        dropout: float = 0.5,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.embedding_size = embedding_size
         self.timesteps = timesteps
@@ -34,13 +42,13 @@ class TabularLSTM(keras.Model):
         self.lstm = keras.layers.LSTM(self.lstm_units, name="lstm")
         self.output_dropout = keras.layers.Dropout(dropout, name="output_dropout")
 
-    def call(self, features, training=False):
+    def call(self, features: tf.Tensor, training: bool = False) -> tf.Tensor:
         embedded = self.embedding(features)
         sequence = keras.ops.repeat(keras.ops.expand_dims(embedded, 1), self.timesteps, axis=1)
         sequence = self.input_dropout(sequence, training=training)
         return self.output_dropout(self.lstm(sequence, training=training), training=training)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {

@@ -1,6 +1,9 @@
 """ResNet image encoder of Appendix A.1 (MNIST, Fashion-MNIST, CIFAR-10, Fruits, ISIC)."""
 
+from typing import Sequence
+
 import keras
+import tensorflow as tf
 
 from proto_tf.encoders.layers import DenseNormStack, FusedBatchNormalization
 
@@ -36,7 +39,7 @@ class ResidualBlock(keras.layers.Layer):
     projects the input to the new width, as in the released TF1 code.
     """
 
-    def __init__(self, filters, strides=1, weight_decay=0.0, **kwargs):
+    def __init__(self, filters: int, strides: int = 1, weight_decay: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = strides
@@ -49,7 +52,7 @@ class ResidualBlock(keras.layers.Layer):
         if strides != 1:
             self.projection = _conv(filters, 1, strides, weight_decay, "projection")
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         if self.projection is None and input_shape[-1] != self.filters:
             raise ValueError(
                 f"An identity shortcut needs {self.filters} input channels, got "
@@ -57,13 +60,13 @@ class ResidualBlock(keras.layers.Layer):
             )
         self.built = True
 
-    def call(self, x, training=False):
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         y = keras.ops.relu(self.bn1(self.conv1(x), training=training))
         y = self.bn2(self.conv2(y), training=training)
         shortcut = x if self.projection is None else self.projection(x)
         return keras.ops.relu(shortcut + y)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update({"filters": self.filters, "strides": self.strides, "weight_decay": self.weight_decay})
         return config
@@ -95,11 +98,11 @@ class ResNet(keras.Model):
 
     def __init__(
         self,
-        depth=32,
-        dense_units=(256,),
-        downsample_stem=False,
-        weight_decay=0.0,
-        base_filters=16,
+        depth: int = 32,
+        dense_units: Sequence[int] = (256,),
+        downsample_stem: bool = False,
+        weight_decay: float = 0.0,
+        base_filters: int = 16,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -140,7 +143,7 @@ class ResNet(keras.Model):
         self.pool = keras.layers.GlobalAveragePooling2D(name="pool")
         self.head = DenseNormStack(self.dense_units, name="head")
 
-    def call(self, images, training=False):
+    def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = images
         for layer in self.stem_layers:
             x = layer(x, training=training)
@@ -148,7 +151,7 @@ class ResNet(keras.Model):
             x = block(x, training=training)
         return self.head(self.pool(x))
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {

@@ -1,5 +1,7 @@
 """VDCNN text encoder of Appendix A.2 (DBPedia), over quantised characters."""
 
+from typing import Sequence
+
 import keras
 import tensorflow as tf
 
@@ -14,22 +16,22 @@ class KMaxPooling(keras.layers.Layer):
     """Keeps the k largest activations of each channel over time, in their original
     temporal order: `[B, T, C] -> [B, k, C]`."""
 
-    def __init__(self, k=8, **kwargs):
+    def __init__(self, k: int = 8, **kwargs):
         super().__init__(**kwargs)
         self.k = k
         self.built = True
 
-    def call(self, x):
+    def call(self, x: tf.Tensor) -> tf.Tensor:
         channels_first = tf.transpose(x, [0, 2, 1])  # [B, C, T]
         top_indices = tf.math.top_k(channels_first, k=self.k, sorted=False).indices
         in_time_order = tf.sort(top_indices, axis=-1)
         pooled = tf.gather(channels_first, in_time_order, batch_dims=2)  # [B, C, k]
         return tf.transpose(pooled, [0, 2, 1])
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], self.k, input_shape[2])
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update({"k": self.k})
         return config
@@ -62,12 +64,12 @@ class VDCNN(keras.Model):
 
     def __init__(
         self,
-        embedding_size=16,
-        first_filters=64,
-        block_filters=(64, 64, 128, 128, 256, 256, 512, 512),
-        k=8,
-        dense_units=(1024, 1024),
-        weight_decay=1e-5,
+        embedding_size: int = 16,
+        first_filters: int = 64,
+        block_filters: Sequence[int] = (64, 64, 128, 128, 256, 256, 512, 512),
+        k: int = 8,
+        dense_units: Sequence[int] = (1024, 1024),
+        weight_decay: float = 1e-5,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -106,14 +108,14 @@ class VDCNN(keras.Model):
             keras.layers.ReLU(name=f"{name}_relu"),
         ]
 
-    def call(self, character_codes, training=False):
+    def call(self, character_codes: tf.Tensor, training: bool = False) -> tf.Tensor:
         x = self.embedding(character_codes)
         for group in self.conv_layers:
             for layer in group:
                 x = layer(x, training=training)
         return self.head(self.flatten(self.k_max_pooling(x)))
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = super().get_config()
         config.update(
             {

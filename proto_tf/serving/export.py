@@ -41,8 +41,14 @@ CALIBRATION_FILE = os.path.join("assets.extra", "proto_tf_calibration.json")
 
 
 def build_serving_function(
-    model, info, preprocess, database, top_k=5, max_batch_size=DEFAULT_MAX_BATCH_SIZE, class_names=None
-):
+    model: keras.Model,
+    info: DatasetInfo,
+    preprocess: Callable,
+    database: PrototypeDatabase | None,
+    top_k: int = 5,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    class_names: Sequence[str] | None = None,
+) -> tuple[Callable, list]:
     """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`
     for a dataset's raw inputs (its kind's `serving_default` inputs); also returns the
     preprocessing layers to track."""
@@ -52,14 +58,14 @@ def build_serving_function(
 
 
 def serving_function(
-    model,
-    inputs,
-    database,
-    top_k=5,
-    max_batch_size=DEFAULT_MAX_BATCH_SIZE,
-    class_names=None,
-    stream_above=DEFAULT_STREAM_ABOVE,
-):
+    model: keras.Model,
+    inputs: ServingInputs,
+    database: PrototypeDatabase | None,
+    top_k: int = 5,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    class_names: Sequence[str] | None = None,
+    stream_above: int = DEFAULT_STREAM_ABOVE,
+) -> Callable:
     """`serve(raw_inputs_dict, confidence_threshold=None, calibrated_threshold=None) ->
     dict of named outputs` for raw inputs described by `inputs` (a ServingInputs): a
     per-instance `confidence_threshold` tensor, or one float for every instance.
@@ -382,8 +388,8 @@ def _endpoints(serve):
 
 def export_any(
     model: ProtoAttend,
-    database_inputs,
-    database_labels,
+    database_inputs: np.ndarray | dict,
+    database_labels: np.ndarray,
     input_signature: dict,
     path: str,
     preprocess: Callable | None = None,

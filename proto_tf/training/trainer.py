@@ -15,7 +15,7 @@ from tensorboard.plugins.hparams import api as hparams_api
 from proto_tf import json_files
 from proto_tf.analysis import evaluation
 from proto_tf.data import candidates
-from proto_tf.data.common import LoadedDataset
+from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.registry import dataset_info, load_dataset
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training import batchnorm, distribute, health, run_directory
@@ -119,10 +119,10 @@ class Trainer:
         self.stopped_at = None  # The step a callback stopped training at.
 
     @property
-    def step(self):
+    def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
-    def restore(self):
+    def restore(self) -> int:
         """Restores the newest readable checkpoint, if any; returns its step.
 
         Checkpoints are found from their files, so a damaged `checkpoint` state file
@@ -202,12 +202,12 @@ class Trainer:
 
         return train_step
 
-    def evaluate(self, split):
+    def evaluate(self, split: Split) -> dict:
         """Summary metrics of the current weights on `split`, with the inference database."""
         self.reestimate_batchnorm()
         return self.evaluator.evaluate(split, self.inference_split)
 
-    def reestimate_batchnorm(self):
+    def reestimate_batchnorm(self) -> None:
         """Sets BatchNorm's moving statistics to those of the current weights over
         `config.batchnorm_batches` training batches (once per step; a fixed seed makes
         them a function of the weights alone)."""
@@ -218,7 +218,7 @@ class Trainer:
             batchnorm.reestimate_from_training_split(self.model, self.dataset, self.config, count)
         self._statistics_step = self.step
 
-    def train(self):
+    def train(self) -> dict:
         """Runs (or resumes) training to `config.train_steps`; returns the summary dict.
 
         The chief holds the model_dir's lock throughout; a model_dir holding a run made
