@@ -8,7 +8,7 @@ from typing import Callable, TextIO
 from proto_tf.errors import RunDirectoryError
 
 
-def write_json(path: str, value) -> None:
+def write_json(path: str, value: object) -> None:
     """Writes `value` as JSON to `path` atomically (`write_atomically`)."""
     write_atomically(path, lambda handle: json.dump(value, handle, indent=2, default=str))
 
@@ -34,7 +34,7 @@ def write_atomically(path: str, write: Callable[[TextIO], None]) -> str:
     return path
 
 
-def read_json(path: str, what: str):
+def read_json(path: str, what: str) -> object:
     """The JSON value in `path`; a RunDirectoryError names the file and says what it
     holds (`what`) when it cannot be read or parsed (a truncated write, garbage)."""
     try:

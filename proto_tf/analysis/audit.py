@@ -4,6 +4,7 @@ prototypes they attend to, each attending over the rest of the training split.""
 import csv
 import json
 import os
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -22,7 +23,7 @@ AUDIT_CSV, AUDIT_JSONL, AUDIT_PNG = "audit.csv", "audit.jsonl", "audit.png"
 
 
 def leave_one_out_agreement(
-    model: ProtoAttend, preprocess, split: Split, num_classes: int, top_k: int = 5, batch_size: int = 256
+    model: ProtoAttend, preprocess: Callable, split: Split, num_classes: int, top_k: int = 5, batch_size: int = 256
 ) -> dict:
     """Each example of `split` attends over all of `split` but itself (its own entry
     masked out of the softmax/sparsemax): its `own_label_mass` (the attention weight on

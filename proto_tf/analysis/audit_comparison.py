@@ -13,13 +13,14 @@ import numpy as np
 
 from proto_tf.analysis.audit import flagged_count, leave_one_out_agreement, rank_suspects
 from proto_tf.analysis.evaluation import Evaluator
-from proto_tf.data.common import Split
+from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.registry import load_dataset
 from proto_tf.errors import ConfigError
 from proto_tf.training import trainer
+from proto_tf.training.config import ExperimentConfig
 
 
-def true_flips(config, train: Split) -> np.ndarray:
+def true_flips(config: ExperimentConfig, train: Split) -> np.ndarray:
     """True where the run's training label differs from the file's (the injected noise)."""
     clean = load_dataset(
         config.dataset, config.data_dir, validation_fraction=0.0, seed=config.seed, options=config.data_options()
@@ -39,7 +40,9 @@ def _subset(split: Split, positions: np.ndarray) -> Split:
     return Split(split.inputs[positions], split.labels[positions], split.indices[positions])
 
 
-def out_of_fold_probabilities(config, dataset, folds: int, work_dir: str) -> np.ndarray:
+def out_of_fold_probabilities(
+    config: ExperimentConfig, dataset: LoadedDataset, folds: int, work_dir: str
+) -> np.ndarray:
     """`[N, C]` probabilities of each training example from a baseline trained (with
     the run's flags, attention none) on the other `folds - 1` folds."""
     baseline = dataclasses.replace(

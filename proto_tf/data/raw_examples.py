@@ -3,6 +3,8 @@ explanations show and what serving requests are made of."""
 
 import os
 
+import numpy as np
+
 from proto_tf.data.registry import dataset_info
 
 
@@ -18,7 +20,7 @@ def load_raw(dataset: str, data_dir: str | None, options: object | None = None, 
     return info.kind.raw_examples(info, os.path.expanduser(data_dir), options, seed)
 
 
-def take(raw, positions):
+def take(raw: np.ndarray | dict, positions: np.ndarray) -> np.ndarray | dict:
     """The raw examples at `positions` (a dict of columns for Adult)."""
     if isinstance(raw, dict):
         return {name: column[positions] for name, column in raw.items()}

@@ -9,8 +9,11 @@ with `--no-deps`: its own requirement would add the full `tensorflow` package ov
 
 import os
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+from proto_tf.model import PrototypeDatabase
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -63,7 +66,9 @@ def folder_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, files in os.walk(path) for name in files)
 
 
-def memory_estimate(model, database, max_batch_size: int, stream_above: int, block_size: int) -> dict:
+def memory_estimate(
+    model: keras.Model, database: PrototypeDatabase | None, max_batch_size: int, stream_above: int, block_size: int
+) -> dict:
     """What serving the export holds, in bytes: the model's weights and database, and
     the attention of one request of `max_batch_size` instances (dense `[B, D]` logits and
     weights up to `stream_above` prototypes, `[B, block]` blocks above)."""
