@@ -69,26 +69,32 @@ def test_true_flips_are_the_labels_the_noise_changed(tmp_path):
     assert 0 < flips.sum() < len(flips)
 
 
-@pytest.fixture(scope="module")
-def noisy_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("audit")
+def _trained_adult_run(folder, **overrides):
+    """A finished tiny sparsemax run on written Adult files; its config."""
     config = ExperimentConfig(
-        dataset="adult",
-        attention="sparsemax",
-        data_dir=write_adult(str(folder / "adult")),
-        label_noise=0.2,
-        model_dir=str(folder / "run"),
-        train_steps=4,
-        batch_size=8,
-        train_database_size=16,
-        infer_database_size=40,
-        validation_fraction=0.2,
-        lstm_embedding_size=8,
-        checkpoint_every=2,
-        eval_every=2,
+        **{
+            "dataset": "adult",
+            "attention": "sparsemax",
+            "data_dir": write_adult(str(folder / "adult")),
+            "model_dir": str(folder / "run"),
+            "train_steps": 4,
+            "batch_size": 8,
+            "train_database_size": 16,
+            "infer_database_size": 40,
+            "validation_fraction": 0.2,
+            "lstm_embedding_size": 8,
+            "checkpoint_every": 2,
+            "eval_every": 2,
+            **overrides,
+        }
     )
     Trainer(config, verbose=False).train()
     return config
+
+
+@pytest.fixture(scope="module")
+def noisy_run(tmp_path_factory):
+    return _trained_adult_run(tmp_path_factory.mktemp("audit"), label_noise=0.2)
 
 
 def test_audit_command_writes_every_example_ranked_and_refuses_a_baseline(noisy_run, tmp_path):
@@ -127,19 +133,7 @@ def test_audit_command_writes_every_example_ranked_and_refuses_a_baseline(noisy_
 def test_comparison_needs_known_flips(tmp_path):
     from proto_tf.errors import ConfigError
 
-    config = ExperimentConfig(
-        dataset="adult",
-        attention="sparsemax",
-        data_dir=write_adult(str(tmp_path / "adult")),
-        model_dir=str(tmp_path / "clean"),
-        train_steps=2,
-        batch_size=8,
-        train_database_size=16,
-        infer_database_size=40,
-        validation_fraction=0.0,
-        lstm_embedding_size=8,
-    )
-    Trainer(config, verbose=False).train()
+    config = _trained_adult_run(tmp_path, train_steps=2)
     with pytest.raises(ConfigError, match=r"^--compare_cleanlab: .* was trained without --label_noise, so no flips"):
         audit_comparison.compare_with_cleanlab(config.model_dir)
 
