@@ -514,9 +514,17 @@ def export_model_dir(
 
     def write(path):
         export_saved_model(
-            model, info, dataset.preprocess, database, path, top_k, max_batch_size, dataset.class_names,
-            calibration, stream_above,
-        )  # fmt: skip
+            model,
+            info,
+            dataset.preprocess,
+            database,
+            path,
+            top_k,
+            max_batch_size,
+            dataset.class_names,
+            calibration,
+            stream_above,
+        )
         if requests:
             warmup.write_warmup_requests(path, requests, name)
 
