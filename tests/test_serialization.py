@@ -89,3 +89,14 @@ def test_models_round_trip_with_their_database(model_class, tmp_path):
     clone = model_class.from_config(model.get_config())
     clone.build((None, 4))
     assert [w.path for w in clone.weights] != [] and len(clone.weights) == len(model.weights)
+
+
+def test_every_registered_class_is_covered_here():
+    """A class registered later with `register_keras_serializable` fails this until it
+    has a round-trip case above."""
+    import proto_tf.analysis.audit  # noqa: F401  (every module that registers a class)
+    import proto_tf.serving.export  # noqa: F401
+
+    registered = {name.split(">", 1)[1] for name in keras.saving.get_custom_objects() if name.startswith("proto_tf>")}
+    covered = set(CASES) | {"PrototypeAttention", "TabularFeatures", "BaselineClassifier", "ProtoAttend"}
+    assert registered == covered
