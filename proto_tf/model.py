@@ -245,7 +245,9 @@ class ProtoAttend(Classifier):
                 "mean_max_weight",
                 "distinct_top_share",
                 "top3_weight_share",
-            ),
+            )
+            # Eq. 2's weighted term, a part of the loss only with a sparsity weight.
+            + (("sparsity_term",) if self.sparsity_weight else ()),
             ("prototype_accuracy", "mean_confidence"),  # `evaluate(x, y)` with the database.
         )
 
@@ -483,6 +485,8 @@ class ProtoAttend(Classifier):
         # Eq. 2 swapped; minimising it is what the regulariser is for).
         entropy = -tf.reduce_sum(weights * tf.math.log(weights + self.entropy_epsilon), axis=-1)
         terms["sparsity_loss"] = tf.reduce_mean(entropy)
+        if self.sparsity_weight:
+            terms["sparsity_term"] = self.sparsity_weight * terms["sparsity_loss"]
         terms["loss"] = (
             terms["plain_loss"]
             + self.matching_loss_weight * (terms["prototype_loss"] + terms["mixed_loss"])

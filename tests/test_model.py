@@ -76,11 +76,13 @@ def test_loss_terms_match_numpy(attention, reference, matching):
         "mixed_loss": cross_entropy(labels, (0.47 * values + 0.53 * weighted) @ decision),
         "sparsity_loss": np.mean(-(weights * np.log(weights + 1e-6)).sum(-1)),
     }
+    expected["sparsity_term"] = 0.01 * expected["sparsity_loss"]  # Logged as loss/sparsity.
     expected["loss"] = (
         expected["plain_loss"]
         + matching * (expected["prototype_loss"] + expected["mixed_loss"])
-        + 0.01 * expected["sparsity_loss"]
+        + expected["sparsity_term"]
     )
+    assert set(terms) == set(expected)
     for name, value in expected.items():
         assert terms[name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
     assert model.decision.use_bias is False

@@ -453,3 +453,18 @@ def test_fused_batchnorm_trains_to_the_weights_of_keras_batchnorm(tmp_path, monk
     for expected, got in zip(plain.model.weights, fused.model.weights):
         assert expected.path == got.path
         np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5, err_msg=got.path)
+
+
+def test_the_weighted_sparsity_term_is_logged_as_a_loss_beside_the_entropy(tmp_path):
+    config = _tiny_config(tmp_path, "sparse", train_steps=4, log_every=2, sparsity_weight=0.5)
+    Trainer(config, verbose=False).train()
+    folder = tmp_path / "sparse" / "logs" / "train"
+    logged = {}
+    for name in os.listdir(folder):
+        for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
+            for value in event.summary.value:
+                if value.tag in ("loss/sparsity", "attention/entropy"):
+                    logged.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+    assert set(logged["loss/sparsity"]) == set(logged["attention/entropy"]) == {2, 4}
+    for step, entropy in logged["attention/entropy"].items():
+        assert logged["loss/sparsity"][step] == pytest.approx(0.5 * entropy, rel=1e-6)

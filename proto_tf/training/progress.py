@@ -14,6 +14,7 @@ TRAIN_TAGS = {
     "mixed_loss": "loss/mixed",
     # Eq. 2's entropy of the weights: a loss term only times --sparsity_weight.
     "sparsity_loss": "attention/entropy",
+    "sparsity_term": "loss/sparsity",  # sparsity_weight x the entropy, when the weight is > 0.
     "plain_accuracy": "accuracy/plain",
     "prototype_accuracy": "accuracy/prototype",
     "mean_max_weight": "prototypes/mean_max_weight",
