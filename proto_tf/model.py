@@ -10,7 +10,7 @@ Training (Eq. 1 + Eq. 2), per example with label y and candidate weights p:
   + sparsity_weight * (-sum_j p_j log(p_j + eps)).
 """
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import keras
 import numpy as np
@@ -312,12 +312,13 @@ class ProtoAttend(Classifier):
         dropout, in batches of `batch_size`: `(keys [D, d_att], values [D, d_val])`."""
         return self.encode_batches(tf.data.Dataset.from_tensor_slices(candidate_inputs).batch(batch_size))
 
-    def encode_batches(self, batches: Iterable) -> tuple[tf.Tensor, tf.Tensor]:
+    def encode_batches(self, batches: Iterable, encode: Callable | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """Encodes an iterable of model-input batches without augmentation or dropout:
         `(keys [D, d_att], values [D, d_val])`. The one loop that encodes a database
         (evaluation, export and `encode_database` all come here), one traced function
-        for every batch."""
-        encode = tf.function(lambda x: self.encode(x, training=False)[1:], reduce_retracing=True)
+        for every batch: `encode` (from `key_value_function`) when given, so that a caller
+        encoding many databases (validation during training) traces it once."""
+        encode = encode or self.key_value_function()
         keys, values = [], []
         for batch in batches:
             batch_keys, batch_values = encode(batch)
@@ -326,6 +327,10 @@ class ProtoAttend(Classifier):
         if not keys:
             raise DataError("the prototype database is empty: give at least one candidate.")
         return tf.concat(keys, axis=0), tf.concat(values, axis=0)
+
+    def key_value_function(self) -> Callable:
+        """A traced `inputs -> (keys, values)` without augmentation or dropout."""
+        return tf.function(lambda x: self.encode(x, training=False)[1:], reduce_retracing=True)
 
     def set_database(
         self, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None

@@ -46,3 +46,18 @@ def test_summarize_hand_case():
     assert summary["accuracy"] == 0.75 and summary["plain_accuracy"] == 0.5
     assert summary["median_prototypes_50"] == 1.0 and summary["median_prototypes_95"] == 4.0
     assert abs(summary["confidence_right"] - 0.8) < 1e-9 and summary["confidence_wrong"] == 0.4
+
+
+def test_a_database_encoded_again_is_not_traced_again():
+    """Validation during training sets the database again and again: one traced function."""
+    model = ProtoAttend(keras.layers.Dense(4), 2, "softmax")
+    model.build((None, 3))
+    traces, encode = [], model.encode
+    model.encode = lambda inputs, training=False: (traces.append(inputs.shape), encode(inputs, training))[1]
+    split = Split(np.random.default_rng(0).normal(size=(10, 3)).astype("float32"), np.arange(10) % 2, np.arange(10))
+    evaluator = Evaluator(model, lambda x: x, batch_size=4)
+    evaluator.set_database(split)
+    first = len(traces)
+    for _ in range(3):
+        evaluator.set_database(split)
+    assert first <= 2 and len(traces) == first  # Batches of 4, 4 and 2: at most a relaxed retrace.

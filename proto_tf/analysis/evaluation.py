@@ -28,6 +28,7 @@ class Evaluator:
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.progress = progress
+        self._encode = model.key_value_function() if model.uses_database else None
         self.database_split = None  # The split behind the model's database, once set.
         self._features = tf.function(lambda x: _encoder_features_and_values(model, x), reduce_retracing=True)
         # The database is an argument, not a capture: a traced function would otherwise
@@ -52,7 +53,9 @@ class Evaluator:
     def set_database(self, database_split: Split) -> None:
         """Encodes `database_split` (no augmentation) and sets it as the model's database."""
         batches = (inputs for inputs, _ in self._batches(database_split, "encoding the prototype database"))
-        self.model.set_database(*self.model.encode_batches(batches), database_split.labels, database_split.indices)
+        self.model.set_database(
+            *self.model.encode_batches(batches, self._encode), database_split.labels, database_split.indices
+        )
         self.database_split = database_split
 
     def predict(self, split: Split, thresholds: Sequence[float] = metrics.DEFAULT_THRESHOLDS) -> dict[str, np.ndarray]:
