@@ -16,6 +16,7 @@ from proto_tf import ProtoAttend
 from proto_tf.analysis import audit, audit_comparison
 from proto_tf.data import Split
 from proto_tf.data.noise import corrupt_labels
+from proto_tf.errors import ConfigError
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer, load_experiment_dataset
 
@@ -118,24 +119,21 @@ def test_audit_command_writes_every_example_ranked_and_refuses_a_baseline(noisy_
     assert first["train_row"] == int(rows[0]["train_row"]) and first["label_name"] in ("<=50K", ">50K")
     assert all(p["train_row"] != first["train_row"] for p in first["prototypes"])
     assert os.path.isfile(os.path.join(folder, "audit.png")) and os.path.isfile(os.path.join(folder, "audit.pdf"))
-    baseline = ExperimentConfig(**{**noisy_run.__dict__, "attention": "none", "model_dir": str(tmp_path / "b")})
-    Trainer(baseline, verbose=False).train()
-    refused = subprocess.run(
-        [sys.executable, os.path.join(REPO, "run", "audit.py"), f"--model_dir={baseline.model_dir}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "is a baseline run: the audit needs a model with prototypes" in refused.stderr
+    baseline = _trained_adult_run(tmp_path, attention="none", train_steps=2)
+    with pytest.raises(
+        ConfigError, match=r"^--model_dir=.* is a baseline run: the audit needs a model with prototypes\.$"
+    ):
+        audit.audit_run(baseline.model_dir)  # A ConfigError: one line on the command line.
 
 
-def test_comparison_needs_known_flips(tmp_path):
-    from proto_tf.errors import ConfigError
+def test_comparison_needs_known_flips(noisy_run, tmp_path):
+    import shutil
 
-    config = _trained_adult_run(tmp_path, train_steps=2)
+    clean = shutil.copytree(noisy_run.model_dir, tmp_path / "clean")
+    config = json.loads((clean / "config.json").read_text())
+    (clean / "config.json").write_text(json.dumps({**config, "label_noise": 0.0}))  # As if trained without.
     with pytest.raises(ConfigError, match=r"^--compare_cleanlab: .* was trained without --label_noise, so no flips"):
-        audit_comparison.compare_with_cleanlab(config.model_dir)
+        audit_comparison.compare_with_cleanlab(str(clean))
 
 
 def test_comparison_with_cleanlab_scores_both_rankings(noisy_run, tmp_path):
@@ -150,8 +148,6 @@ def test_comparison_with_cleanlab_scores_both_rankings(noisy_run, tmp_path):
 
 
 def test_comparison_without_cleanlab_installed_is_one_line(noisy_run, monkeypatch):
-    from proto_tf.errors import ConfigError
-
     monkeypatch.setitem(sys.modules, "cleanlab.filter", None)  # As if not installed.
     with pytest.raises(ConfigError, match=r'^--compare_cleanlab needs cleanlab: pip install "proto_tf\[compare\]"\.$'):
         audit_comparison.compare_with_cleanlab(noisy_run.model_dir)
