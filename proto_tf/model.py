@@ -312,21 +312,24 @@ class ProtoAttend(Classifier):
         dropout, in batches of `batch_size`: `(keys [D, d_att], values [D, d_val])`."""
         return self.encode_batches(tf.data.Dataset.from_tensor_slices(candidate_inputs).batch(batch_size))
 
-    def encode_batches(self, batches: Iterable, encode: Callable | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    def encode_batches(self, batches: Iterable, encode: Callable | None = None) -> tuple[tf.Tensor, ...]:
         """Encodes an iterable of model-input batches without augmentation or dropout:
         `(keys [D, d_att], values [D, d_val])`. The one loop that encodes a database
-        (evaluation, export and `encode_database` all come here), one traced function
-        for every batch: `encode` (from `key_value_function`) when given, so that a caller
-        encoding many databases (validation during training) traces it once."""
+        (evaluation, export, the audit and `encode_database` all come here), one traced
+        function for every batch: `encode` (from `key_value_function`) when given, so that
+        a caller encoding many databases (validation during training) traces it once.
+        Each tensor `encode` returns is concatenated over the batches (the audit's also
+        returns the queries)."""
         encode = encode or self.key_value_function()
-        keys, values = [], []
+        parts = None
         for batch in batches:
-            batch_keys, batch_values = encode(batch)
-            keys.append(batch_keys)
-            values.append(batch_values)
-        if not keys:
+            encoded = encode(batch)
+            parts = parts or [[] for _ in encoded]
+            for part, tensor in zip(parts, encoded):
+                part.append(tensor)
+        if parts is None:
             raise DataError("the prototype database is empty: give at least one candidate.")
-        return tf.concat(keys, axis=0), tf.concat(values, axis=0)
+        return tuple(tf.concat(part, axis=0) for part in parts)
 
     def key_value_function(self) -> Callable:
         """A traced `inputs -> (keys, values)` without augmentation or dropout."""

@@ -29,30 +29,33 @@ def leave_one_out_agreement(
     masked out of the softmax/sparsemax): its `own_label_mass` (the attention weight on
     prototypes of its own label), `class_mass [N, C]`, and its `top_k` prototypes as
     rows of `split` (`prototype_rows`, `prototype_weights`)."""
-    batches = evaluation_batches(split, preprocess, batch_size)
-    keys, values = model.encode_batches(inputs for inputs, _ in batches)
-    labels = tf.constant(np.asarray(split.labels, np.int32))
-    one_hot = tf.one_hot(labels, num_classes)
+    # One encoder pass: every example's query, key and value (the queries are N x d_att).
+    batches = tracked(
+        evaluation_batches(split, preprocess, batch_size),
+        WorkProgress("encoding the training split", len(split)),
+        lambda batch: batch[1].shape[0],
+    )
+    encode = tf.function(lambda x: model.encode(x, training=False), reduce_retracing=True)
+    queries, keys, values = model.encode_batches((inputs for inputs, _ in batches), encode)
+    one_hot = tf.one_hot(tf.constant(np.asarray(split.labels, np.int32)), num_classes)
     k = min(top_k, len(split) - 1)
 
     @tf.function(reduce_retracing=True)
-    def attend(inputs, start):
-        queries = model.encode(inputs, training=False)[0]
-        rows = start + tf.range(tf.shape(queries)[0])
+    def attend(batch_queries, start):
+        rows = start + tf.range(tf.shape(batch_queries)[0])
         mask = tf.range(tf.shape(keys)[0])[None, :] != rows[:, None]  # Not itself.
-        _, weights = model.prototype_attention(queries, keys, values, mask)
-        class_mass = tf.matmul(weights, one_hot)
+        _, weights = model.prototype_attention(batch_queries, keys, values, mask)
         top_weights, top_rows = blockwise.top_k(weights, k)
-        return class_mass, top_weights, top_rows
+        return tf.matmul(weights, one_hot), top_weights, top_rows
 
+    starts = range(0, len(split), batch_size)
     progress = WorkProgress("auditing the training labels", len(split))
-    class_mass, top_weights, top_rows, start = [], [], [], 0
-    for inputs, batch_labels in tracked(batches, progress, lambda batch: batch[1].shape[0]):
-        mass, weights, rows = attend(inputs, tf.constant(start, tf.int32))
+    class_mass, top_weights, top_rows = [], [], []
+    for start in tracked(starts, progress, lambda start: min(batch_size, len(split) - start)):
+        mass, weights, rows = attend(queries[start : start + batch_size], tf.constant(start, tf.int32))
         class_mass.append(mass.numpy())
         top_weights.append(weights.numpy())
         top_rows.append(rows.numpy())
-        start += int(batch_labels.shape[0])
     class_mass = np.concatenate(class_mass)
     own = class_mass[np.arange(len(split)), np.asarray(split.labels)]
     return {
