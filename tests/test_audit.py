@@ -145,6 +145,10 @@ def test_comparison_with_cleanlab_scores_both_rankings(noisy_run, tmp_path):
     for row in rows:
         assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
     assert os.path.isdir(tmp_path / "folds" / "fold0") and os.path.isdir(tmp_path / "folds" / "fold1")
+    # The command passes its audit in (not made twice): the same audit rows.
+    audited = audit.audit_run(noisy_run.model_dir, str(tmp_path / "audit"))
+    again = audit_comparison.compare_with_cleanlab(noisy_run.model_dir, 2, str(tmp_path / "folds2"), audited)
+    assert again[:2] == rows[:2]
 
 
 def test_comparison_without_cleanlab_installed_is_one_line(noisy_run, monkeypatch):

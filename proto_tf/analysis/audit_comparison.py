@@ -64,26 +64,41 @@ def out_of_fold_probabilities(
     return probabilities
 
 
-def compare_with_cleanlab(model_dir: str, folds: int = 3, work_dir: str | None = None) -> list[dict]:
-    """Rows `{method, k, precision, recall}` of the audit and of cleanlab on the run in
-    `model_dir`, at k = the number of true flips and at each method's own count of
-    flagged examples (the audit flags an example whose prototypes put more weight on
-    another class than on its own label)."""
-    config = trainer.read_config(model_dir)
-    if not config.label_noise:
+def check_comparable(model_dir: str) -> None:
+    """A ConfigError unless the run in `model_dir` has known flips (`--label_noise`) and
+    cleanlab is installed: checked before any work."""
+    if not trainer.read_config(model_dir).label_noise:
         raise ConfigError(
             f"--compare_cleanlab: {model_dir} was trained without --label_noise, so no flips are known to score against."
         )
     try:  # An optional extra.
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
+        import cleanlab.filter  # noqa: F401
     except ImportError:
         raise ConfigError('--compare_cleanlab needs cleanlab: pip install "proto_tf[compare]".') from None
-    config, dataset, model, _ = trainer.load_run(model_dir)
+
+
+def compare_with_cleanlab(
+    model_dir: str, folds: int = 3, work_dir: str | None = None, audited: dict | None = None
+) -> list[dict]:
+    """Rows `{method, k, precision, recall}` of the audit and of cleanlab on the run in
+    `model_dir`, at k = the number of true flips and at each method's own count of
+    flagged examples (the audit flags an example whose prototypes put more weight on
+    another class than on its own label). `audited`: `audit.audit_run`'s result for the
+    run, when the audit has been made already (else it is made here, best checkpoint)."""
+    check_comparable(model_dir)
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    if audited is None:
+        config, dataset, model, _ = trainer.load_run(model_dir)
+        found = leave_one_out_agreement(model, dataset.preprocess, dataset.train, dataset.num_classes)
+        audit_order = rank_suspects(found["own_label_mass"], found["class_mass"])
+        audit_flagged = flagged_count(found["own_label_mass"], found["class_mass"])
+    else:
+        config = trainer.read_config(model_dir)
+        dataset = trainer.load_experiment_dataset(config)
+        audit_order, audit_flagged = audited["order"], audited["flagged"]
     flips = true_flips(config, dataset.train)
-    found = leave_one_out_agreement(model, dataset.preprocess, dataset.train, dataset.num_classes)
-    audit_order = rank_suspects(found["own_label_mass"], found["class_mass"])
-    audit_flagged = flagged_count(found["own_label_mass"], found["class_mass"])
     probabilities = out_of_fold_probabilities(config, dataset, folds, work_dir or os.path.join(model_dir, "cleanlab"))
     labels = dataset.train.labels
     # Every example ranked by cleanlab's label quality (lowest first), and how many it flags.

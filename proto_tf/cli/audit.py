@@ -15,7 +15,7 @@ import os
 from absl import flags
 
 from proto_tf.analysis import audit
-from proto_tf.analysis.audit_comparison import compare_with_cleanlab, markdown
+from proto_tf.analysis.audit_comparison import check_comparable, compare_with_cleanlab, markdown
 from proto_tf.cli.common import run_command
 from proto_tf.json_files import write_json
 
@@ -32,6 +32,8 @@ flags.DEFINE_integer("folds", 3, "cleanlab: folds of out-of-fold probabilities."
 def main(argv):
     del argv
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "audit")
+    if FLAGS.compare_cleanlab:
+        check_comparable(FLAGS.model_dir)  # Before the audit's work.
     result = audit.audit_run(FLAGS.model_dir, output_dir, FLAGS.checkpoint, FLAGS.top_k)
     print(f"Audited {len(result['order'])} training labels with {result['checkpoint']}.")
     print(f"  flagged (more weight on another class than on the own label): {result['flagged']}")
@@ -43,7 +45,7 @@ def main(argv):
         )
     print(f"  ranking: {result['csv']} and {result['jsonl']}; figure: {result['png']}")
     if FLAGS.compare_cleanlab:
-        rows = compare_with_cleanlab(FLAGS.model_dir, FLAGS.folds, os.path.join(output_dir, "cleanlab"))
+        rows = compare_with_cleanlab(FLAGS.model_dir, FLAGS.folds, os.path.join(output_dir, "cleanlab"), result)
         write_json(os.path.join(output_dir, "comparison.json"), rows)
         print(markdown(rows))
 
