@@ -132,6 +132,11 @@ class ProtoAttend(Classifier):
       matching_loss_weight: weight of Eq. 1's two attention terms (prototype and
         mixed paths); 1 is the paper. An ablation knob: 0 trains with the plain term
         alone, a value below 1 down-weights the matching terms' pull on the encoder.
+      matching_warmup_steps: the first this-many optimizer steps train with the plain
+        term alone (Eq. 1's other terms and Eq. 2 weighted 0): the encoder and the
+        decision start from the plain path's, and the attention learns on features
+        that already tell the classes apart. 0 is the paper. A deviation for heavy
+        label noise, where the attention otherwise collapses onto a hub (README).
       alpha_range: `(low, high)`; alpha of Eq. 1's third term is drawn uniformly
         from it at each step. `low == high` fixes alpha.
       entropy_epsilon: epsilon of Eq. 2.
@@ -178,6 +183,7 @@ class ProtoAttend(Classifier):
         value_size: int = 64,
         sparsity_weight: float = 0.0,
         matching_loss_weight: float = 1.0,
+        matching_warmup_steps: int = 0,
         alpha_range: tuple[float, float] = (0.45, 0.5),
         entropy_epsilon: float = 1e-6,
         seed: int = 0,
@@ -199,6 +205,8 @@ class ProtoAttend(Classifier):
             raise ValueError(f"sparsity_weight must be >= 0, got {sparsity_weight}.")
         if not 0 <= matching_loss_weight < float("inf"):
             raise ValueError(f"matching_loss_weight must be >= 0, got {matching_loss_weight}.")
+        if matching_warmup_steps < 0:
+            raise ValueError(f"matching_warmup_steps must be >= 0, got {matching_warmup_steps}.")
         if candidate_memory < 0 or (candidate_memory and candidate_gradients):
             raise ValueError(
                 f"candidate_memory must be 0, or positive with candidate_gradients=False "
@@ -213,6 +221,7 @@ class ProtoAttend(Classifier):
         self.value_size = int(value_size)
         self.sparsity_weight = float(sparsity_weight)
         self.matching_loss_weight = float(matching_loss_weight)
+        self.matching_warmup_steps = int(matching_warmup_steps)
         self.alpha_range = (low, high)
         self.entropy_epsilon = float(entropy_epsilon)
         self.seed = int(seed)
@@ -493,14 +502,22 @@ class ProtoAttend(Classifier):
         # Eq. 2 swapped; minimising it is what the regulariser is for).
         entropy = -tf.reduce_sum(weights * tf.math.log(weights + self.entropy_epsilon), axis=-1)
         terms["sparsity_loss"] = tf.reduce_mean(entropy)
+        scale = self.matching_scale()
         if self.sparsity_weight:
-            terms["sparsity_term"] = self.sparsity_weight * terms["sparsity_loss"]
-        terms["loss"] = (
-            terms["plain_loss"]
-            + self.matching_loss_weight * (terms["prototype_loss"] + terms["mixed_loss"])
+            terms["sparsity_term"] = scale * self.sparsity_weight * terms["sparsity_loss"]
+        terms["loss"] = terms["plain_loss"] + scale * (
+            self.matching_loss_weight * (terms["prototype_loss"] + terms["mixed_loss"])
             + self.sparsity_weight * terms["sparsity_loss"]
         )
         return terms
+
+    def matching_scale(self) -> tf.Tensor:
+        """0.0 during the first `matching_warmup_steps` optimizer steps (the plain term
+        trains alone), 1.0 after them and for a model without warm-up or optimizer."""
+        optimizer = getattr(self, "optimizer", None)
+        if not self.matching_warmup_steps or optimizer is None:
+            return tf.constant(1.0)
+        return tf.cast(optimizer.iterations >= self.matching_warmup_steps, tf.float32)
 
     def test_step(self, data: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Evaluation step of `model.evaluate`.
@@ -571,6 +588,7 @@ class ProtoAttend(Classifier):
                 "value_size": self.value_size,
                 "sparsity_weight": self.sparsity_weight,
                 "matching_loss_weight": self.matching_loss_weight,
+                "matching_warmup_steps": self.matching_warmup_steps,
                 "alpha_range": list(self.alpha_range),
                 "entropy_epsilon": self.entropy_epsilon,
                 "seed": self.seed,
@@ -598,6 +616,7 @@ _ATTENTION_CONFIG = (
     "value_size",
     "sparsity_weight",
     "matching_loss_weight",
+    "matching_warmup_steps",
     "alpha_range",
     "entropy_epsilon",
     "seed",

@@ -163,3 +163,17 @@ def test_hub_watch_warns_once_after_a_collapsed_streak_while_the_plain_path_lear
     healthy.check(50, {"top3_weight_share": 0.2, "prototype_accuracy": 0.8, "plain_accuracy": 0.8})
     healthy.check(100, {"loss": 1.0})  # A baseline logs no attention.
     assert len(lines) == 1
+
+
+def test_hub_watch_ignores_the_warmup_steps():
+    from proto_tf.training.health import HubWatch
+
+    lines = []
+    watch = HubWatch(windows=2, report=lines.append, after_step=100)
+    collapsed = {"top3_weight_share": 0.95, "prototype_accuracy": 0.10, "plain_accuracy": 0.55}
+    for step in (50, 100):  # The attention is not trained yet: no streak.
+        watch.check(step, collapsed)
+    assert lines == []
+    watch.check(150, collapsed)
+    watch.check(200, collapsed)
+    assert len(lines) == 1 and lines[0].startswith("warning: at step 200 ")

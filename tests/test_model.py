@@ -335,3 +335,28 @@ def test_two_call_encoding_gives_each_call_its_own_batch_statistics(joint):
     np.testing.assert_allclose(outputs["plain_logits"].numpy(), expected, atol=1e-5)
     assert not np.allclose(outputs["plain_logits"].numpy(), other, atol=1e-3)
     assert ProtoAttend.from_config(model.get_config()).joint_encoding is joint
+
+
+def test_matching_warmup_trains_the_plain_term_alone_then_the_full_loss():
+    data = _training_data(seed=7)
+    model = _dense_model("sparsemax", seed=2, sparsity_weight=0.01, matching_warmup_steps=2)
+    model.compile(optimizer=keras.optimizers.Adam(0.01))
+    heads = lambda: [model.query_head.kernel.numpy().copy(), model.key_head.kernel.numpy().copy()]
+    start, encoder_start = heads(), model.encoder.kernel.numpy().copy()
+    for _ in range(2):  # Warm-up: the loss is the plain term; the attention's heads get no gradient.
+        logs = model.train_step_with_alpha(data, 0.5)
+        assert float(logs["loss"]) == pytest.approx(float(logs["plain_loss"]), rel=1e-6)
+    for before, after in zip(start, heads()):
+        np.testing.assert_array_equal(before, after)
+    assert np.abs(model.encoder.kernel.numpy() - encoder_start).max() > 1e-4  # The plain path learns.
+    for metric in model.metrics:
+        metric.reset_state()
+    outputs = model.forward_train(data, 0.5)
+    terms = {k: float(v) for k, v in model.loss_terms(data["labels"], outputs).items()}
+    full = terms["plain_loss"] + terms["prototype_loss"] + terms["mixed_loss"] + 0.01 * terms["sparsity_loss"]
+    assert terms["loss"] == pytest.approx(full, rel=1e-6)  # Step 3 on: Eq. 1 and Eq. 2 in full.
+    model.train_step_with_alpha(data, 0.5)
+    assert all(np.abs(a - b).max() > 1e-6 for a, b in zip(start, heads()))
+    assert ProtoAttend.from_config(model.get_config()).matching_warmup_steps == 2
+    with pytest.raises(ValueError, match="matching_warmup_steps must be >= 0"):
+        _dense_model("softmax", matching_warmup_steps=-1)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from data_files import write_adult
@@ -33,6 +34,12 @@ from proto_tf.training.trainer import Trainer, load_experiment_dataset
         ("label_noise", 1.0, r"must be in \[0, 1\)"),
         ("divergence_factor", 0.5, "must be 0 \\(off\\) or > 1"),
         ("matching_loss_weight", -0.5, "must be >= 0"),
+        ("matching_warmup_steps", -1, r"must be in \[0, --train_steps=1000\): the attention must train for some steps"),
+        (
+            "matching_warmup_steps",
+            1000,
+            r"must be in \[0, --train_steps=1000\): the attention must train for some steps",
+        ),
     ],
 )
 def test_each_bad_flag_is_refused_by_name(name, value, rule):
@@ -41,7 +48,8 @@ def test_each_bad_flag_is_refused_by_name(name, value, rule):
 
 
 @pytest.mark.parametrize(
-    "name, value", [("sparsity_weight", 0.5), ("matching_loss_weight", 0.5), ("joint_encoding", False)]
+    "name, value",
+    [("sparsity_weight", 0.5), ("matching_loss_weight", 0.5), ("matching_warmup_steps", 5), ("joint_encoding", False)],
 )
 def test_attention_only_flags_are_refused_for_the_baseline(name, value):
     # The baseline has no attention terms: a flag for them would be ignored silently.
@@ -135,6 +143,27 @@ def test_divergence_without_nan_is_stopped_and_earlier_checkpoint_kept(tmp_path)
     if saved:  # A checkpoint taken before the loss rose is the one named as kept.
         assert f"The last good checkpoint, {saved[0]}" in str(error.value)
     assert not os.path.exists(os.path.join(config.model_dir, "summary.json"))
+
+
+def test_the_end_of_the_warmup_starts_a_new_loss_level():
+    """The attention terms join the loss after `--matching_warmup_steps`: a loss several
+    times the plain term's level is the new objective, not a divergence."""
+    from proto_tf.training.health import HealthMonitor
+
+    healthy = {"first_nonfinite_gradient": 1, "first_nonfinite_weight": 1}
+
+    def monitor_after_warmup(restart):
+        monitor = HealthMonitor([keras.Variable(1.0, name="w")], factor=10.0)
+        for step in range(1, 41):
+            monitor.check(step, {**healthy, "step_loss": 0.1}, None)
+        if restart:
+            monitor.new_phase()
+        for step in range(41, 81):
+            monitor.check(step, {**healthy, "step_loss": 5.0}, None)
+
+    monitor_after_warmup(restart=True)
+    with pytest.raises(DivergenceError):  # Without the restart the new level reads as divergence.
+        monitor_after_warmup(restart=False)
 
 
 def test_divergence_check_spares_a_healthy_run(tmp_path):

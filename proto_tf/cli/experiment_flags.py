@@ -47,6 +47,8 @@ _HELP = {
     "sparsity_weight": "Lambda of the entropy regulariser (Eq. 2), >= 0; 0 disables it.",
     "matching_loss_weight": "Weight of Eq. 1's prototype and mixed terms, >= 0; 1 is the "
     "paper. An ablation knob: 0 trains with the plain term alone.",
+    "matching_warmup_steps": "Steps at the start that train the plain term alone (then Eq. 1 "
+    'and Eq. 2 in full); 0 is the paper. For heavy label noise (README, "Attention hubs").',
     "alpha_min": "Lower end of the uniform range alpha of Eq. 1's third term is drawn from, per step, in [0, 1].",
     "alpha_max": "Upper end of alpha's range, in [alpha_min, 1].",
     "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "

@@ -67,6 +67,9 @@ class ExperimentConfig:
     sparsity_weight: float = 0.0
     # Ablation knob, 1 = the paper: weight of Eq. 1's prototype and mixed terms.
     matching_loss_weight: float = 1.0
+    # Deviation for heavy label noise, 0 = the paper: the first this-many steps train
+    # the plain term alone, then Eq. 1 and Eq. 2 in full (README, "Attention hubs").
+    matching_warmup_steps: int = 0
     alpha_min: float = 0.45
     alpha_max: float = 0.5
     candidate_gradients: bool = True  # False: candidates encoded forward-only (faster).
@@ -168,8 +171,14 @@ class ExperimentConfig:
         _check(self, "decay_rate", 0 < self.decay_rate <= 1, "must be in (0, 1]")
         _check(self, "sparsity_weight", 0 <= self.sparsity_weight < math.inf, "must be >= 0")
         _check(self, "matching_loss_weight", 0 <= self.matching_loss_weight < math.inf, "must be >= 0")
+        _check(
+            self,
+            "matching_warmup_steps",
+            0 <= self.matching_warmup_steps < self.train_steps,
+            f"must be in [0, --train_steps={self.train_steps}): the attention must train for some steps",
+        )
         if self.attention == "none":
-            for name in ("sparsity_weight", "matching_loss_weight", "joint_encoding"):
+            for name in ("sparsity_weight", "matching_loss_weight", "matching_warmup_steps", "joint_encoding"):
                 default = ExperimentConfig.__dataclass_fields__[name].default
                 _check(
                     self,
@@ -313,6 +322,7 @@ def build_model(config, info: DatasetInfo, num_classes):
         value_size=config.value_size,
         sparsity_weight=config.sparsity_weight,
         matching_loss_weight=config.matching_loss_weight,
+        matching_warmup_steps=config.matching_warmup_steps,
         alpha_range=(config.alpha_min, config.alpha_max),
         seed=config.seed,
         candidate_gradients=config.candidate_gradients and not config.candidate_refresh,

@@ -91,6 +91,13 @@ class HealthMonitor:
             return math.inf
         return max(self.factor * min(self.level, self.first_loss), self.first_loss)
 
+    def new_phase(self) -> None:
+        """Forgets the loss history: the objective changed (the end of
+        `--matching_warmup_steps` adds Eq. 1's attention terms to the loss), so the
+        levels before are no reference for the losses after."""
+        self.losses.clear()
+        self.first_loss, self.level = None, math.inf
+
     def safe_to_save(self) -> bool:
         """False while any loss of the last window is above the threshold: a checkpoint
         taken then could be the first of a divergence."""
@@ -145,12 +152,13 @@ class HubWatch:
     path's). The prototype path then stays near chance: the label signal is too weak to
     break the hub (heavy label noise), and more steps will not help."""
 
-    def __init__(self, windows: int = 5, share: float = 0.8, margin: float = 0.1, report=print):
+    def __init__(self, windows: int = 5, share: float = 0.8, margin: float = 0.1, report=print, after_step: int = 0):
         self.windows, self.share, self.margin, self.report = windows, share, margin, report
+        self.after_step = after_step  # Steps before it train the plain path alone (warm-up).
         self.streak, self.warned = 0, False
 
     def check(self, step: int, scalars: dict) -> None:
-        if "top3_weight_share" not in scalars or self.warned:
+        if "top3_weight_share" not in scalars or self.warned or step <= self.after_step:
             return
         collapsed = scalars["top3_weight_share"] > self.share and (
             scalars["plain_accuracy"] - scalars["prototype_accuracy"] > self.margin

@@ -298,7 +298,8 @@ class Trainer:
         # Steps between logs skip computing and reducing the metrics' values.
         train_step, logged_step = self._make_step_function(results=False), self._make_step_function()
         monitor = health.HealthMonitor(self.model.trainable_variables, config.divergence_factor)
-        hub_watch = health.HubWatch(report=print if self.verbose else lambda line: None)
+        warmup = config.matching_warmup_steps  # 0 for the baseline (a config check).
+        hub_watch = health.HubWatch(report=print if self.verbose else lambda line: None, after_step=warmup)
         seconds_before, started = float(self.train_seconds.numpy()), time.time()
         window = (time.time(), start)  # Start time and step of the steps/s window.
         save_due = False
@@ -308,6 +309,8 @@ class Trainer:
         step = start
         for step in range(start + 1, config.train_steps + 1):
             logged = step % config.log_every == 0 or step == config.train_steps
+            if step == warmup + 1 and warmup:
+                monitor.new_phase()
             logs = (logged_step if logged else train_step)(iterator)
             monitor.check(step, logs, self.latest.latest_checkpoint)
             if logged:
