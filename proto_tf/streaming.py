@@ -7,13 +7,15 @@ memory is the database plus one `[B, block_size]` block whatever D is:
 - softmax: the running maximum logit m, the sum of exp(logit - m), the same sums weighted
   by the values and by the one-hot labels (rescaled by exp(m_old - m_new) when m grows),
   and the top-k logits: one pass, exact.
-- sparsemax: one pass keeps each query's `support_k` largest logits with their rows; the
-  threshold of that subset is certified exact when its smallest kept logit is at or below
-  it (no entry outside can reach the support), and the weights, weighted values and
-  confidence then come from the kept rows alone. Rows not certified (a support of
-  `support_k` entries or more) are finished by Michelot's iteration from that threshold
-  (a lower bound of the true one; each pass over the blocks raises it, and it stops
-  exactly at the true threshold), then one more pass for the weighted sums.
+- sparsemax: one pass keeps the maximum logit of every chunk of 128 keys (`[B, D/128]`).
+  The threshold of those maxima is a lower bound of each row's threshold (a subset's
+  threshold is at most the row's), so the support lies in the chunks whose maximum
+  passes it: their keys are gathered (a few chunks per query), and the `support_k`
+  largest of their logits give the threshold, certified exact when the smallest kept
+  logit is at or below it. Rows not certified (a support of `support_k` entries or
+  more, or more than `MAX_CHUNKS` candidate chunks, e.g. a flat row) are finished by
+  Michelot's iteration from the lower bound (each pass over the blocks raises it, and
+  it stops exactly at the true threshold), then one more pass for the weighted sums.
 
 Sums are accumulated in another order than the dense path's, so results agree with it to
 float32 rounding (not bit for bit); the top prototypes are the same.
@@ -23,10 +25,13 @@ import math
 
 import tensorflow as tf
 
+from proto_tf import blockwise
 from proto_tf.sparsemax import threshold_from_sorted
 
 DEFAULT_BLOCK_SIZE = 65536  # Rows of keys per block: a [128, 65536] block is 32 MB.
 DEFAULT_SUPPORT_K = 256  # Sparsemax: entries kept per query, enough for trained supports.
+CHUNK_SIZE = 128  # Sparsemax: keys per chunk, the unit whose maximum the scan keeps.
+MAX_CHUNKS = 64  # Sparsemax: candidate chunks gathered per query at most (8192 keys).
 _MICHELOT_PASSES = 64
 
 
@@ -62,7 +67,9 @@ def streamed_attention(
     if normalization == "softmax":
         return _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits)
     if normalization == "sparsemax":
-        return _sparsemax(queries, values, labels, num_classes, top_k, support_k, blocks, block_logits)
+        return _sparsemax(
+            queries, keys, values, labels, num_classes, top_k, support_k, blocks, block_size, block_logits
+        )
     raise ValueError(f"normalization must be softmax or sparsemax; got {normalization!r}.")
 
 
@@ -121,48 +128,86 @@ def _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits):
     }
 
 
-def _sparsemax(queries, values, labels, num_classes, top_k, support_k, blocks, block_logits):
+def _sparsemax(queries, keys, values, labels, num_classes, top_k, support_k, blocks, block_size, block_logits):
     batch = tf.shape(queries)[0]
+    size = tf.shape(keys)[0]
     kept = max(support_k, top_k)  # The top prototypes come from the kept entries.
+    chunk = min(CHUNK_SIZE, block_size)
+    per_block = -(-block_size // chunk)
 
-    def keep(i, top_values, top_rows):
-        logits, start, _ = block_logits(i)
-        return _running_top(top_values, top_rows, logits, start, kept)
+    # 1. One scan: the maximum logit of every chunk of `chunk` consecutive keys.
+    def scan(i, maxima):
+        _, chunk_max = blockwise.block_maxima(block_logits(i)[0], chunk)
+        padding = [[0, 0], [0, per_block - tf.shape(chunk_max)[1]]]  # The last block's missing chunks.
+        return (maxima.write(i, tf.pad(chunk_max, padding, constant_values=-float("inf"))),)
 
-    top_values, top_rows = _over_blocks(keep, _empty_top(batch, kept), blocks)
-    shift = top_values[:, :1]  # The row maximum.
-    tau = threshold_from_sorted(top_values - shift, shift)  # [B, 1]: a lower bound of the true one.
-    # Exact when no entry left out can pass the threshold: the smallest kept is below it.
-    certified = top_values[:, -1:] <= tau
+    (maxima,) = _over_blocks(scan, (tf.TensorArray(tf.float32, size=blocks, element_shape=[None, per_block]),), blocks)
+    chunk_maxima = tf.reshape(tf.transpose(maxima.stack(), [1, 0, 2]), [batch, -1])  # [B, chunks]
+    # 2. A lower bound of the threshold: the threshold of a subset of a row (its chunk
+    # maxima) is at most the row's. Only chunks whose maximum passes it can hold
+    # support entries.
+    shift = tf.reduce_max(chunk_maxima, axis=1, keepdims=True)
+    best_maxima = tf.math.top_k(chunk_maxima, tf.minimum(kept, tf.shape(chunk_maxima)[1])).values
+    lower = threshold_from_sorted(best_maxima - shift, shift)
+    candidates = chunk_maxima > lower
+    needed = tf.reduce_max(tf.reduce_sum(tf.cast(candidates, tf.int32), axis=1))
+
+    # 3. The candidate chunks' keys, gathered: their logits hold the whole support.
+    def from_chunks():
+        chosen = tf.math.top_k(tf.where(candidates, chunk_maxima, -float("inf")), needed).indices
+        offsets = (chosen % per_block)[..., None] * chunk + tf.range(chunk)  # [B, m, chunk] in the block.
+        rows = (chosen // per_block)[..., None] * block_size + offsets
+        valid = tf.reshape((offsets < block_size) & (rows < size), [batch, -1])
+        rows = tf.where(valid, tf.reshape(rows, [batch, -1]), 0)
+        logits = tf.matmul(queries[:, None, :], tf.gather(keys, rows), transpose_b=True)[:, 0, :]
+        logits = tf.where(valid, logits, -float("inf"))
+        width = tf.shape(logits)[1]
+        top = tf.math.top_k(logits, tf.minimum(kept, width))
+        top_values = tf.pad(top.values, [[0, 0], [0, kept - tf.shape(top.values)[1]]], constant_values=-float("inf"))
+        top_rows = tf.pad(tf.gather(rows, top.indices, batch_dims=1), [[0, 0], [0, kept - tf.shape(top.values)[1]]])
+        tau = threshold_from_sorted(top_values - top_values[:, :1], top_values[:, :1])
+        # Exact when every gathered entry was kept, or the smallest kept is below tau.
+        certified = (top_values[:, -1:] <= tau) | (width <= kept)
+        return tau, certified, top_values, top_rows
+
+    def too_many_chunks():
+        return lower, tf.zeros([batch, 1], tf.bool), *_empty_top(batch, kept)
+
+    tau, certified, top_values, top_rows = tf.cond(needed <= MAX_CHUNKS, from_chunks, too_many_chunks)
 
     def from_kept():
         weights = tf.maximum(top_values - tau, 0.0)
         weighted = tf.einsum("bk,bkd->bd", weights, tf.gather(values, top_rows))
         mass = tf.einsum("bk,bkc->bc", weights, tf.one_hot(tf.gather(labels, top_rows), num_classes))
-        return weighted, mass
+        return weighted, mass, tau, top_values[:, :top_k], top_rows[:, :top_k]
 
     def by_passes():
-        exact = _michelot(tau, blocks, block_logits)
-        exact = tf.where(certified, tau, exact)
+        # A support wider than the kept entries: Michelot's passes from the lower bound,
+        # then one pass for the weighted sums and the top prototypes.
+        exact = tf.where(certified, tau, _michelot(tau, blocks, block_logits))
 
-        def accumulate(i, weighted, mass):
+        def accumulate(i, weighted, mass, best_values, best_rows):
             logits, start, end = block_logits(i)
             weights = tf.maximum(logits - exact, 0.0)
             weighted += tf.matmul(weights, values[start:end])
             mass += tf.matmul(weights, tf.one_hot(labels[start:end], num_classes))
-            return weighted, mass
+            best_values, best_rows = _running_top(best_values, best_rows, logits, start, top_k)
+            return weighted, mass, best_values, best_rows
 
-        initial = (tf.zeros([batch, values.shape[-1] or tf.shape(values)[-1]]), tf.zeros([batch, num_classes]))
-        weighted, mass = _over_blocks(accumulate, initial, blocks)
-        return weighted, mass, exact
+        initial = (
+            tf.zeros([batch, values.shape[-1] or tf.shape(values)[-1]]),
+            tf.zeros([batch, num_classes]),
+            *_empty_top(batch, top_k),
+        )
+        weighted, mass, best_values, best_rows = _over_blocks(accumulate, initial, blocks)
+        return weighted, mass, exact, best_values, best_rows
 
-    weighted, mass, tau = tf.cond(tf.reduce_all(certified), lambda: (*from_kept(), tau), by_passes)
-    top = top_values[:, :top_k]
+    weighted, mass, tau, top, rows = tf.cond(tf.reduce_all(certified), from_kept, by_passes)
     return {
         "weighted_values": weighted,
         "confidence": tf.minimum(tf.reduce_max(mass, axis=1), 1.0),
         "top_weights": tf.maximum(top - tau, 0.0),
-        "top_rows": top_rows[:, :top_k],
+        "top_rows": rows,
     }
 
 
