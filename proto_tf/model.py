@@ -137,6 +137,10 @@ class ProtoAttend(Classifier):
         decision start from the plain path's, and the attention learns on features
         that already tell the classes apart. 0 is the paper. A deviation for heavy
         label noise, where the attention otherwise collapses onto a hub (README).
+      tied_head_init: True starts the key head with the query head's weights, so the
+        first logits are a similarity of the two encodings (q . q'), not a random
+        bilinear form; False (the paper) draws each head's own. With a warm-up, the
+        attention then starts from neighbours in the plain path's features.
       alpha_range: `(low, high)`; alpha of Eq. 1's third term is drawn uniformly
         from it at each step. `low == high` fixes alpha.
       entropy_epsilon: epsilon of Eq. 2.
@@ -184,6 +188,7 @@ class ProtoAttend(Classifier):
         sparsity_weight: float = 0.0,
         matching_loss_weight: float = 1.0,
         matching_warmup_steps: int = 0,
+        tied_head_init: bool = False,
         alpha_range: tuple[float, float] = (0.45, 0.5),
         entropy_epsilon: float = 1e-6,
         seed: int = 0,
@@ -222,6 +227,7 @@ class ProtoAttend(Classifier):
         self.sparsity_weight = float(sparsity_weight)
         self.matching_loss_weight = float(matching_loss_weight)
         self.matching_warmup_steps = int(matching_warmup_steps)
+        self.tied_head_init = bool(tied_head_init)
         self.alpha_range = (low, high)
         self.entropy_epsilon = float(entropy_epsilon)
         self.seed = int(seed)
@@ -275,6 +281,9 @@ class ProtoAttend(Classifier):
         example = tf.zeros([1] + list(input_shape)[1:], dtype=input_dtype)
         features = self.encoder(example, training=False)
         queries, keys, values = self.heads(features)
+        if self.tied_head_init:
+            for key_weight, query_weight in zip(self.key_head.weights, self.query_head.weights):
+                key_weight.assign(query_weight)
         self.prototype_attention(queries, keys, values)
         self.decision(values)
         if self.candidate_memory:
@@ -589,6 +598,7 @@ class ProtoAttend(Classifier):
                 "sparsity_weight": self.sparsity_weight,
                 "matching_loss_weight": self.matching_loss_weight,
                 "matching_warmup_steps": self.matching_warmup_steps,
+                "tied_head_init": self.tied_head_init,
                 "alpha_range": list(self.alpha_range),
                 "entropy_epsilon": self.entropy_epsilon,
                 "seed": self.seed,
@@ -617,6 +627,7 @@ _ATTENTION_CONFIG = (
     "sparsity_weight",
     "matching_loss_weight",
     "matching_warmup_steps",
+    "tied_head_init",
     "alpha_range",
     "entropy_epsilon",
     "seed",

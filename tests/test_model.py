@@ -360,3 +360,15 @@ def test_matching_warmup_trains_the_plain_term_alone_then_the_full_loss():
     assert ProtoAttend.from_config(model.get_config()).matching_warmup_steps == 2
     with pytest.raises(ValueError, match="matching_warmup_steps must be >= 0"):
         _dense_model("softmax", matching_warmup_steps=-1)
+
+
+def test_tied_head_init_starts_the_key_head_as_the_query_head():
+    tied, untied = _dense_model("softmax", tied_head_init=True), _dense_model("softmax")
+    for key_weight, query_weight in zip(tied.key_head.weights, tied.query_head.weights):
+        np.testing.assert_array_equal(key_weight.numpy(), query_weight.numpy())
+    assert np.abs(untied.key_head.kernel.numpy() - untied.query_head.kernel.numpy()).max() > 1e-3
+    # The first logits are the similarity q . q' of the two encodings.
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    queries, keys, _ = tied.heads(tied.encoder(x))
+    np.testing.assert_allclose(keys, queries)
+    assert ProtoAttend.from_config(tied.get_config()).tied_head_init is True

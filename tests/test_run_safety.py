@@ -49,7 +49,13 @@ def test_each_bad_flag_is_refused_by_name(name, value, rule):
 
 @pytest.mark.parametrize(
     "name, value",
-    [("sparsity_weight", 0.5), ("matching_loss_weight", 0.5), ("matching_warmup_steps", 5), ("joint_encoding", False)],
+    [
+        ("sparsity_weight", 0.5),
+        ("matching_loss_weight", 0.5),
+        ("matching_warmup_steps", 5),
+        ("tied_head_init", True),
+        ("joint_encoding", False),
+    ],
 )
 def test_attention_only_flags_are_refused_for_the_baseline(name, value):
     # The baseline has no attention terms: a flag for them would be ignored silently.

@@ -49,6 +49,8 @@ _HELP = {
     "paper. An ablation knob: 0 trains with the plain term alone.",
     "matching_warmup_steps": "Steps at the start that train the plain term alone (then Eq. 1 "
     'and Eq. 2 in full); 0 is the paper. For heavy label noise (README, "Attention hubs").',
+    "tied_head_init": "Start the key head with the query head's weights (the first logits a "
+    "similarity of encodings); off is the paper. For heavy label noise, with --matching_warmup_steps.",
     "alpha_min": "Lower end of the uniform range alpha of Eq. 1's third term is drawn from, per step, in [0, 1].",
     "alpha_max": "Upper end of alpha's range, in [alpha_min, 1].",
     "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "

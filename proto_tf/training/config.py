@@ -70,6 +70,8 @@ class ExperimentConfig:
     # Deviation for heavy label noise, 0 = the paper: the first this-many steps train
     # the plain term alone, then Eq. 1 and Eq. 2 in full (README, "Attention hubs").
     matching_warmup_steps: int = 0
+    # Deviation for heavy label noise, False = the paper: the key head starts as the query head.
+    tied_head_init: bool = False
     alpha_min: float = 0.45
     alpha_max: float = 0.5
     candidate_gradients: bool = True  # False: candidates encoded forward-only (faster).
@@ -178,7 +180,13 @@ class ExperimentConfig:
             f"must be in [0, --train_steps={self.train_steps}): the attention must train for some steps",
         )
         if self.attention == "none":
-            for name in ("sparsity_weight", "matching_loss_weight", "matching_warmup_steps", "joint_encoding"):
+            for name in (
+                "sparsity_weight",
+                "matching_loss_weight",
+                "matching_warmup_steps",
+                "tied_head_init",
+                "joint_encoding",
+            ):
                 default = ExperimentConfig.__dataclass_fields__[name].default
                 _check(
                     self,
@@ -323,6 +331,7 @@ def build_model(config, info: DatasetInfo, num_classes):
         sparsity_weight=config.sparsity_weight,
         matching_loss_weight=config.matching_loss_weight,
         matching_warmup_steps=config.matching_warmup_steps,
+        tied_head_init=config.tied_head_init,
         alpha_range=(config.alpha_min, config.alpha_max),
         seed=config.seed,
         candidate_gradients=config.candidate_gradients and not config.candidate_refresh,
