@@ -75,9 +75,13 @@ def streamed_attention(
 
 def _running_top(top_values, top_rows, logits, start, k):
     """The `k` largest of the running top and a block's logits, with their rows."""
-    block_top = tf.math.top_k(logits, tf.minimum(k, tf.shape(logits)[1]))
-    merged_values = tf.concat([top_values, block_top.values], axis=1)
-    merged_rows = tf.concat([top_rows, block_top.indices + start], axis=1)
+    # Exact, from the block's largest chunk maxima: a selection over a few chunks, not
+    # over the whole [B, block] (entries past a short block are -inf, never chosen
+    # over a database's own rows).
+    block_values, block_columns = blockwise.top_k(logits, k)
+    block_columns = tf.minimum(block_columns, tf.shape(logits)[1] - 1)
+    merged_values = tf.concat([top_values, block_values], axis=1)
+    merged_rows = tf.concat([top_rows, block_columns + start], axis=1)
     best = tf.math.top_k(merged_values, k)
     return best.values, tf.gather(merged_rows, best.indices, batch_dims=1)
 

@@ -361,38 +361,130 @@ def normalization_latencies(logits, database_sizes, batch_sizes, rounds=3):
                 }
 
 
-def streaming_latencies(database_sizes, batch_size=128, dense_limit=1 << 20, block_size=None, seed=0):
-    """Seconds per call at each database size (random keys and values, 16-d, queries
-    scaled so sparsemax supports have a few dozen entries), in tf.functions: the key scan
-    alone (`q @ k^T` and its row maximum: the least any exact attention must do), and for
-    softmax and sparsemax the dense PrototypeAttention with its top 5 (up to
-    `dense_limit` prototypes) and the streamed attention (`streaming.streamed_attention`).
-    Yields one dict per (D, attention)."""
+def peak_rss_reset() -> bool:
+    """Resets the process's peak resident memory (Linux `/proc/self/clear_refs`); False
+    where that is not possible (then `peak_rss_bytes` is the peak since the start)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident memory of this process since the last `peak_rss_reset` (VmHWM)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _measured(call):
+    """`(seconds per call, peak RSS bytes over those calls)`."""
+    peak_rss_reset()
+    seconds = seconds_per_call(call)
+    return seconds, peak_rss_bytes()
+
+
+def float64_attention(queries, keys, values, labels, normalization, num_classes, block=1 << 20):
+    """Weighted values and confidence (Eq. 3) of a few queries in float64 NumPy, by rows
+    of the database in blocks (the exactness reference of the scale suite)."""
+    q = np.asarray(queries, np.float64) / np.sqrt(keys.shape[1])
+    logits = np.concatenate([q @ keys[i : i + block].astype(np.float64).T for i in range(0, len(keys), block)], 1)
+    if normalization == "softmax":
+        weights = np.exp(logits - logits.max(1, keepdims=True))
+        weights /= weights.sum(1, keepdims=True)
+    else:
+        top = -np.sort(-np.partition(logits, logits.shape[1] - 4096, axis=1)[:, -4096:], axis=1)
+        cumulative = np.cumsum(top, axis=1)
+        ranks = np.arange(1, top.shape[1] + 1)
+        support = (ranks * top > cumulative - 1).sum(1)
+        tau = (cumulative[np.arange(len(top)), support - 1] - 1) / support
+        weights = np.maximum(logits - tau[:, None], 0)
+    mass = np.stack([np.bincount(labels, row, num_classes) for row in weights])
+    return weights @ values.astype(np.float64), np.minimum(mass.max(1), 1.0)
+
+
+def streaming_latencies(database_sizes, batch_size=128, dense_limit=1 << 20, block_size=None, seed=0, checked=4):
+    """Per database size (random 16-d keys and values, queries scaled so sparsemax
+    supports have a few dozen entries), in tf.functions, time and peak RSS of:
+
+    - the key scan alone, the floor of any exact attention: `q @ k^T` with its row
+      maximum, `k @ q^T` with its column maximum, and NumPy's `keys @ q.T`;
+    - FAISS's exact inner-product search (`IndexFlatIP`, top 64) when faiss is
+      installed, the retrieval peer;
+    - for softmax and sparsemax the dense PrototypeAttention with its top 5 (up to
+      `dense_limit` prototypes) and the streamed attention, whose weighted values and
+      confidences are compared with `float64_attention` on the first `checked` queries.
+
+    Yields one dict per (D, attention).
+    """
     block_size = block_size or streaming.DEFAULT_BLOCK_SIZE
     rng = np.random.default_rng(seed)
-    queries = tf.constant(rng.normal(size=(batch_size, 16)).astype(np.float32) * 4.0)
+    queries_array = rng.normal(size=(batch_size, 16)).astype(np.float32) * 4.0
+    queries = tf.constant(queries_array)
+    try:
+        import faiss  # An optional peer (extra "compare"), never a requirement.
+    except ImportError:
+        faiss = None
     for size in database_sizes:
-        keys = tf.constant(rng.normal(size=(size, 16)).astype(np.float32))
-        values = tf.constant(rng.normal(size=(size, 16)).astype(np.float32))
-        labels = tf.constant(rng.integers(0, 2, size).astype(np.int32))
-        scan = tf.function(lambda: tf.reduce_max(tf.matmul(queries, keys, transpose_b=True), axis=1))
-        scan_seconds = seconds_per_call(lambda: scan().numpy())
+        keys_array = rng.normal(size=(size, 16)).astype(np.float32)
+        values_array = rng.normal(size=(size, 16)).astype(np.float32)
+        labels_array = rng.integers(0, 2, size).astype(np.int32)
+        keys, values, labels = (tf.constant(a) for a in (keys_array, values_array, labels_array))
+        database_bytes = keys_array.nbytes + values_array.nbytes + labels_array.nbytes
+        scan_qk = tf.function(lambda: tf.reduce_max(tf.matmul(queries, keys, transpose_b=True), axis=1))
+        scan_kq = tf.function(lambda: tf.reduce_max(tf.matmul(keys, queries, transpose_b=True), axis=0))
+        scans = {
+            "scan_qk": _measured(lambda: scan_qk().numpy())[0],
+            "scan_kq": _measured(lambda: scan_kq().numpy())[0],
+            "scan_numpy": _measured(lambda: (keys_array @ queries_array.T).max(0))[0],
+        }
+        faiss_seconds = None
+        if faiss is not None:
+            index = faiss.IndexFlatIP(16)
+            index.add(keys_array)
+            faiss_seconds = _measured(lambda: index.search(queries_array, 64))[0]
+            del index
         for attention in ("softmax", "sparsemax"):
             layer = PrototypeAttention(attention)
             dense = tf.function(lambda layer=layer: _dense_with_top(layer, queries, keys, values))
             streamed = tf.function(
                 lambda attention=attention: streaming.streamed_attention(
                     queries, keys, values, labels, attention, 2, 5, block_size
-                )["weighted_values"]
+                )
+            )
+            streamed_seconds, streamed_rss = _measured(lambda: streamed()["weighted_values"].numpy())
+            dense_seconds, dense_rss = (
+                _measured(lambda: [t.numpy() for t in dense()]) if size <= dense_limit else (None, None)
+            )
+            out = streamed()
+            weighted, confidence = float64_attention(
+                queries_array[:checked], keys_array, values_array, labels_array, attention, 2
             )
             yield {
                 "database_size": size,
+                "batch_size": batch_size,
                 "attention": attention,
-                "scan_seconds": scan_seconds,
-                "dense_seconds": seconds_per_call(lambda: [t.numpy() for t in dense()])
-                if size <= dense_limit
-                else None,
-                "streamed_seconds": seconds_per_call(lambda: streamed().numpy()),
+                **scans,
+                "scan_seconds": min(scans.values()),
+                "faiss_seconds": faiss_seconds,
+                "dense_seconds": dense_seconds,
+                "dense_peak_rss_bytes": dense_rss,
+                "streamed_seconds": streamed_seconds,
+                "streamed_peak_rss_bytes": streamed_rss,
+                "database_bytes": database_bytes,
+                "max_error": float(
+                    max(
+                        np.abs(out["weighted_values"].numpy()[:checked] - weighted).max(),
+                        np.abs(out["confidence"].numpy()[:checked] - confidence).max(),
+                    )
+                ),
                 "dense_weights_mb": batch_size * size * 4 / 2**20,
             }
 

@@ -24,9 +24,11 @@ inference: latency of a trained tabular run against D_infer, batch 1 and 128, so
 sparsemax: the default sparsemax against softmax on the same logits, D x batch, in a
   tf.function and under XLA, on random logits and (with --model_dir) on a trained
   tabular run's attention logits.
-scale: serving attention over large databases (random 16-d keys): the key scan alone,
-  the dense layer with its top 5, and the streamed attention (blocks of the database, no
-  [batch, D] tensor), per D; the dense path only up to 1M prototypes.
+scale: serving attention over large databases (random 16-d keys): the key scan alone
+  (three ways), FAISS's exact inner-product top 64 (when installed), the dense layer with
+  its top 5 (up to 1M prototypes) and the streamed attention (blocks of the database, no
+  [batch, D] tensor), per D and batch, with the peak RSS of the process during each and
+  the error against float64 NumPy.
 """
 
 import os
@@ -295,20 +297,27 @@ def sparsemax_suite():
 
 
 def scale_suite():
+    gib = 2**30
     print(
-        "| D | attention | key scan ms | dense ms | streamed ms | streamed / scan | streamed / dense | dense [B, D] weights |"
+        "| D | batch | attention | key scan ms (q kᵀ / k qᵀ / NumPy) | FAISS flat top-64 ms | dense ms | "
+        "streamed ms | streamed / best scan | streamed / dense | peak RSS streamed GiB | database GiB | "
+        "max error vs float64 |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for batch in (int(size) for size in FLAGS.batch_sizes):
         for row in benchmarks.streaming_latencies([int(size) for size in FLAGS.database_sizes], batch):
-            dense = row["dense_seconds"]
+            dense, faiss = row["dense_seconds"], row["faiss_seconds"]
+            scans = " / ".join(f"{1000 * row[name]:.1f}" for name in ("scan_qk", "scan_kq", "scan_numpy"))
             print(
-                f"| {row['database_size']} | {row['attention']} | {1000 * row['scan_seconds']:.1f} | "
+                f"| {row['database_size']} | {row['batch_size']} | {row['attention']} | {scans} | "
+                + (f"{1000 * faiss:.1f}" if faiss else "faiss not installed")
+                + " | "
                 + (f"{1000 * dense:.1f}" if dense else "not run")
                 + f" | {1000 * row['streamed_seconds']:.1f} | "
                 f"{row['streamed_seconds'] / row['scan_seconds']:.2f}× | "
                 + (f"{row['streamed_seconds'] / dense:.2f}×" if dense else "–")
-                + f" | {row['dense_weights_mb']:.0f} MB |",
+                + f" | {row['streamed_peak_rss_bytes'] / gib:.2f} | {row['database_bytes'] / gib:.2f} | "
+                f"{row['max_error']:.1e} |",
                 flush=True,
             )
 
