@@ -10,6 +10,7 @@ Training (Eq. 1 + Eq. 2), per example with label y and candidate weights p:
   + sparsity_weight * (-sum_j p_j log(p_j + eps)).
 """
 
+import math
 from typing import Callable, Iterable
 
 import keras
@@ -141,6 +142,9 @@ class ProtoAttend(Classifier):
         first logits are a similarity of the two encodings (q . q'), not a random
         bilinear form; False (the paper) draws each head's own. With a warm-up, the
         attention then starts from neighbours in the plain path's features.
+      cosine_scale: 0 (the paper) scores a candidate by q . k / sqrt(d). s > 0 scores it
+        by s times the cosine of q and k (both scaled to one length): a key's norm no
+        longer lifts it above the others for every query, the usual cause of a hub.
       alpha_range: `(low, high)`; alpha of Eq. 1's third term is drawn uniformly
         from it at each step. `low == high` fixes alpha.
       entropy_epsilon: epsilon of Eq. 2.
@@ -189,6 +193,7 @@ class ProtoAttend(Classifier):
         matching_loss_weight: float = 1.0,
         matching_warmup_steps: int = 0,
         tied_head_init: bool = False,
+        cosine_scale: float = 0.0,
         alpha_range: tuple[float, float] = (0.45, 0.5),
         entropy_epsilon: float = 1e-6,
         seed: int = 0,
@@ -210,6 +215,8 @@ class ProtoAttend(Classifier):
             raise ValueError(f"sparsity_weight must be >= 0, got {sparsity_weight}.")
         if not 0 <= matching_loss_weight < float("inf"):
             raise ValueError(f"matching_loss_weight must be >= 0, got {matching_loss_weight}.")
+        if not 0 <= cosine_scale < float("inf"):
+            raise ValueError(f"cosine_scale must be >= 0, got {cosine_scale}.")
         if matching_warmup_steps < 0:
             raise ValueError(f"matching_warmup_steps must be >= 0, got {matching_warmup_steps}.")
         if candidate_memory < 0 or (candidate_memory and candidate_gradients):
@@ -228,6 +235,7 @@ class ProtoAttend(Classifier):
         self.matching_loss_weight = float(matching_loss_weight)
         self.matching_warmup_steps = int(matching_warmup_steps)
         self.tied_head_init = bool(tied_head_init)
+        self.cosine_scale = float(cosine_scale)
         self.alpha_range = (low, high)
         self.entropy_epsilon = float(entropy_epsilon)
         self.seed = int(seed)
@@ -312,8 +320,8 @@ class ProtoAttend(Classifier):
 
     def heads(self, features: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Maps encoder outputs `[B, F]` to `(queries, keys, values)`."""
-        queries = self.query_head(features)
-        keys = self.key_head(features)
+        queries = self._unit(self.query_head(features))
+        keys = self._unit(self.key_head(features))
         values = self.value_norm(self.value_head(features))
         return queries, keys, values
 
@@ -436,6 +444,14 @@ class ProtoAttend(Classifier):
 
     # === Training ===
 
+    def _unit(self, vectors):
+        """With `cosine_scale` s: `vectors` scaled to length sqrt(s * sqrt(d)), so that the
+        attention's q . k / sqrt(d) is s times their cosine. Otherwise unchanged."""
+        if not self.cosine_scale:
+            return vectors
+        length = math.sqrt(self.cosine_scale * math.sqrt(self.attention_size))
+        return tf.math.l2_normalize(vectors, axis=-1, epsilon=1e-12) * tf.cast(length, vectors.dtype)
+
     def sample_alpha(self, step: int | tf.Tensor) -> tf.Tensor:
         """Alpha of Eq. 1 for `step`: uniform in `alpha_range`, the same on all replicas."""
         low, high = self.alpha_range
@@ -463,15 +479,15 @@ class ProtoAttend(Classifier):
         else:
             input_features = self.encoder(inputs, training=training)
             candidate_features = tf.stop_gradient(self.encoder(candidate_inputs, training=training))
-        queries = self.query_head(input_features)
+        queries = self._unit(self.query_head(input_features))
         values = self.value_norm(self.value_head(input_features))
         candidate_mask = None
         if self.candidate_memory:
             candidate_features, candidate_mask = self._remember(_all_gather(candidate_features), write=training)
-            candidate_keys = self.key_head(candidate_features)
+            candidate_keys = self._unit(self.key_head(candidate_features))
             candidate_values = self.value_norm(self.value_head(candidate_features))
         else:
-            candidate_keys = _all_gather(self.key_head(candidate_features))
+            candidate_keys = _all_gather(self._unit(self.key_head(candidate_features)))
             candidate_values = _all_gather(self.value_norm(self.value_head(candidate_features)))
         weighted_values, weights = self.prototype_attention(queries, candidate_keys, candidate_values, candidate_mask)
         alpha = tf.cast(alpha, values.dtype)  # Mixed precision: values are bfloat16/float16.
@@ -599,6 +615,7 @@ class ProtoAttend(Classifier):
                 "matching_loss_weight": self.matching_loss_weight,
                 "matching_warmup_steps": self.matching_warmup_steps,
                 "tied_head_init": self.tied_head_init,
+                "cosine_scale": self.cosine_scale,
                 "alpha_range": list(self.alpha_range),
                 "entropy_epsilon": self.entropy_epsilon,
                 "seed": self.seed,
@@ -628,6 +645,7 @@ _ATTENTION_CONFIG = (
     "matching_loss_weight",
     "matching_warmup_steps",
     "tied_head_init",
+    "cosine_scale",
     "alpha_range",
     "entropy_epsilon",
     "seed",

@@ -372,3 +372,18 @@ def test_tied_head_init_starts_the_key_head_as_the_query_head():
     queries, keys, _ = tied.heads(tied.encoder(x))
     np.testing.assert_allclose(keys, queries)
     assert ProtoAttend.from_config(tied.get_config()).tied_head_init is True
+
+
+def test_cosine_scale_scores_candidates_by_the_scaled_cosine():
+    model = _dense_model("sparsemax", cosine_scale=16.0)
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    queries, keys, _ = model.heads(model.encoder(x))
+    raw_queries, raw_keys, _ = _numpy_forward(model, x, "sparsemax")
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)
+    # The attention's logits q . k / sqrt(16) are 16 times the cosine of the heads' outputs.
+    np.testing.assert_allclose(
+        queries.numpy() @ keys.numpy().T / 4, 16 * unit(raw_queries) @ unit(raw_keys).T, atol=1e-5
+    )
+    assert ProtoAttend.from_config(model.get_config()).cosine_scale == 16.0
+    with pytest.raises(ValueError, match="cosine_scale must be >= 0"):
+        _dense_model("softmax", cosine_scale=-1.0)

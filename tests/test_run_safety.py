@@ -34,6 +34,7 @@ from proto_tf.training.trainer import Trainer, load_experiment_dataset
         ("label_noise", 1.0, r"must be in \[0, 1\)"),
         ("divergence_factor", 0.5, "must be 0 \\(off\\) or > 1"),
         ("matching_loss_weight", -0.5, "must be >= 0"),
+        ("cosine_scale", -1.0, r"must be >= 0 \(0: the paper's dot product\)"),
         ("matching_warmup_steps", -1, r"must be in \[0, --train_steps=1000\): the attention must train for some steps"),
         (
             "matching_warmup_steps",

@@ -51,6 +51,8 @@ _HELP = {
     'and Eq. 2 in full); 0 is the paper. For heavy label noise (README, "Attention hubs").',
     "tied_head_init": "Start the key head with the query head's weights (the first logits a "
     "similarity of encodings); off is the paper. For heavy label noise, with --matching_warmup_steps.",
+    "cosine_scale": "0 (the paper): candidates scored by q . k / sqrt(d). s > 0: by s times the "
+    'cosine of q and k, so no key\'s norm lifts it for every query (README, "Attention hubs").',
     "alpha_min": "Lower end of the uniform range alpha of Eq. 1's third term is drawn from, per step, in [0, 1].",
     "alpha_max": "Upper end of alpha's range, in [alpha_min, 1].",
     "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "

@@ -72,6 +72,8 @@ class ExperimentConfig:
     matching_warmup_steps: int = 0
     # Deviation for heavy label noise, False = the paper: the key head starts as the query head.
     tied_head_init: bool = False
+    # Deviation for heavy label noise, 0 = the paper: s > 0 scores candidates by s * cosine(q, k).
+    cosine_scale: float = 0.0
     alpha_min: float = 0.45
     alpha_max: float = 0.5
     candidate_gradients: bool = True  # False: candidates encoded forward-only (faster).
@@ -173,6 +175,7 @@ class ExperimentConfig:
         _check(self, "decay_rate", 0 < self.decay_rate <= 1, "must be in (0, 1]")
         _check(self, "sparsity_weight", 0 <= self.sparsity_weight < math.inf, "must be >= 0")
         _check(self, "matching_loss_weight", 0 <= self.matching_loss_weight < math.inf, "must be >= 0")
+        _check(self, "cosine_scale", 0 <= self.cosine_scale < math.inf, "must be >= 0 (0: the paper's dot product)")
         _check(
             self,
             "matching_warmup_steps",
@@ -185,6 +188,7 @@ class ExperimentConfig:
                 "matching_loss_weight",
                 "matching_warmup_steps",
                 "tied_head_init",
+                "cosine_scale",
                 "joint_encoding",
             ):
                 default = ExperimentConfig.__dataclass_fields__[name].default
@@ -332,6 +336,7 @@ def build_model(config, info: DatasetInfo, num_classes):
         matching_loss_weight=config.matching_loss_weight,
         matching_warmup_steps=config.matching_warmup_steps,
         tied_head_init=config.tied_head_init,
+        cosine_scale=config.cosine_scale,
         alpha_range=(config.alpha_min, config.alpha_max),
         seed=config.seed,
         candidate_gradients=config.candidate_gradients and not config.candidate_refresh,
