@@ -73,6 +73,25 @@ def streamed_attention(
     raise ValueError(f"normalization must be softmax or sparsemax; got {normalization!r}.")
 
 
+def key_scan(queries: tf.Tensor, keys: tf.Tensor, block_size: int = DEFAULT_BLOCK_SIZE, keys_first: bool = False):
+    """Each query's largest logit `q . k / sqrt(d)` over `keys`, by blocks of rows: one
+    read of the keys and nothing else, the floor of any exact attention (benchmarks).
+    `keys_first` computes each block as `k q^T` instead of `q k^T`."""
+    queries = tf.convert_to_tensor(queries, tf.float32) / math.sqrt(int(queries.shape[-1]))
+    size = tf.shape(keys)[0]
+
+    def step(i, best):
+        block = keys[i * block_size : tf.minimum((i + 1) * block_size, size)]
+        if keys_first:
+            block_max = tf.reduce_max(tf.matmul(block, queries, transpose_b=True), axis=0)
+        else:
+            block_max = tf.reduce_max(tf.matmul(queries, block, transpose_b=True), axis=1)
+        return (tf.maximum(best, block_max),)
+
+    initial = (tf.fill([tf.shape(queries)[0]], -float("inf")),)
+    return _over_blocks(step, initial, (size + block_size - 1) // block_size)[0]
+
+
 def _running_top(top_values, top_rows, logits, start, k):
     """The `k` largest of the running top and a block's logits, with their rows."""
     # Exact, from the block's largest chunk maxima: a selection over a few chunks, not

@@ -107,3 +107,12 @@ def test_a_streaming_export_answers_as_the_dense_export(tmp_path):
     np.testing.assert_array_equal(a["prototype_indices"].numpy()[shown], b["prototype_indices"].numpy()[shown])
     with pytest.raises(Exception, match="stream_above=0 must be a positive integer"):
         export.export_model_dir(str(tmp_path / "none"), str(tmp_path / "x"), stream_above=0)
+
+
+def test_key_scan_is_each_querys_largest_logit_in_either_layout():
+    rng = np.random.default_rng(3)
+    keys, _, _ = _database(rng, size=1001)
+    queries = rng.normal(size=(5, 16)).astype(np.float32)
+    expected = (queries.astype(np.float64) @ keys.T.astype(np.float64) / 4.0).max(1)
+    for keys_first in (False, True):
+        np.testing.assert_allclose(streaming.key_scan(queries, keys, 300, keys_first), expected, rtol=1e-5)
