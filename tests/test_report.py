@@ -152,3 +152,23 @@ def test_seed_spreads_group_runs_that_differ_only_in_their_seed():
     table = comparison.seed_table(spreads)
     assert "| adult_sparsemax | 1000 | 0,1,2 | 85.00 ± 1.00 | 85.58 | -0.58 |" in table
     assert "| adult_softmax | 1000 | 0 | 80.00 (one seed) |" in table
+
+
+def test_hub_trace_reads_the_training_logs_and_averages_each_stretch_of_steps(tmp_path):
+    import tensorflow as tf
+
+    from proto_tf.analysis import hub_trace
+    from proto_tf.training.progress import TRAIN_TAGS
+
+    writer = tf.summary.create_file_writer(str(tmp_path / "logs" / "train"))
+    with writer.as_default():
+        for step in range(1, 5):  # Steps 1-2 collapsed, 3-4 spread.
+            shares = {"top3_weight_share": 0.9 if step <= 2 else 0.3, "distinct_top_share": 0.1 * step}
+            for key, value in {**shares, "prototype_accuracy": 0.1, "plain_accuracy": 0.5}.items():
+                tf.summary.scalar(TRAIN_TAGS[key], value, step=step)
+    writer.close()
+    table = hub_trace.hub_trace_table(str(tmp_path), points=2).splitlines()
+    assert table[2] == "| 1–2 | 0.900 | 0.150 | 0.100 | 0.500 |"
+    assert table[3] == "| 3–4 | 0.300 | 0.350 | 0.100 | 0.500 |"
+    (tmp_path / "base" / "logs" / "train").mkdir(parents=True)
+    assert "no attention in its logs" in hub_trace.hub_trace_table(str(tmp_path / "base"))

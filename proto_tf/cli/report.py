@@ -11,12 +11,13 @@ standard deviation of their test accuracy beside the paper's number.
 
 With --budget_plot, runs of the same rows at reduced step budgets (each a share of its
 paper row's steps, with a baseline at every share) also give the gap to the baseline
-against the budget: a table and a PNG.
+against the budget: a table and a PNG. With --hub_trace, each run's attention-hub
+diagnostic over its training steps (README, "Attention hubs").
 """
 
 from absl import flags
 
-from proto_tf.analysis import comparison, plots
+from proto_tf.analysis import comparison, hub_trace, plots
 from proto_tf.cli import experiment_flags
 from proto_tf.cli.common import run_command
 
@@ -28,6 +29,12 @@ flags.DEFINE_bool(
     "seed_spread",
     False,
     "Also group runs that differ only in their seed: mean ± sd of the test accuracy.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_bool(
+    "hub_trace",
+    False,
+    'Also print each run\'s attention-hub diagnostic (README, "Attention hubs") over its training steps.',
     flag_values=FLAGS,
 )
 flags.DEFINE_string(
@@ -43,6 +50,9 @@ def main(argv):
         print("\n" + comparison.seed_table(comparison.seed_spreads(summaries)))
     if FLAGS.budget_plot:
         print_budget_gaps(summaries, FLAGS.budget_plot)
+    if FLAGS.hub_trace:
+        for model_dir in FLAGS.model_dirs:
+            print(f"\n{model_dir}\n\n{hub_trace.hub_trace_table(model_dir)}")
 
 
 def print_budget_gaps(summaries, path):
