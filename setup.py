@@ -56,5 +56,8 @@ setuptools.setup(
     # run/audit.py --compare_cleanlab (not needed otherwise).
     # (`run/benchmark.py --suite=authors` also needs tf-keras, installed with --no-deps:
     # its own requirement would add the full `tensorflow` over `tensorflow-cpu`.)
-    extras_require={"tfds": ["tensorflow-datasets>=4.9"], "compare": ["scikit-learn>=1.5", "cleanlab>=2.7", "faiss-cpu>=1.8"]},
+    extras_require={
+        "tfds": ["tensorflow-datasets>=4.9"],
+        "compare": ["scikit-learn>=1.5", "cleanlab>=2.7", "faiss-cpu>=1.8"],
+    },
 )

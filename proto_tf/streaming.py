@@ -73,7 +73,9 @@ def streamed_attention(
     raise ValueError(f"normalization must be softmax or sparsemax; got {normalization!r}.")
 
 
-def key_scan(queries: tf.Tensor, keys: tf.Tensor, block_size: int = DEFAULT_BLOCK_SIZE, keys_first: bool = False):
+def key_scan(
+    queries: tf.Tensor, keys: tf.Tensor, block_size: int = DEFAULT_BLOCK_SIZE, keys_first: bool = False
+) -> tf.Tensor:
     """Each query's largest logit `q . k / sqrt(d)` over `keys`, by blocks of rows: one
     read of the keys and nothing else, the floor of any exact attention (benchmarks).
     `keys_first` computes each block as `k q^T` instead of `q k^T`."""
