@@ -53,15 +53,11 @@ def streamed_attention(
     prototypes: `top_weights [B, k]` (descending) and `top_rows [B, k]` (int32 rows of
     the database; entries past a sparse support have weight 0).
     """
-    queries = tf.convert_to_tensor(queries, tf.float32) / math.sqrt(int(queries.shape[-1]))
-    keys, values = tf.convert_to_tensor(keys, tf.float32), tf.convert_to_tensor(values, tf.float32)
-    labels = tf.cast(labels, tf.int32)
-    size = tf.shape(keys)[0]
-    blocks = (size + block_size - 1) // block_size
+    queries, keys, blocks, block_rows = _blocked(queries, keys, block_size)
+    values, labels = tf.convert_to_tensor(values, tf.float32), tf.cast(labels, tf.int32)
 
     def block_logits(i):
-        start = i * block_size
-        end = tf.minimum(start + block_size, size)
+        start, end = block_rows(i)
         return tf.matmul(queries, keys[start:end], transpose_b=True), start, end
 
     if normalization == "softmax":
@@ -79,11 +75,11 @@ def key_scan(
     """Each query's largest logit `q . k / sqrt(d)` over `keys`, by blocks of rows: one
     read of the keys and nothing else, the floor of any exact attention (benchmarks).
     `keys_first` computes each block as `k q^T` instead of `q k^T`."""
-    queries = tf.convert_to_tensor(queries, tf.float32) / math.sqrt(int(queries.shape[-1]))
-    size = tf.shape(keys)[0]
+    queries, keys, blocks, block_rows = _blocked(queries, keys, block_size)
 
     def step(i, best):
-        block = keys[i * block_size : tf.minimum((i + 1) * block_size, size)]
+        start, end = block_rows(i)
+        block = keys[start:end]
         if keys_first:
             block_max = tf.reduce_max(tf.matmul(block, queries, transpose_b=True), axis=0)
         else:
@@ -91,7 +87,21 @@ def key_scan(
         return (tf.maximum(best, block_max),)
 
     initial = (tf.fill([tf.shape(queries)[0]], -float("inf")),)
-    return _over_blocks(step, initial, (size + block_size - 1) // block_size)[0]
+    return _over_blocks(step, initial, blocks)[0]
+
+
+def _blocked(queries, keys, block_size):
+    """`(queries / sqrt(d), keys, number of blocks, block_rows)` in float32, where
+    `block_rows(i)` is block i's `(start, end)` rows of the keys."""
+    queries = tf.convert_to_tensor(queries, tf.float32) / math.sqrt(int(queries.shape[-1]))
+    keys = tf.convert_to_tensor(keys, tf.float32)
+    size = tf.shape(keys)[0]
+
+    def block_rows(i):
+        start = i * block_size
+        return start, tf.minimum(start + block_size, size)
+
+    return queries, keys, (size + block_size - 1) // block_size, block_rows
 
 
 def _running_top(top_values, top_rows, logits, start, k):
