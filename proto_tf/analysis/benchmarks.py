@@ -400,14 +400,21 @@ def float64_attention(queries, keys, values, labels, normalization, num_classes,
         weights = np.exp(logits - logits.max(1, keepdims=True))
         weights /= weights.sum(1, keepdims=True)
     else:
-        top = -np.sort(-np.partition(logits, logits.shape[1] - 4096, axis=1)[:, -4096:], axis=1)
-        cumulative = np.cumsum(top, axis=1)
-        ranks = np.arange(1, top.shape[1] + 1)
-        support = (ranks * top > cumulative - 1).sum(1)
-        tau = (cumulative[np.arange(len(top)), support - 1] - 1) / support
-        weights = np.maximum(logits - tau[:, None], 0)
+        weights = np.maximum(logits - _float64_sparsemax_threshold(logits)[:, None], 0)
     mass = np.stack([np.bincount(labels, row, num_classes) for row in weights])
     return weights @ values.astype(np.float64), np.minimum(mass.max(1), 1.0)
+
+
+def _float64_sparsemax_threshold(logits, kept=4096):
+    """Each row's sparsemax threshold from its `kept` largest entries, or from the whole
+    sorted row where the support fills them (then the largest entries do not suffice)."""
+    kept = min(kept, logits.shape[1])
+    top = -np.sort(-np.partition(logits, logits.shape[1] - kept, axis=1)[:, -kept:], axis=1)
+    cumulative = np.cumsum(top, axis=1)
+    support = (np.arange(1, kept + 1) * top > cumulative - 1).sum(1)
+    if support.max() == kept < logits.shape[1]:
+        return _float64_sparsemax_threshold(logits, logits.shape[1])
+    return (cumulative[np.arange(len(top)), support - 1] - 1) / support
 
 
 def streaming_latencies(database_sizes, batch_size=128, dense_limit=1 << 20, block_size=None, seed=0, checked=4):
