@@ -325,6 +325,14 @@ class ProtoAttend(Classifier):
         values = self.value_norm(self.value_head(features))
         return queries, keys, values
 
+    def _unit(self, vectors):
+        """With `cosine_scale` s: `vectors` scaled to length sqrt(s * sqrt(d)), so that the
+        attention's q . k / sqrt(d) is s times their cosine. Otherwise unchanged."""
+        if not self.cosine_scale:
+            return vectors
+        length = math.sqrt(self.cosine_scale * math.sqrt(self.attention_size))
+        return tf.math.l2_normalize(vectors, axis=-1, epsilon=1e-12) * tf.cast(length, vectors.dtype)
+
     def encode(self, inputs: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Encodes inputs to `(queries, keys, values)`."""
         return self.heads(self.encoder(inputs, training=training))
@@ -443,14 +451,6 @@ class ProtoAttend(Classifier):
         }
 
     # === Training ===
-
-    def _unit(self, vectors):
-        """With `cosine_scale` s: `vectors` scaled to length sqrt(s * sqrt(d)), so that the
-        attention's q . k / sqrt(d) is s times their cosine. Otherwise unchanged."""
-        if not self.cosine_scale:
-            return vectors
-        length = math.sqrt(self.cosine_scale * math.sqrt(self.attention_size))
-        return tf.math.l2_normalize(vectors, axis=-1, epsilon=1e-12) * tf.cast(length, vectors.dtype)
 
     def sample_alpha(self, step: int | tf.Tensor) -> tf.Tensor:
         """Alpha of Eq. 1 for `step`: uniform in `alpha_range`, the same on all replicas."""
