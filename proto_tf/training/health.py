@@ -81,8 +81,7 @@ class HealthMonitor:
         self.names = [v.path for v in variables]
         self.factor = factor
         self.losses = collections.deque(maxlen=DIVERGENCE_WINDOW)
-        self.first_loss = None
-        self.level = math.inf
+        self.new_phase()  # No loss history yet.
 
     @property
     def threshold(self) -> float:
