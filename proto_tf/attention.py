@@ -73,7 +73,9 @@ class PrototypeAttention(keras.layers.Layer):
     ) -> tuple[tf.Tensor, tf.Tensor]:
         _check_shapes(queries, keys, values)
         attention_size = queries.shape[-1]
-        logits = tf.matmul(queries, keys, transpose_b=True)
+        # Keys stored in a narrower dtype (a database's float16/bfloat16 keys) are
+        # computed in the queries' dtype.
+        logits = tf.matmul(queries, tf.cast(keys, queries.dtype), transpose_b=True)
         logits = tf.cast(logits, tf.float32) / math.sqrt(attention_size)
         if candidate_mask is not None:
             mask = tf.broadcast_to(tf.cast(candidate_mask, tf.bool), tf.shape(logits))

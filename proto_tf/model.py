@@ -23,6 +23,10 @@ from proto_tf.baseline import BaselineClassifier
 from proto_tf.classifier import Classifier, accuracy, correct, cross_entropy
 from proto_tf.errors import DataError
 
+# Dtypes a database may store its keys in. float32 by default; float16 or bfloat16 halve
+# the keys' memory, and attention still computes in float32 (keys are cast as read).
+KEY_DTYPES = ("float32", "float16", "bfloat16")
+
 
 class PrototypeDatabase:
     """Encoded candidates used at inference: keys `[D, d_att]`, values `[D, d_val]`,
@@ -34,13 +38,24 @@ class PrototypeDatabase:
     first dimension and a new database is assigned into them: every function traced
     before (Keras' `predict` and `evaluate` functions, a user's `tf.function`) reads
     the current database, never a copy captured when it was traced.
+
+    `key_dtype` (one of `KEY_DTYPES`) is the dtype the keys are stored in.
     """
 
-    def __init__(self, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None):
+    def __init__(
+        self,
+        keys: tf.Tensor,
+        values: tf.Tensor,
+        labels: tf.Tensor,
+        indices: tf.Tensor | None = None,
+        key_dtype: str = "float32",
+    ):
+        if key_dtype not in KEY_DTYPES:
+            raise ValueError(f"key_dtype must be one of {', '.join(KEY_DTYPES)}; got {key_dtype!r}.")
         # A plain object, not a tracked module: training checkpoints hold the model's
         # weights only (an export captures these variables, and stores them once).
         with tf.init_scope():  # Variables, even when set inside a traced function.
-            self.keys = _free_rows_variable(keys, "database_keys")
+            self.keys = _free_rows_variable(tf.cast(keys, key_dtype), "database_keys")
             self.values = _free_rows_variable(values, "database_values")
             self.labels = _free_rows_variable(labels, "database_labels")
             self.index_variable = _free_rows_variable(_indices_or_positions(indices, labels), "database_indices")
@@ -53,6 +68,11 @@ class PrototypeDatabase:
         self.labels.assign(labels)
         self.index_variable.assign(_indices_or_positions(indices, labels))
         self._rows = int(tf.convert_to_tensor(labels).shape[0])
+
+    @property
+    def key_dtype(self) -> str:
+        """The dtype the keys are stored in (one of `KEY_DTYPES`)."""
+        return self.keys.dtype.name
 
     @property
     def indices(self) -> tf.Variable:
@@ -370,9 +390,15 @@ class ProtoAttend(Classifier):
         return tf.function(lambda x: self.encode(x, training=False)[1:], reduce_retracing=True)
 
     def set_database(
-        self, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None
+        self,
+        keys: tf.Tensor,
+        values: tf.Tensor,
+        labels: tf.Tensor,
+        indices: tf.Tensor | None = None,
+        key_dtype: str = "float32",
     ) -> None:
-        """Sets the encoded candidate database that `call` attends over."""
+        """Sets the encoded candidate database that `call` attends over, its keys stored
+        as `key_dtype` (`KEY_DTYPES`; attention computes in float32 either way)."""
         keys = tf.convert_to_tensor(keys)
         values = tf.convert_to_tensor(values)
         labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
@@ -387,8 +413,9 @@ class ProtoAttend(Classifier):
                 + (f", indices {indices.shape}." if indices is not None else ".")
             )
         _check_database(keys, values, labels, self.num_classes)
-        if self.database is None or self.database.keys.shape[1:] != keys.shape[1:]:
-            self.database = PrototypeDatabase(keys, values, labels, indices)
+        database = self.database
+        if database is None or database.keys.shape[1:] != keys.shape[1:] or database.key_dtype != key_dtype:
+            self.database = PrototypeDatabase(keys, values, labels, indices, key_dtype)
         else:
             self.database.assign(keys, values, labels, indices)
 
@@ -600,7 +627,8 @@ class ProtoAttend(Classifier):
         if "database_keys" in entries:
             arrays = [np.asarray(store[name]) for name in _DATABASE_ENTRIES]
             indices = np.asarray(store["database_indices"]) if "database_indices" in entries else None
-            self.set_database(*arrays, indices=indices)
+            key_dtype = arrays[0].dtype.name if arrays[0].dtype.name in KEY_DTYPES else "float32"
+            self.set_database(*arrays, indices=indices, key_dtype=key_dtype)
 
     # === Config ===
 

@@ -58,7 +58,7 @@ def streamed_attention(
 
     def block_logits(i):
         start, end = block_rows(i)
-        return tf.matmul(queries, keys[start:end], transpose_b=True), start, end
+        return tf.matmul(queries, _as_float32(keys[start:end]), transpose_b=True), start, end
 
     if normalization == "softmax":
         return _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits)
@@ -79,7 +79,7 @@ def key_scan(
 
     def step(i, best):
         start, end = block_rows(i)
-        block = keys[start:end]
+        block = _as_float32(keys[start:end])
         if keys_first:
             block_max = tf.reduce_max(tf.matmul(block, queries, transpose_b=True), axis=0)
         else:
@@ -91,10 +91,14 @@ def key_scan(
 
 
 def _blocked(queries, keys, block_size):
-    """`(queries / sqrt(d), keys, number of blocks, block_rows)` in float32, where
-    `block_rows(i)` is block i's `(start, end)` rows of the keys."""
+    """`(queries / sqrt(d) in float32, keys, number of blocks, block_rows)`, where
+    `block_rows(i)` is block i's `(start, end)` rows of the keys. Keys stay in their
+    stored dtype (float32, or float16/bfloat16 to halve the database): each block is
+    cast to float32 as it is read, so products and sums accumulate in float32."""
     queries = tf.convert_to_tensor(queries, tf.float32) / math.sqrt(int(queries.shape[-1]))
-    keys = tf.convert_to_tensor(keys, tf.float32)
+    keys = tf.convert_to_tensor(keys)
+    if keys.dtype not in (tf.float32, tf.float16, tf.bfloat16):
+        keys = tf.cast(keys, tf.float32)
     size = tf.shape(keys)[0]
 
     def block_rows(i):
@@ -102,6 +106,10 @@ def _blocked(queries, keys, block_size):
         return start, tf.minimum(start + block_size, size)
 
     return queries, keys, (size + block_size - 1) // block_size, block_rows
+
+
+def _as_float32(keys):
+    return keys if keys.dtype == tf.float32 else tf.cast(keys, tf.float32)
 
 
 def _running_top(top_values, top_rows, logits, start, k):
@@ -194,7 +202,7 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, support_k, blo
         rows = (chosen // per_block)[..., None] * block_size + offsets
         valid = tf.reshape((offsets < block_size) & (rows < size), [batch, -1])
         rows = tf.where(valid, tf.reshape(rows, [batch, -1]), 0)
-        logits = tf.matmul(queries[:, None, :], tf.gather(keys, rows), transpose_b=True)[:, 0, :]
+        logits = tf.matmul(queries[:, None, :], _as_float32(tf.gather(keys, rows)), transpose_b=True)[:, 0, :]
         logits = tf.where(valid, logits, -float("inf"))
         width = tf.shape(logits)[1]
         top = tf.math.top_k(logits, tf.minimum(kept, width))

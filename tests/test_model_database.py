@@ -81,6 +81,25 @@ def test_keras_file_keeps_the_database(tmp_path, inputs):
         np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy())
 
 
+@pytest.mark.parametrize("key_dtype", ["float16", "bfloat16"])
+def test_keras_file_keeps_narrow_keys(tmp_path, inputs, key_dtype):
+    model = _model("sparsemax")
+    candidates = np.random.default_rng(4).normal(size=(50, 5)).astype("float32")
+    keys, values = model.encode_database(candidates)
+    model.set_database(keys, values, np.arange(50) % 3, key_dtype=key_dtype)
+    assert model.database.keys.dtype == key_dtype
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.database.key_dtype == key_dtype
+    np.testing.assert_array_equal(
+        tf.cast(loaded.database.keys, tf.float32).numpy(), tf.cast(tf.cast(keys, key_dtype), tf.float32).numpy()
+    )
+    expected, got = model(inputs), loaded(inputs)
+    for name in ("logits", "weights", "confidence"):
+        np.testing.assert_array_equal(got[name].numpy(), expected[name].numpy())
+
+
 def test_set_database_refuses_labels_outside_the_classes_nan_rows_and_no_rows():
     from proto_tf.errors import DataError
 

@@ -3,6 +3,8 @@ PrototypeAttention layer: softmax and sparsemax, supports within and beyond the 
 entries (the exact Michelot passes), block sizes that do not divide D, eager and in a
 graph of unknown D; and an export that streams answers as the dense export does."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -116,3 +118,58 @@ def test_key_scan_is_each_querys_largest_logit_in_either_layout():
     expected = (queries.astype(np.float64) @ keys.T.astype(np.float64) / 4.0).max(1)
     for keys_first in (False, True):
         np.testing.assert_allclose(streaming.key_scan(queries, keys, 300, keys_first), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("key_dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("normalization", ["softmax", "sparsemax"])
+def test_narrow_keys_are_read_in_float32(normalization, key_dtype):
+    # Keys stored as float16/bfloat16 lose their own rounding, nothing more: the streamed
+    # and dense paths over them equal float64 over the same (rounded) keys.
+    rng = np.random.default_rng(5)
+    keys, values, labels = _database(rng)
+    narrow = tf.cast(keys, key_dtype)
+    rounded = tf.cast(narrow, tf.float64).numpy()
+    queries = (rng.normal(size=(6, 16)) * 6.0).astype(np.float32)
+    logits, weights, weighted, confidence = _reference(normalization, queries, rounded, values, labels)
+    tolerance = 2e-6 + 4 * np.finfo(np.float32).eps * np.abs(logits).max()
+    out = streaming.streamed_attention(queries, narrow, values, labels, normalization, 3, 5, 700)
+    np.testing.assert_allclose(out["weighted_values"], weighted, atol=tolerance, rtol=0)
+    np.testing.assert_allclose(out["confidence"], confidence, atol=tolerance, rtol=0)
+    dense_values, dense_weights = PrototypeAttention(normalization)(queries, narrow, values)
+    np.testing.assert_allclose(dense_weights, weights, atol=tolerance)
+    np.testing.assert_allclose(dense_values, weighted, atol=tolerance)
+    np.testing.assert_allclose(streaming.key_scan(queries, narrow, 700), logits.max(1), rtol=1e-5)
+    # And the rounding is visible: the float32 keys' answer differs.
+    assert np.abs(_reference(normalization, queries, keys, values, labels)[2] - weighted).max() > 1e-4
+
+
+def test_an_export_stores_narrow_keys_once_and_answers_from_them(tmp_path):
+    rng = np.random.default_rng(1)
+    encoder = keras.Sequential([keras.layers.Dense(16, activation="relu")])
+    model = ProtoAttend(encoder, num_classes=3, attention="sparsemax", attention_size=16, value_size=8)
+    model.build((None, 5))
+    database_inputs = rng.normal(size=(3000, 5)).astype(np.float32)
+    labels = rng.integers(0, 3, 3000)
+    signature = {"features": tf.TensorSpec([None, 5], tf.float32)}
+    request = {"features": tf.constant(rng.normal(size=(9, 5)).astype(np.float32) * 3)}
+    answers, sizes = {}, {}
+    for key_dtype in ("float32", "float16"):
+        path = export.export_any(
+            model, database_inputs, labels, signature, str(tmp_path / key_dtype), stream_above=100, key_dtype=key_dtype
+        )
+        assert model.database.keys.dtype == key_dtype
+        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+        dtypes = reader.get_variable_to_dtype_map()
+        stored = [name for name, shape in reader.get_variable_to_shape_map().items() if shape == [3000, 16]]
+        assert [dtypes[name].name for name in stored] == [key_dtype]  # The keys, once, as stored.
+        loaded = tf.saved_model.load(path)
+        answers[key_dtype] = loaded.signatures["serving_default"](**request)
+        sizes[key_dtype] = sum(f.stat().st_size for f in (tmp_path / key_dtype / "variables").iterdir())
+        # The export answers as the model in memory does over the same stored keys.
+        direct = model.predict_streamed(request["features"], *model.database.tensors(), top_k=5, training=False)
+        np.testing.assert_allclose(answers[key_dtype]["confidence"], direct["confidence"], atol=2e-6)
+    # Half the keys' bytes: 3000 rows x 16 x 2 bytes saved.
+    assert sizes["float32"] - sizes["float16"] == pytest.approx(3000 * 16 * 2, rel=0.05)
+    np.testing.assert_allclose(answers["float16"]["confidence"], answers["float32"]["confidence"], atol=0.02)
+    with pytest.raises(ValueError, match="key_dtype must be one of float32, float16, bfloat16"):
+        model.set_database(*model.database.tensors(), key_dtype="int8")

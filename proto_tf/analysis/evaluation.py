@@ -50,12 +50,12 @@ class Evaluator:
             values.append(batch_features[1].numpy())
         return [np.concatenate(encoder_outputs), np.concatenate(values)]
 
-    def set_database(self, database_split: Split) -> None:
-        """Encodes `database_split` (no augmentation) and sets it as the model's database."""
+    def set_database(self, database_split: Split, key_dtype: str = "float32") -> None:
+        """Encodes `database_split` (no augmentation) and sets it as the model's database,
+        its keys stored as `key_dtype` (`model.KEY_DTYPES`)."""
         batches = (inputs for inputs, _ in self._batches(database_split, "encoding the prototype database"))
-        self.model.set_database(
-            *self.model.encode_batches(batches, self._encode), database_split.labels, database_split.indices
-        )
+        keys, values = self.model.encode_batches(batches, self._encode)
+        self.model.set_database(keys, values, database_split.labels, database_split.indices, key_dtype)
         self.database_split = database_split
 
     def predict(self, split: Split, thresholds: Sequence[float] = metrics.DEFAULT_THRESHOLDS) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ probability 1 - --calibration_delta; proto_tf/calibration.py says how).
 from absl import flags
 
 from proto_tf.cli.common import run_command
+from proto_tf.model import KEY_DTYPES
 from proto_tf.serving import export
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
@@ -49,6 +50,14 @@ flags.DEFINE_integer(
     export.DEFAULT_STREAM_ABOVE,
     "Databases of more prototypes are attended over in blocks at serving: exact, and no "
     "[batch, database] tensor in memory.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_enum(
+    "database_key_dtype",
+    "float32",
+    list(KEY_DTYPES),
+    "Dtype the database's keys are stored in: float32, or float16 / bfloat16 to halve their "
+    "memory (attention still computes in float32; BENCHMARKS.md measures the cost).",
     flag_values=FLAGS,
 )
 flags.DEFINE_float(
@@ -87,6 +96,7 @@ def main(argv):
         target_coverage=FLAGS.target_coverage,
         calibration_delta=FLAGS.calibration_delta,
         stream_above=FLAGS.stream_above,
+        key_dtype=FLAGS.database_key_dtype,
     )
     print(f"Exported {path}")
 

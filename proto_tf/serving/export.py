@@ -21,7 +21,7 @@ from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.data.raw_examples import load_raw, take
 from proto_tf.errors import ConfigError, RunDirectoryError
-from proto_tf.model import ProtoAttend, PrototypeDatabase
+from proto_tf.model import KEY_DTYPES, ProtoAttend, PrototypeDatabase
 from proto_tf.serving import warmup
 from proto_tf.training import trainer
 from proto_tf.training.config import check_against_data
@@ -272,11 +272,12 @@ def _make_readable(folder):
 
 
 def encode_database(
-    model: ProtoAttend, preprocess: Callable, database_split: Split, batch_size: int = 512
+    model: ProtoAttend, preprocess: Callable, database_split: Split, batch_size: int = 512, key_dtype: str = "float32"
 ) -> PrototypeDatabase:
     """The database split (stored form) encoded without augmentation and set as the
-    model's database (the one a SavedModel stores); returns it."""
-    Evaluator(model, preprocess, batch_size, progress=WorkProgress).set_database(database_split)
+    model's database (the one a SavedModel stores), keys stored as `key_dtype`;
+    returns it."""
+    Evaluator(model, preprocess, batch_size, progress=WorkProgress).set_database(database_split, key_dtype)
     return model.database
 
 
@@ -397,6 +398,7 @@ def export_any(
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     stream_above: int = DEFAULT_STREAM_ABOVE,
+    key_dtype: str = "float32",
 ) -> str:
     """Exports any ProtoAttend (any encoder, any data) with the signatures of the
     built-in datasets.
@@ -412,6 +414,7 @@ def export_any(
         serving graph); default: the single input as it is.
       class_names: names of the classes in label order.
       top_k, max_batch_size, stream_above: as for `export_saved_model`.
+      key_dtype: the dtype the database's keys are stored in (`KEY_DTYPES`).
     """
     if not model.uses_database:
         raise ValueError("export_any needs a model with attention (prototypes).")
@@ -426,7 +429,8 @@ def export_any(
         preprocess({name: tf.convert_to_tensor(value[start : start + 1024]) for name, value in raw_database.items()})
         for start in range(0, count, 1024)
     )
-    model.set_database(*model.encode_batches(batches), np.asarray(database_labels), np.arange(count))
+    keys, values = model.encode_batches(batches)
+    model.set_database(keys, values, np.asarray(database_labels), np.arange(count), key_dtype)
     database = model.database
     # Signature keys come from the specs' names: name each after its key.
     signature = {key: tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in input_signature.items()}
@@ -451,6 +455,7 @@ def export_model_dir(
     target_coverage: float | None = None,
     calibration_delta: float = DEFAULT_DELTA,
     stream_above: int = DEFAULT_STREAM_ABOVE,
+    key_dtype: str = "float32",
 ) -> str:
     """Exports a run of `run/train.py` as `<export_dir>/<model_name>/<next version>`,
     published atomically (`publish_version`).
@@ -460,7 +465,9 @@ def export_model_dir(
     kept decisions' accuracy, or the share kept, is at least the target on new data
     with probability 1 - `calibration_delta`), served by `abstain_calibrated` and
     written to `CALIBRATION_FILE`. A database of more than `stream_above` prototypes
-    is served in blocks (`ProtoAttend.predict_streamed`).
+    is served in blocks (`ProtoAttend.predict_streamed`). `key_dtype` (float32, float16
+    or bfloat16) is the dtype its keys are stored in; attention computes in float32, and
+    the calibration is made with the keys as stored.
 
     The inference database is `infer_database_size` training examples (the run's
     D_infer by default), the same fixed-seed sample its evaluation used, or, with
@@ -475,6 +482,8 @@ def export_model_dir(
     _check_positive(top_k=top_k, max_batch_size=max_batch_size, stream_above=stream_above)
     if infer_database_size is not None:
         _check_positive(infer_database_size=infer_database_size)
+    if key_dtype not in KEY_DTYPES:
+        raise ConfigError(f"--database_key_dtype={key_dtype!r} must be one of {', '.join(KEY_DTYPES)}.")
     targets = {"target_accuracy": target_accuracy, "target_coverage": target_coverage}
     for name, value in targets.items():
         if value is not None and not 0.0 < value < 1.0:
@@ -500,12 +509,12 @@ def export_model_dir(
     database = None
     if database_path is not None and model.uses_database:
         database_split = info.kind.read_database(database_path, info, dataset.class_names)
-        database = encode_database(model, dataset.preprocess, database_split)
+        database = encode_database(model, dataset.preprocess, database_split, key_dtype=key_dtype)
     elif model.uses_database:
         size = infer_database_size or config.infer_database_size
         check_against_data(dataclasses.replace(config, infer_database_size=size), len(dataset.train))
         database_split = inference_database(dataset.train, size, config.seed, info.class_shares)
-        database = encode_database(model, dataset.preprocess, database_split)
+        database = encode_database(model, dataset.preprocess, database_split, key_dtype=key_dtype)
     calibration = None
     if target_accuracy is not None or target_coverage is not None:
         calibration = _calibrate(model, dataset, config, target_accuracy, target_coverage, calibration_delta, report)
