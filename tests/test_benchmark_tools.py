@@ -8,7 +8,7 @@ from references import layer_norm, sparsemax_bisection
 from test_training import _tiny_config
 
 from proto_tf.analysis import authors_graph, benchmarks, step_profile
-from proto_tf.training.trainer import load_experiment_dataset
+from proto_tf.training.trainer import Trainer, load_experiment_dataset
 
 
 def test_bare_step_takes_the_trainers_steps(tmp_path):
@@ -91,3 +91,27 @@ def test_the_scale_suites_float64_sparsemax_threshold_holds_for_supports_wider_t
         weights = np.maximum(logits - benchmarks._float64_sparsemax_threshold(logits, kept)[:, None], 0)
         np.testing.assert_allclose(weights, sparsemax_bisection(logits), atol=1e-12)
     assert (weights > 0).sum(1).min() > 64
+
+
+@pytest.mark.slow
+def test_the_scale_suites_exports_store_the_database_once_and_are_served_in_their_own_process(tmp_path):
+    config = _tiny_config(tmp_path, "tiny_run")
+    Trainer(config, verbose=False).train()
+    variants = (("sparsemax", "float32"), ("sparsemax", "float16"))
+    rows = list(benchmarks.export_latencies(config.model_dir, [50000], [1, 3], str(tmp_path), 1000, variants=variants))
+    assert [(r["key_dtype"], r["batch_size"]) for r in rows] == [
+        ("float32", 1),
+        ("float32", 3),
+        ("float16", 1),
+        ("float16", 3),
+    ]
+    for row in rows:
+        # By hand: 16-d keys (4 or 2 bytes), 8-d float32 values, int32 labels, int64 indices.
+        key_bytes = 2 if row["key_dtype"] == "float16" else 4
+        assert row["database_bytes"] == 50000 * (16 * key_bytes + 8 * 4 + 4 + 8)
+        # Stored once: a second copy of the database would make the export more than twice its bytes.
+        assert row["database_bytes"] < row["export_bytes"] < 2 * row["database_bytes"]
+        assert 0 < row["rss_after_load_bytes"] <= row["peak_rss_bytes"]
+        assert row["seconds"] > 0
+    sizes = {r["key_dtype"]: r["export_bytes"] for r in rows if r["attention"] == "sparsemax"}
+    assert sizes["float32"] - sizes["float16"] == pytest.approx(50000 * 16 * 2, rel=0.02)

@@ -1,6 +1,7 @@
 """Throughput measurements (run by run/benchmark.py, never by tests)."""
 
 import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -14,12 +15,12 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import streaming
-from proto_tf.analysis import step_profile
+from proto_tf.analysis import serving_probe, step_profile
 from proto_tf.attention import PrototypeAttention, masked_softmax
 from proto_tf.data import Split, candidates, class_names, dataset_info, raw_examples
 from proto_tf.data.common import LoadedDataset, cast_only
 from proto_tf.errors import ConfigError
-from proto_tf.serving import export
+from proto_tf.serving import export, warmup
 from proto_tf.sparsemax import sparsemax
 from proto_tf.training import config as config_lib
 from proto_tf.training import health, trainer
@@ -312,6 +313,99 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
             shutil.rmtree(path)
 
 
+# (attention, key dtype) of the exports measured at each database size.
+EXPORT_VARIANTS = (("softmax", "float32"), ("sparsemax", "float32"), ("sparsemax", "float16"))
+
+
+def export_latencies(
+    model_dir, database_sizes, batch_sizes, export_root, stream_above=None, seed=0, variants=EXPORT_VARIANTS
+):
+    """The exported SavedModel end to end at each database size: a trained tabular
+    run's weights (either normalisation) with a database of `size` prototypes, each a
+    training row's encoding jittered by 5 % of each dimension's spread (near, not
+    identical: copies would tie), exported, then served from raw test rows by
+    `serving_probe` in a process of its own (TensorFlow alone, as TF Serving). Sizes:
+    the export on disk against the database's own bytes (stored once, the two are
+    close); the served process's memory after loading and at its peak per batch.
+
+    Yields one dict per (D, `variants` entry (attention, key dtype), batch).
+    """
+    config, dataset, info = _tabular_run(model_dir)
+    raw = raw_examples.load_raw(config.dataset, config.data_dir, config.data_options(), config.seed)
+    request = info.kind.request(raw_examples.take(raw["test"], np.arange(max(batch_sizes))), raw)
+    requests_path = os.path.join(export_root, "requests.npz")
+    # Strings as fixed-width bytes: loadable without pickle, and tf.string again in the probe.
+    np.savez(
+        requests_path,
+        **{name: np.asarray(t.numpy(), np.bytes_ if t.dtype == tf.string else None) for name, t in request.items()},
+    )
+    models = {}
+    for attention in sorted({attention for attention, _ in variants}):
+        attention_config = dataclasses.replace(config, attention=attention)
+        models[attention] = trainer.load_trained_model(model_dir, attention_config, dataset)[0]
+    # The encodings of the training rows (one encoder: both models share the weights).
+    base = export.encode_database(next(iter(models.values())), dataset.preprocess, dataset.train)
+    base_keys, base_values = (t.numpy() for t in base.tensors()[:2])
+    rng = np.random.default_rng(seed)
+    for size in database_sizes:
+        rows = rng.integers(0, len(base_keys), size)
+        keys, values = _jittered(base_keys, rows, rng), _jittered(base_values, rows, rng)
+        labels, indices = dataset.train.labels[rows], dataset.train.indices[rows]
+        for attention, key_dtype in variants:
+            model = models[attention]
+            model.set_database(keys, values, labels, indices, key_dtype)
+            path = os.path.join(export_root, f"{attention}_{key_dtype}_{size}")
+            export.export_saved_model(
+                model,
+                info,
+                dataset.preprocess,
+                model.database,
+                path,
+                class_names=dataset.class_names,
+                stream_above=stream_above or export.DEFAULT_STREAM_ABOVE,
+            )
+            stored = warmup.memory_estimate(model, model.database, 1, 1, 1)  # Weights and database bytes.
+            model.database = None  # The next model's copy is made only once this one is freed.
+            gc.collect()
+            served = _probe(path, requests_path, batch_sizes)
+            export_bytes = warmup.folder_bytes(path)
+            shutil.rmtree(path)
+            for batch_size in batch_sizes:
+                yield {
+                    "database_size": size,
+                    "attention": attention,
+                    "key_dtype": key_dtype,
+                    "batch_size": batch_size,
+                    "export_bytes": export_bytes,
+                    "database_bytes": stored["database"],
+                    "weight_bytes": stored["weights"],
+                    "load_seconds": served["load_seconds"],
+                    "rss_after_load_bytes": served["rss_after_load_bytes"],
+                    **served[str(batch_size)],
+                }
+        del keys, values
+        gc.collect()
+
+
+def _jittered(base, rows, rng, scale=0.05, chunk=1 << 20):
+    """`base[rows]` plus N(0, (scale * each column's sd)^2), made by chunks of rows."""
+    out = base[rows]
+    spread = (scale * base.std(axis=0)).astype(np.float32)
+    for start in range(0, len(out), chunk):
+        part = out[start : start + chunk]
+        part += rng.standard_normal(part.shape, dtype=np.float32) * spread
+    return out
+
+
+def _probe(path, requests_path, batch_sizes):
+    """`serving_probe` on the export at `path`, in a process of its own."""
+    command = [sys.executable, serving_probe.__file__, path, requests_path, *map(str, batch_sizes)]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if done.returncode != 0:
+        raise RuntimeError(f"serving_probe failed on {path}:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def random_attention_logits(max_size, batch_size, seed=0, scale=3.0):
     """`[batch_size, max_size]` logits drawn from N(0, scale^2): a database unlike any
     trained one (supports of a few entries, no structure)."""
@@ -361,34 +455,11 @@ def normalization_latencies(logits, database_sizes, batch_sizes, rounds=3):
                 }
 
 
-def peak_rss_reset() -> bool:
-    """Resets the process's peak resident memory (Linux `/proc/self/clear_refs`); False
-    where that is not possible (then `peak_rss_bytes` is the peak since the start)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> int | None:
-    """Peak resident memory of this process since the last `peak_rss_reset` (VmHWM)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def _measured(call):
     """`(seconds per call, peak RSS bytes over those calls)`."""
-    peak_rss_reset()
+    serving_probe.peak_rss_reset()
     seconds = seconds_per_call(call)
-    return seconds, peak_rss_bytes()
+    return seconds, serving_probe.memory_bytes("VmHWM")
 
 
 def float64_attention(queries, keys, values, labels, normalization, num_classes, block=1 << 20):
@@ -417,9 +488,17 @@ def _float64_sparsemax_threshold(logits, kept=4096):
     return (cumulative[np.arange(len(top)), support - 1] - 1) / support
 
 
-def streaming_latencies(database_sizes, batch_size=128, dense_limit=1 << 20, block_size=None, seed=0, checked=4):
+def streaming_latencies(
+    database_sizes,
+    batch_sizes=(1, 128),
+    dense_limit=1 << 20,
+    block_size=None,
+    seed=0,
+    checked=4,
+    key_dtypes=("float16", "bfloat16"),
+):
     """Per database size (random 16-d keys and values, queries scaled so sparsemax
-    supports have a few dozen entries), in tf.functions, time and peak RSS of:
+    supports have a few dozen entries) and batch, in tf.functions, time and peak RSS of:
 
     - the key scan alone, the floor of any exact attention: `q @ k^T` with its row
       maximum, `k @ q^T` with its column maximum, and NumPy's `keys @ q.T`;
@@ -427,79 +506,116 @@ def streaming_latencies(database_sizes, batch_size=128, dense_limit=1 << 20, blo
       installed, the retrieval peer;
     - for softmax and sparsemax the dense PrototypeAttention with its top 5 (up to
       `dense_limit` prototypes) and the streamed attention, whose weighted values and
-      confidences are compared with `float64_attention` on the first `checked` queries.
+      confidences are compared with `float64_attention` on the first `checked` queries;
+    - the streamed attention over the same keys stored as each of `key_dtypes`: its
+      time, its error against float64 over the float32 keys, and the share of queries
+      whose first prototype is the float32 keys' one (`narrow`).
 
-    Yields one dict per (D, attention).
+    Each database is made once, measured at every batch (smallest first) and freed
+    before the next, so a peak is that of one database. Yields one dict per (D, batch,
+    attention).
     """
     block_size = block_size or streaming.DEFAULT_BLOCK_SIZE
     rng = np.random.default_rng(seed)
-    queries_array = rng.normal(size=(batch_size, 16)).astype(np.float32) * 4.0
-    queries = tf.constant(queries_array)
     try:
         import faiss  # An optional peer (extra "compare"), never a requirement.
     except ImportError:
         faiss = None
     for size in database_sizes:
-        keys, values, labels = (
-            tf.constant(rng.normal(size=(size, 16)).astype(np.float32)),
-            tf.constant(rng.normal(size=(size, 16)).astype(np.float32)),
-            tf.constant(rng.integers(0, 2, size).astype(np.int32)),
-        )
-        # NumPy views of the tensors' own buffers: the database is held once, so the peak
-        # RSS says what serving it costs.
-        keys_array, values_array, labels_array = (np.asarray(t) for t in (keys, values, labels))
-        database_bytes = keys_array.nbytes + values_array.nbytes + labels_array.nbytes
-        # The key scans run by blocks of rows, as the streamed attention does: a [B, D]
-        # product would not fit at 16M (8 GB at batch 128).
-        scan_qk = tf.function(lambda: streaming.key_scan(queries, keys, block_size))
-        scan_kq = tf.function(lambda: streaming.key_scan(queries, keys, block_size, keys_first=True))
-        scans = {
-            "scan_qk": _measured(lambda: scan_qk().numpy())[0],
-            "scan_kq": _measured(lambda: scan_kq().numpy())[0],
-            "scan_numpy": _measured(lambda: _numpy_key_scan(queries_array, keys_array, block_size))[0],
-        }
-        faiss_seconds = None
-        if faiss is not None:
-            index = faiss.IndexFlatIP(16)
-            index.add(keys_array)
-            faiss_seconds = _measured(lambda: index.search(queries_array, 64))[0]
-            del index
-        for attention in ("softmax", "sparsemax"):
+        database = _random_database(rng, size, key_dtypes)
+        for batch_size in sorted(batch_sizes):
+            queries_array = rng.normal(size=(batch_size, 16)).astype(np.float32) * 4.0
+            yield from _streaming_rows(database, queries_array, block_size, dense_limit, checked, faiss)
+        del database
+        gc.collect()
+
+
+def _random_database(rng, size, key_dtypes):
+    """Random keys, values and binary labels of `size` rows, as tensors and as NumPy
+    views of the tensors' own buffers (the database is held once, so a peak RSS says
+    what serving it costs), and the keys in each narrower dtype."""
+    keys, values, labels = (
+        tf.constant(rng.normal(size=(size, 16)).astype(np.float32)),
+        tf.constant(rng.normal(size=(size, 16)).astype(np.float32)),
+        tf.constant(rng.integers(0, 2, size).astype(np.int32)),
+    )
+    arrays = tuple(np.asarray(t) for t in (keys, values, labels))
+    narrow = {dtype: tf.cast(keys, dtype) for dtype in key_dtypes}
+    return {"tensors": (keys, values, labels), "arrays": arrays, "narrow": narrow}
+
+
+def _streaming_rows(database, queries_array, block_size, dense_limit, checked, faiss):
+    keys, values, labels = database["tensors"]
+    keys_array, values_array, labels_array = database["arrays"]
+    size, batch_size = len(keys_array), len(queries_array)
+    queries = tf.constant(queries_array)
+    # The key scans run by blocks of rows, as the streamed attention does: a [B, D]
+    # product would not fit at 16M (8 GB at batch 128).
+    scan_qk = tf.function(lambda: streaming.key_scan(queries, keys, block_size))
+    scan_kq = tf.function(lambda: streaming.key_scan(queries, keys, block_size, keys_first=True))
+    scans = {
+        "scan_qk": _measured(lambda: scan_qk().numpy())[0],
+        "scan_kq": _measured(lambda: scan_kq().numpy())[0],
+        "scan_numpy": _measured(lambda: _numpy_key_scan(queries_array, keys_array, block_size))[0],
+    }
+    faiss_seconds = None
+    if faiss is not None:
+        index = faiss.IndexFlatIP(16)
+        index.add(keys_array)
+        faiss_seconds = _measured(lambda: index.search(queries_array, 64))[0]
+        del index
+    for attention in ("softmax", "sparsemax"):
+
+        def streamed_over(stored_keys, attention=attention):
+            return tf.function(
+                lambda: streaming.streamed_attention(queries, stored_keys, values, labels, attention, 2, 5, block_size)
+            )
+
+        streamed = streamed_over(keys)
+        streamed_seconds, streamed_rss = _measured(lambda: streamed()["weighted_values"].numpy())
+        dense_seconds = dense_rss = None
+        if size <= dense_limit:
             layer = PrototypeAttention(attention)
-            dense = tf.function(lambda layer=layer: _dense_with_top(layer, queries, keys, values))
-            streamed = tf.function(
-                lambda attention=attention: streaming.streamed_attention(
-                    queries, keys, values, labels, attention, 2, 5, block_size
-                )
-            )
-            streamed_seconds, streamed_rss = _measured(lambda: streamed()["weighted_values"].numpy())
-            dense_seconds, dense_rss = (
-                _measured(lambda: [t.numpy() for t in dense()]) if size <= dense_limit else (None, None)
-            )
-            out = streamed()
-            weighted, confidence = float64_attention(
-                queries_array[:checked], keys_array, values_array, labels_array, attention, 2
-            )
-            yield {
-                "database_size": size,
-                "batch_size": batch_size,
-                "attention": attention,
-                **scans,
-                "scan_seconds": min(scans.values()),
-                "faiss_seconds": faiss_seconds,
-                "dense_seconds": dense_seconds,
-                "dense_peak_rss_bytes": dense_rss,
-                "streamed_seconds": streamed_seconds,
-                "streamed_peak_rss_bytes": streamed_rss,
-                "database_bytes": database_bytes,
-                "max_error": float(
-                    max(
-                        np.abs(out["weighted_values"].numpy()[:checked] - weighted).max(),
-                        np.abs(out["confidence"].numpy()[:checked] - confidence).max(),
-                    )
-                ),
-                "dense_weights_mb": batch_size * size * 4 / 2**20,
+            dense = tf.function(lambda: _dense_with_top(layer, queries, keys, values))
+            dense_seconds, dense_rss = _measured(lambda: [t.numpy() for t in dense()])
+        out = streamed()
+        reference = float64_attention(queries_array[:checked], keys_array, values_array, labels_array, attention, 2)
+        narrow = {}
+        for dtype, stored_keys in database["narrow"].items():
+            call = streamed_over(stored_keys)
+            narrow_out = call()
+            narrow[dtype] = {
+                "seconds": _measured(lambda call=call: call()["weighted_values"].numpy())[0],
+                "max_error": _max_error(narrow_out, reference, checked),
+                "top1_agreement": float(np.mean(narrow_out["top_rows"][:, 0] == out["top_rows"][:, 0])),
             }
+        yield {
+            "database_size": size,
+            "batch_size": batch_size,
+            "attention": attention,
+            **scans,
+            "scan_seconds": min(scans.values()),
+            "faiss_seconds": faiss_seconds,
+            "dense_seconds": dense_seconds,
+            "dense_peak_rss_bytes": dense_rss,
+            "streamed_seconds": streamed_seconds,
+            "streamed_peak_rss_bytes": streamed_rss,
+            "database_bytes": keys_array.nbytes + values_array.nbytes + labels_array.nbytes,
+            "max_error": _max_error(out, reference, checked),
+            "dense_weights_mb": batch_size * size * 4 / 2**20,
+            "narrow": narrow,
+        }
+
+
+def _max_error(out, reference, checked):
+    """The largest difference of weighted values and confidences from the float64 ones."""
+    weighted, confidence = reference
+    return float(
+        max(
+            np.abs(out["weighted_values"].numpy()[:checked] - weighted).max(),
+            np.abs(out["confidence"].numpy()[:checked] - confidence).max(),
+        )
+    )
 
 
 def _numpy_key_scan(queries, keys, block_size):

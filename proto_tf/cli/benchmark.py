@@ -28,7 +28,9 @@ scale: serving attention over large databases (random 16-d keys): the key scan a
   (three ways), FAISS's exact inner-product top 64 (when installed), the dense layer with
   its top 5 (up to 1M prototypes) and the streamed attention (blocks of the database, no
   [batch, D] tensor), per D and batch, with the peak RSS of the process during each and
-  the error against float64 NumPy.
+  the error against float64 NumPy; the streamed attention over float16 and bfloat16
+  keys; and with --model_dir (a trained tabular run) its exported SavedModel with a
+  database of each size, served from raw rows in a process of its own.
 """
 
 import os
@@ -74,11 +76,16 @@ flags.DEFINE_boolean(
 flags.DEFINE_list(
     "families", ["adult", "fashion_mnist", "dbpedia"], "train: datasets of the encoder families.", flag_values=FLAGS
 )
-flags.DEFINE_string("model_dir", None, "inference, sparsemax: a trained tabular run (run/train.py).", flag_values=FLAGS)
-flags.DEFINE_list(
-    "database_sizes", ["4096", "32768", "262144", "1048576"], "inference, sparsemax: D values.", flag_values=FLAGS
+flags.DEFINE_string(
+    "model_dir", None, "inference, sparsemax, scale: a trained tabular run (run/train.py).", flag_values=FLAGS
 )
-flags.DEFINE_list("batch_sizes", ["1", "128"], "inference, sparsemax: batch sizes.", flag_values=FLAGS)
+flags.DEFINE_list(
+    "database_sizes",
+    ["4096", "32768", "262144", "1048576"],
+    "inference, sparsemax, scale: D values.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_list("batch_sizes", ["1", "128"], "inference, sparsemax, scale: batch sizes.", flag_values=FLAGS)
 flags.DEFINE_string(
     "authors_code", None, "authors: folder of a checkout of the authors' protoattend/ code.", flag_values=FLAGS
 )
@@ -298,26 +305,59 @@ def sparsemax_suite():
 
 def scale_suite():
     gib = 2**30
+    sizes, batches = [int(size) for size in FLAGS.database_sizes], [int(size) for size in FLAGS.batch_sizes]
     print(
         "| D | batch | attention | key scan ms (q kᵀ / k qᵀ / NumPy) | FAISS flat top-64 ms | dense ms | "
         "streamed ms | streamed / best scan | streamed / dense | peak RSS streamed GiB | database GiB | "
         "max error vs float64 |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for batch in (int(size) for size in FLAGS.batch_sizes):
-        for row in benchmarks.streaming_latencies([int(size) for size in FLAGS.database_sizes], batch):
-            dense, faiss = row["dense_seconds"], row["faiss_seconds"]
-            scans = " / ".join(f"{1000 * row[name]:.1f}" for name in ("scan_qk", "scan_kq", "scan_numpy"))
+    narrow_rows = []
+    for row in benchmarks.streaming_latencies(sizes, batches):
+        dense, faiss = row["dense_seconds"], row["faiss_seconds"]
+        scans = " / ".join(f"{1000 * row[name]:.1f}" for name in ("scan_qk", "scan_kq", "scan_numpy"))
+        print(
+            f"| {row['database_size']} | {row['batch_size']} | {row['attention']} | {scans} | "
+            + (f"{1000 * faiss:.1f}" if faiss else "faiss not installed")
+            + " | "
+            + (f"{1000 * dense:.1f}" if dense else "not run")
+            + f" | {1000 * row['streamed_seconds']:.1f} | "
+            f"{row['streamed_seconds'] / row['scan_seconds']:.2f}× | "
+            + (f"{row['streamed_seconds'] / dense:.2f}×" if dense else "–")
+            + f" | {row['streamed_peak_rss_bytes'] / gib:.2f} | {row['database_bytes'] / gib:.2f} | "
+            f"{row['max_error']:.1e} |",
+            flush=True,
+        )
+        narrow_rows.append(row)
+    print("\nKeys stored narrower (streamed attention, float32 accumulation):\n")
+    print(
+        "| D | batch | attention | keys | streamed ms | vs float32 keys | max error vs float64 | same first prototype |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in narrow_rows:
+        cells = [("float32", {"seconds": row["streamed_seconds"], "max_error": row["max_error"], "top1_agreement": 1})]
+        for dtype, measured in [*cells, *row["narrow"].items()]:
             print(
-                f"| {row['database_size']} | {row['batch_size']} | {row['attention']} | {scans} | "
-                + (f"{1000 * faiss:.1f}" if faiss else "faiss not installed")
-                + " | "
-                + (f"{1000 * dense:.1f}" if dense else "not run")
-                + f" | {1000 * row['streamed_seconds']:.1f} | "
-                f"{row['streamed_seconds'] / row['scan_seconds']:.2f}× | "
-                + (f"{row['streamed_seconds'] / dense:.2f}×" if dense else "–")
-                + f" | {row['streamed_peak_rss_bytes'] / gib:.2f} | {row['database_bytes'] / gib:.2f} | "
-                f"{row['max_error']:.1e} |",
+                f"| {row['database_size']} | {row['batch_size']} | {row['attention']} | {dtype} | "
+                f"{1000 * measured['seconds']:.1f} | {measured['seconds'] / row['streamed_seconds']:.2f}× | "
+                f"{measured['max_error']:.1e} | {100 * measured['top1_agreement']:.1f} % |"
+            )
+    if FLAGS.model_dir is None:
+        print("\n(With --model_dir of a trained tabular run, the exported SavedModel is measured too.)")
+        return
+    print(f"\nThe exported SavedModel of {FLAGS.model_dir}, served from raw test rows in its own process:\n")
+    print(
+        "| D | attention | keys | batch | export GiB | database GiB | RSS after load GiB | peak RSS GiB | "
+        "load s | first call ms | ms per call |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as export_root:
+        for row in benchmarks.export_latencies(FLAGS.model_dir, sizes, batches, export_root):
+            print(
+                f"| {row['database_size']} | {row['attention']} | {row['key_dtype']} | {row['batch_size']} | "
+                f"{row['export_bytes'] / gib:.3f} | {row['database_bytes'] / gib:.3f} | "
+                f"{row['rss_after_load_bytes'] / gib:.2f} | {row['peak_rss_bytes'] / gib:.2f} | "
+                f"{row['load_seconds']:.1f} | {1000 * row['first_call_seconds']:.1f} | {1000 * row['seconds']:.1f} |",
                 flush=True,
             )
 
