@@ -172,3 +172,35 @@ def test_hub_trace_reads_the_training_logs_and_averages_each_stretch_of_steps(tm
     assert table[3] == "| 3–4 | 0.300 | 0.350 | 0.100 | 0.500 |"
     (tmp_path / "base" / "logs" / "train").mkdir(parents=True)
     assert "no attention in its logs" in hub_trace.hub_trace_table(str(tmp_path / "base"))
+
+
+def _evaluation(folder, threshold, validation, test, target=("accuracy", 0.95)):
+    os.makedirs(folder)
+    promised = {"target": target[0], "target_value": target[1], "threshold": threshold, "bound": 0.96}
+    promised.update(coverage=validation[0], accuracy=validation[1], delta=0.05, examples=1000)
+    calibration = {"validation": promised, "test": {"coverage": test[0], "accuracy": test[1]}}
+    with open(os.path.join(folder, "evaluation.json"), "w") as handle:
+        json.dump({"calibration": calibration}, handle)
+    return folder
+
+
+def test_calibration_table_sets_each_promise_beside_the_test_and_averages_the_runs(tmp_path):
+    folders = [
+        _evaluation(str(tmp_path / "a"), 0.9, (0.5, 0.97), (0.48, 0.96)),
+        _evaluation(str(tmp_path / "b"), 0.95, (0.4, 0.98), (0.42, 0.94)),  # Misses the target on test.
+        _evaluation(str(tmp_path / "c"), 0.85, (0.6, 0.96), (0.62, 0.955)),
+    ]
+    table = comparison.calibration_table([comparison.read_calibration(f) for f in folders]).splitlines()
+    assert table[2] == f"| {folders[0]} | accuracy ≥ 0.95 | 0.9 | 50.0 %, 97.00 % | 0.9600 | 48.0 %, 96.00 % | yes |"
+    assert table[3].endswith("| 42.0 %, 94.00 % | no |")
+    # Mean ± sample sd by hand: kept 48, 42, 62 -> 50.67 ± 10.26; accuracy 96, 94, 95.5 -> 95.17 ± 1.04.
+    assert table[5] == "| mean ± sd of 3 | | | | | 50.67 ± 10.26 %, 95.17 ± 1.04 % | 2 of 3 |"
+    coverage = _evaluation(str(tmp_path / "d"), 0.5, (0.81, 0.9), (0.79, 0.91), target=("coverage", 0.8))
+    assert comparison.calibration_table([comparison.read_calibration(coverage)]).splitlines()[2].endswith("| no |")
+    os.makedirs(tmp_path / "plain")
+    with open(tmp_path / "plain" / "evaluation.json", "w") as handle:
+        json.dump({"test": {}}, handle)
+    with pytest.raises(RunDirectoryError, match="holds no calibration: run run/evaluate.py with --calibrated_export"):
+        comparison.read_calibration(str(tmp_path / "plain"))
+    with pytest.raises(RunDirectoryError, match="No .*evaluation.json: evaluate the run"):
+        comparison.read_calibration(str(tmp_path / "none"))

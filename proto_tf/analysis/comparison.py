@@ -199,3 +199,48 @@ def seed_table(spreads) -> str:
         seeds = ",".join(str(s) for s in row["seeds"])
         lines.append(f"| {row['experiment']} | {row['steps']} | {seeds} | {spread} | {paper} | {gap} |")
     return "\n".join(lines)
+
+
+def read_calibration(evaluation_dir: str) -> dict:
+    """The calibrated abstention of one evaluation (`run/evaluate.py --calibrated_export`):
+    what the export promised on validation and what it gave on test."""
+    path = os.path.join(evaluation_dir, "evaluation.json")
+    if not os.path.isfile(path):
+        raise RunDirectoryError(f"No {path}: evaluate the run with run/evaluate.py --calibrated_export=EXPORT first.")
+    report = read_json(path, "the evaluation; run run/evaluate.py again to rewrite it")
+    if "calibration" not in report:
+        raise RunDirectoryError(
+            f"{path} holds no calibration: run run/evaluate.py with --calibrated_export=EXPORT "
+            "(an export made with --target_accuracy or --target_coverage)."
+        )
+    return {"evaluation_dir": evaluation_dir, **report["calibration"]}
+
+
+def calibration_table(calibrations: list[dict]) -> str:
+    """One row per evaluated run (threshold, validation and test share kept and
+    accuracy, the guaranteed bound, whether test meets the target), then the mean ±
+    sample sd over the runs of the test's share kept and accuracy, as Markdown."""
+    lines = [
+        "| run | target | threshold | validation: kept, accuracy | bound | test: kept, accuracy | test meets the target |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    kept, accurate, met = [], [], 0
+    for calibration in calibrations:
+        promised, test = calibration["validation"], calibration["test"]
+        achieved = test["accuracy"] if promised["target"] == "accuracy" else test["coverage"]
+        meets = achieved is not None and achieved >= promised["target_value"]
+        met += meets
+        kept.append(100 * test["coverage"])
+        accurate.append(100 * test["accuracy"] if test["accuracy"] is not None else np.nan)
+        lines.append(
+            f"| {calibration['evaluation_dir']} | {promised['target']} ≥ {promised['target_value']} | "
+            f"{promised['threshold']} | {100 * promised['coverage']:.1f} %, {100 * promised['accuracy']:.2f} % | "
+            f"{promised['bound']:.4f} | {kept[-1]:.1f} %, {accurate[-1]:.2f} % | {'yes' if meets else 'no'} |"
+        )
+    if len(calibrations) > 1:
+        spread = lambda values: f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"  # noqa: E731
+        lines.append(
+            f"| mean ± sd of {len(calibrations)} | | | | | {spread(kept)} %, {spread(accurate)} % | "
+            f"{met} of {len(calibrations)} |"
+        )
+    return "\n".join(lines)

@@ -11,7 +11,9 @@ standard deviation of their test accuracy beside the paper's number.
 
 With --budget_plot, runs of the same rows at reduced step budgets (each a share of its
 paper row's steps, with a baseline at every share) also give the gap to the baseline
-against the budget: a table and a PNG. With --hub_trace, each run's attention-hub
+against the budget: a table and a PNG. With --calibrations (run/evaluate.py
+--calibrated_export output folders), each calibrated threshold's promise on validation
+beside what it gave on test. With --hub_trace, each run's attention-hub
 diagnostic over its training steps (README, "Attention hubs").
 """
 
@@ -37,6 +39,13 @@ flags.DEFINE_bool(
     'Also print each run\'s attention-hub diagnostic (README, "Attention hubs") over its training steps.',
     flag_values=FLAGS,
 )
+flags.DEFINE_list(
+    "calibrations",
+    None,
+    "Also print the calibrated abstention of these run/evaluate.py --calibrated_export output folders "
+    "(default <model_dir>/evaluation): per run and mean ± sd of the test's share kept and accuracy.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_string(
     "budget_plot", None, "PNG path: gap to the baseline against the share of the paper's steps.", flag_values=FLAGS
 )
@@ -48,6 +57,8 @@ def main(argv):
     print(comparison.markdown_table([comparison.comparison_row(s) for s in summaries], FLAGS.hardware))
     if FLAGS.seed_spread:
         print("\n" + comparison.seed_table(comparison.seed_spreads(summaries)))
+    if FLAGS.calibrations:
+        print("\n" + comparison.calibration_table([comparison.read_calibration(d) for d in FLAGS.calibrations]))
     if FLAGS.budget_plot:
         print_budget_gaps(summaries, FLAGS.budget_plot)
     if FLAGS.hub_trace:
