@@ -13,6 +13,7 @@ from references import softmax, sparsemax_bisection
 
 from proto_tf import ProtoAttend, streaming
 from proto_tf.attention import PrototypeAttention
+from proto_tf.errors import ConfigError
 from proto_tf.serving import export
 
 CASES = {  # name: (query scale, support_k, keys): wide and narrow supports, adversarial rows.
@@ -173,3 +174,6 @@ def test_an_export_stores_narrow_keys_once_and_answers_from_them(tmp_path):
     np.testing.assert_allclose(answers["float16"]["confidence"], answers["float32"]["confidence"], atol=0.02)
     with pytest.raises(ValueError, match="key_dtype must be one of float32, float16, bfloat16"):
         model.set_database(*model.database.tensors(), key_dtype="int8")
+    # The command's refusal comes before the run is read (there is none here).
+    with pytest.raises(ConfigError, match=r"^--database_key_dtype='int8' must be one of float32, float16, bfloat16\.$"):
+        export.export_model_dir(str(tmp_path / "no_run"), str(tmp_path / "x"), key_dtype="int8")
