@@ -533,15 +533,14 @@ def streaming_latencies(
 def _random_database(rng, size, key_dtypes):
     """Random keys, values and binary labels of `size` rows, as tensors and as NumPy
     views of the tensors' own buffers (the database is held once, so a peak RSS says
-    what serving it costs), and the keys in each narrower dtype."""
+    what serving it costs), and the narrower key dtypes to measure."""
     keys, values, labels = (
         tf.constant(rng.normal(size=(size, 16)).astype(np.float32)),
         tf.constant(rng.normal(size=(size, 16)).astype(np.float32)),
         tf.constant(rng.integers(0, 2, size).astype(np.int32)),
     )
     arrays = tuple(np.asarray(t) for t in (keys, values, labels))
-    narrow = {dtype: tf.cast(keys, dtype) for dtype in key_dtypes}
-    return {"tensors": (keys, values, labels), "arrays": arrays, "narrow": narrow}
+    return {"tensors": (keys, values, labels), "arrays": arrays, "key_dtypes": key_dtypes}
 
 
 def _streaming_rows(database, queries_array, block_size, dense_limit, checked, faiss):
@@ -581,8 +580,9 @@ def _streaming_rows(database, queries_array, block_size, dense_limit, checked, f
         out = streamed()
         reference = float64_attention(queries_array[:checked], keys_array, values_array, labels_array, attention, 2)
         narrow = {}
-        for dtype, stored_keys in database["narrow"].items():
-            call = streamed_over(stored_keys)
+        for dtype in database["key_dtypes"]:
+            # Made only now and freed after: the float32 rows' peaks hold one database.
+            call = streamed_over(tf.cast(keys, dtype))
             narrow_out = call()
             narrow[dtype] = {
                 "seconds": _measured(lambda call=call: call()["weighted_values"].numpy())[0],
