@@ -589,6 +589,7 @@ def _streaming_rows(database, queries_array, block_size, dense_limit, checked, f
                 "max_error": _max_error(narrow_out, reference, checked),
                 "top1_agreement": float(np.mean(narrow_out["top_rows"][:, 0] == out["top_rows"][:, 0])),
             }
+            del call, narrow_out  # Before the next rows are measured.
         yield {
             "database_size": size,
             "batch_size": batch_size,
