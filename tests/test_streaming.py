@@ -87,14 +87,19 @@ def test_streamed_attention_is_exact_against_float64_and_the_dense_layer(normali
         assert (weights > 0).sum(-1).min() > 350
 
 
-def test_a_streaming_export_answers_as_the_dense_export(tmp_path):
-    rng = np.random.default_rng(0)
+def _exportable(rng, rows):
+    """A small sparsemax model over 5 features, `rows` raw database inputs and labels, and
+    the serving signature."""
     encoder = keras.Sequential([keras.layers.Dense(16, activation="relu")])
     model = ProtoAttend(encoder, num_classes=3, attention="sparsemax", attention_size=16, value_size=8)
     model.build((None, 5))
-    database_inputs = rng.normal(size=(1500, 5)).astype(np.float32)
-    labels = rng.integers(0, 3, 1500)
-    signature = {"features": tf.TensorSpec([None, 5], tf.float32)}
+    database_inputs = rng.normal(size=(rows, 5)).astype(np.float32)
+    return model, database_inputs, rng.integers(0, 3, rows), {"features": tf.TensorSpec([None, 5], tf.float32)}
+
+
+def test_a_streaming_export_answers_as_the_dense_export(tmp_path):
+    rng = np.random.default_rng(0)
+    model, database_inputs, labels, signature = _exportable(rng, 1500)
     dense = export.export_any(model, database_inputs, labels, signature, str(tmp_path / "dense"))
     streamed = export.export_any(
         model, database_inputs, labels, signature, str(tmp_path / "streamed"), stream_above=100
@@ -146,12 +151,7 @@ def test_narrow_keys_are_read_in_float32(normalization, key_dtype):
 
 def test_an_export_stores_narrow_keys_once_and_answers_from_them(tmp_path):
     rng = np.random.default_rng(1)
-    encoder = keras.Sequential([keras.layers.Dense(16, activation="relu")])
-    model = ProtoAttend(encoder, num_classes=3, attention="sparsemax", attention_size=16, value_size=8)
-    model.build((None, 5))
-    database_inputs = rng.normal(size=(3000, 5)).astype(np.float32)
-    labels = rng.integers(0, 3, 3000)
-    signature = {"features": tf.TensorSpec([None, 5], tf.float32)}
+    model, database_inputs, labels, signature = _exportable(rng, 3000)
     request = {"features": tf.constant(rng.normal(size=(9, 5)).astype(np.float32) * 3)}
     answers, sizes = {}, {}
     for key_dtype in ("float32", "float16"):
