@@ -512,7 +512,9 @@ def streaming_latencies(
       whose first prototype is the float32 keys' one (`narrow`).
 
     Each database is made once, measured at every batch (smallest first) and freed
-    before the next, so a peak is that of one database. Yields one dict per (D, batch,
+    before the next. The allocator keeps what it frees, so the float32 streamed
+    attention of every batch is measured first: its peak then holds one database and
+    nothing of the dense path or the narrow keys. Yields one dict per (D, batch,
     attention).
     """
     block_size = block_size or streaming.DEFAULT_BLOCK_SIZE
@@ -522,31 +524,40 @@ def streaming_latencies(
     except ImportError:
         faiss = None
     for size in database_sizes:
-        database = _random_database(rng, size, key_dtypes)
-        for batch_size in sorted(batch_sizes):
-            queries_array = rng.normal(size=(batch_size, 16)).astype(np.float32) * 4.0
-            yield from _streaming_rows(database, queries_array, block_size, dense_limit, checked, faiss)
-        del database
+        database = _random_database(rng, size)
+        queries = {b: rng.normal(size=(b, 16)).astype(np.float32) * 4.0 for b in sorted(batch_sizes)}
+        measured = [
+            row for batch in queries for row in _streamed_rows(database, queries[batch], block_size, checked, faiss)
+        ]
+        for row, (out, reference) in measured:
+            _compare(row, out, reference, database, queries[row["batch_size"]], block_size, dense_limit, key_dtypes)
+        yield from (row for row, _ in measured)
+        del database, measured
         gc.collect()
 
 
-def _random_database(rng, size, key_dtypes):
+def _random_database(rng, size):
     """Random keys, values and binary labels of `size` rows, as tensors and as NumPy
     views of the tensors' own buffers (the database is held once, so a peak RSS says
-    what serving it costs), and the narrower key dtypes to measure."""
+    what serving it costs)."""
     keys, values, labels = (
         tf.constant(rng.normal(size=(size, 16)).astype(np.float32)),
         tf.constant(rng.normal(size=(size, 16)).astype(np.float32)),
         tf.constant(rng.integers(0, 2, size).astype(np.int32)),
     )
-    arrays = tuple(np.asarray(t) for t in (keys, values, labels))
-    return {"tensors": (keys, values, labels), "arrays": arrays, "key_dtypes": key_dtypes}
+    return {"tensors": (keys, values, labels), "arrays": tuple(np.asarray(t) for t in (keys, values, labels))}
 
 
-def _streaming_rows(database, queries_array, block_size, dense_limit, checked, faiss):
+def _streamed(queries, keys, values, labels, attention, block_size):
+    return tf.function(lambda: streaming.streamed_attention(queries, keys, values, labels, attention, 2, 5, block_size))
+
+
+def _streamed_rows(database, queries_array, block_size, checked, faiss):
+    """The key scans, FAISS and the float32 streamed attention (time, peak RSS, error
+    against float64) for one batch: `(row, (its output, the float64 reference))` per
+    attention."""
     keys, values, labels = database["tensors"]
     keys_array, values_array, labels_array = database["arrays"]
-    size, batch_size = len(keys_array), len(queries_array)
     queries = tf.constant(queries_array)
     # The key scans run by blocks of rows, as the streamed attention does: a [B, D]
     # product would not fit at 16M (8 GB at batch 128).
@@ -564,47 +575,46 @@ def _streaming_rows(database, queries_array, block_size, dense_limit, checked, f
         faiss_seconds = _measured(lambda: index.search(queries_array, 64))[0]
         del index
     for attention in ("softmax", "sparsemax"):
-
-        def streamed_over(stored_keys, attention=attention):
-            return tf.function(
-                lambda: streaming.streamed_attention(queries, stored_keys, values, labels, attention, 2, 5, block_size)
-            )
-
-        streamed = streamed_over(keys)
-        streamed_seconds, streamed_rss = _measured(lambda: streamed()["weighted_values"].numpy())
-        dense_seconds = dense_rss = None
-        if size <= dense_limit:
-            layer = PrototypeAttention(attention)
-            dense = tf.function(lambda: _dense_with_top(layer, queries, keys, values))
-            dense_seconds, dense_rss = _measured(lambda: [t.numpy() for t in dense()])
-        out = streamed()
+        streamed = _streamed(queries, keys, values, labels, attention, block_size)
+        seconds, peak = _measured(lambda: streamed()["weighted_values"].numpy())
+        out = {name: tensor.numpy() for name, tensor in streamed().items()}
         reference = float64_attention(queries_array[:checked], keys_array, values_array, labels_array, attention, 2)
-        narrow = {}
-        for dtype in database["key_dtypes"]:
-            # Made only now and freed after: the float32 rows' peaks hold one database.
-            call = streamed_over(tf.cast(keys, dtype))
-            narrow_out = call()
-            narrow[dtype] = {
-                "seconds": _measured(lambda call=call: call()["weighted_values"].numpy())[0],
-                "max_error": _max_error(narrow_out, reference, checked),
-                "top1_agreement": float(np.mean(narrow_out["top_rows"][:, 0] == out["top_rows"][:, 0])),
-            }
-            del call, narrow_out  # Before the next rows are measured.
-        yield {
-            "database_size": size,
-            "batch_size": batch_size,
+        row = {
+            "database_size": len(keys_array),
+            "batch_size": len(queries_array),
             "attention": attention,
             **scans,
             "scan_seconds": min(scans.values()),
             "faiss_seconds": faiss_seconds,
-            "dense_seconds": dense_seconds,
-            "dense_peak_rss_bytes": dense_rss,
-            "streamed_seconds": streamed_seconds,
-            "streamed_peak_rss_bytes": streamed_rss,
+            "streamed_seconds": seconds,
+            "streamed_peak_rss_bytes": peak,
             "database_bytes": keys_array.nbytes + values_array.nbytes + labels_array.nbytes,
             "max_error": _max_error(out, reference, checked),
-            "dense_weights_mb": batch_size * size * 4 / 2**20,
-            "narrow": narrow,
+            "dense_weights_mb": len(queries_array) * len(keys_array) * 4 / 2**20,
+        }
+        yield row, (out, reference)
+
+
+def _compare(row, out, reference, database, queries_array, block_size, dense_limit, key_dtypes):
+    """Adds to `row` the dense path's time and peak RSS (up to `dense_limit` prototypes)
+    and, per narrow key dtype, the streamed attention's time, error against float64
+    and share of queries with the float32 keys' first prototype (`narrow`)."""
+    keys, values, labels = database["tensors"]
+    queries, attention = tf.constant(queries_array), row["attention"]
+    row["dense_seconds"] = row["dense_peak_rss_bytes"] = None
+    if row["database_size"] <= dense_limit:
+        layer = PrototypeAttention(attention)
+        dense = tf.function(lambda: _dense_with_top(layer, queries, keys, values))
+        row["dense_seconds"], row["dense_peak_rss_bytes"] = _measured(lambda: [t.numpy() for t in dense()])
+    row["narrow"] = {}
+    checked = len(reference[1])
+    for dtype in key_dtypes:
+        call = _streamed(queries, tf.cast(keys, dtype), values, labels, attention, block_size)
+        narrow_out = {name: tensor.numpy() for name, tensor in call().items()}
+        row["narrow"][dtype] = {
+            "seconds": _measured(lambda call=call: call()["weighted_values"].numpy())[0],
+            "max_error": _max_error(narrow_out, reference, checked),
+            "top1_agreement": float(np.mean(narrow_out["top_rows"][:, 0] == out["top_rows"][:, 0])),
         }
 
 
@@ -613,8 +623,8 @@ def _max_error(out, reference, checked):
     weighted, confidence = reference
     return float(
         max(
-            np.abs(out["weighted_values"].numpy()[:checked] - weighted).max(),
-            np.abs(out["confidence"].numpy()[:checked] - confidence).max(),
+            np.abs(np.asarray(out["weighted_values"])[:checked] - weighted).max(),
+            np.abs(np.asarray(out["confidence"])[:checked] - confidence).max(),
         )
     )
 
