@@ -340,7 +340,8 @@ def scale_suite():
             print(
                 f"| {row['database_size']} | {row['batch_size']} | {row['attention']} | {dtype} | "
                 f"{1000 * measured['seconds']:.1f} | {measured['seconds'] / row['streamed_seconds']:.2f}× | "
-                f"{measured['max_error']:.1e} | {100 * measured['top1_agreement']:.1f} % |"
+                f"{measured['max_error']:.1e} | {100 * measured['top1_agreement']:.1f} % |",
+                flush=True,  # Before the exports' subprocesses start.
             )
     if FLAGS.model_dir is None:
         print("\n(With --model_dir of a trained tabular run, the exported SavedModel is measured too.)")
