@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from data_files import write_adult, write_mnist
 
+from proto_tf.training import run_directory
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import NonFiniteLossError, Trainer
 
@@ -216,7 +217,9 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         time.sleep(0.5)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    saved_step = int(tf.train.latest_checkpoint(str(checkpoints)).rsplit("-", 1)[1])
+    # The newest checkpoint from its files, as the trainer resumes: killed between writing
+    # a checkpoint and updating the state file, the state file names the one before.
+    saved_step = int(run_directory.checkpoint_paths(str(checkpoints))[0].rsplit("-", 1)[1])
     assert saved_step >= 20
     resumed = subprocess.run(
         _train_command(tmp_path, f"--train_steps={saved_step + 5}", "--checkpoint_every=20"),
