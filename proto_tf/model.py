@@ -22,10 +22,7 @@ from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttenti
 from proto_tf.baseline import BaselineClassifier
 from proto_tf.classifier import Classifier, accuracy, correct, cross_entropy
 from proto_tf.errors import DataError
-
-# Dtypes a database may store its keys in. float32 by default; float16 or bfloat16 halve
-# the keys' memory, and attention still computes in float32 (keys are cast as read).
-KEY_DTYPES = ("float32", "float16", "bfloat16")
+from proto_tf.streaming import KEY_DTYPES
 
 
 class PrototypeDatabase:

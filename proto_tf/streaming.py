@@ -33,6 +33,9 @@ DEFAULT_SUPPORT_K = 256  # Sparsemax: entries kept per query, enough for trained
 CHUNK_SIZE = 128  # Sparsemax: keys per chunk, the unit whose maximum the scan keeps.
 MAX_CHUNKS = 64  # Sparsemax: candidate chunks gathered per query at most (8192 keys).
 _MICHELOT_PASSES = 64
+# Dtypes a database may store its keys in. float32 by default; float16 or bfloat16 halve
+# the keys' memory, and attention still computes in float32 (keys are cast as read).
+KEY_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def streamed_attention(
@@ -97,7 +100,7 @@ def _blocked(queries, keys, block_size):
     cast to float32 as it is read, so products and sums accumulate in float32."""
     queries = tf.convert_to_tensor(queries, tf.float32) / math.sqrt(int(queries.shape[-1]))
     keys = tf.convert_to_tensor(keys)
-    if keys.dtype not in (tf.float32, tf.float16, tf.bfloat16):
+    if keys.dtype.name not in KEY_DTYPES:
         keys = tf.cast(keys, tf.float32)
     size = tf.shape(keys)[0]
 
