@@ -2,20 +2,23 @@
 
 `streamed_attention` reads the database's keys block by block inside one graph (standard
 TF ops, a `tf.while_loop`), keeping per query only running statistics of fixed size, so
-memory is the database plus one `[B, block_size]` block whatever D is:
+memory is the database plus one `[B, block_size]` block whatever D is (sparsemax adds
+its chunk maxima, at most `[B, 131072]`):
 
 - softmax: the running maximum logit m, the sum of exp(logit - m), the same sums weighted
   by the values and by the one-hot labels (rescaled by exp(m_old - m_new) when m grows),
   and the top-k logits: one pass, exact.
-- sparsemax: one pass keeps the maximum logit of every chunk of 128 keys (`[B, D/128]`).
-  The threshold of those maxima is a lower bound of each row's threshold (a subset's
-  threshold is at most the row's), so the support lies in the chunks whose maximum
-  passes it: their keys are gathered (a few chunks per query), and the `support_k`
-  largest of their logits give the threshold, certified exact when the smallest kept
-  logit is at or below it. Rows not certified (a support of `support_k` entries or
-  more, or more than `MAX_CHUNKS` candidate chunks, e.g. a flat row) are finished by
-  Michelot's iteration from the lower bound (each pass over the blocks raises it, and
-  it stops exactly at the true threshold), then one more pass for the weighted sums.
+- sparsemax: one pass keeps the maximum logit of every chunk of 32-128 keys (`chunk_size`).
+  The threshold of the largest of those maxima is a lower bound of each row's threshold
+  (a subset's threshold is at most the row's), so every entry above it, and the whole
+  support, lies in the chunks whose maximum passes it. Their keys are gathered (a few
+  chunks per query on random keys; a few hundred on trained ones, where a support of a
+  few hundred entries is spread over as many chunks), and only their entries above the
+  bound are kept; Michelot's iteration from the bound runs over those (it stops
+  exactly at the true threshold), and the sums read only the support's entries. A batch
+  that would gather more than `gather_fraction` of the database per query (e.g. flat
+  rows, whose support is everything) runs Michelot's iteration as passes over the
+  blocks instead, then one more pass for the sums.
 
 Sums are accumulated in another order than the dense path's, so results agree with it to
 float32 rounding (not bit for bit); the top prototypes are the same.
@@ -29,9 +32,19 @@ from proto_tf import blockwise
 from proto_tf.sparsemax import threshold_from_sorted
 
 DEFAULT_BLOCK_SIZE = 65536  # Rows of keys per block: a [128, 65536] block is 32 MB.
-DEFAULT_SUPPORT_K = 256  # Sparsemax: entries kept per query, enough for trained supports.
-CHUNK_SIZE = 128  # Sparsemax: keys per chunk, the unit whose maximum the scan keeps.
-MAX_CHUNKS = 64  # Sparsemax: candidate chunks gathered per query at most (8192 keys).
+# Sparsemax: keys per chunk, the unit whose maximum the scan keeps. Smaller chunks gather
+# fewer keys around a scattered support (32 is 1.5x faster than 128 on trained keys at
+# 1M) but keep more maxima: chunks grow from 32 to 128 keys so that a query keeps at most
+# `MAX_CHUNK_MAXIMA` (64 MB of maxima at batch 128), and are 128 where D is not static.
+CHUNK_SIZE = 128
+MIN_CHUNK_SIZE = 32
+MAX_CHUNK_MAXIMA = 131072
+ROUND_KEYS = 8192  # Sparsemax: keys gathered per query in one round of candidate chunks.
+# Sparsemax: the largest share of the database gathered per query. A gathered logit costs
+# about 20 scanned ones, and Michelot's passes read the database 3-6 times, so past a
+# quarter the passes are cheaper (flat rows, whose support is everything).
+DEFAULT_GATHER_FRACTION = 0.25
+_BOUND_MAXIMA = 256  # Sparsemax: chunk maxima whose threshold gives the lower bound.
 _MICHELOT_PASSES = 64
 # Dtypes a database may store its keys in. float32 by default; float16 or bfloat16 halve
 # the keys' memory, and attention still computes in float32 (keys are cast as read).
@@ -47,7 +60,7 @@ def streamed_attention(
     num_classes: int,
     top_k: int = 5,
     block_size: int = DEFAULT_BLOCK_SIZE,
-    support_k: int = DEFAULT_SUPPORT_K,
+    gather_fraction: float = DEFAULT_GATHER_FRACTION,
 ) -> dict:
     """Attention of `queries [B, d]` over `keys [D, d]`, `values [D, d_v]`, `labels [D]`
     (logits q k^T / sqrt(d), softmax or sparsemax), without a `[B, D]` tensor.
@@ -67,7 +80,16 @@ def streamed_attention(
         return _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits)
     if normalization == "sparsemax":
         return _sparsemax(
-            queries, keys, values, labels, num_classes, top_k, support_k, blocks, block_size, block_logits
+            queries,
+            keys,
+            values,
+            labels,
+            num_classes,
+            top_k,
+            gather_fraction,
+            blocks,
+            block_size,
+            block_logits,
         )
     raise ValueError(f"normalization must be softmax or sparsemax; got {normalization!r}.")
 
@@ -91,6 +113,16 @@ def key_scan(
 
     initial = (tf.fill([tf.shape(queries)[0]], -float("inf")),)
     return _over_blocks(step, initial, blocks)[0]
+
+
+def chunk_size(database_size: int | None, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
+    """Keys per chunk of sparsemax's scan for a database of `database_size` rows (None:
+    not known when the graph is built): the smallest of 32, 64, 128 that keeps at most
+    `MAX_CHUNK_MAXIMA` chunk maxima per query, and no more than a block."""
+    chunk = CHUNK_SIZE if database_size is None else MIN_CHUNK_SIZE
+    while chunk < CHUNK_SIZE and database_size > chunk * MAX_CHUNK_MAXIMA:
+        chunk *= 2
+    return min(chunk, block_size)
 
 
 def _blocked(queries, keys, block_size):
@@ -174,11 +206,10 @@ def _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits):
     }
 
 
-def _sparsemax(queries, keys, values, labels, num_classes, top_k, support_k, blocks, block_size, block_logits):
+def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fraction, blocks, block_size, block_logits):
     batch = tf.shape(queries)[0]
     size = tf.shape(keys)[0]
-    kept = max(support_k, top_k)  # The top prototypes come from the kept entries.
-    chunk = min(CHUNK_SIZE, block_size)
+    chunk = chunk_size(keys.shape[0], block_size)
     per_block = -(-block_size // chunk)
 
     # 1. One scan: the maximum logit of every chunk of `chunk` consecutive keys.
@@ -193,48 +224,83 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, support_k, blo
     # maxima) is at most the row's. Only chunks whose maximum passes it can hold
     # support entries.
     shift = tf.reduce_max(chunk_maxima, axis=1, keepdims=True)
-    best_maxima = tf.math.top_k(chunk_maxima, tf.minimum(kept, tf.shape(chunk_maxima)[1])).values
-    lower = threshold_from_sorted(best_maxima - shift, shift)
-    candidates = chunk_maxima > lower
+    best_maxima = tf.math.top_k(chunk_maxima, tf.minimum(_BOUND_MAXIMA, tf.shape(chunk_maxima)[1])).values
+    # From here on logits are less the row maximum: a threshold near large logits keeps
+    # its precision (l - shift is exact near the top), so the weights l - tau do too.
+    lower = threshold_from_sorted(best_maxima - shift, 0.0)
+    candidates = chunk_maxima - shift > lower
     needed = tf.reduce_max(tf.reduce_sum(tf.cast(candidates, tf.int32), axis=1))
 
-    # 3. The candidate chunks' keys, gathered: their logits hold the whole support.
+    # 3. The candidate chunks hold every entry above the lower bound, so the whole
+    # support: their keys are gathered, `ROUND_KEYS` per query per round, and only their
+    # entries above the bound are kept, as flat (query, logit, row) lists: a few hundred
+    # per query. Their threshold, by a sort within each query, is the row's (exact: the
+    # entries below the bound are never in the support); the sums read only the support. Trained keys
+    # spread a support of a few hundred entries over as many chunks; a batch that would
+    # gather more than `gather_fraction` of the database per query (flat rows) runs
+    # Michelot's passes over the whole database instead.
     def from_chunks():
-        chosen = tf.math.top_k(tf.where(candidates, chunk_maxima, -float("inf")), needed).indices
-        offsets = (chosen % per_block)[..., None] * chunk + tf.range(chunk)  # [B, m, chunk] in the block.
-        rows = (chosen // per_block)[..., None] * block_size + offsets
-        valid = tf.reshape((offsets < block_size) & (rows < size), [batch, -1])
-        rows = tf.where(valid, tf.reshape(rows, [batch, -1]), 0)
-        logits = tf.matmul(queries[:, None, :], _as_float32(tf.gather(keys, rows)), transpose_b=True)[:, 0, :]
-        logits = tf.where(valid, logits, -float("inf"))
-        width = tf.shape(logits)[1]
-        top = tf.math.top_k(logits, tf.minimum(kept, width))
-        top_values = tf.pad(top.values, [[0, 0], [0, kept - tf.shape(top.values)[1]]], constant_values=-float("inf"))
-        top_rows = tf.pad(tf.gather(rows, top.indices, batch_dims=1), [[0, 0], [0, kept - tf.shape(top.values)[1]]])
-        tau = threshold_from_sorted(top_values - top_values[:, :1], top_values[:, :1])
-        # Exact when every gathered entry was kept, or the smallest kept is below tau.
-        certified = (top_values[:, -1:] <= tau) | (width <= kept)
-        return tau, certified, top_values, top_rows
+        chosen_maxima, chosen = tf.math.top_k(tf.where(candidates, chunk_maxima, -float("inf")), needed)
+        chosen = tf.where(chosen_maxima > -float("inf"), chosen, -1)  # Rows with fewer candidates.
+        width = tf.minimum(needed, max(ROUND_KEYS // chunk, 1))
+        rounds = (needed + width - 1) // width
+        chosen = tf.pad(chosen, [[0, 0], [0, rounds * width - needed]], constant_values=-1)
+        margin = 1e-5 * (1.0 + tf.abs(shift))
 
-    def too_many_chunks():
-        return lower, tf.zeros([batch, 1], tf.bool), *_empty_top(batch, kept)
+        def gather_round(r, top_values, top_rows, queries_kept, logits_kept, rows_kept):
+            ids = chosen[:, r * width : (r + 1) * width]
+            offsets = (ids % per_block)[..., None] * chunk + tf.range(chunk)  # [B, width, chunk] in the block.
+            rows = (ids // per_block)[..., None] * block_size + offsets
+            valid = tf.reshape((ids >= 0)[..., None] & (offsets < block_size) & (rows < size), [batch, -1])
+            rows = tf.where(valid, tf.reshape(rows, [batch, -1]), 0)
+            logits = tf.einsum("bd,bnd->bn", queries, _as_float32(tf.gather(keys, rows))) - shift
+            logits = tf.where(valid, logits, -float("inf"))
+            top_values, top_rows = _merge_top(top_values, top_rows, logits, rows, top_k)
+            # [n, 2]: the (query, entry) pairs above the bound, less a margin: the scan's
+            # products and these may round apart, and an entry the bound let through by
+            # a rounding must still be sorted with the rest.
+            above = tf.where(logits > lower - margin)
+            return (
+                top_values,
+                top_rows,
+                queries_kept.write(r, above[:, 0]),
+                logits_kept.write(r, tf.gather_nd(logits, above)),
+                rows_kept.write(r, tf.gather_nd(rows, above)),
+            )
 
-    tau, certified, top_values, top_rows = tf.cond(needed <= MAX_CHUNKS, from_chunks, too_many_chunks)
+        def kept(dtype):
+            return tf.TensorArray(dtype, size=rounds, infer_shape=False, element_shape=[None])
 
-    def from_kept():
-        weights = tf.maximum(top_values - tau, 0.0)
-        weighted = tf.einsum("bk,bkd->bd", weights, tf.gather(values, top_rows))
-        mass = tf.einsum("bk,bkc->bc", weights, tf.one_hot(tf.gather(labels, top_rows), num_classes))
-        return weighted, mass, tau, top_values[:, :top_k], top_rows[:, :top_k]
+        top_values, top_rows, query, logit, row = _over_blocks(
+            gather_round, (*_empty_top(batch, top_k), kept(tf.int64), kept(tf.float32), kept(tf.int32)), rounds
+        )
+        query, logit, row = query.concat(), logit.concat(), row.concat()
+
+        tau = _segment_threshold(query, logit, batch)  # [B], float64.
+        margin = tf.cast(logit, tf.float64) - tf.gather(tau, query)
+        weighted, mass = _support_sums(query, margin, row, values, labels, num_classes, batch)
+        return weighted, mass, tf.maximum(top_values - tf.cast(tau[:, None], tf.float32), 0.0), top_rows
 
     def by_passes():
-        # A support wider than the kept entries: Michelot's passes from the lower bound,
-        # then one pass for the weighted sums and the top prototypes.
-        exact = tf.where(certified, tau, _michelot(tau, blocks, block_logits))
+        # Michelot's passes over the blocks from the lower bound, then one pass for the
+        # weighted sums and the top prototypes.
+        def sums_above(threshold):
+            def step(i, total, count):
+                logits = block_logits(i)[0] - shift
+                over = logits > threshold
+                total += tf.reduce_sum(tf.where(over, logits, 0.0), axis=1, keepdims=True)
+                count += tf.reduce_sum(tf.cast(over, tf.float32), axis=1, keepdims=True)
+                return total, count
+
+            zeros = tf.zeros_like(threshold)
+            return _over_blocks(step, (zeros, zeros), blocks)
+
+        tau = _michelot(lower, sums_above)
 
         def accumulate(i, weighted, mass, best_values, best_rows):
             logits, start, end = block_logits(i)
-            weights = tf.maximum(logits - exact, 0.0)
+            logits -= shift
+            weights = tf.maximum(logits - tau, 0.0)
             weighted += tf.matmul(weights, values[start:end])
             mass += tf.matmul(weights, tf.one_hot(labels[start:end], num_classes))
             best_values, best_rows = _running_top(best_values, best_rows, logits, start, top_k)
@@ -246,36 +312,77 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, support_k, blo
             *_empty_top(batch, top_k),
         )
         weighted, mass, best_values, best_rows = _over_blocks(accumulate, initial, blocks)
-        return weighted, mass, exact, best_values, best_rows
+        return weighted, mass, tf.maximum(best_values - tau, 0.0), best_rows
 
-    weighted, mass, tau, top, rows = tf.cond(tf.reduce_all(certified), from_kept, by_passes)
+    gathered = tf.cast(needed, tf.float32) / tf.cast(tf.shape(chunk_maxima)[1], tf.float32)
+    weighted, mass, top_weights, top_rows = tf.cond(gathered <= gather_fraction, from_chunks, by_passes)
     return {
         "weighted_values": weighted,
         "confidence": tf.minimum(tf.reduce_max(mass, axis=1), 1.0),
-        "top_weights": tf.maximum(top - tau, 0.0),
-        "top_rows": rows,
+        "top_weights": top_weights,
+        "top_rows": top_rows,
     }
 
 
-def _michelot(tau, blocks, block_logits):
+def _merge_top(top_values, top_rows, logits, rows, k):
+    """The `k` largest of a running top and of gathered `logits [B, n]` (database
+    `rows [B, n]`), with their rows."""
+    values, columns = blockwise.top_k(logits, tf.minimum(k, tf.shape(logits)[1]))
+    merged = tf.math.top_k(tf.concat([top_values, values], axis=1), k)
+    merged_rows = tf.concat([top_rows, tf.gather(rows, columns, batch_dims=1)], axis=1)
+    return merged.values, tf.gather(merged_rows, merged.indices, batch_dims=1)
+
+
+def _segment_threshold(query, logit, batch):
+    """Sparsemax's threshold `[B]` (float64) of each query's entries in flat lists
+    (`query` int64 in [0, B), `logit`), which must hold the query's whole support: the
+    entries sorted by query, then by logit descending, and `threshold_from_sorted`'s
+    rule run within each query's run (cumulative sums restarted at its start)."""
+    order = tf.argsort(logit, direction="DESCENDING", stable=True)
+    order = tf.gather(order, tf.argsort(tf.gather(query, order), stable=True))
+    query, z = tf.gather(query, order), tf.cast(tf.gather(logit, order), tf.float64)
+    counts = tf.math.bincount(tf.cast(query, tf.int32), minlength=batch, maxlength=batch)
+    starts = tf.cumsum(counts, exclusive=True)
+    start = tf.gather(starts, query)
+    rank = tf.cast(tf.range(tf.shape(z)[0]) - start + 1, tf.float64)
+    # Shifted logits are at most a rounding above 0, so the float64 sums stay exact to
+    # far below float32's rounding.
+    running = tf.cumsum(z)
+    within = running - tf.gather(running - z, start)  # The sum from the run's start.
+    in_support = rank * z > within - 1.0
+    size = tf.math.unsorted_segment_sum(tf.cast(in_support, tf.int32), query, batch)
+    at_size = tf.gather(within, tf.minimum(starts + tf.maximum(size - 1, 0), tf.shape(z)[0] - 1))
+    tau = (at_size - 1.0) / tf.cast(tf.maximum(size, 1), tf.float64)
+    return tf.where(size > 0, tau, float("inf"))
+
+
+def _support_sums(query, margin, row, values, labels, num_classes, batch):
+    """The weighted values `[B, d_v]` and per-class weights `[B, C]` from flat lists of
+    entries (`query`, `margin` = logit - tau, database `row`) that hold every entry of
+    each query's support."""
+    # In float64: a segment sum adds its terms one after another, and over a support of
+    # thousands of entries float32 would lose digits the dense path keeps.
+    in_support = margin > 0
+    query, row = tf.boolean_mask(query, in_support), tf.boolean_mask(row, in_support)
+    weight = tf.cast(tf.boolean_mask(margin, in_support), tf.float64)
+    terms = weight[:, None] * tf.cast(tf.gather(values, row), tf.float64)
+    weighted = tf.math.unsorted_segment_sum(terms, query, batch)
+    by_class = query * num_classes + tf.cast(tf.gather(labels, row), tf.int64)
+    mass = tf.reshape(tf.math.unsorted_segment_sum(weight, by_class, batch * num_classes), [batch, num_classes])
+    return tf.cast(weighted, tf.float32), tf.cast(mass, tf.float32)
+
+
+def _michelot(tau, sums_above):
     """The exact sparsemax threshold from a lower bound `tau [B, 1]`: tau <- (sum of the
-    logits above tau - 1) / their count, one pass over the blocks each, until the count
-    stops changing (it only falls; in practice a few passes)."""
-
-    def above(threshold):
-        def step(i, total, count):
-            logits, _, _ = block_logits(i)
-            over = logits > threshold
-            total += tf.reduce_sum(tf.where(over, logits, 0.0), axis=1, keepdims=True)
-            count += tf.reduce_sum(tf.cast(over, tf.float32), axis=1, keepdims=True)
-            return total, count
-
-        zeros = tf.zeros_like(threshold)
-        return _over_blocks(step, (zeros, zeros), blocks)
+    logits above tau - 1) / their count, from `sums_above(tau) -> (sum, count)` (`[B, 1]`
+    each: a pass over the blocks, or over kept entries), until the count stops
+    changing (it only falls; in practice a few steps)."""
 
     def iterate(n, threshold, done):
-        total, count = above(threshold)
-        raised = tf.maximum(threshold, (total - 1.0) / tf.maximum(count, 1.0))
+        total, count = sums_above(threshold)
+        step = (total - 1.0) / tf.maximum(count, 1.0)
+        raised = tf.maximum(threshold, tf.cast(step, threshold.dtype))
+        raised.set_shape(threshold.shape)  # Segment sums lose the batch's static size.
         # Stable once the entries above stop changing: the same sum, the same threshold.
         return n + 1, raised, tf.reduce_all(raised == threshold)
 
