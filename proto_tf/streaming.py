@@ -277,8 +277,8 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
         query, logit, row = query.concat(), logit.concat(), row.concat()
 
         tau = _segment_threshold(query, logit, batch)  # [B], float64.
-        margin = tf.cast(logit, tf.float64) - tf.gather(tau, query)
-        weighted, mass = _support_sums(query, margin, row, values, labels, num_classes, batch)
+        excess = tf.cast(logit, tf.float64) - tf.gather(tau, query)
+        weighted, mass = _support_sums(query, excess, row, values, labels, num_classes, batch)
         return weighted, mass, tf.maximum(top_values - tf.cast(tau[:, None], tf.float32), 0.0), top_rows
 
     def by_passes():
@@ -356,15 +356,15 @@ def _segment_threshold(query, logit, batch):
     return tf.where(size > 0, tau, float("inf"))
 
 
-def _support_sums(query, margin, row, values, labels, num_classes, batch):
+def _support_sums(query, excess, row, values, labels, num_classes, batch):
     """The weighted values `[B, d_v]` and per-class weights `[B, C]` from flat lists of
-    entries (`query`, `margin` = logit - tau, database `row`) that hold every entry of
+    entries (`query`, `excess` = logit - tau, database `row`) that hold every entry of
     each query's support."""
     # In float64: a segment sum adds its terms one after another, and over a support of
     # thousands of entries float32 would lose digits the dense path keeps.
-    in_support = margin > 0
+    in_support = excess > 0
     query, row = tf.boolean_mask(query, in_support), tf.boolean_mask(row, in_support)
-    weight = tf.cast(tf.boolean_mask(margin, in_support), tf.float64)
+    weight = tf.cast(tf.boolean_mask(excess, in_support), tf.float64)
     terms = weight[:, None] * tf.cast(tf.gather(values, row), tf.float64)
     weighted = tf.math.unsorted_segment_sum(terms, query, batch)
     by_class = query * num_classes + tf.cast(tf.gather(labels, row), tf.int64)
@@ -375,14 +375,14 @@ def _support_sums(query, margin, row, values, labels, num_classes, batch):
 def _michelot(tau, sums_above):
     """The exact sparsemax threshold from a lower bound `tau [B, 1]`: tau <- (sum of the
     logits above tau - 1) / their count, from `sums_above(tau) -> (sum, count)` (`[B, 1]`
-    each: a pass over the blocks, or over kept entries), until the count stops
+    each, from a pass over the blocks), until the count stops
     changing (it only falls; in practice a few steps)."""
 
     def iterate(n, threshold, done):
         total, count = sums_above(threshold)
         step = (total - 1.0) / tf.maximum(count, 1.0)
         raised = tf.maximum(threshold, tf.cast(step, threshold.dtype))
-        raised.set_shape(threshold.shape)  # Segment sums lose the batch's static size.
+        raised.set_shape(threshold.shape)  # Keeps the loop's shape where the batch is static.
         # Stable once the entries above stop changing: the same sum, the same threshold.
         return n + 1, raised, tf.reduce_all(raised == threshold)
 
