@@ -14,8 +14,8 @@ its chunk maxima, at most `[B, 131072]`):
   support, lies in the chunks whose maximum passes it. Their keys are gathered (a few
   chunks per query on random keys; a few hundred on trained ones, where a support of a
   few hundred entries is spread over as many chunks), and only their entries above the
-  bound are kept; Michelot's iteration from the bound runs over those (it stops
-  exactly at the true threshold), and the sums read only the support's entries. A batch
+  bound are kept; a sort of those within each query gives the exact threshold, and
+  the sums read only the support's entries. A batch
   that would gather more than `gather_fraction` of the database per query (e.g. flat
   rows, whose support is everything) runs Michelot's iteration as passes over the
   blocks instead, then one more pass for the sums.
@@ -147,16 +147,17 @@ def _as_float32(keys):
     return keys if keys.dtype == tf.float32 else tf.cast(keys, tf.float32)
 
 
-def _running_top(top_values, top_rows, logits, start, k):
-    """The `k` largest of the running top and a block's logits, with their rows."""
-    # Exact, from the block's largest chunk maxima: a selection over a few chunks, not
-    # over the whole [B, block] (entries past a short block are -inf, never chosen
-    # over a database's own rows).
-    block_values, block_columns = blockwise.top_k(logits, k)
-    block_columns = tf.minimum(block_columns, tf.shape(logits)[1] - 1)
-    merged_values = tf.concat([top_values, block_values], axis=1)
-    merged_rows = tf.concat([top_rows, block_columns + start], axis=1)
-    best = tf.math.top_k(merged_values, k)
+def _running_top(top_values, top_rows, logits, rows_of, k):
+    """The `k` largest of the running top and of `logits [B, n]`, with their database
+    rows: `rows_of(columns)` maps columns of `logits` to rows (a block's start added, or
+    the rows a gathered round read)."""
+    # Exact, from the logits' largest chunk maxima: a selection over a few chunks, not
+    # over the whole row (entries past a short row are -inf, never chosen over a
+    # database's own rows; their columns are clamped to the row).
+    values, columns = blockwise.top_k(logits, tf.minimum(k, tf.shape(logits)[1]))
+    columns = tf.minimum(columns, tf.shape(logits)[1] - 1)
+    best = tf.math.top_k(tf.concat([top_values, values], axis=1), k)
+    merged_rows = tf.concat([top_rows, rows_of(columns)], axis=1)
     return best.values, tf.gather(merged_rows, best.indices, batch_dims=1)
 
 
@@ -187,7 +188,7 @@ def _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits):
         total = total * rescale + tf.reduce_sum(scaled, axis=1)
         weighted = weighted * rescale[:, None] + tf.matmul(scaled, values[start:end])
         mass = mass * rescale[:, None] + tf.matmul(scaled, one_hot)
-        top_values, top_rows = _running_top(top_values, top_rows, logits, start, top_k)
+        top_values, top_rows = _running_top(top_values, top_rows, logits, lambda columns: columns + start, top_k)
         return new_peak, total, weighted, mass, top_values, top_rows
 
     initial = (
@@ -235,10 +236,10 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
     # support: their keys are gathered, `ROUND_KEYS` per query per round, and only their
     # entries above the bound are kept, as flat (query, logit, row) lists: a few hundred
     # per query. Their threshold, by a sort within each query, is the row's (exact: the
-    # entries below the bound are never in the support); the sums read only the support. Trained keys
-    # spread a support of a few hundred entries over as many chunks; a batch that would
-    # gather more than `gather_fraction` of the database per query (flat rows) runs
-    # Michelot's passes over the whole database instead.
+    # entries below the bound are never in the support); the sums read only the
+    # support. Trained keys spread a support of a few hundred entries over as many
+    # chunks; a batch that would gather more than `gather_fraction` of the database per
+    # query (flat rows) runs Michelot's passes over the whole database instead.
     def from_chunks():
         chosen_maxima, chosen = tf.math.top_k(tf.where(candidates, chunk_maxima, -float("inf")), needed)
         chosen = tf.where(chosen_maxima > -float("inf"), chosen, -1)  # Rows with fewer candidates.
@@ -255,7 +256,9 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
             rows = tf.where(valid, tf.reshape(rows, [batch, -1]), 0)
             logits = tf.einsum("bd,bnd->bn", queries, _as_float32(tf.gather(keys, rows))) - shift
             logits = tf.where(valid, logits, -float("inf"))
-            top_values, top_rows = _merge_top(top_values, top_rows, logits, rows, top_k)
+            top_values, top_rows = _running_top(
+                top_values, top_rows, logits, lambda columns: tf.gather(rows, columns, batch_dims=1), top_k
+            )
             # [n, 2]: the (query, entry) pairs above the bound, less a margin: the scan's
             # products and these may round apart, and an entry the bound let through by
             # a rounding must still be sorted with the rest.
@@ -303,7 +306,9 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
             weights = tf.maximum(logits - tau, 0.0)
             weighted += tf.matmul(weights, values[start:end])
             mass += tf.matmul(weights, tf.one_hot(labels[start:end], num_classes))
-            best_values, best_rows = _running_top(best_values, best_rows, logits, start, top_k)
+            best_values, best_rows = _running_top(
+                best_values, best_rows, logits, lambda columns: columns + start, top_k
+            )
             return weighted, mass, best_values, best_rows
 
         initial = (
@@ -322,15 +327,6 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
         "top_weights": top_weights,
         "top_rows": top_rows,
     }
-
-
-def _merge_top(top_values, top_rows, logits, rows, k):
-    """The `k` largest of a running top and of gathered `logits [B, n]` (database
-    `rows [B, n]`), with their rows."""
-    values, columns = blockwise.top_k(logits, tf.minimum(k, tf.shape(logits)[1]))
-    merged = tf.math.top_k(tf.concat([top_values, values], axis=1), k)
-    merged_rows = tf.concat([top_rows, tf.gather(rows, columns, batch_dims=1)], axis=1)
-    return merged.values, tf.gather(merged_rows, merged.indices, batch_dims=1)
 
 
 def _segment_threshold(query, logit, batch):

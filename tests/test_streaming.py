@@ -92,7 +92,7 @@ def test_streamed_attention_is_exact_against_float64_and_the_dense_layer(normali
 
 
 def test_a_support_spread_over_many_chunks_is_gathered_not_passed_over(monkeypatch):
-    # Trained keys spread a support of a few hundred entries over as many chunks of 128
+    # Trained keys spread a support of a few hundred entries over as many chunks of
     # keys, more than one round gathers (`ROUND_KEYS`): the chunks are gathered round
     # after round, and the database is not passed over again (which made a served batch
     # of 128 at 1M prototypes take 5.6x softmax's time).
