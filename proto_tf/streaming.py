@@ -8,7 +8,7 @@ its chunk maxima, at most `[B, 131072]`):
 - softmax: the running maximum logit m, the sum of exp(logit - m), the same sums weighted
   by the values and by the one-hot labels (rescaled by exp(m_old - m_new) when m grows),
   and the top-k logits: one pass, exact.
-- sparsemax: one pass keeps the maximum logit of every chunk of 32-128 keys (`chunk_size`).
+- sparsemax: one pass keeps the maximum logit of every chunk of 64-128 keys (`chunk_size`).
   The threshold of the largest of those maxima is a lower bound of each row's threshold
   (a subset's threshold is at most the row's), so every entry above it, and the whole
   support, lies in the chunks whose maximum passes it. Their keys are gathered (a few
@@ -33,14 +33,20 @@ from proto_tf.sparsemax import threshold_from_sorted
 
 DEFAULT_BLOCK_SIZE = 65536  # Rows of keys per block: a [128, 65536] block is 32 MB.
 # Sparsemax: keys per chunk, the unit whose maximum the scan keeps. Smaller chunks gather
-# fewer keys around a scattered support (32 is 1.5x faster than 128 on trained keys at
-# 1M) but keep more maxima: chunks grow from 32 to 128 keys so that a query keeps at most
+# fewer keys around a scattered support but cost the scan more (the maxima of chunks of
+# 32 add a quarter to it): at 1M x 128, 64 is the fastest on random and trained keys
+# (BENCHMARKS.md). Chunks grow to 128 keys so that a query keeps at most
 # `MAX_CHUNK_MAXIMA` (64 MB of maxima at batch 128), and are 128 where D is not static.
 CHUNK_SIZE = 128
-MIN_CHUNK_SIZE = 32
+MIN_CHUNK_SIZE = 64
 MAX_CHUNK_MAXIMA = 131072
-ROUND_KEYS = 8192  # Sparsemax: keys gathered per query in one round of candidate chunks.
-# Sparsemax: the largest share of the database gathered per query. A gathered logit costs
+ROUND_KEY_BYTES = 1 << 26  # Sparsemax: bytes of keys (as float32) gathered in one round of candidate chunks.
+# Sparsemax: the most keys gathered for one batch; past it (a quarter of 16M prototypes
+# for a batch of 16) the kept entries and their sort would need gigabytes, and Michelot's
+# passes, which hold nothing per entry, run instead.
+MAX_GATHERED_KEYS = 1 << 26
+# Sparsemax: the largest share of the database gathered per query, on average over the
+# batch. A gathered logit costs
 # about 20 scanned ones, and Michelot's passes read the database 3-6 times, so past a
 # quarter the passes are cheaper (flat rows, whose support is everything).
 DEFAULT_GATHER_FRACTION = 0.25
@@ -117,7 +123,7 @@ def key_scan(
 
 def chunk_size(database_size: int | None, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
     """Keys per chunk of sparsemax's scan for a database of `database_size` rows (None:
-    not known when the graph is built): the smallest of 32, 64, 128 that keeps at most
+    not known when the graph is built): the smaller of 64 and 128 that keeps at most
     `MAX_CHUNK_MAXIMA` chunk maxima per query, and no more than a block."""
     chunk = CHUNK_SIZE if database_size is None else MIN_CHUNK_SIZE
     while chunk < CHUNK_SIZE and database_size > chunk * MAX_CHUNK_MAXIMA:
@@ -239,43 +245,58 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
     # its precision (l - shift is exact near the top), so the weights l - tau do too.
     lower = threshold_from_sorted(best_maxima - shift, 0.0)
     candidates = chunk_maxima - shift > lower
-    needed = tf.reduce_max(tf.reduce_sum(tf.cast(candidates, tf.int32), axis=1))
+    needed = tf.reduce_sum(tf.cast(candidates, tf.int64))  # Candidate chunks of the whole batch.
+
+    def chunk_rows(ids):
+        """Rows of the database in chunks `ids` (`[..., chunk]`, 0 where not a row) and
+        whether they are rows (the last block's chunks may pass its end)."""
+        offsets = (ids % per_block)[..., None] * chunk + tf.range(chunk)  # In the block.
+        rows = (ids // per_block)[..., None] * block_size + offsets
+        valid = (offsets < block_size) & (rows < size)
+        return tf.where(valid, rows, 0), valid
 
     # 3. The candidate chunks hold every entry above the lower bound, so the whole
-    # support: their keys are gathered, `ROUND_KEYS` per query per round, and only their
+    # support: their keys are gathered, `ROUND_KEY_BYTES` per round, and only their
     # entries above the bound are kept, as flat (query, logit, row) lists: a few hundred
     # per query. Their threshold, by a sort within each query, is the row's (exact: the
     # entries below the bound are never in the support); the sums read only the
     # support. Trained keys spread a support of a few hundred entries over as many
     # chunks; a batch that would gather more than `gather_fraction` of the database per
-    # query (flat rows) runs Michelot's passes over the whole database instead.
+    # query on average, or more than `MAX_GATHERED_KEYS` in all (flat rows), runs
+    # Michelot's passes over the whole database instead.
     def from_chunks():
-        chosen_maxima, chosen = tf.math.top_k(tf.where(candidates, chunk_maxima, -float("inf")), needed)
-        chosen = tf.where(chosen_maxima > -float("inf"), chosen, -1)  # Rows with fewer candidates.
-        width = tf.minimum(needed, max(ROUND_KEYS // chunk, 1))
-        rounds = (needed + width - 1) // width
-        chosen = tf.pad(chosen, [[0, 0], [0, rounds * width - needed]], constant_values=-1)
-        margin = 1e-5 * (1.0 + tf.abs(shift))
+        # The top prototypes lie in the top_k chunks of largest maxima (each of those
+        # maxima is at least every entry of the other chunks): a small gather of its own.
+        top_chunks = tf.math.top_k(chunk_maxima, tf.minimum(top_k, tf.shape(chunk_maxima)[1])).indices
+        rows, valid = chunk_rows(top_chunks)  # [B, k, chunk]
+        rows, valid = tf.reshape(rows, [batch, -1]), tf.reshape(valid, [batch, -1])
+        logits = tf.einsum("bd,bnd->bn", queries, _as_float32(tf.gather(keys, rows))) - shift
+        top_values, top_rows, _ = _running_top(
+            *_empty_top(batch, top_k),
+            tf.where(valid, logits, -float("inf")),
+            lambda columns: tf.gather(rows, columns, batch_dims=1),
+            top_k,
+        )
+        # The candidates as flat (query, chunk) pairs, gathered in rounds of
+        # `ROUND_KEY_BYTES` of keys: a batch gathers the sum of its queries' candidates,
+        # not the batch size times the widest query's.
+        pairs = tf.where(candidates)
+        width = max(ROUND_KEY_BYTES // (chunk * 4 * int(queries.shape[-1])), 1)
+        rounds = (tf.shape(pairs, out_type=tf.int32)[0] + width - 1) // width
+        query_shift, query_lower = shift[:, 0], lower[:, 0]
+        # Kept down to the bound less a margin: the scan's products and these may round
+        # apart, and an entry the bound let through by a rounding must still be sorted
+        # with the rest.
+        query_bound = query_lower - 1e-5 * (1.0 + tf.abs(query_shift))
 
-        def gather_round(r, top_values, top_rows, queries_kept, logits_kept, rows_kept):
-            ids = chosen[:, r * width : (r + 1) * width]
-            offsets = (ids % per_block)[..., None] * chunk + tf.range(chunk)  # [B, width, chunk] in the block.
-            rows = (ids // per_block)[..., None] * block_size + offsets
-            valid = tf.reshape((ids >= 0)[..., None] & (offsets < block_size) & (rows < size), [batch, -1])
-            rows = tf.where(valid, tf.reshape(rows, [batch, -1]), 0)
-            logits = tf.einsum("bd,bnd->bn", queries, _as_float32(tf.gather(keys, rows))) - shift
-            logits = tf.where(valid, logits, -float("inf"))
-            top_values, top_rows, _ = _running_top(
-                top_values, top_rows, logits, lambda columns: tf.gather(rows, columns, batch_dims=1), top_k
-            )
-            # [n, 2]: the (query, entry) pairs above the bound, less a margin: the scan's
-            # products and these may round apart, and an entry the bound let through by
-            # a rounding must still be sorted with the rest.
-            above = tf.where(logits > lower - margin)
+        def gather_round(r, queries_kept, logits_kept, rows_kept):
+            query, chosen = pairs[r * width : (r + 1) * width, 0], pairs[r * width : (r + 1) * width, 1]
+            rows, valid = chunk_rows(tf.cast(chosen, tf.int32))  # [n, chunk]
+            logits = tf.einsum("nd,ncd->nc", tf.gather(queries, query), _as_float32(tf.gather(keys, rows)))
+            logits -= tf.gather(query_shift, query)[:, None]
+            above = tf.where(valid & (logits > tf.gather(query_bound, query)[:, None]))  # [m, 2]: (pair, column).
             return (
-                top_values,
-                top_rows,
-                queries_kept.write(r, above[:, 0]),
+                queries_kept.write(r, tf.gather(query, above[:, 0])),
                 logits_kept.write(r, tf.gather_nd(logits, above)),
                 rows_kept.write(r, tf.gather_nd(rows, above)),
             )
@@ -283,9 +304,7 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
         def kept(dtype):
             return tf.TensorArray(dtype, size=rounds, infer_shape=False, element_shape=[None])
 
-        top_values, top_rows, query, logit, row = _over_blocks(
-            gather_round, (*_empty_top(batch, top_k), kept(tf.int64), kept(tf.float32), kept(tf.int32)), rounds
-        )
+        query, logit, row = _over_blocks(gather_round, (kept(tf.int64), kept(tf.float32), kept(tf.int32)), rounds)
         query, logit, row = query.concat(), logit.concat(), row.concat()
 
         tau = _segment_threshold(query, logit, batch)  # [B], float64.
@@ -328,8 +347,10 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
         weighted, mass, best_values, best_rows = _over_blocks(accumulate, initial, blocks)
         return weighted, mass, tf.maximum(best_values - tau, 0.0), best_rows
 
-    gathered = tf.cast(needed, tf.float32) / tf.cast(tf.shape(chunk_maxima)[1], tf.float32)
-    weighted, mass, top_weights, top_rows = tf.cond(gathered <= gather_fraction, from_chunks, by_passes)
+    # The gathered keys against the keys the passes would read, per pass.
+    gathered = tf.cast(needed, tf.float32) / tf.cast(tf.size(chunk_maxima, out_type=tf.int64), tf.float32)
+    fits = needed * chunk <= MAX_GATHERED_KEYS
+    weighted, mass, top_weights, top_rows = tf.cond((gathered <= gather_fraction) & fits, from_chunks, by_passes)
     return {
         "weighted_values": weighted,
         "confidence": tf.minimum(tf.reduce_max(mass, axis=1), 1.0),

@@ -93,9 +93,10 @@ def test_streamed_attention_is_exact_against_float64_and_the_dense_layer(normali
 
 def test_a_support_spread_over_many_chunks_is_gathered_not_passed_over(monkeypatch):
     # Trained keys spread a support of a few hundred entries over as many chunks of
-    # keys, more than one round gathers (`ROUND_KEYS`): the chunks are gathered round
-    # after round, and the database is not passed over again (which made a served batch
-    # of 128 at 1M prototypes take 5.6x softmax's time).
+    # keys, more than one round gathers (`ROUND_KEY_BYTES`, made small here): the chunks
+    # are gathered round after round, and the database is not passed over again (which
+    # made a served batch of 128 at 1M prototypes take 5.6x softmax's time).
+    monkeypatch.setattr(streaming, "ROUND_KEY_BYTES", 1 << 16)  # 1024 keys of 16 floats.
     rng = np.random.default_rng(3)
     size, planted = 160_000, 300
     keys, values, labels = _database(rng, size)
@@ -109,7 +110,7 @@ def test_a_support_spread_over_many_chunks_is_gathered_not_passed_over(monkeypat
     logits, weights, weighted, confidence = _reference("sparsemax", queries, keys, values, labels)
     chunk = streaming.chunk_size(size)
     chunks = [np.unique(np.flatnonzero(row > 0) // chunk).size for row in weights]
-    assert min(chunks[:3]) > streaming.ROUND_KEYS // chunk  # The case: more than one round of chunks.
+    assert sum(chunks) * chunk * 16 * 4 > 4 * streaming.ROUND_KEY_BYTES  # The case: several rounds of chunks.
     loops = []  # The loops run (eager: tf.cond runs one branch): over blocks, or over rounds.
     over_blocks = streaming._over_blocks
     monkeypatch.setattr(
@@ -122,6 +123,47 @@ def test_a_support_spread_over_many_chunks_is_gathered_not_passed_over(monkeypat
     np.testing.assert_allclose(out["confidence"], confidence, atol=tolerance, rtol=0)
     np.testing.assert_allclose(out["top_weights"], -np.sort(-weights, axis=1)[:, :5], atol=tolerance, rtol=0)
     np.testing.assert_array_equal(np.sort(out["top_rows"].numpy()[:3], 1), np.sort(np.argsort(-weights[:3])[:, :5], 1))
+
+
+def test_one_flat_query_in_a_batch_of_sparse_ones_is_gathered_exactly(monkeypatch):
+    # The gathered share is the batch's average: a query whose support is its whole row
+    # beside sparse ones gathers every chunk for itself alone, not for the whole batch,
+    # and its answer is exact (the rows past its candidates are padding of no query).
+    rng = np.random.default_rng(5)
+    keys, values, labels = _database(rng, 5000)
+    queries = np.concatenate([np.zeros((1, 16)), 12.0 * rng.normal(size=(7, 16))]).astype(np.float32)
+    logits, weights, weighted, confidence = _reference("sparsemax", queries, keys, values, labels)
+    assert (weights[0] > 0).all() and (weights[1:] > 0).sum(1).max() < 20  # The case.
+    loops = []
+    over_blocks = streaming._over_blocks
+    monkeypatch.setattr(
+        streaming, "_over_blocks", lambda step, *rest: loops.append(step.__name__) or over_blocks(step, *rest)
+    )
+    out = streaming.streamed_attention(queries, keys, values, labels, "sparsemax", 3, 5, 1024, gather_fraction=0.25)
+    assert loops == ["scan", "gather_round"]
+    tolerance = 2e-6 + 4 * np.finfo(np.float32).eps * np.abs(logits).max()
+    np.testing.assert_allclose(out["weighted_values"], weighted, atol=tolerance, rtol=0)
+    np.testing.assert_allclose(out["confidence"], confidence, atol=tolerance, rtol=0)
+    np.testing.assert_allclose(out["top_weights"], -np.sort(-weights, axis=1)[:, :5], atol=tolerance, rtol=0)
+
+
+def test_a_batch_past_the_gathered_keys_cap_runs_the_passes(monkeypatch):
+    # More candidate keys than `MAX_GATHERED_KEYS` would hold flat lists of gigabytes:
+    # the batch runs Michelot's passes, with the same answer.
+    rng = np.random.default_rng(6)
+    keys, values, labels = _database(rng, 3000)
+    queries = (0.3 * rng.normal(size=(4, 16))).astype(np.float32)
+    _, weights, weighted, _ = _reference("sparsemax", queries, keys, values, labels)
+    monkeypatch.setattr(streaming, "MAX_GATHERED_KEYS", 64)
+    loops = []
+    over_blocks = streaming._over_blocks
+    monkeypatch.setattr(
+        streaming, "_over_blocks", lambda step, *rest: loops.append(step.__name__) or over_blocks(step, *rest)
+    )
+    out = streaming.streamed_attention(queries, keys, values, labels, "sparsemax", 3, 5, 1024, gather_fraction=1.0)
+    assert loops[0] == "scan" and "gather_round" not in loops and loops[-1] == "accumulate"
+    np.testing.assert_allclose(out["weighted_values"], weighted, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["top_weights"], -np.sort(-weights, axis=1)[:, :5], atol=1e-5, rtol=0)
 
 
 def _exportable(rng, rows):
