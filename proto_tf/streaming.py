@@ -7,18 +7,19 @@ its chunk maxima, at most `[B, 131072]`):
 
 - softmax: the running maximum logit m, the sum of exp(logit - m), the same sums weighted
   by the values and by the one-hot labels (rescaled by exp(m_old - m_new) when m grows),
-  and the top-k logits: one pass, exact.
+  and the top-k logits: one pass, exact. Each block's own softmax is one fused kernel.
 - sparsemax: one pass keeps the maximum logit of every chunk of 64-128 keys (`chunk_size`).
   The threshold of the largest of those maxima is a lower bound of each row's threshold
   (a subset's threshold is at most the row's), so every entry above it, and the whole
-  support, lies in the chunks whose maximum passes it. Their keys are gathered (a few
-  chunks per query on random keys; a few hundred on trained ones, where a support of a
-  few hundred entries is spread over as many chunks), and only their entries above the
-  bound are kept; a sort of those within each query gives the exact threshold, and
-  the sums read only the support's entries. A batch
-  that would gather more than `gather_fraction` of the database per query (e.g. flat
-  rows, whose support is everything) runs Michelot's iteration as passes over the
-  blocks instead, then one more pass for the sums.
+  support, lies in the chunks whose maximum passes it. Those (query, chunk) pairs are
+  gathered for the whole batch in rounds (a few chunks per query on random keys; a few
+  hundred on trained ones, where a support of a few hundred entries is spread over as
+  many chunks), and only their entries above the bound are kept; a sort of those within
+  each query gives the exact threshold, and the sums read only the support's entries.
+  A batch that would gather more than `gather_fraction` of the database per query on
+  average, or more than `MAX_GATHERED_KEYS` keys (e.g. flat rows, whose support is
+  everything), runs Michelot's iteration as passes over the blocks instead, then one
+  more pass for the sums.
 
 Sums are accumulated in another order than the dense path's, so results agree with it to
 float32 rounding (not bit for bit); the top prototypes are the same.
