@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import toy_training
 from references import cross_entropy, layer_norm, softmax, sparsemax_bisection
 
 from proto_tf import BaselineClassifier, ProtoAttend, metrics
@@ -195,37 +196,9 @@ def test_config_round_trip_gives_same_outputs():
     np.testing.assert_allclose(clone(x)["logits"].numpy(), model(x)["logits"].numpy(), atol=1e-6)
 
 
-def _toy_problem(seed=0, num_classes=4, dims=8):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(num_classes, dims)) * 2
-
-    def sample(n):
-        labels = rng.integers(0, num_classes, n)
-        return (centers[labels] + rng.normal(size=(n, dims))).astype(np.float32), labels
-
-    return sample(2000), sample(400)
-
-
 @pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
 def test_toy_training_learns_and_sparsemax_is_sparse(attention):
-    (x_train, y_train), (x_test, y_test) = _toy_problem()
-    keras.utils.set_random_seed(0)  # Initial weights independent of earlier tests.
-    model = ProtoAttend(keras.Sequential([keras.layers.Dense(32, activation="relu")]), 4, attention, value_size=16)
-    model.build((None, 8))
-    model.compile(optimizer=keras.optimizers.Adam(3e-3, clipvalue=20.0))
-
-    def batch(step):
-        # Stateless draws: the batches do not depend on what ran before in the process.
-        seed = tf.stack([tf.constant(0, tf.int64), step])
-        inputs = tf.random.stateless_uniform([64], seed, 0, 2000, tf.int32)
-        candidates = tf.random.experimental.stateless_shuffle(tf.range(2000), seed + 1)[:256]
-        return {
-            "inputs": tf.gather(x_train, inputs),
-            "labels": tf.gather(y_train, inputs),
-            "candidate_inputs": tf.gather(x_train, candidates),
-        }
-
-    history = model.fit(tf.data.Dataset.range(250).map(batch), verbose=0)
+    model, history, ((x_train, y_train), (x_test, y_test)) = toy_training.train_toy(attention)
     assert history.history["loss"][-1] < 1.0
     model.set_database(*model.encode_database(x_train[:1024]), labels=y_train[:1024])
     out = model(x_test)
