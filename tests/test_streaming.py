@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import toy_training
 from references import softmax, sparsemax_bisection
 
 from proto_tf import ProtoAttend, streaming
@@ -44,7 +45,7 @@ def _database(rng, size=2999, classes=3, keys="random"):
 
 def _reference(normalization, queries, keys, values, labels, classes=3):
     """Weights, weighted values and confidence (Eq. 3) in float64 NumPy."""
-    logits = queries.astype(np.float64) @ keys.astype(np.float64).T / 4.0
+    logits = queries.astype(np.float64) @ keys.astype(np.float64).T / np.sqrt(queries.shape[1])
     weights = (softmax if normalization == "softmax" else sparsemax_bisection)(logits)
     mass = np.stack([np.bincount(labels, row, classes) for row in weights])
     return logits, weights, weights @ values, np.minimum(mass.max(1), 1.0)
@@ -89,6 +90,43 @@ def test_streamed_attention_is_exact_against_float64_and_the_dense_layer(normali
     smallest_support = {"wide": 7, "most_of_a_block": 350, "flat": len(keys)}.get(case.removesuffix("_by_passes"))
     if normalization == "sparsemax" and smallest_support:
         assert (weights > 0).sum(-1).min() >= smallest_support  # The case is the one named.
+
+
+@pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
+def test_a_trained_models_streamed_answers_are_the_dense_paths_and_float64s(attention):
+    # A trained model's keys cluster by class, unlike random ones: jittered copies of its
+    # training encodings (as the scale benchmark builds them) give sparsemax supports of
+    # a few dozen entries, nearly each in a chunk of its own, the case that served slowly and could hide
+    # an inexact gather.
+    model, _, ((x_train, y_train), (x_test, _)) = toy_training.train_toy(attention, steps=150)
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, len(x_train), 40_000)
+
+    def jittered(encodings):
+        encodings = encodings.numpy()
+        noise = rng.standard_normal((len(rows), encodings.shape[1])) * 0.05 * encodings.std(0)
+        return (encodings[rows] + noise).astype(np.float32)
+
+    keys, values = map(jittered, model.encode_database(x_train))
+    labels = y_train[rows]
+    inputs = x_test[:24]
+    logits, weights, weighted, confidence = _reference(
+        attention, model.encode(inputs)[0].numpy(), keys, values, labels, 4
+    )
+    if attention == "sparsemax":  # The case: wide supports over many chunks of keys.
+        chunk = streaming.chunk_size(len(keys))
+        chunks = [np.unique(np.flatnonzero(row > 0) // chunk).size for row in weights]
+        assert np.median((weights > 0).sum(1)) > 15 and np.median(chunks) > 15
+    dense = model.predict_with_database(inputs, keys, values, labels)
+    streamed = model.predict_streamed(inputs, keys, values, labels, 5, 4096)
+    tolerance = 2e-6 + 4 * np.finfo(np.float32).eps * np.abs(logits).max()
+    np.testing.assert_allclose(streamed["logits"], dense["logits"], atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(streamed["logits"], model.decision(weighted.astype(np.float32)), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(streamed["confidence"], confidence, atol=tolerance, rtol=0)
+    np.testing.assert_allclose(streamed["confidence"], dense["confidence"], atol=tolerance, rtol=0)
+    np.testing.assert_allclose(streamed["top_weights"], -np.sort(-weights, axis=1)[:, :5], atol=tolerance, rtol=0)
+    named = np.take_along_axis(weights, streamed["top_rows"].numpy(), 1)  # The rows carry the weights given.
+    np.testing.assert_allclose(named, streamed["top_weights"], atol=tolerance, rtol=0)
 
 
 def test_a_support_spread_over_many_chunks_is_gathered_not_passed_over(monkeypatch):
