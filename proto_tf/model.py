@@ -474,6 +474,57 @@ class ProtoAttend(Classifier):
             "top_rows": out["top_rows"],
         }
 
+    def shard_answer(
+        self,
+        inputs: tf.Tensor,
+        keys: tf.Tensor,
+        values: tf.Tensor,
+        labels: tf.Tensor,
+        indices: tf.Tensor,
+        entries: int,
+        block_size: int = streaming.DEFAULT_BLOCK_SIZE,
+    ) -> dict[str, tf.Tensor]:
+        """What a shard of a database (keys, values, labels and each row's `indices` in
+        the whole database) answers for `inputs`, for `serving.sharding.merge_answers`:
+        its `entries` entries of largest logit, `entry_logits [B, S]`, `entry_decision
+        [B, S, C]` (each one's decision logits), `entry_labels`, `entry_indices`; softmax
+        adds the shard's sums (`max_logit`, `sum_exp`, `weighted_decision [B, C]`,
+        `class_mass [B, C]`); sparsemax marks entries past the shard's own support with
+        logit -inf, and `complete [B]` is False where that support may not fit in
+        `entries` (the merge would then not be exact)."""
+        queries, _, _ = self.heads(self.encoder(inputs, training=False))
+        k = min(int(entries), int(keys.shape[0]))
+        out = streaming.streamed_attention(
+            queries, keys, values, labels, self.attention, self.num_classes, k, block_size
+        )
+        rows = out["top_rows"]
+        queries = tf.cast(queries, tf.float32)
+        entry_keys = tf.cast(tf.gather(keys, rows), tf.float32)
+        logits = tf.einsum("bd,bkd->bk", queries, entry_keys) / math.sqrt(int(queries.shape[-1]))
+
+        def decision(vectors):
+            return tf.cast(self.decision(tf.cast(vectors, self.compute_dtype)), tf.float32)
+
+        answer = {
+            "entry_decision": decision(tf.gather(values, rows)),
+            "entry_labels": tf.gather(labels, rows),
+            "entry_indices": tf.gather(indices, rows),
+        }
+        if self.attention == "sparsemax":
+            in_support = out["top_weights"] > 0
+            answer["entry_logits"] = tf.where(in_support, logits, -float("inf"))
+            # The last entry outside the support: no entry past it can be in it.
+            answer["complete"] = tf.logical_not(in_support[:, -1]) | (k == int(keys.shape[0]))
+            return answer
+        answer.update(
+            entry_logits=logits,
+            max_logit=out["max_logit"],
+            sum_exp=out["sum_exp"],
+            weighted_decision=decision(out["weighted_sum"]),
+            class_mass=out["class_mass"],
+        )
+        return answer
+
     # === Training ===
 
     def sample_alpha(self, step: int | tf.Tensor) -> tf.Tensor:

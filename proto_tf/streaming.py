@@ -74,7 +74,10 @@ def streamed_attention(
 
     Returns `weighted_values [B, d_v]`, `confidence [B]` (Eq. 3) and the `top_k`
     prototypes: `top_weights [B, k]` (descending) and `top_rows [B, k]` (int32 rows of
-    the database; entries past a sparse support have weight 0).
+    the database; entries past a sparse support have weight 0). Softmax also returns its
+    sums before normalisation: `max_logit [B]` (m), `sum_exp [B]` (of exp(logit - m)),
+    `weighted_sum [B, d_v]` and `class_mass [B, C]` (the same sums times the values and
+    the one-hot labels).
     """
     queries, keys, blocks, block_rows = _blocked(queries, keys, block_size)
     values, labels = tf.convert_to_tensor(values, tf.float32), tf.cast(labels, tf.int32)
@@ -220,6 +223,11 @@ def _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits):
         "confidence": tf.minimum(tf.reduce_max(mass, axis=1) / total, 1.0),
         "top_weights": tf.exp(top_values - peak[:, None]) / total[:, None],
         "top_rows": top_rows,
+        # The unnormalised sums, which shards of a database merge (`serving.sharding`).
+        "max_logit": peak,
+        "sum_exp": total,
+        "weighted_sum": weighted,
+        "class_mass": mass,
     }
 
 

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import toy_training
 
 from proto_tf import ProtoAttend
 from proto_tf.serving import sharding
@@ -90,3 +91,45 @@ def test_a_shard_reports_a_superset_of_its_part_of_the_global_support():
         assert not (global_support[:, a:b] & ~local).any()
     with pytest.raises(ValueError, match="normalization must be one of softmax, sparsemax"):
         sharding.merge_answers([], "entmax", 4)
+
+
+@pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
+def test_a_trained_models_shard_answers_merge_to_its_answer_over_the_whole_database(attention):
+    # Each shard answers as a served shard would (`ProtoAttend.shard_answer`, streamed
+    # over its own rows); the router's merge is the model over the whole database.
+    model, _, ((x_train, y_train), (x_test, _)) = toy_training.train_toy(attention, steps=150)
+    keys, values = (t.numpy() for t in model.encode_database(x_train))
+    indices = np.arange(len(x_train)) * 3 + 1  # Rows of a source file.
+    inputs = x_test[:16]
+    bounds = [0, 300, 1100, 1160, 2000]  # Unequal shards, one of 60 rows.
+    answers = [
+        sharding.answer_from_outputs(
+            model.shard_answer(inputs, keys[a:b], values[a:b], y_train[a:b], indices[a:b], 128, block_size=256),
+            f"shard {n}",
+        )
+        for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
+    ]
+    merged = sharding.merge_answers(answers, attention, 4)
+    whole = model.predict_with_database(inputs, keys, values, y_train)
+    np.testing.assert_allclose(merged["logits"], whole["logits"].numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(merged["confidence"], whole["confidence"].numpy(), atol=1e-5)
+    weights = whole["weights"].numpy()
+    order = np.argsort(-weights, axis=-1, kind="stable")[:, :5]
+    np.testing.assert_allclose(merged["prototype_weights"], np.take_along_axis(weights, order, -1), atol=1e-5)
+    shown = np.take_along_axis(weights, order, -1) > 1e-4  # Past a sparse support, any zero entry.
+    np.testing.assert_array_equal(merged["prototype_indices"][shown], indices[order][shown])
+    if attention == "sparsemax":  # The case: supports of many entries across the shards.
+        assert np.median((weights > 0).sum(1)) > 5
+
+
+def test_a_shard_whose_support_outgrows_its_entries_is_refused():
+    # Reporting 4 entries of a support of more would merge to a wrong answer: refused,
+    # naming the shard and the queries.
+    rng = np.random.default_rng(1)
+    model = _model("sparsemax", rng)
+    database = model.database
+    inputs = rng.normal(size=(3, 6)).astype(np.float32)
+    outputs = model.shard_answer(inputs, *database.tensors(), database.indices, 4)
+    assert not np.asarray(outputs["complete"]).all()
+    with pytest.raises(ValueError, match=r"shard 2: the sparsemax support of queries \[0, 1, 2\] may hold more"):
+        sharding.answer_from_outputs(outputs, "shard 2")

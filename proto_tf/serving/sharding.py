@@ -95,6 +95,25 @@ def answer_shard(
     )
 
 
+def answer_from_outputs(outputs: dict, shard: str = "a shard") -> ShardAnswer:
+    """The `ShardAnswer` in a shard's served outputs (`ProtoAttend.shard_answer`, the
+    `shard_answer` signature of an export with shard entries): arrays or tensors by name.
+    Raises ValueError naming `shard` if a query's sparsemax support may not fit in the
+    entries it reported, since the merge would then not be exact."""
+    arrays = {name: np.asarray(value) for name, value in outputs.items()}
+    if "complete" in arrays and not arrays["complete"].all():
+        queries = np.flatnonzero(~arrays["complete"]).tolist()
+        raise ValueError(
+            f"{shard}: the sparsemax support of queries {queries} may hold more than the "
+            f"{arrays['entry_logits'].shape[1]} entries it reports; export the shards with more "
+            "--shard_entries."
+        )
+    statistics = {name: arrays.get(name) for name in ("max_logit", "sum_exp", "weighted_decision", "class_mass")}
+    return ShardAnswer(
+        arrays["entry_logits"], arrays["entry_decision"], arrays["entry_labels"], arrays["entry_indices"], **statistics
+    )
+
+
 def merge_answers(answers: list[ShardAnswer], normalization: str, num_classes: int, top_k: int = 5) -> dict:
     """The whole database's answer from its shards' answers: `logits [B, C]` (the
     decision), `confidence [B]` (Eq. 3), and the top `top_k` `prototype_indices`,
