@@ -13,7 +13,8 @@ from data_files import write_adult, write_dbpedia, write_mnist
 
 from proto_tf import ProtoAttend
 from proto_tf.data import adult, text
-from proto_tf.serving import export, warmup
+from proto_tf.errors import ConfigError
+from proto_tf.serving import export, sharding, warmup
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import Trainer
 
@@ -294,3 +295,29 @@ def test_memory_estimate_and_description_by_hand(tmp_path):
     assert line.startswith("The export is 1.0 MB on disk; expected memory when served: about 0.0 MB")
     assert "a database of 10 prototypes), plus 0.0 MB per request of 6 instances." in line
     assert line.endswith("No TF Serving warm-up requests (they need `pip install --no-deps tensorflow-serving-api`).")
+
+
+def test_a_runs_shards_exported_by_flag_merge_to_its_whole_export(adult_export):
+    # run/export.py --shard=I/N: each export holds its part of the run's database (with
+    # the whole's prototype indices) and serves `shard_answer`; merged, the whole export.
+    trainer, path, data_dir, tmp_path = adult_export
+    model_dir = trainer.config.model_dir
+    raw, _ = _raw_test_inputs("adult", trainer, data_dir, count=8)
+    feed = {k: tf.constant(v) for k, v in raw.items()}
+    expected = {k: v.numpy() for k, v in tf.saved_model.load(path).signatures["serving_default"](**feed).items()}
+    answers = []
+    for n in range(3):
+        shard_path = export.export_model_dir(
+            model_dir, str(tmp_path / "shards"), f"shard{n}", checkpoint="last", shard=f"{n}/3"
+        )
+        loaded = tf.saved_model.load(shard_path)
+        served = loaded.signatures[export.SHARD_SIGNATURE](**feed)
+        answers.append(sharding.answer_from_outputs({k: v.numpy() for k, v in served.items()}, f"shard {n}"))
+    merged = sharding.merge_answers(answers, trainer.config.attention, trainer.model.num_classes)
+    np.testing.assert_allclose(tf.nn.softmax(merged["logits"]).numpy(), expected["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(merged["confidence"], expected["confidence"], atol=1e-5)
+    np.testing.assert_allclose(merged["prototype_weights"], expected["prototype_weights"], atol=1e-5)
+    shown = expected["prototype_weights"] > 1e-4
+    np.testing.assert_array_equal(merged["prototype_indices"][shown], expected["prototype_indices"][shown])
+    with pytest.raises(ConfigError, match=r"--shard=0/100000: a database of \d+ prototypes cannot make 100000"):
+        export.export_model_dir(model_dir, str(tmp_path / "shards"), "too_many", checkpoint="last", shard="0/100000")

@@ -3,6 +3,7 @@ ProtoAttend over the whole database (float32) and against float64 dense attentio
 softmax and sparsemax, with shards of unequal sizes and sparse and dense supports."""
 
 import math
+import re
 
 import keras
 import numpy as np
@@ -11,7 +12,8 @@ import tensorflow as tf
 import toy_training
 
 from proto_tf import ProtoAttend
-from proto_tf.serving import sharding
+from proto_tf.errors import ConfigError
+from proto_tf.serving import export, sharding
 from proto_tf.sparsemax import sparsemax
 
 
@@ -133,3 +135,57 @@ def test_a_shard_whose_support_outgrows_its_entries_is_refused():
     assert not np.asarray(outputs["complete"]).all()
     with pytest.raises(ValueError, match=r"shard 2: the sparsemax support of queries \[0, 1, 2\] may hold more"):
         sharding.answer_from_outputs(outputs, "shard 2")
+
+
+def test_four_exported_shards_merge_to_the_whole_databases_export(tmp_path):
+    # The plan past one machine, end to end: each shard exported with its own rows (and
+    # their indices in the whole), its `shard_answer` signature called as TF Serving
+    # would, the answers merged by the router; the whole database's export agrees.
+    rng = np.random.default_rng(4)
+    encoder = keras.Sequential([keras.layers.Dense(16, activation="relu")])
+    model = ProtoAttend(encoder, num_classes=3, attention="sparsemax", attention_size=16, value_size=8)
+    model.build((None, 5))
+    rows = rng.normal(size=(900, 5)).astype(np.float32)
+    labels = rng.integers(0, 3, 900)
+    signature = {"features": tf.TensorSpec([None, 5], tf.float32)}
+    whole = tf.saved_model.load(export.export_any(model, rows, labels, signature, str(tmp_path / "whole")))
+    request = {"features": tf.constant(rng.normal(size=(6, 5)).astype(np.float32) * 3)}
+    answers = []
+    for n, (a, b) in enumerate(zip([0, 200, 450, 470], [200, 450, 470, 900])):
+        path = export.export_any(
+            model,
+            rows[a:b],
+            labels[a:b],
+            signature,
+            str(tmp_path / f"shard{n}"),
+            shard_entries=64,
+            database_indices=np.arange(a, b),
+        )
+        served = tf.saved_model.load(path).signatures[export.SHARD_SIGNATURE](**request)
+        answers.append(sharding.answer_from_outputs({k: v.numpy() for k, v in served.items()}, f"shard {n}"))
+    merged = sharding.merge_answers(answers, "sparsemax", 3)
+    expected = {k: v.numpy() for k, v in whole.signatures["serving_default"](**request).items()}
+    np.testing.assert_allclose(tf.nn.softmax(merged["logits"]).numpy(), expected["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(merged["confidence"], expected["confidence"], atol=1e-5)
+    np.testing.assert_allclose(merged["prototype_weights"], expected["prototype_weights"], atol=1e-5)
+    shown = expected["prototype_weights"] > 1e-4
+    np.testing.assert_array_equal(merged["prototype_indices"][shown], expected["prototype_indices"][shown])
+    assert (expected["prototype_weights"] > 0).sum(1).max() > 1  # Supports of several entries.
+
+
+@pytest.mark.parametrize(
+    "shard, message",
+    [
+        ("4/4", "--shard='4/4' must be I/N with 0 <= I < N"),
+        ("a/4", "--shard='a/4' must be I/N with 0 <= I < N"),
+        ("2", "--shard='2' must be I/N with 0 <= I < N"),
+    ],
+)
+def test_a_bad_shard_flag_is_refused_before_the_run_is_read(tmp_path, shard, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        export.export_model_dir(str(tmp_path / "none"), str(tmp_path / "x"), shard=shard)
+
+
+def test_a_shard_is_not_calibrated_alone(tmp_path):
+    with pytest.raises(ConfigError, match="a shard's own confidence is not the merged one"):
+        export.export_model_dir(str(tmp_path / "none"), str(tmp_path / "x"), shard="0/2", target_accuracy=0.9)

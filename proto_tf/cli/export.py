@@ -9,6 +9,11 @@ writes exports/adult_sparsemax/<next version>/ (TF Serving's layout).
 also serves `abstain_calibrated`: it refrains below a confidence threshold chosen on the
 run's validation split so that the decisions kept are 95 % accurate on new data (with
 probability 1 - --calibration_delta; proto_tf/calibration.py says how).
+
+  python run/export.py --model_dir=runs/adult_sparsemax --shard=0/4 --model_name=adult_shard0
+
+exports the first of 4 parts of the database with the `shard_answer` signature, which a
+router merges across the 4 exports (proto_tf/serving/sharding.py).
 """
 
 from absl import flags
@@ -60,6 +65,20 @@ flags.DEFINE_enum(
     "memory (attention still computes in float32; BENCHMARKS.md measures the cost).",
     flag_values=FLAGS,
 )
+flags.DEFINE_string(
+    "shard",
+    None,
+    "I/N: export only the I-th of N consecutive parts of the database, with the shard_answer "
+    "signature a router merges across the N exports (proto_tf.serving.sharding), e.g. 0/4.",
+    flag_values=FLAGS,
+)
+flags.DEFINE_integer(
+    "shard_entries",
+    None,
+    f"Entries per query the shard_answer signature reports (default {export.DEFAULT_SHARD_ENTRIES} with "
+    "--shard); the router refuses a sparsemax support that may not fit in them.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_float(
     "target_accuracy",
     None,
@@ -97,6 +116,8 @@ def main(argv):
         calibration_delta=FLAGS.calibration_delta,
         stream_above=FLAGS.stream_above,
         key_dtype=FLAGS.database_key_dtype,
+        shard=FLAGS.shard,
+        shard_entries=FLAGS.shard_entries,
     )
     print(f"Exported {path}")
 

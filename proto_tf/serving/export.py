@@ -36,6 +36,10 @@ DEFAULT_MAX_BATCH_SIZE = 8192
 DEFAULT_STREAM_ABOVE = 32768
 ABSTAIN_SIGNATURE = "abstain"
 CALIBRATED_SIGNATURE = "abstain_calibrated"  # Exports with a calibrated threshold.
+SHARD_SIGNATURE = "shard_answer"  # Exports with shard entries: a shard's answer for a router.
+# Entries a shard reports per query: past a sparsemax support of this many the router
+# refuses the answer (trained supports hold a few hundred at 1M prototypes).
+DEFAULT_SHARD_ENTRIES = 1024
 # The threshold's calibration (run/export.py --target_accuracy / --target_coverage).
 CALIBRATION_FILE = os.path.join("assets.extra", "proto_tf_calibration.json")
 
@@ -128,6 +132,26 @@ def serving_function(
         return outputs
 
     return serve
+
+
+def shard_function(
+    model: ProtoAttend,
+    inputs: ServingInputs,
+    database: PrototypeDatabase,
+    entries: int,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+) -> Callable:
+    """`shard(raw_inputs_dict) -> dict`: the answer of a shard holding `database` for raw
+    inputs (`ProtoAttend.shard_answer` with `entries` entries), which a router turns into
+    a `sharding.ShardAnswer` (`sharding.answer_from_outputs`) and merges with the other
+    shards' (`sharding.merge_answers`). Requests are checked as `serving_function`'s."""
+
+    def shard(raw):
+        raw = _checked(raw, inputs.signature, max_batch_size, inputs.value_ranges, inputs.missing_allowed)
+        keys, values, labels, indices = database.static_tensors()
+        return model.shard_answer(inputs.to_inputs(raw), keys, values, labels, indices, entries)
+
+    return shard
 
 
 def _checked(raw, signature, max_batch_size, value_ranges, missing_allowed=()):
@@ -292,6 +316,7 @@ def export_saved_model(
     class_names: Sequence[str] | None = None,
     calibration: Calibration | None = None,
     stream_above: int = DEFAULT_STREAM_ABOVE,
+    shard_entries: int | None = None,
 ) -> str:
     """Writes a SavedModel to `path` for TF Serving.
 
@@ -310,11 +335,15 @@ def export_saved_model(
     the kind and how its files are read. With a `calibration` (`evaluation.calibrate_on`), the
     signature `abstain_calibrated` abstains below its threshold, and the calibration
     (threshold, validation coverage and accuracy, the guaranteed bound, the table of
-    thresholds tested) is written to `CALIBRATION_FILE`.
+    thresholds tested) is written to `CALIBRATION_FILE`. With `shard_entries`, the
+    signature `shard_answer` answers as one shard of a sharded database
+    (`shard_function`).
     """
     endpoints = info.kind.serving_endpoints(info, preprocess)
     threshold = calibration.threshold if calibration is not None else None
-    write_saved_model(model, endpoints, database, path, top_k, max_batch_size, class_names, threshold, stream_above)
+    write_saved_model(
+        model, endpoints, database, path, top_k, max_batch_size, class_names, threshold, stream_above, shard_entries
+    )
     os.makedirs(os.path.join(path, os.path.dirname(EXPORT_DATA_FILE)), exist_ok=True)
     if calibration is not None:
         json_files.write_json(os.path.join(path, CALIBRATION_FILE), calibration.to_json())
@@ -334,13 +363,19 @@ def write_saved_model(
     class_names: Sequence[str] | None = None,
     calibrated_threshold: float | None = None,
     stream_above: int = DEFAULT_STREAM_ABOVE,
+    shard_entries: int | None = None,
 ) -> str:
     """Writes a SavedModel with, for each `{name: ServingInputs}` of `endpoints`, a
     signature `name` (`serving_default` for "") and, with a database, `abstain_<name>`
     (`abstain` for "") and, with a `calibrated_threshold`, `abstain_calibrated_<name>`
     (`abstain_calibrated` for ""): the abstain outputs at that threshold, without a
-    threshold input."""
+    threshold input; with `shard_entries`, `shard_answer_<name>` (`shard_answer` for
+    ""): the database's answer as one shard of a larger one (`shard_function`)."""
     _check_positive(top_k=top_k, max_batch_size=max_batch_size)
+    if shard_entries is not None:
+        _check_positive(shard_entries=shard_entries)
+        if database is None:
+            raise ConfigError("--shard_entries needs a model with prototypes; this run is a baseline.")
     archive = keras.export.ExportArchive()
     archive.track(model)  # The database's variables are tracked as the endpoints read them.
     for name, inputs in endpoints.items():
@@ -360,6 +395,12 @@ def write_saved_model(
             archive.add_endpoint(
                 f"{CALIBRATED_SIGNATURE}_{name}" if name else CALIBRATED_SIGNATURE,
                 _at_threshold(serve, float(calibrated_threshold)),
+                input_signature=[inputs.signature],
+            )
+        if shard_entries is not None:
+            archive.add_endpoint(
+                f"{SHARD_SIGNATURE}_{name}" if name else SHARD_SIGNATURE,
+                shard_function(model, inputs, database, shard_entries, max_batch_size),
                 input_signature=[inputs.signature],
             )
     archive.write_out(path, verbose=False)
@@ -399,6 +440,8 @@ def export_any(
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     stream_above: int = DEFAULT_STREAM_ABOVE,
     key_dtype: str = "float32",
+    shard_entries: int | None = None,
+    database_indices: np.ndarray | None = None,
 ) -> str:
     """Exports any ProtoAttend (any encoder, any data) with the signatures of the
     built-in datasets.
@@ -415,6 +458,9 @@ def export_any(
       class_names: names of the classes in label order.
       top_k, max_batch_size, stream_above: as for `export_saved_model`.
       key_dtype: the dtype the database's keys are stored in (`KEY_DTYPES`).
+      shard_entries: adds the `shard_answer` signature (`shard_function`).
+      database_indices: the prototypes' indices (default their positions), e.g. their
+        rows in the whole database when this one is a shard of it.
     """
     if not model.uses_database:
         raise ValueError("export_any needs a model with attention (prototypes).")
@@ -430,13 +476,22 @@ def export_any(
         for start in range(0, count, 1024)
     )
     keys, values = model.encode_batches(batches)
-    model.set_database(keys, values, np.asarray(database_labels), np.arange(count), key_dtype)
+    indices = np.arange(count) if database_indices is None else np.asarray(database_indices)
+    model.set_database(keys, values, np.asarray(database_labels), indices, key_dtype)
     database = model.database
     # Signature keys come from the specs' names: name each after its key.
     signature = {key: tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in input_signature.items()}
     inputs = ServingInputs(signature, preprocess)
     return write_saved_model(
-        model, {"": inputs}, database, path, top_k, max_batch_size, class_names, stream_above=stream_above
+        model,
+        {"": inputs},
+        database,
+        path,
+        top_k,
+        max_batch_size,
+        class_names,
+        stream_above=stream_above,
+        shard_entries=shard_entries,
     )
 
 
@@ -456,6 +511,8 @@ def export_model_dir(
     calibration_delta: float = DEFAULT_DELTA,
     stream_above: int = DEFAULT_STREAM_ABOVE,
     key_dtype: str = "float32",
+    shard: str | None = None,
+    shard_entries: int | None = None,
 ) -> str:
     """Exports a run of `run/train.py` as `<export_dir>/<model_name>/<next version>`,
     published atomically (`publish_version`).
@@ -475,11 +532,27 @@ def export_model_dir(
     (read by the dataset's kind, `DataKind.read_database`; prototype indices are then its rows): prototypes
     can be added or removed without retraining. Returns the version directory written.
 
+    With `shard` ("I/N"), the export holds only the I-th of N consecutive parts of that
+    database (prototype indices stay those of the whole) and adds the `shard_answer`
+    signature with `shard_entries` entries (default `DEFAULT_SHARD_ENTRIES`), which a
+    router merges across the N exports (`serving.sharding`); `shard_entries` alone adds
+    it to an export of the whole database.
+
     The `best` checkpoint of an unfinished run is refused (a RunDirectoryError saying
     how far it got); `checkpoint="last"` exports it anyway. Which checkpoint and step
     is exported is `report`ed.
     """
     _check_positive(top_k=top_k, max_batch_size=max_batch_size, stream_above=stream_above)
+    part = parse_shard(shard) if shard is not None else None
+    if part is not None and shard_entries is None:
+        shard_entries = DEFAULT_SHARD_ENTRIES
+    if shard_entries is not None:
+        _check_positive(shard_entries=shard_entries)
+    if part is not None and (target_accuracy is not None or target_coverage is not None):
+        raise ConfigError(
+            "--shard with --target_accuracy / --target_coverage: a shard's own confidence is not the "
+            "merged one; calibrate on the router's merged answers instead."
+        )
     if infer_database_size is not None:
         _check_positive(infer_database_size=infer_database_size)
     if key_dtype not in KEY_DTYPES:
@@ -515,6 +588,8 @@ def export_model_dir(
         check_against_data(dataclasses.replace(config, infer_database_size=size), len(dataset.train))
         database_split = inference_database(dataset.train, size, config.seed, info.class_shares)
         database = encode_database(model, dataset.preprocess, database_split, key_dtype=key_dtype)
+    if part is not None and database is not None:
+        database = _shard_of(model, database, *part, key_dtype)
     calibration = None
     if target_accuracy is not None or target_coverage is not None:
         calibration = _calibrate(model, dataset, config, target_accuracy, target_coverage, calibration_delta, report)
@@ -533,6 +608,7 @@ def export_model_dir(
             dataset.class_names,
             calibration,
             stream_above,
+            shard_entries,
         )
         if requests:
             warmup.write_warmup_requests(path, requests, name)
@@ -542,6 +618,25 @@ def export_model_dir(
     written = os.path.join(target, warmup.WARMUP_FILE) if requests else None
     report(warmup.describe(target, estimate, len(database) if database else 0, max_batch_size, written))
     return target
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`(I, N)` from `--shard=I/N`; a ConfigError saying what is valid otherwise."""
+    index, _, count = str(text).partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()) or not 0 <= int(index) < int(count):
+        raise ConfigError(f"--shard={text!r} must be I/N with 0 <= I < N, e.g. --shard=0/4 for the first of 4.")
+    return int(index), int(count)
+
+
+def _shard_of(model, database, index, count, key_dtype):
+    """The model's database cut to its `index`-th of `count` consecutive parts."""
+    size = len(database)
+    if count > size:
+        raise ConfigError(f"--shard={index}/{count}: a database of {size} prototypes cannot make {count} shards.")
+    start, end = index * size // count, (index + 1) * size // count
+    keys, values, labels = (t[start:end] for t in database.tensors())
+    model.set_database(keys, values, labels, database.indices[start:end], key_dtype)
+    return model.database
 
 
 def _warmup_requests(config, info, sizes=(1, 8)):
