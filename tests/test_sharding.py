@@ -137,13 +137,14 @@ def test_a_shard_whose_support_outgrows_its_entries_is_refused():
         sharding.answer_from_outputs(outputs, "shard 2")
 
 
-def test_four_exported_shards_merge_to_the_whole_databases_export(tmp_path):
+@pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
+def test_four_exported_shards_merge_to_the_whole_databases_export(tmp_path, attention):
     # The plan past one machine, end to end: each shard exported with its own rows (and
     # their indices in the whole), its `shard_answer` signature called as TF Serving
     # would, the answers merged by the router; the whole database's export agrees.
     rng = np.random.default_rng(4)
     encoder = keras.Sequential([keras.layers.Dense(16, activation="relu")])
-    model = ProtoAttend(encoder, num_classes=3, attention="sparsemax", attention_size=16, value_size=8)
+    model = ProtoAttend(encoder, num_classes=3, attention=attention, attention_size=16, value_size=8)
     model.build((None, 5))
     rows = rng.normal(size=(900, 5)).astype(np.float32)
     labels = rng.integers(0, 3, 900)
@@ -163,7 +164,7 @@ def test_four_exported_shards_merge_to_the_whole_databases_export(tmp_path):
         )
         served = tf.saved_model.load(path).signatures[export.SHARD_SIGNATURE](**request)
         answers.append(sharding.answer_from_outputs({k: v.numpy() for k, v in served.items()}, f"shard {n}"))
-    merged = sharding.merge_answers(answers, "sparsemax", 3)
+    merged = sharding.merge_answers(answers, attention, 3)
     expected = {k: v.numpy() for k, v in whole.signatures["serving_default"](**request).items()}
     np.testing.assert_allclose(tf.nn.softmax(merged["logits"]).numpy(), expected["probabilities"], atol=1e-5)
     np.testing.assert_allclose(merged["confidence"], expected["confidence"], atol=1e-5)
@@ -171,6 +172,8 @@ def test_four_exported_shards_merge_to_the_whole_databases_export(tmp_path):
     shown = expected["prototype_weights"] > 1e-4
     np.testing.assert_array_equal(merged["prototype_indices"][shown], expected["prototype_indices"][shown])
     assert (expected["prototype_weights"] > 0).sum(1).max() > 1  # Supports of several entries.
+    if attention == "softmax":  # Its merged top 5 needs only each shard's top 5.
+        assert max(answer.logits.shape[1] for answer in answers) == 5
 
 
 @pytest.mark.parametrize(

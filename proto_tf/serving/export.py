@@ -400,7 +400,11 @@ def write_saved_model(
         if shard_entries is not None:
             archive.add_endpoint(
                 f"{SHARD_SIGNATURE}_{name}" if name else SHARD_SIGNATURE,
-                shard_function(model, inputs, database, shard_entries, max_batch_size),
+                # Softmax's merged top-k needs only each shard's top-k; sparsemax needs
+                # each shard's whole support.
+                shard_function(
+                    model, inputs, database, shard_entries if model.attention == "sparsemax" else top_k, max_batch_size
+                ),
                 input_signature=[inputs.signature],
             )
     archive.write_out(path, verbose=False)
