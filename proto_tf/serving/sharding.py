@@ -2,7 +2,9 @@
 
 A database too large for one machine is split into shards, each served by its own
 replica. Each shard answers a batch of queries with a few sufficient statistics of its
-part (`answer_shard`), and a router merges the answers (`merge_answers`) into exactly the
+part: served, by the `shard_answer` signature of its export (`run/export.py --shard=I/N`;
+`ProtoAttend.shard_answer`), read by `answer_from_outputs`; or from its logits in NumPy
+(`answer_shard`). A router merges the answers (`merge_answers`) into exactly the
 decision, confidence and top prototypes that attention over the whole database gives:
 
 - softmax: a shard's maximum logit m, its sum of exp(logit - m), and the same sums
