@@ -375,7 +375,7 @@ def write_saved_model(
     if shard_entries is not None:
         _check_positive(shard_entries=shard_entries)
         if database is None:
-            raise ConfigError("--shard_entries needs a model with prototypes; this run is a baseline.")
+            raise ConfigError("--shard / --shard_entries need a model with prototypes; this run is a baseline.")
     archive = keras.export.ExportArchive()
     archive.track(model)  # The database's variables are tracked as the endpoints read them.
     for name, inputs in endpoints.items():
