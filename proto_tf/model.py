@@ -497,10 +497,7 @@ class ProtoAttend(Classifier):
         out = streaming.streamed_attention(
             queries, keys, values, labels, self.attention, self.num_classes, k, block_size
         )
-        rows = out["top_rows"]
-        queries = tf.cast(queries, tf.float32)
-        entry_keys = tf.cast(tf.gather(keys, rows), tf.float32)
-        logits = tf.einsum("bd,bkd->bk", queries, entry_keys) / math.sqrt(int(queries.shape[-1]))
+        rows, logits = out["top_rows"], out["top_logits"]
 
         def decision(vectors):
             return tf.cast(self.decision(tf.cast(vectors, self.compute_dtype)), tf.float32)

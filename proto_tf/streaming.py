@@ -34,9 +34,9 @@ from proto_tf.sparsemax import threshold_from_sorted
 
 DEFAULT_BLOCK_SIZE = 65536  # Rows of keys per block: a [128, 65536] block is 32 MB.
 # Sparsemax: keys per chunk, the unit whose maximum the scan keeps. Smaller chunks gather
-# fewer keys around a scattered support but cost the scan more (the maxima of chunks of
-# 32 add a quarter to it): at 1M x 128, 64 is the fastest on random and trained keys
-# (BENCHMARKS.md). Chunks grow to 128 keys so that a query keeps at most
+# fewer keys around a scattered support but cost the scan more (a maximum over fewer
+# keys per chunk): at 1M x 128, 64 was the fastest on trained keys, and within 3% of 128
+# on random ones. Chunks grow to 128 keys so that a query keeps at most
 # `MAX_CHUNK_MAXIMA` (64 MB of maxima at batch 128), and are 128 where D is not static.
 CHUNK_SIZE = 128
 MIN_CHUNK_SIZE = 64
@@ -74,7 +74,8 @@ def streamed_attention(
 
     Returns `weighted_values [B, d_v]`, `confidence [B]` (Eq. 3) and the `top_k`
     prototypes: `top_weights [B, k]` (descending) and `top_rows [B, k]` (int32 rows of
-    the database; entries past a sparse support have weight 0). Softmax also returns its
+    the database; entries past a sparse support have weight 0) and `top_logits [B, k]`
+    (their logits q . k / sqrt(d)). Softmax also returns its
     sums before normalisation: `max_logit [B]` (m), `sum_exp [B]` (of exp(logit - m)),
     `weighted_sum [B, d_v]` and `class_mass [B, C]` (the same sums times the values and
     the one-hot labels).
@@ -195,9 +196,9 @@ def _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits):
         top_values, top_rows, (block_top, columns) = _running_top(
             top_values, top_rows, logits, lambda columns: columns + start, top_k
         )
-        # The block's own softmax is one fused kernel (maximum, exponentials, sum, 15-30%
-        # faster than those as separate ops); the block's sum of exp(l - max) is 1 / its
-        # weight at the block's largest logit, the first of the block's top.
+        # The block's own softmax is one fused kernel (maximum, exponentials, sum; faster
+        # than those as separate ops); the block's sum of exp(l - max) is 1 / its weight
+        # at the block's largest logit, the first of the block's top.
         block_max, block_argmax = block_top[:, 0], columns[:, 0]
         normalized = tf.nn.softmax(logits)
         block_total = 1.0 / tf.gather(normalized, block_argmax, batch_dims=1)
@@ -223,6 +224,7 @@ def _softmax(queries, values, labels, num_classes, top_k, blocks, block_logits):
         "confidence": tf.minimum(tf.reduce_max(mass, axis=1) / total, 1.0),
         "top_weights": tf.exp(top_values - peak[:, None]) / total[:, None],
         "top_rows": top_rows,
+        "top_logits": top_values,
         # The unnormalised sums, which shards of a database merge (`serving.sharding`).
         "max_logit": peak,
         "sum_exp": total,
@@ -319,7 +321,7 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
         tau = _segment_threshold(query, logit, batch)  # [B], float64.
         excess = tf.cast(logit, tf.float64) - tf.gather(tau, query)
         weighted, mass = _support_sums(query, excess, row, values, labels, num_classes, batch)
-        return weighted, mass, tf.maximum(top_values - tf.cast(tau[:, None], tf.float32), 0.0), top_rows
+        return weighted, mass, tf.maximum(top_values - tf.cast(tau[:, None], tf.float32), 0.0), top_rows, top_values
 
     def by_passes():
         # Michelot's passes over the blocks from the lower bound, then one pass for the
@@ -354,17 +356,20 @@ def _sparsemax(queries, keys, values, labels, num_classes, top_k, gather_fractio
             *_empty_top(batch, top_k),
         )
         weighted, mass, best_values, best_rows = _over_blocks(accumulate, initial, blocks)
-        return weighted, mass, tf.maximum(best_values - tau, 0.0), best_rows
+        return weighted, mass, tf.maximum(best_values - tau, 0.0), best_rows, best_values
 
     # The gathered keys against the keys the passes would read, per pass.
     gathered = tf.cast(needed, tf.float32) / tf.cast(tf.size(chunk_maxima, out_type=tf.int64), tf.float32)
     fits = needed * chunk <= MAX_GATHERED_KEYS
-    weighted, mass, top_weights, top_rows = tf.cond((gathered <= gather_fraction) & fits, from_chunks, by_passes)
+    weighted, mass, top_weights, top_rows, top_shifted = tf.cond(
+        (gathered <= gather_fraction) & fits, from_chunks, by_passes
+    )
     return {
         "weighted_values": weighted,
         "confidence": tf.minimum(tf.reduce_max(mass, axis=1), 1.0),
         "top_weights": top_weights,
         "top_rows": top_rows,
+        "top_logits": top_shifted + shift,
     }
 
 
