@@ -51,6 +51,17 @@ def _reference(normalization, queries, keys, values, labels, classes=3):
     return logits, weights, weights @ values, np.minimum(mass.max(1), 1.0)
 
 
+def _recorded_loops(monkeypatch):
+    """The names of the loops streamed attention runs from here on (eager: tf.cond runs
+    one branch): "scan", "gather_round", or the passes over the blocks."""
+    loops = []
+    over_blocks = streaming._over_blocks
+    monkeypatch.setattr(
+        streaming, "_over_blocks", lambda step, *rest: loops.append(step.__name__) or over_blocks(step, *rest)
+    )
+    return loops
+
+
 @pytest.mark.parametrize("normalization", ["softmax", "sparsemax"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_streamed_attention_is_exact_against_float64_and_the_dense_layer(normalization, case):
@@ -149,11 +160,7 @@ def test_a_support_spread_over_many_chunks_is_gathered_not_passed_over(monkeypat
     chunk = streaming.chunk_size(size)
     chunks = [np.unique(np.flatnonzero(row > 0) // chunk).size for row in weights]
     assert sum(chunks) * chunk * 16 * 4 > 4 * streaming.ROUND_KEY_BYTES  # The case: several rounds of chunks.
-    loops = []  # The loops run (eager: tf.cond runs one branch): over blocks, or over rounds.
-    over_blocks = streaming._over_blocks
-    monkeypatch.setattr(
-        streaming, "_over_blocks", lambda step, *rest: loops.append(step.__name__) or over_blocks(step, *rest)
-    )
+    loops = _recorded_loops(monkeypatch)
     out = streaming.streamed_attention(queries, keys, values, labels, "sparsemax", 3, 5, 4096)
     assert loops == ["scan", "gather_round"]  # One pass over the database, then gathered rounds.
     tolerance = 2e-6 + 4 * np.finfo(np.float32).eps * np.abs(logits).max()
@@ -172,11 +179,7 @@ def test_one_flat_query_in_a_batch_of_sparse_ones_is_gathered_exactly(monkeypatc
     queries = np.concatenate([np.zeros((1, 16)), 12.0 * rng.normal(size=(7, 16))]).astype(np.float32)
     logits, weights, weighted, confidence = _reference("sparsemax", queries, keys, values, labels)
     assert (weights[0] > 0).all() and (weights[1:] > 0).sum(1).max() < 20  # The case.
-    loops = []
-    over_blocks = streaming._over_blocks
-    monkeypatch.setattr(
-        streaming, "_over_blocks", lambda step, *rest: loops.append(step.__name__) or over_blocks(step, *rest)
-    )
+    loops = _recorded_loops(monkeypatch)
     out = streaming.streamed_attention(queries, keys, values, labels, "sparsemax", 3, 5, 1024, gather_fraction=0.25)
     assert loops == ["scan", "gather_round"]
     tolerance = 2e-6 + 4 * np.finfo(np.float32).eps * np.abs(logits).max()
@@ -193,11 +196,7 @@ def test_a_batch_past_the_gathered_keys_cap_runs_the_passes(monkeypatch):
     queries = (0.3 * rng.normal(size=(4, 16))).astype(np.float32)
     _, weights, weighted, _ = _reference("sparsemax", queries, keys, values, labels)
     monkeypatch.setattr(streaming, "MAX_GATHERED_KEYS", 64)
-    loops = []
-    over_blocks = streaming._over_blocks
-    monkeypatch.setattr(
-        streaming, "_over_blocks", lambda step, *rest: loops.append(step.__name__) or over_blocks(step, *rest)
-    )
+    loops = _recorded_loops(monkeypatch)
     out = streaming.streamed_attention(queries, keys, values, labels, "sparsemax", 3, 5, 1024, gather_fraction=1.0)
     assert loops[0] == "scan" and "gather_round" not in loops and loops[-1] == "accumulate"
     np.testing.assert_allclose(out["weighted_values"], weighted, atol=1e-5, rtol=0)
