@@ -35,8 +35,8 @@ from proto_tf.sparsemax import threshold_from_sorted
 DEFAULT_BLOCK_SIZE = 65536  # Rows of keys per block: a [128, 65536] block is 32 MB.
 # Sparsemax: keys per chunk, the unit whose maximum the scan keeps. Smaller chunks gather
 # fewer keys around a scattered support but cost the scan more (a maximum over fewer
-# keys per chunk): at 1M x 128, 64 was the fastest on trained keys, and within 3% of 128
-# on random ones. Chunks grow to 128 keys so that a query keeps at most
+# keys per chunk): at 1M x 128, 64 was the fastest on trained keys, and close to 128 on
+# random ones. Chunks grow to 128 keys so that a query keeps at most
 # `MAX_CHUNK_MAXIMA` (64 MB of maxima at batch 128), and are 128 where D is not static.
 CHUNK_SIZE = 128
 MIN_CHUNK_SIZE = 64
