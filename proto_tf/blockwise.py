@@ -20,9 +20,10 @@ def block_maxima(rows: tf.Tensor, block_size: int = DEFAULT_BLOCK_SIZE) -> tf.Te
     Returns `(blocks [R, ceil(n / block_size), block_size], maxima [R, num_blocks])`;
     the last block is padded with `-inf`.
     """
-    length = tf.shape(rows)[-1]
-    padding = -length % block_size
-    padded = tf.pad(rows, [[0, 0], [0, padding]], constant_values=-float("inf"))
+    padded = rows
+    if rows.shape[-1] is None or rows.shape[-1] % block_size:  # A pad writes a copy of the rows.
+        padding = -tf.shape(rows)[-1] % block_size
+        padded = tf.pad(rows, [[0, 0], [0, padding]], constant_values=-float("inf"))
     blocks = tf.reshape(padded, [tf.shape(rows)[0], -1, block_size])
     return blocks, tf.reduce_max(blocks, axis=-1)
 

@@ -38,7 +38,9 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP
 
     The default path never sorts whole rows, eagerly, in a `tf.function` (rows of
     known or unknown width) and under XLA (`jit_compile=True`), where it takes a
-    static-shaped form (`sparsemax_threshold_fast`).
+    static-shaped form (`sparsemax_threshold_fast`). Outside XLA, rows of a known
+    width of 256 or more write no row-sized tensor but the answer
+    (`_sparsemax_of_long_rows`): about the cost of one softmax.
 
     Returns:
       A tensor of the dtype and shape of `logits`, non-negative, each row summing
@@ -65,6 +67,19 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP
         perm = list(range(rank))
         perm[axis], perm[-1] = perm[-1], perm[axis]
         x = tf.transpose(x, perm)
+    width = x.shape[-1]
+    if top_k is not None and width is not None and _bound_block_size(width) is not None and not _in_xla_context():
+        probabilities = tf.reshape(_sparsemax_of_long_rows(tf.reshape(x, [-1, width])), tf.shape(x))
+    else:
+        probabilities = _sparsemax_of_rows(x, top_k)
+    if axis != rank - 1:
+        probabilities = tf.transpose(probabilities, perm)  # A swap is its own inverse.
+    return tf.cast(probabilities, logits.dtype)
+
+
+def _sparsemax_of_rows(x, top_k):
+    """Sparsemax along the last axis of float32 `x`, every entry computed densely: the
+    full sort (`top_k` None), XLA's static form and rows of unknown width."""
     # A row holding NaN or +inf has no projection onto the simplex: it maps to NaN
     # (values and gradient) on every path. The threshold is found on a clean copy.
     invalid = tf.reduce_any(tf.logical_or(tf.math.is_nan(x), tf.equal(x, float("inf"))), axis=-1, keepdims=True)
@@ -78,10 +93,86 @@ def sparsemax(logits: tf.Tensor, axis: int = -1, top_k: int | None = DEFAULT_TOP
         tau = sparsemax_threshold(clean)
     else:
         tau = sparsemax_threshold_fast(clean, top_k)
-    probabilities = _project(x - shift, tf.stop_gradient(tau), invalid)
-    if axis != rank - 1:
-        probabilities = tf.transpose(probabilities, perm)  # A swap is its own inverse.
-    return tf.cast(probabilities, logits.dtype)
+    return _project(x - shift, tf.stop_gradient(tau), invalid)
+
+
+def _sparsemax_of_long_rows(rows):
+    """Sparsemax of each row of float32 `rows` `[R, n]` (n >= 256, static), exactly as
+    `_sparsemax_of_rows` computes it (bit for bit), at the cost of one written output.
+
+    Over long rows the cost is memory, not arithmetic: every full-size tensor written
+    costs about what a whole softmax does. So nothing of the row's size is written but
+    the answer: the block maxima (one read) give the row maximum, the NaN/+inf check
+    (reductions propagate NaN) and a lower bound of the threshold; only the few blocks
+    whose maximum is above the bound can hold the support, and only their entries are
+    read again, shifted and projected; the answer is those blocks scattered into zeros.
+    """
+    width = rows.shape[-1]
+    block_size = _divisor_block_size(width, _bound_block_size(width))
+    blocks, maxima = blockwise.block_maxima(rows, block_size)
+    row_max = tf.reduce_max(maxima, axis=-1, keepdims=True)
+    invalid = tf.logical_or(tf.math.is_nan(row_max), tf.equal(row_max, float("inf")))
+    shift = tf.stop_gradient(_row_shift(tf.where(invalid, tf.zeros_like(row_max), row_max)))
+    # Rows that are NaN in the end are thresholded as if they were zeros, so that no
+    # NaN reaches the bound or the sort.
+    shifted_maxima = tf.where(invalid, tf.zeros_like(maxima), maxima - shift)
+    lower_bound = _subset_lower_bound(shifted_maxima)
+    needed = tf.reduce_sum(tf.cast(shifted_maxima > lower_bound, tf.int32), axis=-1)
+    # At least one block, so that a fully masked row still has a (-inf) entry.
+    kept = tf.math.top_k(shifted_maxima, tf.maximum(tf.reduce_max(needed), 1)).indices
+    entries = blockwise.gather_blocks(blocks, kept)[0]
+    shifted = entries - shift  # The same arithmetic as the dense path's x - shift.
+    clean = tf.where(invalid, tf.zeros_like(shifted), shifted)
+    candidates = tf.ragged.boolean_mask(clean, clean > lower_bound)
+    candidates = candidates.to_tensor(
+        default_value=-float("inf"),
+        shape=tf.stack([tf.cast(tf.shape(rows)[0], tf.int64), tf.maximum(tf.reduce_max(candidates.row_lengths()), 1)]),
+    )
+    tau = tf.stop_gradient(sparsemax_threshold(candidates))
+    return _project_blocks(rows, tf.nn.relu(shifted - tau), kept, invalid, block_size)
+
+
+def _divisor_block_size(width, preferred):
+    """A block size near `preferred` that divides `width`, so that the rows need no
+    padded copy; `preferred` itself (padded) when none between its half and double does."""
+    for size in (*range(preferred, preferred // 2 - 1, -1), *range(preferred + 1, 2 * preferred + 1)):
+        if width % size == 0:
+            return size
+    return preferred
+
+
+def _project_blocks(rows, values, kept, invalid, block_size):
+    """`[R, n]` zeros holding `values` `[R, m * block_size]`, the entries of the blocks
+    `kept` `[R, m]` of each row (entries past the row's end hold zeros), NaN in the rows
+    where `invalid`; with sparsemax's exact gradient with respect to `rows`."""
+
+    @tf.custom_gradient
+    def project(rows):
+        num_rows, width = tf.shape(rows)[0], rows.shape[-1]
+        num_blocks = -(-width // block_size)
+        block_ids = tf.stack([tf.broadcast_to(tf.range(num_rows)[:, None], tf.shape(kept)), kept], axis=-1)
+        blocks = tf.reshape(values, [num_rows, -1, block_size])
+        if num_blocks * block_size == width:
+            probabilities = tf.scatter_nd(block_ids, blocks, tf.stack([num_rows, num_blocks, block_size]))
+        else:
+            # The last block is padded: scattered entry by entry, past-the-end entries
+            # (relu(-inf) = 0) clipped to the last column, to which they add 0.
+            columns = tf.minimum(block_ids[..., 1:] * block_size + tf.range(block_size), width - 1)
+            rows_of = tf.broadcast_to(block_ids[..., :1], tf.shape(columns))
+            probabilities = tf.scatter_nd(tf.stack([rows_of, columns], -1), blocks, tf.stack([num_rows, width]))
+        probabilities = tf.reshape(probabilities, [num_rows, width])
+        probabilities = tf.cond(
+            tf.reduce_any(invalid),
+            lambda: tf.where(invalid, tf.constant(float("nan")), probabilities),
+            lambda: probabilities,
+        )
+
+        def grad(upstream):
+            return _sparsemax_gradient(upstream, probabilities, invalid)
+
+        return probabilities, grad
+
+    return project(rows)
 
 
 def threshold_from_sorted(sorted_desc: tf.Tensor, shift: tf.Tensor) -> tf.Tensor:
@@ -300,16 +391,19 @@ def _project(logits, tau, invalid):
     """
     # Masked entries stay at 0: -inf - tau is -inf, also for the +inf threshold of a
     # fully masked row.
-    nan = tf.constant(float("nan"), logits.dtype)
-    probabilities = tf.where(invalid, nan, tf.nn.relu(logits - tau))
+    probabilities = tf.where(invalid, tf.constant(float("nan"), logits.dtype), tf.nn.relu(logits - tau))
 
     def grad(upstream):
-        # The Jacobian is diag(s) - s s^T / |s| with s the support indicator:
-        # on the support, the upstream gradient minus its mean over the support.
-        support = tf.cast(probabilities > 0, upstream.dtype)
-        support_size = tf.reduce_sum(support, axis=-1, keepdims=True)
-        support_mean = tf.math.divide_no_nan(tf.reduce_sum(upstream * support, axis=-1, keepdims=True), support_size)
-        logits_grad = tf.where(invalid, nan, support * (upstream - support_mean))
-        return logits_grad, tf.zeros_like(tau), None
+        return _sparsemax_gradient(upstream, probabilities, invalid), tf.zeros_like(tau), None
 
     return probabilities, grad
+
+
+def _sparsemax_gradient(upstream, probabilities, invalid):
+    """The gradient of sparsemax with respect to its logits, given its output."""
+    # The Jacobian is diag(s) - s s^T / |s| with s the support indicator: on the
+    # support, the upstream gradient minus its mean over the support.
+    support = tf.cast(probabilities > 0, upstream.dtype)
+    support_size = tf.reduce_sum(support, axis=-1, keepdims=True)
+    support_mean = tf.math.divide_no_nan(tf.reduce_sum(upstream * support, axis=-1, keepdims=True), support_size)
+    return tf.where(invalid, tf.constant(float("nan"), upstream.dtype), support * (upstream - support_mean))

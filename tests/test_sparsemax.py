@@ -325,3 +325,72 @@ def test_nan_and_positive_infinity_rows_are_nan_on_every_path(mode):
     assert np.isfinite(grad[3]).all()
     # On the support {0, 1, 2}: upstream minus its mean there (2), zero off it.
     np.testing.assert_allclose(grad[3], [-1, 0, 1, 0], atol=1e-6)
+
+
+def _wide_special_rows(width):
+    """The NaN/+inf, dominant and near-overflow rows of the tests above, padded to
+    `width` with -inf (masked) and ordinary logits, so the long-row path sees them."""
+    big = np.finfo(np.float32).max
+    rng = np.random.default_rng(width)
+    rows = np.concatenate([rng.normal(size=(4, width)), np.full((5, width), -np.inf)]).astype(np.float32)
+    rows[0, width // 2] = np.nan
+    rows[1, -1] = np.inf
+    rows[4, :4] = [1e8, 0, 0, 0]
+    rows[5, [3, width - 2]] = big
+    rows[6, :] = -big
+    rows[7, :3] = [big, -big, 0]
+    rows[8, :3] = [0.5, 0.4, 0.3]
+    return rows
+
+
+# 300 wide: blocks of 15 (no padding); 20000: blocks of 125; 10007 (prime): padded.
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("width", [300, 20000, 10007])
+def test_special_rows_of_long_rows_on_every_path(mode, width):
+    logits = _wide_special_rows(width)
+    got = _call(logits, mode, 64)
+    assert np.isnan(got[:2]).all()
+    expected = np.zeros((9, width))
+    expected[2:4] = sparsemax_bisection(logits[2:4].astype(np.float64))
+    expected[4, 0] = 1.0
+    expected[5, [3, width - 2]] = 0.5
+    expected[6, :] = 1.0 / width
+    expected[7, 0] = 1.0
+    expected[8, :3] = [13 / 30, 10 / 30, 7 / 30]
+    np.testing.assert_allclose(got[2:], expected[2:], atol=1e-6)
+    if not mode.startswith("xla"):
+        np.testing.assert_array_equal(got[2:], sparsemax(tf.constant(logits[2:]), top_k=None).numpy())
+
+    def gradient(z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = tf.reduce_sum(sparsemax(z) * tf.range(width, dtype=tf.float32)[None])
+        return tape.gradient(loss, z)
+
+    grad = _in_mode(gradient, mode)(tf.constant(logits)).numpy()
+    assert np.isnan(grad[:2]).all() and np.isfinite(grad[2:]).all()
+    # Row 8's support {0, 1, 2}: upstream 0, 1, 2 minus its mean there (1).
+    np.testing.assert_allclose(grad[8, :4], [-1, 0, 1, 0], atol=1e-6)
+
+
+# Views of a tensor write nothing; every other op with a row-sized output writes one.
+_VIEW_OPS = {"Placeholder", "Reshape", "Identity", "IdentityN", "StatelessIf", "If", "Cast"}
+
+
+@pytest.mark.parametrize(
+    "width, written", [(65536, ["ScatterNd"]), (60000, ["ScatterNd"]), (65537, ["PadV2", "ScatterNd"])]
+)
+def test_the_long_row_path_writes_only_its_answer(width, written):
+    # Over long rows the time of sparsemax is the row-sized tensors it writes (each
+    # costs about a whole softmax): the default path writes the answer alone (plus a
+    # padded copy where no block size near 128 divides the width). A change that
+    # writes another (a cleaned or shifted copy of the logits) fails here, where a
+    # timing would not.
+    graph = tf.function(lambda z: sparsemax(z)).get_concrete_function(tf.TensorSpec([8, width])).graph
+    row_sized = [
+        op.type
+        for op in graph.get_operations()
+        if op.type not in _VIEW_OPS
+        and any(t.shape.num_elements() and t.shape.num_elements() >= 8 * width for t in op.outputs)
+    ]
+    assert row_sized == written

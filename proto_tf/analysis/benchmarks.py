@@ -428,7 +428,8 @@ def trained_attention_logits(model_dir, max_size, batch_size):
 
 
 def normalization_latencies(logits, database_sizes, batch_sizes, rounds=3):
-    """Seconds per call of softmax and of the default sparsemax on the first
+    """Seconds per call of softmax (the layer's masked one, and `tf.nn.softmax`) and of
+    the default sparsemax on the first
     `batch_size` rows and `D` columns of `logits`, in a `tf.function` and compiled by
     XLA. Softmax and sparsemax alternate over `rounds`, and each keeps its median, so a
     machine's drift weighs on both.
@@ -441,6 +442,7 @@ def normalization_latencies(logits, database_sizes, batch_sizes, rounds=3):
             for compiler, jit_compile in (("graph", False), ("xla", True)):
                 functions = {
                     "softmax": tf.function(masked_softmax, jit_compile=jit_compile),
+                    "nn_softmax": tf.function(tf.nn.softmax, jit_compile=jit_compile),
                     "sparsemax": tf.function(lambda z: sparsemax(z), jit_compile=jit_compile),
                 }
                 times = {name: [] for name in functions}
