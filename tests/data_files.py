@@ -191,3 +191,88 @@ def write_own_documents(folder, rows=60, test_rows=20, seed=0):
                     body += "\nsecond line"
                 writer.writerow([f"{topic} news {index}", body, topic])
     return folder
+
+
+def _topic_texts(rng, count, num_classes, words_per_text=(8, 16)):
+    """`count` (label, title, body) rows: each class has four words of its own, and a
+    text is three quarters its class's words and a quarter words shared by every class, so a
+    character model has to find the class's words to tell the classes apart."""
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocabulary = ["".join(rng.choice(letters, rng.integers(4, 8))) for _ in range(4 * num_classes + 40)]
+    own, shared = vocabulary[: 4 * num_classes], vocabulary[4 * num_classes :]
+    rows = []
+    for index in range(count):
+        label = index % num_classes
+        length = rng.integers(*words_per_text)
+        words = [
+            own[4 * label + rng.integers(4)] if rng.random() < 0.75 else shared[rng.integers(len(shared))]
+            for _ in range(length)
+        ]
+        rows.append((label, " ".join(words[:2]).title(), " ".join(words[2:]) + "."))
+    return rows
+
+
+def write_learnable_dbpedia(folder, train=1400, test=280, seed=0):
+    """DBPedia's train.csv / test.csv (`class,"title","content"`, classes 1-14) whose
+    classes a character model can learn in a few hundred steps (`_topic_texts`)."""
+    rng = np.random.default_rng(seed)
+    rows = _topic_texts(rng, train + test, 14)
+    rng.shuffle(rows)
+    os.makedirs(folder, exist_ok=True)
+    for name, part in (("train.csv", rows[:train]), ("test.csv", rows[train:])):
+        with open(os.path.join(folder, name), "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+            writer.writerows([[label + 1, title, body] for label, title, body in part])
+    return folder
+
+
+def write_learnable_documents(folder, train=1000, test=200, num_classes=5, seed=0):
+    """A user's documents (train.csv / test.csv: title, body, topic) from `_topic_texts`."""
+    rng = np.random.default_rng(seed)
+    rows = _topic_texts(rng, train + test, num_classes)
+    rng.shuffle(rows)
+    os.makedirs(folder, exist_ok=True)
+    for name, part in (("train.csv", rows[:train]), ("test.csv", rows[train:])):
+        with open(os.path.join(folder, name), "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["title", "body", "topic"])
+            writer.writerows([[title, body, f"topic_{label}"] for label, title, body in part])
+    return folder
+
+
+def write_learnable_images(folder, per_class=60, test_per_class=15, size=(16, 16), seed=0):
+    """train/<class>/*.png and test/<class>/*.png of four classes told apart by the
+    direction of their stripes (horizontal, vertical and both diagonals) under noise,
+    at random phases and equal mean brightness: a model has to learn shapes."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[: size[0], : size[1]]
+    directions = {"horizontal": (1, 0), "vertical": (0, 1), "diagonal": (1, 1), "antidiagonal": (1, -1)}
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        for name, (a, b) in directions.items():
+            os.makedirs(os.path.join(folder, split, name), exist_ok=True)
+            for index in range(count):
+                phase = rng.uniform(0, 2 * np.pi)
+                stripes = np.sin(2 * np.pi * (a * rows + b * columns) / 4 + phase)
+                image = 128 + 60 * stripes + rng.normal(0, 30, size)
+                _write_png(
+                    os.path.join(folder, split, name, f"{index}.png"),
+                    np.clip(image, 0, 255).astype(np.uint8)[..., None].repeat(3, -1),
+                )
+    return folder
+
+
+def write_learnable_table(folder, train=1500, test=300, seed=0):
+    """A user's table (train.csv / test.csv): two numeric and one categorical column,
+    the label ("yes"/"no") a rule over all three that no single column gives."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for name, count in (("train.csv", train), ("test.csv", test)):
+        x, y = rng.normal(size=count), rng.normal(size=count)
+        colour = rng.choice(["red", "green", "blue"], count)
+        flip = np.where(colour == "red", -1.0, 1.0)
+        label = np.where(flip * x * y + 0.3 * (colour == "blue") > 0, "yes", "no")
+        with open(os.path.join(folder, name), "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["x", "y", "colour", "label"])
+            writer.writerows(zip(np.round(x, 4), np.round(y, 4), colour, label))
+    return folder

@@ -5,15 +5,11 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from proto_tf.encoders.layers import DenseNormStack, FusedBatchNormalization
-
-# The authors' code: tf.layers.batch_normalization(momentum=0.9, epsilon=1e-5).
-_BN_MOMENTUM = 0.9
-_BN_EPSILON = 1e-5
+from proto_tf.encoders.layers import BN_EPSILON, BN_MOMENTUM, DenseNormStack, FusedBatchNormalization
 
 
 def _batch_norm(name):
-    return FusedBatchNormalization(momentum=_BN_MOMENTUM, epsilon=_BN_EPSILON, name=name)
+    return FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
 
 
 def _conv(filters, kernel_size, strides, weight_decay, name):

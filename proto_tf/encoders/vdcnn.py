@@ -5,7 +5,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from proto_tf.encoders.layers import DenseNormStack, FusedBatchNormalization
+from proto_tf.encoders.layers import BN_EPSILON, BN_MOMENTUM, DenseNormStack, FusedBatchNormalization
 
 # 69 characters (Zhang & LeCun, 2015); code 0 is padding and unknown characters.
 VOCABULARY_SIZE = 70
@@ -44,7 +44,8 @@ class VDCNN(keras.Model):
     16-d embeddings of the character codes; a conv (64 filters, width 3, stride 2);
     8 convs of width 3 with `block_filters` (64, 64, 128, 128, 256, 256, 512, 512),
     max-pooling (width 3, stride 2) after each pair; every conv followed by BN and
-    ReLU; k-max pooling (k = 8); two Dense(1024) + ReLU + LayerNorm.
+    ReLU; k-max pooling (k = 8); two Dense(1024) + ReLU + LayerNorm. BatchNorm as in
+    the authors' ResNet (momentum 0.9, epsilon 1e-5; `layers.BN_MOMENTUM`).
 
     Appendix A says the convolutional filters "use weight normalization with
     parameter 0.00001". Weight normalisation (Salimans & Kingma) has no such
@@ -104,7 +105,7 @@ class VDCNN(keras.Model):
                 kernel_regularizer=regularizer,
                 name=name,
             ),
-            FusedBatchNormalization(name=f"{name}_bn"),
+            FusedBatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn"),
             keras.layers.ReLU(name=f"{name}_relu"),
         ]
 

@@ -85,8 +85,9 @@ class ExperimentConfig:
     candidate_refresh: int = 0
     # > 0: before each evaluation and the last checkpoint, BatchNorm's moving statistics
     # are replaced by the mean batch statistics of this many training steps' encoder
-    # batches. 0 (the authors' way) evaluates with the moving averages, which with
-    # momentum 0.9 are within 0.1 points of the re-estimate (RESULTS.md).
+    # batches. 0 (the authors' way) evaluates with the moving averages (momentum 0.9 in
+    # every encoder, encoders.layers.BN_MOMENTUM); the learning tests check that they
+    # answer as the batch statistics do (tests/test_learning.py).
     batchnorm_batches: int = 0
     # Data.
     label_noise: float = 0.0
