@@ -123,6 +123,9 @@ def test_truncated_cifar_batches(tmp_path):
     path.write_bytes(pickle.dumps({b"data": np.zeros([4, 3000], np.uint8), b"labels": [0] * 4}))
     with pytest.raises(DataError, match=r"data_batch_3: expected data \[N, 3072\]"):
         load_dataset("cifar10", str(tmp_path / "py"))
+    # The real batches: written by Python 2 (protocol 2, with str keys read as bytes).
+    path.write_bytes(pickle.dumps({b"data": np.zeros([4, 3072], np.uint8), b"labels": [0, 1, 2, 3]}, protocol=2))
+    load_dataset("cifar10", str(tmp_path / "py"))
     write_cifar10(str(tmp_path / "bin"), binary=True)
     path = tmp_path / "bin" / "cifar-10-batches-bin" / "test_batch.bin"
     path.write_bytes(path.read_bytes()[:-10])
@@ -255,3 +258,24 @@ def test_adult_values_outside_the_vocabulary_are_counted_and_refused_when_most(t
         r"vocabulary \(most common: 'M'\); valid: Female, Male \(or \? for a missing value\)\.",
     ):
         load_dataset("adult", folder, validation_fraction=0.0)
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path, protocol):
+    write_cifar10(str(tmp_path / "py"))
+    marker = tmp_path / "ran"
+    path = tmp_path / "py" / "cifar-10-batches-py" / "data_batch_1"
+    path.write_bytes(pickle.dumps({b"data": _RunsACommand(marker), b"labels": [0]}, protocol=protocol))
+    with pytest.raises(
+        DataError, match=r"data_batch_1: .*names (posix|os)\.system, which a CIFAR-10 batch never holds"
+    ):
+        load_dataset("cifar10", str(tmp_path / "py"))
+    assert not marker.exists()

@@ -159,10 +159,30 @@ def load_cifar10(data_dir, download=False):
     return [Split(train_x, train_y, np.arange(len(train_y))), Split(test_x, test_y, np.arange(len(test_y)))]
 
 
+# What a CIFAR-10 python batch may name: NumPy arrays, dtypes and scalars, and bytes
+# (its dict and lists need no global). Anything else (a pickle that would call os.system,
+# say) is refused before it runs.
+_CIFAR_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric", "numpy._core.numeric")
+    for name in ("_reconstruct", "scalar", "_frombuffer")
+} | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # Protocol 2 writes bytes by encode.
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it names {module}.{name}, which a CIFAR-10 batch never holds (only NumPy arrays, lists and "
+                "bytes); it was not loaded"
+            )
+        return super().find_class(module, name)
+
+
 def _read_cifar_python(path):
     try:
         with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = _CifarUnpickler(handle, encoding="bytes").load()
         data, labels = batch[b"data"], batch[b"labels"]
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
         raise DataError(
