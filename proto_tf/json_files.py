@@ -3,6 +3,7 @@ clear error."""
 
 import json
 import os
+import tempfile
 from typing import Callable, TextIO
 
 from proto_tf.errors import RunDirectoryError
@@ -17,21 +18,37 @@ def write_atomically(path: str, write: Callable[[TextIO], None]) -> str:
     """Calls `write(handle)` on a temporary file renamed to `path`, so a kill leaves the
     old file or the new one, never half of one; a write that fails (a full disk) is a
     RunDirectoryError naming the file, the old file left as it was. Returns `path`."""
-    temporary = f"{path}.tmp-{os.getpid()}"
+    temporary = None
     try:
-        with open(temporary, "w", newline="") as handle:
+        handle, temporary = temporary_beside(path)
+        with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
     except OSError as error:  # A full disk, a read-only folder.
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
         raise RunDirectoryError(
             f"could not write {path} ({error.strerror}); "
             + ("the earlier file is intact." if os.path.exists(path) else "nothing was written.")
         ) from None
     return path
+
+
+def temporary_beside(path: str) -> tuple[TextIO, str]:
+    """`(handle, name)` of a new file for text in `path`'s folder, to be renamed to
+    `path` when complete. Created with O_EXCL under an unpredictable name, so a file or
+    link planted there beforehand is never opened (a predictable `<path>.tmp-<pid>`
+    could make a run write through a link to another file); its mode is what a plain
+    `open` would give."""
+    descriptor, name = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(descriptor, 0o666 & ~umask)
+    return os.fdopen(descriptor, "w", newline=""), name
 
 
 def read_json(path: str, what: str) -> object:

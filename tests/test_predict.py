@@ -289,3 +289,17 @@ def test_a_full_disk_while_writing_predictions_is_one_line(tmp_path, adult_expor
         predict.predict_file(path, str(tmp_path / "new.csv"), str(output))
     assert output.read_text() == "earlier predictions\n"
     assert sorted(os.listdir(tmp_path)) == ["new.csv", "out.jsonl"]
+
+
+def test_a_link_planted_at_the_old_temporary_name_is_never_written_through(tmp_path, adult_export):
+    # The temporary file had a predictable name (.<output>.tmp-<pid>): a link planted
+    # there made a run overwrite the file it pointed to, and the output a link to it.
+    path, _, lines = adult_export
+    (tmp_path / "new.csv").write_text("\n".join(line.rsplit(",", 1)[0] for line in lines[:5]) + "\n")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours\n")
+    os.symlink(victim, tmp_path / f".out.jsonl.tmp-{os.getpid()}")
+    predict.predict_file(path, str(tmp_path / "new.csv"), str(tmp_path / "out.jsonl"))
+    assert victim.read_text() == "not yours\n"
+    assert not os.path.islink(tmp_path / "out.jsonl")
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 5

@@ -421,3 +421,22 @@ def test_a_json_record_that_cannot_be_written_leaves_the_old_one(tmp_path, monke
         json_files.write_json(str(path), {"steps": 6})
     assert json.loads(path.read_text()) == {"steps": 4}
     assert os.listdir(tmp_path) == ["summary.json"]  # No temporary file left.
+
+
+def test_a_link_planted_at_the_old_temporary_name_of_a_record_is_never_followed(tmp_path):
+    from proto_tf import json_files
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours\n")
+    path = tmp_path / "summary.json"
+    os.symlink(victim, tmp_path / f"summary.json.tmp-{os.getpid()}")  # The name it had.
+    json_files.write_json(str(path), {"steps": 4})
+    assert victim.read_text() == "not yours\n"
+    assert json.loads(path.read_text()) == {"steps": 4} and not os.path.islink(path)
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~_umask())  # As a plain open gives.
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

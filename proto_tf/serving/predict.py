@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from proto_tf.data.kinds import EXPORT_DATA_FILE, DataKind, kind_named, kind_of_signature
 from proto_tf.errors import ConfigError
-from proto_tf.json_files import read_json
+from proto_tf.json_files import read_json, temporary_beside
 from proto_tf.serving.export import CALIBRATED_SIGNATURE
 
 
@@ -101,9 +101,12 @@ def predict_file(
     counts, abstained, total = {}, 0, 0
     # Written beside the output and renamed when complete: a failing run leaves an
     # existing output as it was, never a truncated or partial file.
-    temporary = os.path.join(os.path.dirname(os.path.abspath(output)), f".{os.path.basename(output)}.tmp-{os.getpid()}")
     try:
-        with open(temporary, "w") as handle:
+        handle, temporary = temporary_beside(output)
+    except OSError as error:  # A missing or read-only folder.
+        raise _unwritable(output, error) from None
+    try:
+        with handle:
             for raw, sources in read_inputs(inputs, specs, batch_size, saved_model):
                 feed = {name: tf.constant(value) for name, value in raw.items()}
                 if confidence_threshold is not None:
@@ -122,14 +125,17 @@ def predict_file(
     except OSError as error:
         if error.filename not in (None, temporary, output):
             raise  # Not the output (an input that cannot be opened: a traceback names it).
-        raise ConfigError(  # A full disk, a read-only folder.
-            f"--output={output}: could not write the predictions ({error.strerror}); an existing "
-            "output is left as it was."
-        ) from None
+        raise _unwritable(output, error) from None  # A full disk.
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     return {"inputs": total, "per_class": counts, "abstained_share": abstained / max(total, 1)}
+
+
+def _unwritable(output, error):
+    return ConfigError(
+        f"--output={output}: could not write the predictions ({error.strerror}); an existing output is left as it was."
+    )
 
 
 def check_output_path(output: str, inputs: str) -> None:

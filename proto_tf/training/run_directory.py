@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf.errors import RunDirectoryError
-from proto_tf.json_files import read_json
+from proto_tf.json_files import read_json, temporary_beside
 
 LOCK_FILE = ".lock"
 # Flags that may differ when a run is resumed: they change when and how often things
@@ -153,8 +153,8 @@ def repair_state_file(directory: str, report=print) -> None:
         # The text format TensorFlow writes, with paths relative to the folder.
         lines = [f'model_checkpoint_path: "{os.path.basename(paths[0])}"']
         lines += [f'all_model_checkpoint_paths: "{os.path.basename(p)}"' for p in reversed(paths)]
-        temporary = f"{state_file}.tmp-{os.getpid()}"
-        with open(temporary, "w") as handle:
+        handle, temporary = temporary_beside(state_file)
+        with handle:
             handle.write("\n".join(lines) + "\n")
         os.replace(temporary, state_file)
     else:
