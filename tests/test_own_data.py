@@ -364,3 +364,25 @@ def test_a_dataset_added_in_one_module_trains_exports_and_names_its_classes(tmp_
     assert {name.decode() for name in served["class_names"].numpy()} <= set(toy_dataset.CLASS_NAMES)
     with pytest.raises(ValueError, match="a dataset named 'toy_brightness' exists already"):
         registry.register_dataset(toy_dataset.INFO, toy_dataset.load)
+
+
+def test_numeric_labels_are_compared_as_numbers(tmp_path):
+    # `1` and `1.0` were two classes ('1.0', '1', '2', '3'); the README says numeric
+    # labels are numbers: one class each, named by the shortest spelling, in numeric order.
+    folder = tmp_path / "table"
+    folder.mkdir()
+    (folder / "train.csv").write_text("x,label\n1,1\n2,1.0\n3,2\n4,3\n5,10\n6,2.00\n")
+    (folder / "test.csv").write_text("x,label\n1,1.00\n2,3.0\n3,1e1\n")
+    loaded = load_dataset("csv", str(folder), validation_fraction=0.0)
+    assert loaded.class_names == ("1", "2", "3", "10")
+    assert loaded.train.labels.tolist() == [0, 0, 1, 2, 3, 1]
+    assert loaded.test.labels.tolist() == [0, 2, 3]
+    assert csv_dataset.sorted_class_names({"b", "a", "1"}) == ("1", "a", "b")  # Not all numbers: strings.
+    assert csv_dataset.sorted_class_names({"nan", "1"}) == ("1", "nan")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "train.csv").write_text("text,label\ngoal,1\nsong,1.0\nteam,2\n")
+    (docs / "test.csv").write_text("text,label\nband,2.0\n")
+    loaded = load_dataset("text_csv", str(docs), validation_fraction=0.0)
+    assert loaded.class_names == ("1", "2") and loaded.train.labels.tolist() == [0, 0, 1]
+    assert loaded.test.labels.tolist() == [1]

@@ -8,7 +8,9 @@ rest). The label values are the class names.
 """
 
 import dataclasses
+import math
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -186,11 +188,42 @@ def _class_names(table, label, positions):
 
 
 def sorted_class_names(values) -> tuple:
-    """Label values as class names in label order: numbers in numeric order, else sorted."""
-    try:
-        return tuple(sorted(values, key=float))
-    except ValueError:
+    """Label values as class names in label order. Where every value is a finite number,
+    labels are numbers: `1` and `1.0` are one class (named by its shortest spelling), in
+    numeric order; else each distinct string is a class, sorted."""
+    numbers = _as_numbers(values)
+    if numbers is None:
         return tuple(sorted(values))
+    spellings = {}
+    for value, number in zip(values, numbers):
+        spellings.setdefault(number, set()).add(value)
+    return tuple(min(names, key=lambda name: (len(name), name)) for _, names in sorted(spellings.items()))
+
+
+def label_ids(class_names) -> Callable[[str], int | None]:
+    """The class id of a label value (None: not a class), numbers compared as numbers
+    when the classes are numbers (`sorted_class_names`)."""
+    ids = {name: i for i, name in enumerate(class_names)}
+    numbers = _as_numbers(class_names)
+    by_number = None if numbers is None else {number: i for i, number in enumerate(numbers)}
+
+    def lookup(value):
+        if value in ids or by_number is None:
+            return ids.get(value)
+        number = _as_numbers([value])
+        return None if number is None else by_number.get(number[0])
+
+    return lookup
+
+
+def _as_numbers(values):
+    """The values as finite floats, or None when one of them is not such a number."""
+    values = list(values)
+    try:
+        numbers = [float(value) for value in values]
+    except ValueError:
+        return None
+    return numbers if values and all(math.isfinite(number) for number in numbers) else None
 
 
 def _parse(table, positions, schema, label, class_names, labels_required=True):
@@ -198,23 +231,24 @@ def _parse(table, positions, schema, label, class_names, labels_required=True):
     indices = {name: table.header.index(name) for name in schema.columns}
     values = {name: [] for name in schema.columns}
     labels = []
-    ids = {name: i for i, name in enumerate(class_names)}
+    class_id = label_ids(class_names)
     for i in positions:
         row, line = table.rows[i], table.lines[i]
         for name in schema.columns:
             where = f"{table.path}:{line}: column {indices[name] + 1} ({name})"
             values[name].append(tabular.parse_value(schema, name, row[indices[name]], where))
         value = row[label_index]
-        if value not in ids and not labels_required:
+        label_id = class_id(value)
+        if label_id is None and not labels_required:
             labels.append(-1)  # A row whose label the training split never had.
             continue
-        if value not in ids:
+        if label_id is None:
             shown = ", ".join(class_names[:20]) + (", …" if len(class_names) > 20 else "")
             raise DataError(
                 f"{table.path}:{line}: column {label_index + 1} ({label}): label {value!r} is not a "
                 f"class of the training file; classes: {shown}."
             )
-        labels.append(ids[value])
+        labels.append(label_id)
     return tabular.as_arrays(schema, values), np.asarray(labels, np.int32)
 
 

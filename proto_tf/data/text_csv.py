@@ -15,7 +15,7 @@ import numpy as np
 
 from proto_tf.data import text
 from proto_tf.data.common import Split, hold_out
-from proto_tf.data.csv_dataset import read_table, sorted_class_names, training_table
+from proto_tf.data.csv_dataset import label_ids, read_table, sorted_class_names, training_table
 from proto_tf.errors import DataError
 
 
@@ -74,20 +74,20 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
         values.append(values[0])
         tables.append(train)
     class_names = sorted_class_names({values[0][i] for i in train_rows})
-    ids = {name: i for i, name in enumerate(class_names)}
+    class_id = label_ids(class_names)
     labels, training = [], set(train_rows.tolist())
     for split, (table, rows) in enumerate(zip(tables, (everything, test_rows))):
         split_labels = np.full(len(values[split]), -1, np.int32)
         for i in rows:
             value = values[split][i]
-            if value not in ids:
+            if class_id(value) is None:
                 if split == 0 and i not in training:
                     continue  # A held-out row's label the training split does not have.
                 raise DataError(
                     f"{table.path}:{table.lines[i]}: label {value!r} is not a class of the training "
                     f"rows; classes: {', '.join(class_names[:20])}."
                 )
-            split_labels[i] = ids[value]
+            split_labels[i] = class_id(value)
         labels.append(split_labels)
     return Documents(tuple(texts), tuple(labels), (train_rows, test_rows), class_names, columns, label)
 

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from proto_tf.data import text, text_csv
 from proto_tf.data.common import Split, csv_rows, iterate_text_lines
-from proto_tf.data.csv_dataset import read_table
+from proto_tf.data.csv_dataset import label_ids, read_table
 from proto_tf.data.kinds.base import DataKind, ServingInputs, batches_of, existing_file
 from proto_tf.errors import DataError
 
@@ -98,15 +98,15 @@ def _labelled_documents(path, info, class_names):
     missing = [name for name in (*info.text_columns, info.label_column) if name not in table.header]
     if missing:
         raise DataError(f"{path}:1: the header lacks {', '.join(missing)}; its columns: {', '.join(table.header)}.")
-    ids = {name: i for i, name in enumerate(class_names)}
+    class_id = label_ids(class_names)
     labels = []
     for line, row in zip(table.lines, table.rows):
         value = row[table.header.index(info.label_column)]
-        if value not in ids:
+        if class_id(value) is None:
             raise DataError(
                 f"{path}:{line}: label {value!r} is not a class of the model; classes: {', '.join(class_names)}."
             )
-        labels.append(ids[value])
+        labels.append(class_id(value))
     return text_csv.joined_texts(table, info.text_columns), labels
 
 
