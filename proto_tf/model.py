@@ -37,6 +37,9 @@ class PrototypeDatabase:
     the current database, never a copy captured when it was traced.
 
     `key_dtype` (one of `KEY_DTYPES`) is the dtype the keys are stored in.
+    `coverage`: where this database is a shard of a larger one (`--shard`), its rows
+    there and the larger one's size, `(first, last + 1, size)` (None: it is whole); a
+    shard's answers report it.
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class PrototypeDatabase:
             self.values = _free_rows_variable(values, "database_values")
             self.labels = _free_rows_variable(labels, "database_labels")
             self.index_variable = _free_rows_variable(_indices_or_positions(indices, labels), "database_indices")
+        self.coverage = None
         self._rows = int(tf.convert_to_tensor(labels).shape[0])  # Static: the rows given.
 
     def assign(self, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None) -> None:
@@ -415,6 +419,7 @@ class ProtoAttend(Classifier):
             self.database = PrototypeDatabase(keys, values, labels, indices, key_dtype)
         else:
             self.database.assign(keys, values, labels, indices)
+            self.database.coverage = None
 
     def call(self, inputs: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
         """Predicts with the database set by `set_database`.
@@ -483,6 +488,7 @@ class ProtoAttend(Classifier):
         indices: tf.Tensor,
         entries: int,
         block_size: int = streaming.DEFAULT_BLOCK_SIZE,
+        coverage: tuple[int, int, int] | None = None,
     ) -> dict[str, tf.Tensor]:
         """What a shard of a database (keys, values, labels and each row's `indices` in
         the whole database) answers for `inputs`, for `serving.sharding.merge_answers`:
@@ -491,7 +497,11 @@ class ProtoAttend(Classifier):
         adds the shard's sums (`max_logit`, `sum_exp`, `weighted_decision [B, C]`,
         `class_mass [B, C]`); sparsemax marks entries past the shard's own support with
         logit -inf, and `complete [B]` is False where that support may not fit in
-        `entries` (the merge would then not be exact)."""
+        `entries` (the merge would then not be exact). Every answer says which rows of
+        the whole database the shard holds, `shard_rows [B, 2]` (first, last + 1), and
+        the whole's size, `database_rows [B]` (from `coverage`, `(first, last + 1,
+        size)`; default: the shard is the whole), so that a router refuses a duplicated
+        or a missing shard."""
         queries, _, _ = self.heads(self.encoder(inputs, training=False))
         k = min(int(entries), int(keys.shape[0]))
         out = streaming.streamed_attention(
@@ -502,10 +512,14 @@ class ProtoAttend(Classifier):
         def decision(vectors):
             return tf.cast(self.decision(tf.cast(vectors, self.compute_dtype)), tf.float32)
 
+        first, last, size = coverage or (0, int(keys.shape[0]), int(keys.shape[0]))
+        batch = tf.shape(queries)[:1]
         answer = {
             "entry_decision": decision(tf.gather(values, rows)),
             "entry_labels": tf.gather(labels, rows),
             "entry_indices": tf.gather(indices, rows),
+            "shard_rows": tf.broadcast_to(tf.constant([first, last], tf.int64), tf.concat([batch, [2]], 0)),
+            "database_rows": tf.fill(batch, tf.constant(size, tf.int64)),
         }
         if self.attention == "sparsemax":
             in_support = out["top_weights"] > 0

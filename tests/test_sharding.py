@@ -54,7 +54,9 @@ def test_four_shards_merge_to_the_unsharded_answer(attention, scale):
     logits = queries @ keys.T / math.sqrt(16)
     bounds = [0, 100, 650, 700, 1203]  # Unequal shards, one of 50 entries.
     answers = [
-        sharding.answer_shard(logits[:, a:b], decision[a:b], labels[a:b], indices[a:b], attention, 4)
+        sharding.answer_shard(
+            logits[:, a:b], decision[a:b], labels[a:b], indices[a:b], attention, 4, rows=(a, b), database_rows=1203
+        )
         for a, b in zip(bounds[:-1], bounds[1:])
     ]
     merged = sharding.merge_answers(answers, attention, 4)
@@ -96,6 +98,37 @@ def test_a_shard_reports_a_superset_of_its_part_of_the_global_support():
 
 
 @pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
+def test_a_duplicated_missing_or_foreign_shard_is_refused(attention):
+    # Merged without a word, a duplicated shard counted its prototypes twice and a
+    # missing one dropped them (up to 6.7 % of softmax decisions changed).
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(5, 90)) * 3
+    decision, labels = rng.normal(size=(90, 3)), rng.integers(0, 3, 90)
+
+    def answer(a, b, size=90):
+        return sharding.answer_shard(
+            logits[:, a:b], decision[a:b], labels[a:b], np.arange(a, b), attention, 3, rows=(a, b), database_rows=size
+        )
+
+    parts = [answer(0, 30), answer(30, 60), answer(60, 90)]
+    sharding.merge_answers(parts[::-1], attention, 3)  # In any order.
+    with pytest.raises(
+        ValueError, match=r"shard answer \d holds rows \[30, 60\), already held by another: a duplicate"
+    ):
+        sharding.merge_answers([*parts, parts[1]], attention, 3)
+    with pytest.raises(ValueError, match=r"no shard answer holds rows \[30, 60\) of the 90: a shard is missing"):
+        sharding.merge_answers([parts[0], parts[2]], attention, 3)
+    with pytest.raises(ValueError, match=r"no shard answer holds rows \[60, 90\) of the 90: a shard is missing"):
+        sharding.merge_answers(parts[:2], attention, 3)
+    with pytest.raises(ValueError, match=r"databases of different sizes \(\[90, 120\]\)"):
+        sharding.merge_answers([*parts[:2], answer(60, 90, size=120)], attention, 3)
+    old_export = {"entry_logits": np.zeros([1, 1]), "entry_decision": np.zeros([1, 1, 3])}
+    old_export.update(entry_labels=np.zeros([1, 1]), entry_indices=np.zeros([1, 1]))
+    with pytest.raises(ValueError, match=r"shard 1: the answer does not say which rows .* --shard=I/N"):
+        sharding.answer_from_outputs(old_export, "shard 1")
+
+
+@pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
 def test_a_trained_models_shard_answers_merge_to_its_answer_over_the_whole_database(attention):
     # Each shard answers as a served shard would (`ProtoAttend.shard_answer`, streamed
     # over its own rows); the router's merge is the model over the whole database.
@@ -106,7 +139,9 @@ def test_a_trained_models_shard_answers_merge_to_its_answer_over_the_whole_datab
     bounds = [0, 300, 1100, 1160, 2000]  # Unequal shards, one of 60 rows.
     answers = [
         sharding.answer_from_outputs(
-            model.shard_answer(inputs, keys[a:b], values[a:b], y_train[a:b], indices[a:b], 128, block_size=256),
+            model.shard_answer(
+                inputs, keys[a:b], values[a:b], y_train[a:b], indices[a:b], 128, block_size=256, coverage=(a, b, 2000)
+            ),
             f"shard {n}",
         )
         for n, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
@@ -161,6 +196,7 @@ def test_four_exported_shards_merge_to_the_whole_databases_export(tmp_path, atte
             str(tmp_path / f"shard{n}"),
             shard_entries=64,
             database_indices=np.arange(a, b),
+            shard_rows=(a, b, 900),
         )
         served = tf.saved_model.load(path).signatures[export.SHARD_SIGNATURE](**request)
         answers.append(sharding.answer_from_outputs({k: v.numpy() for k, v in served.items()}, f"shard {n}"))

@@ -149,7 +149,9 @@ def shard_function(
     def shard(raw):
         raw = _checked(raw, inputs.signature, max_batch_size, inputs.value_ranges, inputs.missing_allowed)
         keys, values, labels, indices = database.static_tensors()
-        return model.shard_answer(inputs.to_inputs(raw), keys, values, labels, indices, entries)
+        return model.shard_answer(
+            inputs.to_inputs(raw), keys, values, labels, indices, entries, coverage=database.coverage
+        )
 
     return shard
 
@@ -446,6 +448,7 @@ def export_any(
     key_dtype: str = "float32",
     shard_entries: int | None = None,
     database_indices: np.ndarray | None = None,
+    shard_rows: tuple[int, int, int] | None = None,
 ) -> str:
     """Exports any ProtoAttend (any encoder, any data) with the signatures of the
     built-in datasets.
@@ -465,6 +468,9 @@ def export_any(
       shard_entries: adds the `shard_answer` signature (`shard_function`).
       database_indices: the prototypes' indices (default their positions), e.g. their
         rows in the whole database when this one is a shard of it.
+      shard_rows: for a shard, `(first, last + 1, size)`: its rows in the whole
+        database and the whole's size, which its answers report so that a router
+        refuses a duplicated or a missing shard (default: the database is whole).
     """
     if not model.uses_database:
         raise ValueError("export_any needs a model with attention (prototypes).")
@@ -483,6 +489,7 @@ def export_any(
     indices = np.arange(count) if database_indices is None else np.asarray(database_indices)
     model.set_database(keys, values, np.asarray(database_labels), indices, key_dtype)
     database = model.database
+    database.coverage = None if shard_rows is None else tuple(int(n) for n in shard_rows)
     # Signature keys come from the specs' names: name each after its key.
     signature = {key: tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in input_signature.items()}
     inputs = ServingInputs(signature, preprocess)
@@ -640,6 +647,7 @@ def _shard_of(model, database, index, count, key_dtype):
     start, end = index * size // count, (index + 1) * size // count
     keys, values, labels = (t[start:end] for t in database.tensors())
     model.set_database(keys, values, labels, database.indices[start:end], key_dtype)
+    model.database.coverage = (start, end, size)
     return model.database
 
 

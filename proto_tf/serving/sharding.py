@@ -34,7 +34,10 @@ class ShardAnswer:
     entries it reports (`[B, S]`, `[B, S, C]`, `[B, S]`, `[B, S]`; padding has logit
     -inf): its support (sparsemax) or its top-k (softmax). Softmax also: `max_logit [B]`,
     `sum_exp [B]`, `weighted_decision [B, C]` and `class_mass [B, C]`, sums over all of
-    its entries of exp(logit - max_logit) (times the decision logits / the one-hot label)."""
+    its entries of exp(logit - max_logit) (times the decision logits / the one-hot label).
+    `rows`: the rows of the whole database the shard holds, `(first, last + 1)`, and
+    `database_rows` the whole's size: the merge refuses answers that do not cover the
+    database exactly once."""
 
     logits: np.ndarray
     decision: np.ndarray
@@ -44,6 +47,8 @@ class ShardAnswer:
     sum_exp: np.ndarray | None = None
     weighted_decision: np.ndarray | None = None
     class_mass: np.ndarray | None = None
+    rows: tuple[int, int] | None = None
+    database_rows: int | None = None
 
 
 def sparsemax_rows(logits: np.ndarray) -> np.ndarray:
@@ -67,20 +72,27 @@ def answer_shard(
     normalization: str,
     num_classes: int,
     top_k: int = 5,
+    rows: tuple[int, int] | None = None,
+    database_rows: int | None = None,
 ) -> ShardAnswer:
     """The answer of a shard holding prototypes with `decision` logits `[Ds, C]`,
-    `labels [Ds]` and `indices [Ds]` (their rows in the whole database), for queries
-    whose attention logits over the shard are `logits [B, Ds]` (q k^T / sqrt(d_att))."""
+    `labels [Ds]` and `indices [Ds]` (their indices, as the model reports them), for
+    queries whose attention logits over the shard are `logits [B, Ds]` (q k^T /
+    sqrt(d_att)). The shard holds `rows` `(first, last + 1)` of a database of
+    `database_rows` rows (default: the shard is the whole)."""
     _check_normalization(normalization)
     logits = np.asarray(logits, np.float64)
     decision, labels, indices = np.asarray(decision, np.float64), np.asarray(labels), np.asarray(indices)
+    coverage = dict(rows=tuple(rows or (0, len(labels))), database_rows=database_rows or len(labels))
     if normalization == "sparsemax":
         weights = sparsemax_rows(logits)
         count = max(1, int((weights > 0).sum(axis=-1).max()))
         chosen = np.argsort(-weights, axis=-1, kind="stable")[:, :count]
         reported = np.take_along_axis(logits, chosen, -1)
         support = np.take_along_axis(weights, chosen, -1) > 0
-        return ShardAnswer(np.where(support, reported, -np.inf), decision[chosen], labels[chosen], indices[chosen])
+        return ShardAnswer(
+            np.where(support, reported, -np.inf), decision[chosen], labels[chosen], indices[chosen], **coverage
+        )
     chosen = np.argsort(-logits, axis=-1, kind="stable")[:, : min(top_k, logits.shape[-1])]
     top = np.max(logits, axis=-1)
     scaled = np.exp(logits - top[:, None])
@@ -94,6 +106,7 @@ def answer_shard(
         scaled.sum(-1),
         scaled @ decision,
         scaled @ one_hot,
+        **coverage,
     )
 
 
@@ -110,9 +123,20 @@ def answer_from_outputs(outputs: dict, shard: str = "a shard") -> ShardAnswer:
             f"{arrays['entry_logits'].shape[1]} entries it reports; export the shards with more "
             "--shard_entries."
         )
+    if "shard_rows" not in arrays or not len(arrays["shard_rows"]):
+        raise ValueError(
+            f"{shard}: the answer does not say which rows of the database it holds (an export made "
+            "before shard answers did); export the shards again with run/export.py --shard=I/N."
+        )
     statistics = {name: arrays.get(name) for name in ("max_logit", "sum_exp", "weighted_decision", "class_mass")}
     return ShardAnswer(
-        arrays["entry_logits"], arrays["entry_decision"], arrays["entry_labels"], arrays["entry_indices"], **statistics
+        arrays["entry_logits"],
+        arrays["entry_decision"],
+        arrays["entry_labels"],
+        arrays["entry_indices"],
+        **statistics,
+        rows=tuple(int(row) for row in arrays["shard_rows"][0]),
+        database_rows=int(arrays["database_rows"][0]),
     )
 
 
@@ -121,6 +145,7 @@ def merge_answers(answers: list[ShardAnswer], normalization: str, num_classes: i
     decision), `confidence [B]` (Eq. 3), and the top `top_k` `prototype_indices`,
     `prototype_weights`, `prototype_labels` (weights 0 past a sparse support)."""
     _check_normalization(normalization)
+    _check_coverage(answers)
     logits = np.concatenate([a.logits for a in answers], axis=1)
     decision = np.concatenate([a.decision for a in answers], axis=1)
     labels = np.concatenate([a.labels for a in answers], axis=1)
@@ -151,3 +176,27 @@ def merge_answers(answers: list[ShardAnswer], normalization: str, num_classes: i
 def _check_normalization(normalization):
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; got {normalization!r}.")
+
+
+def _check_coverage(answers):
+    """A ValueError unless the answers' rows cover the whole database exactly once: a
+    duplicated shard would count its prototypes twice, a missing one drop them, and
+    either would change the decisions without a word."""
+    if not answers:
+        raise ValueError("no shard answers to merge.")
+    missing = [n for n, a in enumerate(answers) if a.rows is None or a.database_rows is None]
+    if missing:
+        raise ValueError(f"shard answers {missing} do not say which rows of the database they hold.")
+    sizes = sorted({a.database_rows for a in answers})
+    if len(sizes) > 1:
+        raise ValueError(f"the shard answers come from databases of different sizes ({sizes}).")
+    end = 0
+    for n, answer in sorted(enumerate(answers), key=lambda item: item[1].rows):
+        first, last = answer.rows
+        if first < end:
+            raise ValueError(f"shard answer {n} holds rows [{first}, {last}), already held by another: a duplicate.")
+        if first > end:
+            raise ValueError(f"no shard answer holds rows [{end}, {first}) of the {sizes[0]}: a shard is missing.")
+        end = last
+    if end != sizes[0]:
+        raise ValueError(f"no shard answer holds rows [{end}, {sizes[0]}) of the {sizes[0]}: a shard is missing.")
