@@ -113,23 +113,30 @@ def _sparsemax_of_long_rows(rows):
     row_max = tf.reduce_max(maxima, axis=-1, keepdims=True)
     invalid = tf.logical_or(tf.math.is_nan(row_max), tf.equal(row_max, float("inf")))
     shift = tf.stop_gradient(_row_shift(tf.where(invalid, tf.zeros_like(row_max), row_max)))
-    # Rows that are NaN in the end are thresholded as if they were zeros, so that no
-    # NaN reaches the bound or the sort.
-    shifted_maxima = tf.where(invalid, tf.zeros_like(maxima), maxima - shift)
+    # Rows that are NaN in the end are thresholded as fully masked ones, so that no NaN
+    # reaches the bound or the sort, and none of their blocks is read again.
+    shifted_maxima = tf.where(invalid, tf.fill(tf.shape(maxima), -float("inf")), maxima - shift)
     lower_bound = _subset_lower_bound(shifted_maxima)
-    needed = tf.reduce_sum(tf.cast(shifted_maxima > lower_bound, tf.int32), axis=-1)
-    # At least one block, so that a fully masked row still has a (-inf) entry.
-    kept = tf.math.top_k(shifted_maxima, tf.maximum(tf.reduce_max(needed), 1)).indices
-    entries = blockwise.gather_blocks(blocks, kept)[0]
-    shifted = entries - shift  # The same arithmetic as the dense path's x - shift.
-    clean = tf.where(invalid, tf.zeros_like(shifted), shifted)
-    candidates = tf.ragged.boolean_mask(clean, clean > lower_bound)
+    # Each row's own blocks above the bound, as flat (row, block) pairs: a row whose
+    # support spreads over many blocks does not make every row read as many.
+    pairs = tf.where(shifted_maxima > lower_bound)
+    pair_rows = pairs[:, 0]
+    entries = tf.gather_nd(blocks, pairs)  # [K, block_size]
+    # The same arithmetic as the dense path's x - shift.
+    shifted = entries - tf.gather(shift, pair_rows)
+    above = shifted > tf.gather(lower_bound, pair_rows)
+    candidates = tf.RaggedTensor.from_value_rowids(
+        tf.boolean_mask(shifted, above),
+        tf.boolean_mask(tf.broadcast_to(pair_rows[:, None], tf.shape(above, out_type=tf.int64)), above),
+        nrows=tf.shape(rows, out_type=tf.int64)[0],
+    )
+    # At least one entry per row, so that a fully masked row still has a (-inf) one.
     candidates = candidates.to_tensor(
         default_value=-float("inf"),
-        shape=tf.stack([tf.cast(tf.shape(rows)[0], tf.int64), tf.maximum(tf.reduce_max(candidates.row_lengths()), 1)]),
+        shape=tf.stack([tf.shape(rows, out_type=tf.int64)[0], tf.maximum(tf.reduce_max(candidates.row_lengths()), 1)]),
     )
     tau = tf.stop_gradient(sparsemax_threshold(candidates))
-    return _project_blocks(rows, tf.nn.relu(shifted - tau), kept, invalid, block_size)
+    return _project_blocks(rows, tf.nn.relu(shifted - tf.gather(tau, pair_rows)), pairs, invalid, block_size)
 
 
 def _divisor_block_size(width, preferred):
@@ -141,26 +148,22 @@ def _divisor_block_size(width, preferred):
     return preferred
 
 
-def _project_blocks(rows, values, kept, invalid, block_size):
-    """`[R, n]` zeros holding `values` `[R, m * block_size]`, the entries of the blocks
-    `kept` `[R, m]` of each row (entries past the row's end hold zeros), NaN in the rows
-    where `invalid`; with sparsemax's exact gradient with respect to `rows`."""
+def _project_blocks(rows, values, pairs, invalid, block_size):
+    """`[R, n]` zeros holding `values` `[K, block_size]`, the entries of the blocks
+    `pairs` `[K, 2]` (row, block) (entries past the row's end hold zeros), NaN in the
+    rows where `invalid`; with sparsemax's exact gradient with respect to `rows`."""
 
     @tf.custom_gradient
     def project(rows):
-        num_rows, width = tf.shape(rows)[0], rows.shape[-1]
+        num_rows, width = tf.shape(rows, out_type=tf.int64)[0], rows.shape[-1]
         num_blocks = -(-width // block_size)
-        block_ids = tf.stack([tf.broadcast_to(tf.range(num_rows)[:, None], tf.shape(kept)), kept], axis=-1)
-        blocks = tf.reshape(values, [num_rows, -1, block_size])
-        if num_blocks * block_size == width:
-            probabilities = tf.scatter_nd(block_ids, blocks, tf.stack([num_rows, num_blocks, block_size]))
-        else:
-            # The last block is padded: scattered entry by entry, past-the-end entries
-            # (relu(-inf) = 0) clipped to the last column, to which they add 0.
-            columns = tf.minimum(block_ids[..., 1:] * block_size + tf.range(block_size), width - 1)
-            rows_of = tf.broadcast_to(block_ids[..., :1], tf.shape(columns))
-            probabilities = tf.scatter_nd(tf.stack([rows_of, columns], -1), blocks, tf.stack([num_rows, width]))
-        probabilities = tf.reshape(probabilities, [num_rows, width])
+        probabilities = tf.scatter_nd(pairs, values, tf.stack([num_rows, num_blocks, block_size]))
+        probabilities = tf.reshape(probabilities, [num_rows, num_blocks * block_size])
+        if num_blocks * block_size != width:
+            # A copy: where no block size near the preferred one divides the width, the
+            # padded answer is cut (cheaper than scattering entry by entry, whose cost
+            # grows with the support's spread).
+            probabilities = probabilities[:, :width]
         probabilities = tf.cond(
             tf.reduce_any(invalid),
             lambda: tf.where(invalid, tf.constant(float("nan")), probabilities),
