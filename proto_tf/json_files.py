@@ -51,6 +51,16 @@ def temporary_beside(path: str) -> tuple[TextIO, str]:
     return os.fdopen(descriptor, "w", newline=""), name
 
 
+def make_output_folder(path: str, flag: str = "--output_dir") -> str:
+    """Creates the folder `path` (and its parents) for a command's outputs; a path that
+    is a file (or under one) is a RunDirectoryError naming `flag`. Returns `path`."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunDirectoryError(f"{flag}={path} is a file (or lies under one); give a folder.") from None
+    return path
+
+
 def read_json(path: str, what: str) -> object:
     """The JSON value in `path`; a RunDirectoryError names the file and says what it
     holds (`what`) when it cannot be read or parsed (a truncated write, garbage)."""

@@ -120,6 +120,20 @@ def _rows(mask, limit=5):
     return f"row{'s' if rows.size > 1 else ''} {shown}{', ...' if rows.size > limit else ''} ({rows.size} in all)"
 
 
+def _class_ids(labels):
+    """int32 class ids of `labels`; a DataError for labels that are not whole numbers
+    (a cast would have made 2.7 class 2)."""
+    array = np.asarray(labels)
+    if np.issubdtype(array.dtype, np.floating):
+        bad = array != np.round(array)
+        if bad.any():
+            raise DataError(
+                f"prototype database labels must be whole class ids; {_rows(bad)} hold "
+                f"{sorted(set(array[bad].tolist()))[:5]}."
+            )
+    return tf.cast(tf.convert_to_tensor(array), tf.int32)
+
+
 def _check_database(keys, values, labels, num_classes):
     """A DataError for a database that would answer wrongly: no rows, labels outside
     [0, num_classes) (every confidence would be 0), NaN or infinite keys or values."""
@@ -402,7 +416,14 @@ class ProtoAttend(Classifier):
         as `key_dtype` (`KEY_DTYPES`; attention computes in float32 either way)."""
         keys = tf.convert_to_tensor(keys)
         values = tf.convert_to_tensor(values)
-        labels = tf.cast(tf.convert_to_tensor(labels), tf.int32)
+        labels = _class_ids(labels)
+        widths = {"keys": (keys, self.attention_size), "values": (values, self.value_size)}
+        for name, (tensor, width) in widths.items():
+            if tensor.shape.rank != 2 or tensor.shape[1] != width:
+                raise ValueError(
+                    f"Database {name} must be [rows, {width}] for this model "
+                    f"({'attention_size' if name == 'keys' else 'value_size'}={width}); got {tensor.shape}."
+                )
         sizes = {keys.shape[0], values.shape[0], labels.shape[0]}
         if indices is not None:
             indices = tf.cast(tf.convert_to_tensor(indices), tf.int64)

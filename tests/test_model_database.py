@@ -118,6 +118,15 @@ def test_set_database_refuses_labels_outside_the_classes_nan_rows_and_no_rows():
         model.set_database(keys, bad_values, labels=np.zeros(6))
     with pytest.raises(DataError, match=r"^the prototype database is empty"):
         model.set_database(keys[:0], values[:0], labels=np.zeros(0))
+    # Was class 2, silently (a cast).
+    with pytest.raises(DataError, match=r"labels must be whole class ids; row 3 \(1 in all\) hold \[2\.7\]"):
+        model.set_database(keys, values, labels=[0.0, 1.0, 2.0, 2.7, 2.0, 0.0])
+    # Was accepted, after which a database of the right width could no longer be set.
+    with pytest.raises(ValueError, match=rf"Database keys must be \[rows, {keys.shape[1]}\] for this model"):
+        model.set_database(keys[:, :-1], values, labels=np.zeros(6))
+    with pytest.raises(ValueError, match=rf"Database values must be \[rows, {values.shape[1]}\] for this model"):
+        model.set_database(keys, np.concatenate([values, values], 1), labels=np.zeros(6))
     assert model.database is None  # Nothing was set by a refused call.
-    model.set_database(keys, values, labels=[0, 1, 2, 1, 2, 0])
+    model.set_database(keys, values, labels=[0, 1, 2, 1, 2, 0.0])
     assert len(model.database) == 6
+    assert model.database.labels.numpy().tolist() == [0, 1, 2, 1, 2, 0]

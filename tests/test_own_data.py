@@ -386,3 +386,73 @@ def test_numeric_labels_are_compared_as_numbers(tmp_path):
     loaded = load_dataset("text_csv", str(docs), validation_fraction=0.0)
     assert loaded.class_names == ("1", "2") and loaded.train.labels.tolist() == [0, 0, 1]
     assert loaded.test.labels.tolist() == [1]
+
+
+def test_unclear_flag_values_are_one_line_naming_the_flag(tmp_path):
+    import subprocess
+    import sys
+
+    from proto_tf.cli import experiment_flags
+    from proto_tf.training import config as config_lib
+
+    # Was a ValueError traceback.
+    with pytest.raises(
+        ConfigError, match=r"^--image_size=a,b must be comma-separated integers, e\.g\. --image_size=28,28\.$"
+    ):
+        experiment_flags.config_for(["--dataset=image_folder", "--attention=sparsemax", "--image_size=a,b"])
+    done = subprocess.run(
+        [sys.executable, os.path.join(os.path.dirname(os.path.dirname(__file__)), "run", "train.py"),
+         "--dataset=image_folder", "--attention=sparsemax", "--image_size=a,b", f"--data_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == "error: --image_size=a,b must be comma-separated integers, e.g. --image_size=28,28."
+    )
+    # Was accepted: 'a' got two codes.
+    with pytest.raises(ConfigError, match=r"^--alphabet='aab' must hold 1 to 255 characters, each once"):
+        ExperimentConfig(dataset="text_csv", alphabet="aab")
+    # Was blamed on --batch_size=0 (the batch lowered to the 0 examples left).
+    config = ExperimentConfig(dataset="csv", validation_fraction=0.999)
+    for check in (config_lib.fit_to_data, config_lib.check_against_data):
+        with pytest.raises(
+            ConfigError, match=r"^--validation_fraction=0.999 leaves no training examples of csv; lower it"
+        ):
+            check(config, 0)
+
+
+def test_ignoring_the_label_column_is_refused(tmp_path):
+    # Was accepted and silently ignored (the label stayed the label).
+    data_dir = write_own_table(str(tmp_path / "table"))
+    label = csv_dataset.training_table(data_dir, "csv", None)[2]
+    with pytest.raises(DataError, match=rf"^--ignore_columns names '{label}', the label column of .*train.csv"):
+        load_dataset("csv", data_dir, options=csv_dataset.CsvOptions(ignore_columns=(label,)))
+
+
+def test_one_class_is_refused_and_skipped_images_are_said(tmp_path, capsys):
+    # A one-class table was a traceback; .tiff/.webp files and empty class folders were
+    # skipped without a word.
+    folder = tmp_path / "table"
+    folder.mkdir()
+    (folder / "train.csv").write_text("x,label\n1,a\n2,a\n3,a\n")
+    with pytest.raises(
+        DataError,
+        match=r"train.csv: the label column 'label' holds 1 class\(es\) .*\('a'\); a classifier needs at least two\.",
+    ):
+        load_dataset("csv", str(folder), validation_fraction=0.0, options=csv_dataset.CsvOptions(test_fraction=0.34))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "train.csv").write_text("text,label\ngoal,a\nsong,a\n")
+    (docs / "test.csv").write_text("text,label\nteam,a\n")
+    with pytest.raises(DataError, match=r"holds 1 class\(es\)"):
+        load_dataset("text_csv", str(docs), validation_fraction=0.0)
+    images = write_own_images(str(tmp_path / "images"), per_class=4)
+    (tmp_path / "images" / "train" / "cat" / "a.tiff").write_bytes(b"II*\x00")
+    (tmp_path / "images" / "train" / "cat" / "b.webp").write_bytes(b"RIFF")
+    os.makedirs(tmp_path / "images" / "train" / "bird")
+    loaded = load_dataset("image_folder", images, validation_fraction=0.0)
+    assert loaded.class_names == ("cat", "dog")
+    out = capsys.readouterr().out
+    assert "train/cat: 2 file(s) of other types (.tiff, .webp) are skipped" in out
+    assert "train/bird holds no images: it is not a class." in out

@@ -86,6 +86,31 @@ def test_cli_on_a_directory_without_a_run_is_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: No {tmp_path}/summary.json")
 
 
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        ("", "error: --model_dirs is empty: give the run folders to compare"),
+        ("{run},{run}/", "error: --model_dirs names {run} more than once: each run would be counted twice"),
+    ],
+)
+def test_cli_without_runs_or_with_a_run_twice_is_one_line(tmp_path, given, message):
+    # Were an empty table with exit 0, and a seed spread that counted one run twice.
+    run = str(tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "run", "report.py"),
+            "--seed_spread",
+            f"--model_dirs={given.format(run=run)}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(message.format(run=run))
+
+
 def _fmnist(attention, steps, accuracy, **config):
     settings = {
         "dataset": "fashion_mnist",

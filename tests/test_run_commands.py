@@ -335,3 +335,72 @@ def test_a_calibrated_export_abstains_at_its_threshold_and_evaluate_and_predict_
     ):
         export.export_model_dir(run_dir, str(tmp_path / "refused"), target_accuracy=1.5)
     assert not os.path.exists(tmp_path / "refused")
+
+
+def test_an_export_of_a_run_whose_data_changed_is_refused(runs, tmp_path):
+    # The export rebuilt the standardisation and the database from whatever data was
+    # there at export time: a penguins run whose train.csv was replaced served 51.9 %
+    # at confidence 0.98. The run's data.json is compared first.
+    from proto_tf.training import trainer
+
+    run_dir = _copy_run(runs, tmp_path, "run")
+    data_dir = str(tmp_path / "other_adult")
+    write_adult(data_dir, seed=7)  # Adult's format, other rows.
+    with pytest.raises(RunDirectoryError, match=r"was trained on other data than --data_dir=.*other_adult holds"):
+        export.export_model_dir(run_dir, str(tmp_path / "exports"), checkpoint="last", data_dir=data_dir)
+    with pytest.raises(RunDirectoryError, match=r"train split: \d+ examples, sha256 \w+ in the run"):
+        trainer.load_run(run_dir, "last", data_dir)
+    assert not os.path.exists(tmp_path / "exports")
+    done = _command("export", f"--model_dir={run_dir}", f"--data_dir={data_dir}", f"--export_dir={tmp_path / 'e'}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "other data" in done.stderr
+    # The run's own data, from another folder, is the same data: exported, and the
+    # export records the run it was made from.
+    import shutil
+
+    moved = shutil.copytree(runs[1].data_dir, tmp_path / "moved")
+    path = export.export_model_dir(run_dir, str(tmp_path / "exports"), checkpoint="last", data_dir=str(moved))
+    made_from = json.loads(open(os.path.join(path, export.RUN_FILE)).read())
+    assert made_from["data"] == json.loads(open(os.path.join(run_dir, "data.json")).read())
+    assert made_from["checkpoint"].startswith("ckpt-") and made_from["step"] == 4
+
+
+def test_evaluate_refuses_the_calibrated_export_of_another_run(runs, tmp_path):
+    import dataclasses
+
+    other = dataclasses.replace(runs[1], model_dir=str(tmp_path / "other"), seed=5)
+    Trainer(other, verbose=False).train()
+    path = export.export_model_dir(other.model_dir, str(tmp_path / "exports"), target_coverage=0.5)
+    done = _command(
+        "evaluate", f"--model_dir={runs[1].model_dir}", f"--calibrated_export={path}", f"--output_dir={tmp_path / 'ev'}"
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert (
+        f"--calibrated_export={path} was exported from another run than --model_dir={runs[1].model_dir} "
+        "(their flags and training data differ)"  # The seed draws another validation split.
+    ) in done.stderr
+    assert not os.path.exists(tmp_path / "ev")
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ""])
+def test_a_model_name_that_would_write_outside_the_export_dir_is_refused(runs, tmp_path, name):
+    with pytest.raises(ConfigError, match=r"^--model_name=.* must be a plain folder name"):
+        export.export_model_dir(runs[1].model_dir, str(tmp_path / "exports"), name, checkpoint="last")
+    assert not os.path.exists(tmp_path / "exports") and not os.path.exists(tmp_path.parent / "x")
+
+
+def test_an_output_dir_that_is_a_file_and_a_summary_without_config_are_one_line(runs, tmp_path):
+    # Were tracebacks (FileExistsError, KeyError).
+    (tmp_path / "a_file").write_text("x")
+    for command in ("audit", "evaluate"):
+        done = _command(command, f"--model_dir={runs[1].model_dir}", f"--output_dir={tmp_path / 'a_file'}")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (command, done.stderr[-2000:])
+        assert (
+            done.stderr.strip().splitlines()[-1]
+            == f"error: --output_dir={tmp_path / 'a_file'} is a file (or lies under one); give a folder."
+        )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text('{"steps": 4}')
+    done = _command("report", f"--model_dirs={tmp_path / 'run'}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "summary.json holds no config (the flags of the run)" in done.stderr.strip().splitlines()[-1]

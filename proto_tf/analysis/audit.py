@@ -14,7 +14,7 @@ from proto_tf.analysis.plots import plot_agreement
 from proto_tf.data.candidates import evaluation_batches
 from proto_tf.data.common import Split
 from proto_tf.errors import ConfigError
-from proto_tf.json_files import write_atomically
+from proto_tf.json_files import make_output_folder, write_atomically
 from proto_tf.model import ProtoAttend
 from proto_tf.training import trainer
 from proto_tf.work_progress import WorkProgress, tracked
@@ -87,7 +87,7 @@ def audit_run(model_dir: str, output_dir: str | None = None, checkpoint: str = "
     )
     order = rank_suspects(found["own_label_mass"], found["class_mass"])
     output_dir = output_dir or os.path.join(model_dir, "audit")
-    os.makedirs(output_dir, exist_ok=True)
+    make_output_folder(output_dir)
     records = [_record(found, split, dataset.class_names, position, rank) for rank, position in enumerate(order, 1)]
     paths = {
         "csv": write_atomically(os.path.join(output_dir, AUDIT_CSV), lambda handle: _write_csv(handle, records)),

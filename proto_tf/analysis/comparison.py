@@ -33,7 +33,13 @@ def read_summary(model_dir):
         raise RunDirectoryError(
             f"No {path}: {model_dir} is not a finished run of run/train.py (the summary is written when training ends)."
         )
-    return read_json(path, f"the results of the run in {model_dir}; train it again to rewrite it")
+    summary = read_json(path, f"the results of the run in {model_dir}; train it again to rewrite it")
+    if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
+        raise RunDirectoryError(
+            f"{path} holds no config (the flags of the run): it was not written by run/train.py, or is "
+            "damaged; train the run again to rewrite it."
+        )
+    return summary
 
 
 def _mode(config):

@@ -56,7 +56,7 @@ def evaluate_model_dir(
     if calibration is not None:
         report["calibration"] = _calibrated_test(model, test_predictions, calibration)
     output_dir = output_dir or os.path.join(model_dir, "evaluation")
-    os.makedirs(output_dir, exist_ok=True)
+    json_files.make_output_folder(output_dir)
     if "coverage_curve" in report["test"]:
         curves = {f"ProtoAttend ({config.attention})": report["test"]["coverage_curve"]}
         if dknn_neighbours and dataset.validation is not None:

@@ -15,6 +15,7 @@ from proto_tf.cli.common import run_command
 from proto_tf.errors import ConfigError
 from proto_tf.json_files import read_json
 from proto_tf.serving import export
+from proto_tf.training import run_directory
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
@@ -46,7 +47,7 @@ flags.DEFINE_integer(
 
 def main(argv):
     shift_dirs = _shift_dirs(FLAGS.shift_data_dirs)
-    calibration = _calibration(FLAGS.calibrated_export) if FLAGS.calibrated_export else None
+    calibration = _calibration(FLAGS.calibrated_export, FLAGS.model_dir) if FLAGS.calibrated_export else None
     report = evaluate_run.evaluate_model_dir(
         FLAGS.model_dir,
         FLAGS.output_dir,
@@ -62,13 +63,30 @@ def main(argv):
         print(line)
 
 
-def _calibration(path):
-    """The calibration stored in the export at `path`."""
+def _calibration(path, model_dir):
+    """The calibration stored in the export at `path`, which must have been exported
+    from the run in `model_dir` (its flags and training data: `RUN_FILE`)."""
     stored = os.path.join(path, export.CALIBRATION_FILE)
     if not os.path.isfile(stored):
         raise ConfigError(
             f"--calibrated_export={path}: no {export.CALIBRATION_FILE} in it; export the run with "
             "--target_accuracy or --target_coverage first."
+        )
+    origin = os.path.join(path, export.RUN_FILE)
+    if not os.path.isfile(origin):
+        raise ConfigError(
+            f"--calibrated_export={path} does not say which run it was exported from (an export of an "
+            f"earlier version); export --model_dir={model_dir} again with --target_accuracy or --target_coverage."
+        )
+    made_from = read_json(origin, "the run the export was made from")
+    identity = run_directory.run_identity(model_dir)
+    differing = [name for name in ("config_sha256", "data") if made_from.get(name) != identity[name]]
+    if differing:
+        what = " and ".join({"config_sha256": "flags", "data": "training data"}[name] for name in differing)
+        raise ConfigError(
+            f"--calibrated_export={path} was exported from another run than --model_dir={model_dir} "
+            f"(their {what} differ): its threshold was calibrated on that run's model. Give this run's "
+            "calibrated export."
         )
     return read_json(stored, "the export's calibration")
 

@@ -12,7 +12,7 @@ import sys
 from absl import flags
 
 from proto_tf.data.registry import DATASETS
-from proto_tf.errors import USAGE_EXIT_STATUS
+from proto_tf.errors import USAGE_EXIT_STATUS, ConfigError
 from proto_tf.training.config import ATTENTIONS, NAME_LIST_FIELDS, ExperimentConfig
 from proto_tf.training.distribute import STRATEGIES
 
@@ -224,9 +224,19 @@ def config_from_flags(flag_values):
         if field.name in NAME_LIST_FIELDS:
             value = tuple(value)
         elif isinstance(getattr(ExperimentConfig(), field.name), tuple):
-            value = tuple(int(v) for v in value)
+            value = _integers(field.name, value)
         values[field.name] = value
     if values["model_dir"] is None:
         name = flag_values.experiment or experiment_name(values["dataset"], values["attention"])
         values["model_dir"] = os.path.join("runs", name + ("_small" if flag_values.small else ""))
     return ExperimentConfig(**values)
+
+
+def _integers(name, values):
+    """A list flag of integers (`--image_size=28,28`), or a ConfigError naming it."""
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise ConfigError(
+            f"--{name}={','.join(values)} must be comma-separated integers, e.g. --{name}=28,28."
+        ) from None

@@ -17,11 +17,14 @@ beside what it gave on test. With --hub_trace, each run's attention-hub
 diagnostic over its training steps (README, "Attention hubs").
 """
 
+import os
+
 from absl import flags
 
 from proto_tf.analysis import comparison, hub_trace, plots
 from proto_tf.cli import experiment_flags
 from proto_tf.cli.common import run_command
+from proto_tf.errors import ConfigError
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
@@ -53,7 +56,17 @@ flags.DEFINE_string(
 
 def main(argv):
     del argv
-    summaries = [comparison.read_summary(d) for d in FLAGS.model_dirs]
+    model_dirs = [d for d in FLAGS.model_dirs if d.strip()]
+    if not model_dirs:
+        raise ConfigError("--model_dirs is empty: give the run folders to compare, e.g. --model_dirs=runs/a,runs/b.")
+    real = [os.path.realpath(d) for d in model_dirs]
+    repeated = [d for n, d in enumerate(model_dirs) if real.count(real[n]) > 1 and real.index(real[n]) == n]
+    if repeated:
+        raise ConfigError(
+            f"--model_dirs names {', '.join(repeated)} more than once: each run would be counted twice "
+            "(in a seed spread too); give each run once."
+        )
+    summaries = [comparison.read_summary(d) for d in model_dirs]
     print(comparison.markdown_table([comparison.comparison_row(s) for s in summaries], FLAGS.hardware))
     if FLAGS.seed_spread:
         print("\n" + comparison.seed_table(comparison.seed_spreads(summaries)))
@@ -62,7 +75,7 @@ def main(argv):
     if FLAGS.budget_plot:
         print_budget_gaps(summaries, FLAGS.budget_plot)
     if FLAGS.hub_trace:
-        for model_dir in FLAGS.model_dirs:
+        for model_dir in model_dirs:
             print(f"\n{model_dir}\n\n{hub_trace.hub_trace_table(model_dir)}")
 
 

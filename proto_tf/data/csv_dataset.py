@@ -126,6 +126,11 @@ def read_tables(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0
         raise DataError(
             f"--ignore_columns: {train_path} has no column {', '.join(map(repr, unknown))}; its columns: {', '.join(train.header)}."
         )
+    if label in options.ignore_columns:
+        raise DataError(
+            f"--ignore_columns names {label!r}, the label column of {train_path}: it cannot be left out; "
+            "choose the label with --label_column and ignore feature columns only."
+        )
     if not features:
         raise DataError(f"{train_path}: no feature columns besides the label column {label!r}.")
     positions = np.arange(len(train.rows))
@@ -148,6 +153,7 @@ def read_tables(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0
         options.max_categories,
     )
     class_names = _class_names(train, label, train_positions)
+    require_two_classes(train.path, label, class_names)
     return Tables(((train, train_positions), (test, test_positions)), schema, label, class_names)
 
 
@@ -185,6 +191,16 @@ def _class_names(table, label, positions):
                 f"{table.path}:{table.lines[i]}: the label ({label}) is missing; every training row needs one."
             )
     return sorted_class_names(values)
+
+
+def require_two_classes(path: str, label: str, class_names: tuple) -> None:
+    """A DataError when the training rows hold fewer than two classes: there is nothing
+    to tell apart (the model would have one output and always be right)."""
+    if len(class_names) < 2:
+        raise DataError(
+            f"{path}: the label column {label!r} holds {len(class_names)} class(es) in the training rows "
+            f"({', '.join(map(repr, class_names))}); a classifier needs at least two."
+        )
 
 
 def sorted_class_names(values) -> tuple:

@@ -53,6 +53,28 @@ def class_files(folder: str, class_names=None) -> dict:
     return found
 
 
+def _report_skipped(folder, files_by_class, report):
+    """Says what a folder holds that is not read: files of other types (`.tiff`,
+    `.webp`, ...) and class folders without images (not classes)."""
+    for name, files in files_by_class.items():
+        path = os.path.join(folder, name)
+        others = [
+            f
+            for f in os.listdir(path)
+            if not f.startswith(".")
+            and os.path.isfile(os.path.join(path, f))
+            and not f.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+        if others:
+            kinds = sorted({os.path.splitext(f)[1].lower() or "(no extension)" for f in others})
+            report(
+                f"warning: {path}: {len(others)} file(s) of other types ({', '.join(kinds)}) are skipped; "
+                f"images are read from {', '.join(IMAGE_EXTENSIONS)} files."
+            )
+        if not files:
+            report(f"warning: {path} holds no images: it is not a class.")
+
+
 def load(data_dir: str, options: ImageFolderOptions = ImageFolderOptions(), seed: int = 0, report=print) -> tuple:
     """`(train Split, test Split, class names, input shape (H, W, C), augmentation)`.
     Split indices count the images in sorted order (class folders, then file names)."""
@@ -63,6 +85,7 @@ def load(data_dir: str, options: ImageFolderOptions = ImageFolderOptions(), seed
             f"DIR/{TEST_FOLDER}/<class>/* when present); give --data_dir=DIR."
         )
     train_files = class_files(train_dir)
+    _report_skipped(train_dir, train_files, report)
     class_names = tuple(name for name, files in train_files.items() if files)
     if len(class_names) < 2:
         raise DataError(f"{train_dir}: found {len(class_names)} class folder(s) with images; give at least two.")

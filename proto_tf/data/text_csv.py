@@ -15,7 +15,7 @@ import numpy as np
 
 from proto_tf.data import text
 from proto_tf.data.common import Split, hold_out
-from proto_tf.data.csv_dataset import label_ids, read_table, sorted_class_names, training_table
+from proto_tf.data.csv_dataset import label_ids, read_table, require_two_classes, sorted_class_names, training_table
 from proto_tf.errors import DataError
 
 
@@ -74,6 +74,7 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
         values.append(values[0])
         tables.append(train)
     class_names = sorted_class_names({values[0][i] for i in train_rows})
+    require_two_classes(train.path, label, class_names)
     class_id = label_ids(class_names)
     labels, training = [], set(train_rows.tolist())
     for split, (table, rows) in enumerate(zip(tables, (everything, test_rows))):

@@ -23,7 +23,7 @@ from proto_tf.data.raw_examples import load_raw, take
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.model import KEY_DTYPES, ProtoAttend, PrototypeDatabase
 from proto_tf.serving import warmup
-from proto_tf.training import trainer
+from proto_tf.training import run_directory, trainer
 from proto_tf.training.config import check_against_data
 from proto_tf.work_progress import WorkProgress
 
@@ -42,6 +42,8 @@ SHARD_SIGNATURE = "shard_answer"  # Exports with shard entries: a shard's answer
 DEFAULT_SHARD_ENTRIES = 1024
 # The threshold's calibration (run/export.py --target_accuracy / --target_coverage).
 CALIBRATION_FILE = os.path.join("assets.extra", "proto_tf_calibration.json")
+# The run an export was made from (`run_directory.run_identity`) and its checkpoint.
+RUN_FILE = os.path.join("assets.extra", "proto_tf_run.json")
 
 
 def build_serving_function(
@@ -554,6 +556,7 @@ def export_model_dir(
     is exported is `report`ed.
     """
     _check_positive(top_k=top_k, max_batch_size=max_batch_size, stream_above=stream_above)
+    _check_model_name(model_name)
     part = parse_shard(shard) if shard is not None else None
     if part is not None and shard_entries is None:
         shard_entries = DEFAULT_SHARD_ENTRIES
@@ -621,6 +624,10 @@ def export_model_dir(
             stream_above,
             shard_entries,
         )
+        json_files.write_json(
+            os.path.join(path, RUN_FILE),
+            {**run_directory.run_identity(model_dir), "checkpoint": os.path.basename(checkpoint_path), "step": step},
+        )
         if requests:
             warmup.write_warmup_requests(path, requests, name)
 
@@ -629,6 +636,18 @@ def export_model_dir(
     written = os.path.join(target, warmup.WARMUP_FILE) if requests else None
     report(warmup.describe(target, estimate, len(database) if database else 0, max_batch_size, written))
     return target
+
+
+def _check_model_name(name):
+    """A model name is one folder inside the export folder: `../x` or `a/b` would write
+    elsewhere."""
+    if name is None:
+        return
+    if name in ("", ".", "..") or "/" in name or os.sep in name or (os.altsep and os.altsep in name):
+        raise ConfigError(
+            f"--model_name={name!r} must be a plain folder name (no '/', not '.' or '..'): the export is "
+            "written to --export_dir/<model_name>/<version>."
+        )
 
 
 def parse_shard(text: str) -> tuple[int, int]:

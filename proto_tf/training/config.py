@@ -256,7 +256,12 @@ class ExperimentConfig:
             self.sequence_length >= 256,
             "must be at least 256 (the VDCNN encoder halves it five times before keeping the 8 largest positions)",
         )
-        _check(self, "alphabet", 0 < len(set(self.alphabet)) <= 255, "must hold 1 to 255 distinct characters")
+        _check(
+            self,
+            "alphabet",
+            0 < len(self.alphabet) == len(set(self.alphabet)) <= 255,
+            "must hold 1 to 255 characters, each once (a repeated one would get two codes)",
+        )
         _check(
             self,
             "image_size",
@@ -369,9 +374,18 @@ def _check(config, name, valid, rule):
         raise ConfigError(f"--{name}={getattr(config, name)!r} {rule}.")
 
 
+def _check_some_left_for_training(config, train_examples):
+    if train_examples < 1:
+        raise ConfigError(
+            f"--validation_fraction={config.validation_fraction} leaves no training examples of "
+            f"{config.dataset}; lower it (e.g. --validation_fraction=0.1)."
+        )
+
+
 def check_against_data(config, train_examples):
     """Checks the values that depend on the training split's size (after the
     validation carve): every database and batch must fit in it."""
+    _check_some_left_for_training(config, train_examples)
     for name in ("batch_size", "train_database_size", "infer_database_size"):
         value = getattr(config, name)
         if value > train_examples:
@@ -389,6 +403,7 @@ def fit_to_data(config, train_examples, report=print):
     `check_against_data`)."""
     if not config.dataset_reads_user_files:
         return config
+    _check_some_left_for_training(config, train_examples)
     changes = {}
     for name in ("batch_size", "train_database_size", "infer_database_size"):
         if getattr(config, name) > train_examples:

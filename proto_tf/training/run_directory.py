@@ -6,6 +6,7 @@ import dataclasses
 import fcntl
 import glob
 import hashlib
+import json
 import os
 import re
 import socket
@@ -185,6 +186,21 @@ def data_fingerprint(dataset) -> dict:
     return fingerprint
 
 
+def run_identity(model_dir: str) -> dict:
+    """What makes the run in `model_dir` itself: the sha256 of its flags (config.json)
+    and the fingerprint of the data it trained on (data.json; None where absent). An
+    export records it (`serving.export.RUN_FILE`), so that a command given an export and
+    a run can tell whether the one was made from the other."""
+    identity = {}
+    for name, file_name in (("config_sha256", "config.json"), ("data", DATA_FILE)):
+        path = os.path.join(model_dir, file_name)
+        value = read_json(path, f"a file of the run in {model_dir}") if os.path.isfile(path) else None
+        if name == "config_sha256" and value is not None:
+            value = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+        identity[name] = value
+    return identity
+
+
 def check_same_data(model_dir: str, fingerprint: dict, data_dir: str | None, run_data_dir: str | None) -> None:
     """Refuses to resume the run in `model_dir` on data other than it trained on
     (the fingerprint in its data.json); a run without one is not checked."""
@@ -201,6 +217,6 @@ def check_same_data(model_dir: str, fingerprint: dict, data_dir: str | None, run
     if differences:
         raise RunDirectoryError(
             f"{model_dir} was trained on other data than --data_dir={data_dir} holds "
-            f"({'; '.join(differences)}; the run read {run_data_dir}). Give the run's data, or "
-            "train into another --model_dir."
+            f"({'; '.join(differences)}; the run read {run_data_dir}). Give the run's data (its "
+            "standardisation, classes and prototypes come from it), or train into another --model_dir."
         )

@@ -559,10 +559,15 @@ def run_status(model_dir: str) -> RunStatus:
 
 def load_run(model_dir: str, checkpoint: str = "best", data_dir: str | None = None) -> tuple:
     """`(config, dataset, model, checkpoint_path)` of a run in `model_dir`, its data
-    read from `data_dir` when given (else from where the run read it)."""
+    read from `data_dir` when given (else from where the run read it). Data other than
+    the run trained on (its data.json: a replaced train.csv, another folder) is a
+    RunDirectoryError: the standardisation, classes and database rebuilt from it would
+    not be the run's."""
     config = read_config(model_dir)
+    run_data_dir = config.data_dir
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir)
     dataset = load_experiment_dataset(config)
+    run_directory.check_same_data(model_dir, run_directory.data_fingerprint(dataset), config.data_dir, run_data_dir)
     model, path = load_trained_model(model_dir, config, dataset, checkpoint)
     return config, dataset, model, path
