@@ -3,6 +3,8 @@ clear error."""
 
 import json
 import os
+import shutil
+import socket
 import tempfile
 from typing import Callable, TextIO
 
@@ -42,13 +44,55 @@ def temporary_beside(path: str) -> tuple[TextIO, str]:
     link planted there beforehand is never opened (a predictable `<path>.tmp-<pid>`
     could make a run write through a link to another file); its mode is what a plain
     `open` would give."""
-    descriptor, name = tempfile.mkstemp(
-        dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
+    folder, prefix = os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}."
+    remove_leftovers(folder, prefix)
+    descriptor, name = tempfile.mkstemp(dir=folder, prefix=prefix + owner_tag(), suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(descriptor, 0o666 & ~umask)
     return os.fdopen(descriptor, "w", newline=""), name
+
+
+def owner_tag() -> str:
+    """`<host>~<pid>~`: starts the name of a temporary file or folder, so that a later
+    process can tell one left by a killed process (`remove_leftovers`)."""
+    return f"{socket.gethostname()}~{os.getpid()}~"
+
+
+def remove_leftovers(folder: str, prefix: str) -> list:
+    """Removes the temporary files and folders in `folder` named `prefix + owner_tag()`
+    whose process was on this host and is gone (killed midway); those of live
+    processes, or of other hosts, are left alone. Returns the paths removed."""
+    host = socket.gethostname()
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        owner = name[len(prefix) :].split("~") if name.startswith(prefix) else []
+        if len(owner) < 3 or owner[0] != host or not owner[1].isdigit() or _alive(int(owner[1])):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except OSError:
+                continue
+        removed.append(path)
+    return removed
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Another user's process.
+        return True
+    return True
 
 
 def make_output_folder(path: str, flag: str = "--output_dir") -> str:

@@ -321,3 +321,22 @@ def test_a_runs_shards_exported_by_flag_merge_to_its_whole_export(adult_export):
     np.testing.assert_array_equal(merged["prototype_indices"][shown], expected["prototype_indices"][shown])
     with pytest.raises(ConfigError, match=r"--shard=0/100000: a database of \d+ prototypes cannot make 100000"):
         export.export_model_dir(model_dir, str(tmp_path / "shards"), "too_many", checkpoint="last", shard="0/100000")
+
+
+@pytest.mark.parametrize("full", ["python", "tensorflow"])
+def test_a_full_disk_while_exporting_is_one_line_and_publishes_nothing(tmp_path, full):
+    import errno
+
+    from proto_tf.errors import RunDirectoryError
+
+    def write(path):
+        with open(os.path.join(path, "saved_model.pb"), "w") as handle:
+            handle.write("partial")
+        if full == "python":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise tf.errors.ResourceExhaustedError(None, None, "write failed: No space left on device")
+
+    os.makedirs(tmp_path / "exports" / "m" / "1")
+    with pytest.raises(RunDirectoryError, match=r"^could not write the export to .*m \(no space left on the device\)"):
+        export.publish_version(write, str(tmp_path / "exports"), "m")
+    assert os.listdir(tmp_path / "exports" / "m") == ["1"]  # No half version, no hidden folder.

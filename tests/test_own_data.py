@@ -456,3 +456,19 @@ def test_one_class_is_refused_and_skipped_images_are_said(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "train/cat: 2 file(s) of other types (.tiff, .webp) are skipped" in out
     assert "train/bird holds no images: it is not a class." in out
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "-Infinity"])  # "nan" is a missing-value token.
+def test_a_non_finite_number_in_a_numeric_column_is_refused_naming_the_line(tmp_path, value):
+    # Was: the column silently became categorical (the test file refused the value).
+    folder = tmp_path / "table"
+    folder.mkdir()
+    (folder / "train.csv").write_text(f"x,colour,label\n1.5,red,a\n2,blue,b\n{value},red,a\n4,?,b\n")
+    (folder / "test.csv").write_text("x,colour,label\n2,red,a\n")
+    with pytest.raises(
+        DataError, match=rf"train.csv:4: column 1 \(x\): '{value}' is not a finite number, in a column of numbers"
+    ):
+        load_dataset("csv", str(folder), validation_fraction=0.0)
+    options = csv_dataset.CsvOptions(categorical_columns=("x",))
+    loaded = load_dataset("csv", str(folder), validation_fraction=0.0, options=options)
+    assert [c.name for c in loaded.info.schema.categorical] == ["x", "colour"]

@@ -52,6 +52,18 @@ def _copy_run(runs, tmp_path, name):
     return str(shutil.copytree(runs[1].model_dir, tmp_path / name))
 
 
+def _unfinished_copy(runs, tmp_path):
+    """A copy of the finished run as if killed at step 4 of 8: the config asks for more
+    steps, and there is no summary yet."""
+    run = _copy_run(runs, tmp_path, "unfinished")
+    config = json.loads(open(os.path.join(run, "config.json")).read())
+    config["train_steps"] = 8
+    with open(os.path.join(run, "config.json"), "w") as handle:
+        json.dump(config, handle)
+    os.remove(os.path.join(run, "summary.json"))
+    return run
+
+
 def _command(name, *args):
     return subprocess.run(
         [sys.executable, os.path.join(REPO, "run", f"{name}.py"), *args], capture_output=True, text=True, timeout=300
@@ -59,13 +71,7 @@ def _command(name, *args):
 
 
 def test_the_best_checkpoint_of_an_unfinished_run_is_not_exported(runs, tmp_path):
-    run = _copy_run(runs, tmp_path, "unfinished")
-    # As if killed at step 4 of 8: the config asks for more steps, no summary yet.
-    config = json.loads(open(os.path.join(run, "config.json")).read())
-    config["train_steps"] = 8
-    with open(os.path.join(run, "config.json"), "w") as handle:
-        json.dump(config, handle)
-    os.remove(os.path.join(run, "summary.json"))
+    run = _unfinished_copy(runs, tmp_path)
     with pytest.raises(
         RunDirectoryError,
         match=r"^the run in .*unfinished \(newest checkpoint at step 4 of 8; no "
@@ -81,6 +87,20 @@ def test_the_best_checkpoint_of_an_unfinished_run_is_not_exported(runs, tmp_path
     )
     assert len(lines) == 2 and lines[1].startswith("The export is ")  # Its size and memory.
     assert os.path.isfile(os.path.join(path, "saved_model.pb"))
+
+
+def test_evaluate_and_audit_say_that_they_use_an_unfinished_runs_checkpoint(runs, tmp_path, capsys):
+    # Were silent: an unfinished run's best checkpoint was evaluated as if it were the run's.
+    from proto_tf.analysis import audit
+
+    run = _unfinished_copy(runs, tmp_path)
+    evaluate_run.evaluate_model_dir(run, str(tmp_path / "evaluation"))
+    audit.audit_run(run, str(tmp_path / "audit"))
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning: the run in")]
+    assert len(said) == 2 and all(
+        line.startswith(f"warning: the run in {run} is unfinished (newest checkpoint at step 4 of 8") for line in said
+    )
+    assert said[0].endswith("), not a finished run's checkpoint.") and "/best/ckpt-" in said[0]
 
 
 def test_a_damaged_best_checkpoint_falls_back_to_the_last_good_one(runs, tmp_path, capsys):

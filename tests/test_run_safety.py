@@ -440,3 +440,30 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_temporary_files_and_export_folders_of_killed_processes_are_removed_by_the_next_write(tmp_path):
+    # A killed run left its hidden temporary files and `.export-*` folders for good.
+    import socket
+    import subprocess
+
+    from proto_tf import json_files
+    from proto_tf.serving import export
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    left = tmp_path / f".summary.json.{host}~{dead.pid}~abc.tmp"
+    left.write_text("half")
+    live = tmp_path / f".summary.json.{host}~{os.getpid()}~def.tmp"  # Being written now.
+    live.write_text("half")
+    other_host = tmp_path / f".summary.json.elsewhere~{dead.pid}~ghi.tmp"
+    other_host.write_text("half")
+    json_files.write_json(str(tmp_path / "summary.json"), {"steps": 4})
+    assert not left.exists() and live.exists() and other_host.exists()
+    base = tmp_path / "exports" / "m"
+    os.makedirs(base / f".export-{host}~{dead.pid}~xyz")
+    path = export.publish_version(
+        lambda p: open(os.path.join(p, "saved_model.pb"), "w").close(), str(tmp_path / "exports"), "m"
+    )
+    assert sorted(os.listdir(base)) == ["1"] and path.endswith("/1")

@@ -79,6 +79,9 @@ def audit_run(model_dir: str, output_dir: str | None = None, checkpoint: str = "
     Returns the paths, the ranking (`order`: positions in the training split) and its
     `records`."""
     config, dataset, model, checkpoint_path = trainer.load_run(model_dir, checkpoint)
+    warning = trainer.unfinished_warning(model_dir, checkpoint_path)
+    if warning:
+        print(warning)
     if not model.uses_database:
         raise ConfigError(f"--model_dir={model_dir} is a baseline run: the audit needs a model with prototypes.")
     split = dataset.train

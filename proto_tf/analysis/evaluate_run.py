@@ -36,6 +36,9 @@ def evaluate_model_dir(
     returns the report dict."""
     _check_shift_sets(trainer.read_config(model_dir).dataset, shift_data_dirs or {}, model_dir)
     config, dataset, model, checkpoint_path = trainer.load_run(model_dir, checkpoint, data_dir)
+    warning = trainer.unfinished_warning(model_dir, checkpoint_path)
+    if warning:
+        print(warning)
     if batchnorm_batches:
         batchnorm.reestimate_from_training_split(model, dataset, config, batchnorm_batches)
     info = dataset_info(config.dataset)

@@ -151,6 +151,7 @@ def read_tables(data_dir: str, options: CsvOptions = CsvOptions(), seed: int = 0
         options.categorical_columns,
         options.numeric_columns,
         options.max_categories,
+        lines=[train.lines[i] for i in train_positions],
     )
     class_names = _class_names(train, label, train_positions)
     require_two_classes(train.path, label, class_names)

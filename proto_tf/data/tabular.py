@@ -312,9 +312,10 @@ def infer_schema(
     categorical: tuple = (),
     numeric: tuple = (),
     max_categories: int = 1000,
+    lines: list | None = None,
 ) -> TabularSchema:
     """The schema of a training file's columns (`header`, `rows` of stripped fields,
-    the label column already removed).
+    the label column already removed; `lines`: each row's line in the file).
 
     A column is numeric when every non-missing value is a finite number, else
     categorical; `categorical` / `numeric` name columns to force. Numeric columns are
@@ -343,6 +344,8 @@ def infer_schema(
                 f"{', '.join(repr(t) for t in MISSING_TOKENS)}); remove it or fill it in."
             )
         numbers = _as_numbers(present)
+        if numbers is None and name not in categorical:
+            _refuse_non_finite_numbers(path, index, name, texts, lines)
         if name in numeric and numbers is None:
             bad = next(text for text in present if _as_numbers([text]) is None)
             raise DataError(
@@ -368,6 +371,28 @@ def infer_schema(
                 )
             categorical_columns.append(CategoricalColumn(name, vocabulary))
     return TabularSchema(tuple(header), tuple(numeric_columns), tuple(categorical_columns))
+
+
+def _refuse_non_finite_numbers(path, index, name, texts, lines):
+    """A DataError for a column of numbers of which one is not finite (`inf`, `nan`,
+    `1e400`): it would make the column categorical without a word (a test file refuses
+    such a value)."""
+    parsed = []
+    for position, text in enumerate(texts):
+        if is_missing(text):
+            continue
+        try:
+            parsed.append((position, float(text)))
+        except ValueError:
+            return  # Text: a categorical column.
+    position = next((p for p, number in parsed if not math.isfinite(number)), None)
+    if position is None:
+        return
+    line = lines[position] if lines is not None else position + 2
+    raise DataError(
+        f"{path}:{line}: column {index + 1} ({name}): {texts[position]!r} is not a finite number, in a "
+        "column of numbers; fix it, mark it missing (e.g. '?'), or give the column in --categorical_columns."
+    )
 
 
 def _as_numbers(texts):

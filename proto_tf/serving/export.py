@@ -256,14 +256,16 @@ def publish_version(write: Callable[[str], object], export_dir: str, model_name:
     renames it to the next free version number; returns that version's folder.
 
     TF Serving polls the numbered folders, so it never sees a half-written version;
-    an export killed midway leaves only the hidden `.export-*` folder (never loaded).
+    an export killed midway leaves only the hidden `.export-*` folder (never loaded),
+    which the next export into the same folder on this host removes.
     Two concurrent exports get different versions: a rename onto a version another
     export has just published fails, and the next number is tried.
     """
     base = os.path.join(export_dir, model_name)
     try:
         os.makedirs(base, exist_ok=True)
-        temporary = tempfile.mkdtemp(prefix=".export-", dir=base)
+        json_files.remove_leftovers(base, ".export-")  # Of exports killed midway.
+        temporary = tempfile.mkdtemp(prefix=".export-" + json_files.owner_tag(), dir=base)
     except OSError as error:
         raise ConfigError(
             f"cannot write to --export_dir={export_dir} ({error.strerror}: {error.filename}); give "
@@ -280,9 +282,21 @@ def publish_version(write: Callable[[str], object], export_dir: str, model_name:
             except OSError as error:
                 if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                     raise
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
+        if _is_full_disk(error):
+            raise RunDirectoryError(
+                f"could not write the export to {base} (no space left on the device); nothing was published, "
+                "the earlier versions are intact: free some space and export again."
+            ) from None
         raise
+
+
+def _is_full_disk(error):
+    """A full disk or quota, as Python (OSError) or TensorFlow's file system says it."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(error, tf.errors.OpError) and "No space left on device" in str(error)
 
 
 def _make_readable(folder):

@@ -557,6 +557,18 @@ def run_status(model_dir: str) -> RunStatus:
     return RunStatus(finished, step, config.train_steps)
 
 
+def unfinished_warning(model_dir: str, checkpoint_path: str) -> str | None:
+    """The line a command on the run in `model_dir` prints when the run has not
+    finished: which checkpoint it uses instead of the finished run's (None if finished)."""
+    status = run_status(model_dir)
+    if status.finished:
+        return None
+    return (
+        f"warning: the run in {model_dir} is unfinished ({status.describe()}); using {checkpoint_path} "
+        f"(step {checkpoint_step(checkpoint_path)}), not a finished run's checkpoint."
+    )
+
+
 def load_run(model_dir: str, checkpoint: str = "best", data_dir: str | None = None) -> tuple:
     """`(config, dataset, model, checkpoint_path)` of a run in `model_dir`, its data
     read from `data_dir` when given (else from where the run read it). Data other than
