@@ -451,9 +451,11 @@ def test_one_class_is_refused_and_skipped_images_are_said(tmp_path, capsys):
     (tmp_path / "images" / "train" / "cat" / "a.tiff").write_bytes(b"II*\x00")
     (tmp_path / "images" / "train" / "cat" / "b.webp").write_bytes(b"RIFF")
     os.makedirs(tmp_path / "images" / "train" / "bird")
+    os.makedirs(tmp_path / "images" / "train" / "dog" / "puppies")
     loaded = load_dataset("image_folder", images, validation_fraction=0.0)
     assert loaded.class_names == ("cat", "dog")
     out = capsys.readouterr().out
+    assert "train/dog: folder(s) puppies inside a class folder are not read" in out
     assert "train/cat: 2 file(s) of other types (.tiff, .webp) are skipped" in out
     assert "train/bird holds no images: it is not a class." in out
 
@@ -472,3 +474,20 @@ def test_a_non_finite_number_in_a_numeric_column_is_refused_naming_the_line(tmp_
     options = csv_dataset.CsvOptions(categorical_columns=("x",))
     loaded = load_dataset("csv", str(folder), validation_fraction=0.0, options=options)
     assert [c.name for c in loaded.info.schema.categorical] == ["x", "colour"]
+
+
+def test_long_cells_are_read_and_empty_texts_are_counted(tmp_path, capsys):
+    # A 2 MB cell was reported as a quoting error; empty texts trained without a word.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    long_text = "goal " * 400_000
+    (docs / "train.csv").write_text(f'text,label\n"{long_text}",a\n,a\nsong,b\nband,b\n')
+    (docs / "test.csv").write_text("text,label\nteam,a\n")
+    loaded = load_dataset("text_csv", str(docs), validation_fraction=0.0)
+    assert len(loaded.train) == 4
+    assert (
+        "train.csv: 1 of 4 rows have an empty text (text); they are read as empty documents." in capsys.readouterr().out
+    )
+    (docs / "test.csv").write_text("text,label\n,a\n")
+    with pytest.raises(DataError, match=r"test.csv: every text \(text\) is empty"):
+        load_dataset("text_csv", str(docs), validation_fraction=0.0)

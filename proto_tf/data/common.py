@@ -59,6 +59,12 @@ def _decoded(raw, path, line_number):
         ) from None
 
 
+# Fields of any length are read (a long document in one cell): the csv module's default
+# limit of 131,072 characters made a 2 MB cell a "not valid CSV" error. Set once; it
+# only widens what every reader in the process accepts.
+csv.field_size_limit(2**31 - 1)
+
+
 def csv_rows(path, **reader_options):
     """`(line number, fields)` of each row of a CSV file, streamed; blank lines are
     skipped. Read through `iterate_text_lines` (UTF-8, any line ending, BOM dropped);

@@ -71,6 +71,12 @@ def _report_skipped(folder, files_by_class, report):
                 f"warning: {path}: {len(others)} file(s) of other types ({', '.join(kinds)}) are skipped; "
                 f"images are read from {', '.join(IMAGE_EXTENSIONS)} files."
             )
+        nested = sorted(f for f in os.listdir(path) if not f.startswith(".") and os.path.isdir(os.path.join(path, f)))
+        if nested:
+            report(
+                f"warning: {path}: folder(s) {', '.join(nested)} inside a class folder are not read "
+                "(a class's images are the files directly in its folder)."
+            )
         if not files:
             report(f"warning: {path} holds no images: it is not a class.")
 

@@ -64,6 +64,15 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
             )
         tables.append(test)
     texts = [joined_texts(table, columns) for table in tables]
+    for table, table_texts in zip(tables, texts):
+        empty = sum(not text.strip() for text in table_texts)
+        if empty == len(table_texts):
+            raise DataError(f"{table.path}: every text ({', '.join(columns)}) is empty; there is nothing to read.")
+        if empty:
+            report(
+                f"warning: {table.path}: {empty} of {len(table_texts)} rows have an empty text "
+                f"({', '.join(columns)}); they are read as empty documents."
+            )
     values = [[row[table.header.index(label)] for row in table.rows] for table in tables]
     everything = np.arange(len(train.rows))
     if len(tables) == 2:
