@@ -90,6 +90,10 @@ def _train(tmp_path, dataset, data_dir, **overrides):
     return config
 
 
+def loaded_schema(config):
+    return load_dataset("csv", config.data_dir, validation_fraction=config.validation_fraction).info.schema.numeric
+
+
 def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_path, capsys):
     data_dir = write_own_table(str(tmp_path / "table"), rows=240, test_rows=80)
     config = _train(tmp_path, "csv", data_dir)
@@ -115,13 +119,18 @@ def test_csv_end_to_end_export_serves_raw_rows_and_predict_reads_by_name(tmp_pat
     )
     assert {name.decode() for name in answer["class_names"].numpy()} <= {"yes", "no"}
     np.testing.assert_array_equal(answer["unknown_categories"].numpy(), [0, 1])  # "purple" is unknown.
-    with pytest.raises(tf.errors.InvalidArgumentError, match="input income holds an infinity"):
-        serve(
-            Age_years=tf.constant([70.0]),
-            colour=tf.constant(["red"]),
-            income=tf.constant([np.inf]),
-            id_code=tf.constant([1.0]),
-        )
+    for bad in (np.inf, 1e30):  # 1e30 was answered, at confidence 0.87.
+        with pytest.raises(tf.errors.InvalidArgumentError, match="input income holds an infinity or a value outside"):
+            serve(
+                Age_years=tf.constant([70.0]),
+                colour=tf.constant(["red"]),
+                income=tf.constant([bad]),
+                id_code=tf.constant([1.0]),
+            )
+    income = next(c for c in loaded_schema(config) if c.name.startswith("income"))
+    np.testing.assert_allclose(
+        income.valid_range, [income.offset - 1e4 * income.scale, income.offset + 1e4 * income.scale]
+    )
     # test.csv without its label column, columns in yet another order: predict gives the
     # evaluation's accuracy exactly.
     with open(os.path.join(data_dir, "test.csv")) as handle:

@@ -305,6 +305,13 @@ def report_missing(path: str, schema: TabularSchema, columns: dict, report=print
         report(f"{path}: missing values (of {rows} rows): {listed}.")
 
 
+# A value this many standard deviations from a column's training mean is refused (in
+# test files, --database files and serving requests): no real value lies there (every
+# training value is within sqrt(n) of them), and an answer for 1e30 would be confident
+# nonsense. 1e4 covers training files of up to 1e8 rows.
+VALID_STANDARD_DEVIATIONS = 1e4
+
+
 def infer_schema(
     path: str,
     header: list,
@@ -319,7 +326,8 @@ def infer_schema(
 
     A column is numeric when every non-missing value is a finite number, else
     categorical; `categorical` / `numeric` name columns to force. Numeric columns are
-    standardised with the training mean and standard deviation (1 when constant) and get
+    standardised with the training mean and standard deviation (1 when constant), accept
+    values within `VALID_STANDARD_DEVIATIONS` of them, and get
     a missing indicator when the file has missing values there; categorical
     vocabularies are the sorted values of the file. A column that is entirely missing,
     a forced numeric column holding text, or a categorical column with more than
@@ -353,11 +361,13 @@ def infer_schema(
             )
         if numbers is not None and name not in categorical:
             mean, std = float(np.mean(numbers)), float(np.std(numbers))
+            scale = std if std > 0 else 1.0
             numeric_columns.append(
                 NumericColumn(
                     name,
                     offset=mean,
-                    scale=std if std > 0 else 1.0,
+                    scale=scale,
+                    valid_range=(mean - VALID_STANDARD_DEVIATIONS * scale, mean + VALID_STANDARD_DEVIATIONS * scale),
                     missing_indicator=len(present) < len(texts),
                 )
             )
