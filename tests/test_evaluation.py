@@ -2,8 +2,8 @@ import keras
 import numpy as np
 
 from proto_tf import ProtoAttend, metrics
-from proto_tf.analysis.evaluation import Evaluator, summarize
 from proto_tf.data import Split
+from proto_tf.evaluation import Evaluator, summarize
 
 
 def _model():

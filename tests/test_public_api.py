@@ -25,7 +25,7 @@ PUBLIC_MODULES = (
     "data/candidates",
     "data/noise",
     "data/registry",
-    "analysis/evaluation",
+    "evaluation",
     "analysis/evaluate_run",
     "analysis/trained_run",
     "analysis/audit",

@@ -5,8 +5,8 @@ import keras
 import numpy as np
 
 from proto_tf import ProtoAttend
-from proto_tf.analysis.evaluation import Evaluator
 from proto_tf.data import Split
+from proto_tf.evaluation import Evaluator
 from proto_tf.work_progress import WorkProgress, tracked
 
 

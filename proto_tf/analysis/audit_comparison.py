@@ -12,10 +12,10 @@ import os
 import numpy as np
 
 from proto_tf.analysis.audit import flagged_count, leave_one_out_agreement, rank_suspects
-from proto_tf.analysis.evaluation import Evaluator
 from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.registry import load_dataset
 from proto_tf.errors import ConfigError
+from proto_tf.evaluation import Evaluator
 from proto_tf.training import trainer
 from proto_tf.training.config import ExperimentConfig
 

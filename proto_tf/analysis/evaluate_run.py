@@ -2,8 +2,8 @@
 
 import os
 
-from proto_tf import json_files, metrics
-from proto_tf.analysis import dknn, evaluation, plots
+from proto_tf import evaluation, json_files, metrics
+from proto_tf.analysis import dknn, plots
 from proto_tf.calibration import at_threshold
 from proto_tf.data import DATASETS, candidates, dataset_info, load_dataset, shift
 from proto_tf.errors import ConfigError

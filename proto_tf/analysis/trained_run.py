@@ -4,8 +4,8 @@ import dataclasses
 
 import numpy as np
 
-from proto_tf.analysis.evaluation import Evaluator
 from proto_tf.data import LoadedDataset, Split, inference_database
+from proto_tf.evaluation import Evaluator
 from proto_tf.model import ProtoAttend
 from proto_tf.training import trainer
 from proto_tf.training.config import ExperimentConfig

@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import blockwise, json_files, streaming
-from proto_tf.analysis.evaluation import Evaluator, calibrate_on
 from proto_tf.calibration import DEFAULT_DELTA, Calibration
 from proto_tf.data import inference_database
 from proto_tf.data.common import Split
@@ -21,6 +20,7 @@ from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.data.raw_examples import load_raw, take
 from proto_tf.errors import ConfigError, RunDirectoryError
+from proto_tf.evaluation import Evaluator, calibrate_on
 from proto_tf.model import KEY_DTYPES, ProtoAttend, PrototypeDatabase
 from proto_tf.serving import warmup
 from proto_tf.training import run_directory, trainer

@@ -12,8 +12,7 @@ import keras
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hparams_api
 
-from proto_tf import json_files
-from proto_tf.analysis import evaluation
+from proto_tf import evaluation, json_files
 from proto_tf.data import candidates
 from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.registry import dataset_info, load_dataset
