@@ -33,6 +33,12 @@ class TrainingHealthError(UserError, RuntimeError):
     """Training produced non-finite values or diverged; the last good checkpoint is kept."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    return text.strip().splitlines()[0]
+
+
 def exit_on_user_error(main: Callable) -> Callable:
     """Wraps an absl `main` so that a UserError prints `error: <message>` to stderr and
     exits with status 2; other exceptions propagate with their traceback."""

@@ -18,7 +18,8 @@ from proto_tf.data import Split
 from proto_tf.data.noise import corrupt_labels
 from proto_tf.errors import ConfigError
 from proto_tf.training.config import ExperimentConfig
-from proto_tf.training.trainer import Trainer, load_experiment_dataset
+from proto_tf.training.run_store import load_experiment_dataset
+from proto_tf.training.trainer import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -7,7 +7,8 @@ from proto_tf import BaselineClassifier
 from proto_tf.analysis.evaluate_run import evaluate_model_dir
 from proto_tf.training import batchnorm
 from proto_tf.training.config import ExperimentConfig
-from proto_tf.training.trainer import Trainer, load_run
+from proto_tf.training.run_store import load_run
+from proto_tf.training.trainer import Trainer
 
 
 def _model_with_batchnorm():
@@ -42,7 +43,7 @@ def test_reestimation_batches_are_the_training_steps_encoder_batches(tmp_path):
     from data_files import write_isic
 
     from proto_tf.data.candidates import training_batches
-    from proto_tf.training.trainer import load_experiment_dataset
+    from proto_tf.training.run_store import load_experiment_dataset
 
     config = ExperimentConfig(
         dataset="isic",

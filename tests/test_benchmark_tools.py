@@ -8,7 +8,8 @@ from references import layer_norm, sparsemax_bisection
 from test_training import _tiny_config
 
 from proto_tf.analysis import authors_graph, benchmarks, step_profile
-from proto_tf.training.trainer import Trainer, load_experiment_dataset
+from proto_tf.training.run_store import load_experiment_dataset
+from proto_tf.training.trainer import Trainer
 
 
 def test_bare_step_takes_the_trainers_steps(tmp_path):

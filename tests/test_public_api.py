@@ -36,6 +36,7 @@ PUBLIC_MODULES = (
     "serving/export",
     "serving/sharding",
     "training/trainer",
+    "training/run_store",
     "work_progress",
 )
 

@@ -10,7 +10,7 @@ from test_training import REPO
 from proto_tf.analysis import benchmarks, comparison, plots
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training.config import ExperimentConfig
-from proto_tf.training.trainer import CONFIG_FILE
+from proto_tf.training.run_store import CONFIG_FILE
 
 
 def _summary(**config):

@@ -361,7 +361,7 @@ def test_an_export_of_a_run_whose_data_changed_is_refused(runs, tmp_path):
     # The export rebuilt the standardisation and the database from whatever data was
     # there at export time: a penguins run whose train.csv was replaced served 51.9 %
     # at confidence 0.98. The run's data.json is compared first.
-    from proto_tf.training import trainer
+    from proto_tf.training import run_store
 
     run_dir = _copy_run(runs, tmp_path, "run")
     data_dir = str(tmp_path / "other_adult")
@@ -369,7 +369,7 @@ def test_an_export_of_a_run_whose_data_changed_is_refused(runs, tmp_path):
     with pytest.raises(RunDirectoryError, match=r"was trained on other data than --data_dir=.*other_adult holds"):
         export.export_model_dir(run_dir, str(tmp_path / "exports"), checkpoint="last", data_dir=data_dir)
     with pytest.raises(RunDirectoryError, match=r"train split: \d+ examples, sha256 \w+ in the run"):
-        trainer.load_run(run_dir, "last", data_dir)
+        run_store.load_run(run_dir, "last", data_dir)
     assert not os.path.exists(tmp_path / "exports")
     done = _command("export", f"--model_dir={run_dir}", f"--data_dir={data_dir}", f"--export_dir={tmp_path / 'e'}")
     assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -17,7 +17,8 @@ from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training import run_directory
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.health import DivergenceError, NonFiniteError
-from proto_tf.training.trainer import Trainer, load_experiment_dataset
+from proto_tf.training.run_store import load_experiment_dataset
+from proto_tf.training.trainer import Trainer
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from proto_tf.data.common import Split
 from proto_tf.errors import ConfigError
 from proto_tf.json_files import make_output_folder, write_atomically
 from proto_tf.model import ProtoAttend
-from proto_tf.training import trainer
+from proto_tf.training import run_store
 from proto_tf.work_progress import WorkProgress, tracked
 
 AUDIT_CSV, AUDIT_JSONL, AUDIT_PNG = "audit.csv", "audit.jsonl", "audit.png"
@@ -78,8 +78,8 @@ def audit_run(model_dir: str, output_dir: str | None = None, checkpoint: str = "
     most suspect first) and `audit.png` to `output_dir` (default `<model_dir>/audit`).
     Returns the paths, the ranking (`order`: positions in the training split) and its
     `records`."""
-    config, dataset, model, checkpoint_path = trainer.load_run(model_dir, checkpoint)
-    warning = trainer.unfinished_warning(model_dir, checkpoint_path)
+    config, dataset, model, checkpoint_path = run_store.load_run(model_dir, checkpoint)
+    warning = run_store.unfinished_warning(model_dir, checkpoint_path)
     if warning:
         print(warning)
     if not model.uses_database:

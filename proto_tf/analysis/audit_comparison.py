@@ -16,7 +16,7 @@ from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.registry import load_dataset
 from proto_tf.errors import ConfigError
 from proto_tf.evaluation import Evaluator
-from proto_tf.training import trainer
+from proto_tf.training import run_store, trainer
 from proto_tf.training.config import ExperimentConfig
 
 
@@ -58,7 +58,7 @@ def out_of_fold_probabilities(
             fold_config, dataclasses.replace(dataset, train=_subset(train, kept)), verbose=False
         )
         fold_trainer.train()
-        model = trainer.load_trained_model(fold_config.model_dir, fold_config, dataset, "best")[0]
+        model = run_store.load_trained_model(fold_config.model_dir, fold_config, dataset, "best")[0]
         predicted = Evaluator(model, dataset.preprocess, config.eval_batch_size).predict(_subset(train, held_out))
         probabilities[held_out] = predicted["probabilities"]
     return probabilities
@@ -67,7 +67,7 @@ def out_of_fold_probabilities(
 def check_comparable(model_dir: str) -> None:
     """A ConfigError unless the run in `model_dir` has known flips (`--label_noise`) and
     cleanlab is installed: checked before any work."""
-    if not trainer.read_config(model_dir).label_noise:
+    if not run_store.read_config(model_dir).label_noise:
         raise ConfigError(
             f"--compare_cleanlab: {model_dir} was trained without --label_noise, so no flips are known to score against."
         )
@@ -90,13 +90,13 @@ def compare_with_cleanlab(
     from cleanlab.rank import get_label_quality_scores
 
     if audited is None:
-        config, dataset, model, _ = trainer.load_run(model_dir)
+        config, dataset, model, _ = run_store.load_run(model_dir)
         found = leave_one_out_agreement(model, dataset.preprocess, dataset.train, dataset.num_classes)
         audit_order = rank_suspects(found["own_label_mass"], found["class_mass"])
         audit_flagged = flagged_count(found["own_label_mass"], found["class_mass"])
     else:
-        config = trainer.read_config(model_dir)
-        dataset = trainer.load_experiment_dataset(config)
+        config = run_store.read_config(model_dir)
+        dataset = run_store.load_experiment_dataset(config)
         audit_order, audit_flagged = audited["order"], audited["flagged"]
     flips = true_flips(config, dataset.train)
     probabilities = out_of_fold_probabilities(config, dataset, folds, work_dir or os.path.join(model_dir, "cleanlab"))

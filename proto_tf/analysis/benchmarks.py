@@ -23,7 +23,7 @@ from proto_tf.errors import ConfigError
 from proto_tf.serving import export, warmup
 from proto_tf.sparsemax import sparsemax
 from proto_tf.training import config as config_lib
-from proto_tf.training import health, trainer
+from proto_tf.training import health, run_store, trainer
 
 
 def _rate(step, steps, warmup):
@@ -261,13 +261,13 @@ def seconds_per_call(call, min_calls=3, min_seconds=1.0, warmup=2):
 def _tabular_run(model_dir):
     """`(config, dataset, info)` of a trained tabular run; any other run is refused
     before its data is loaded."""
-    config = trainer.read_config(model_dir)
+    config = run_store.read_config(model_dir)
     info = dataset_info(config.dataset)
     if info.kind.name != "tabular":
         raise ConfigError(
             f"--model_dir={model_dir} is a {config.dataset} run; this benchmark takes a tabular (adult) run."
         )
-    return config, trainer.load_experiment_dataset(config), info
+    return config, run_store.load_experiment_dataset(config), info
 
 
 def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
@@ -282,7 +282,7 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
     models = {}
     for attention in ("softmax", "sparsemax"):
         attention_config = dataclasses.replace(config, attention=attention)
-        models[attention] = trainer.load_trained_model(model_dir, attention_config, dataset)[0]
+        models[attention] = run_store.load_trained_model(model_dir, attention_config, dataset)[0]
     raw = raw_examples.load_raw(config.dataset, config.data_dir)
     for size in database_sizes:
         database_split = jittered_database(dataset.train, size, config.seed)
@@ -342,7 +342,7 @@ def export_latencies(
     models = {}
     for attention in sorted({attention for attention, _ in variants}):
         attention_config = dataclasses.replace(config, attention=attention)
-        models[attention] = trainer.load_trained_model(model_dir, attention_config, dataset)[0]
+        models[attention] = run_store.load_trained_model(model_dir, attention_config, dataset)[0]
     # The encodings of the training rows (one encoder: both models share the weights).
     base = export.encode_database(next(iter(models.values())), dataset.preprocess, dataset.train)
     base_keys, base_values = (t.numpy() for t in base.tensors()[:2])
@@ -418,7 +418,7 @@ def trained_attention_logits(model_dir, max_size, batch_size):
     test examples' queries against the keys of a jittered database of `max_size` rows
     (`jittered_database`). Any prefix of the columns is such a database too."""
     config, dataset, _ = _tabular_run(model_dir)
-    model = trainer.load_trained_model(model_dir, config, dataset)[0]
+    model = run_store.load_trained_model(model_dir, config, dataset)[0]
     database = export.encode_database(
         model, dataset.preprocess, jittered_database(dataset.train, max_size, config.seed)
     )

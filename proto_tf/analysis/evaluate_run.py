@@ -7,7 +7,7 @@ from proto_tf.analysis import dknn, plots
 from proto_tf.calibration import at_threshold
 from proto_tf.data import DATASETS, candidates, dataset_info, load_dataset, shift
 from proto_tf.errors import ConfigError
-from proto_tf.training import batchnorm, trainer
+from proto_tf.training import batchnorm, run_store
 from proto_tf.work_progress import WorkProgress
 
 
@@ -34,9 +34,9 @@ def evaluate_model_dir(
     the test coverage and accuracy at its threshold beside what validation promised. Writes
     `evaluation.json` and PNGs to `output_dir` (default `<model_dir>/evaluation`);
     returns the report dict."""
-    _check_shift_sets(trainer.read_config(model_dir).dataset, shift_data_dirs or {}, model_dir)
-    config, dataset, model, checkpoint_path = trainer.load_run(model_dir, checkpoint, data_dir)
-    warning = trainer.unfinished_warning(model_dir, checkpoint_path)
+    _check_shift_sets(run_store.read_config(model_dir).dataset, shift_data_dirs or {}, model_dir)
+    config, dataset, model, checkpoint_path = run_store.load_run(model_dir, checkpoint, data_dir)
+    warning = run_store.unfinished_warning(model_dir, checkpoint_path)
     if warning:
         print(warning)
     if batchnorm_batches:

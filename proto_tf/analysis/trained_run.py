@@ -7,7 +7,7 @@ import numpy as np
 from proto_tf.data import LoadedDataset, Split, inference_database
 from proto_tf.evaluation import Evaluator
 from proto_tf.model import ProtoAttend
-from proto_tf.training import trainer
+from proto_tf.training import run_store
 from proto_tf.training.config import ExperimentConfig
 
 
@@ -56,9 +56,9 @@ def load_run(
       >>> run = proto_tf.load_run("runs/adult_sparsemax_small")
       >>> run.predict(run.dataset.test.inputs[:4])["class_names"]
     """
-    config, dataset, model, path = trainer.load_run(model_dir, checkpoint, data_dir)
+    config, dataset, model, path = run_store.load_run(model_dir, checkpoint, data_dir)
     evaluator = Evaluator(model, dataset.preprocess, config.eval_batch_size)
     if model.uses_database:
         size = min(infer_database_size or config.infer_database_size, len(dataset.train))
         evaluator.set_database(inference_database(dataset.train, size, config.seed, dataset.info.class_shares))
-    return TrainedRun(model_dir, config, dataset, model, path, trainer.checkpoint_step(path), evaluator)
+    return TrainedRun(model_dir, config, dataset, model, path, run_store.checkpoint_step(path), evaluator)

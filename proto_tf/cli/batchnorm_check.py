@@ -7,7 +7,7 @@ statistics, with batch statistics, and with re-estimated moving statistics.
 from absl import flags
 
 from proto_tf.cli.common import run_command
-from proto_tf.training import batchnorm, trainer
+from proto_tf.training import batchnorm, run_store
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
@@ -21,13 +21,13 @@ flags.DEFINE_integer(
 
 def main(argv):
     del argv
-    config, dataset, model, path = trainer.load_run(FLAGS.model_dir, FLAGS.checkpoint)
+    config, dataset, model, path = run_store.load_run(FLAGS.model_dir, FLAGS.checkpoint)
     inputs = dataset.preprocess(dataset.train.inputs[: FLAGS.examples])
     labels = dataset.train.labels[: FLAGS.examples]
     moving = batchnorm.plain_accuracy(model, inputs, labels)
     batch = batchnorm.plain_accuracy(model, inputs, labels, batch_statistics=True)
     # A fresh copy: the batch-statistics pass above moved the moving statistics.
-    model, _ = trainer.load_trained_model(FLAGS.model_dir, config, dataset, FLAGS.checkpoint)
+    model, _ = run_store.load_trained_model(FLAGS.model_dir, config, dataset, FLAGS.checkpoint)
     batchnorm.reestimate_from_training_split(model, dataset, config, FLAGS.batchnorm_batches)
     reestimated = batchnorm.plain_accuracy(model, inputs, labels)
     print(f"{path}: plain-path accuracy on {len(labels)} training examples")

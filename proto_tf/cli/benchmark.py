@@ -46,7 +46,7 @@ from proto_tf.cli import experiment_flags
 from proto_tf.cli.common import run_command
 from proto_tf.data import MissingDataError, dataset_info
 from proto_tf.errors import ConfigError
-from proto_tf.training.trainer import load_experiment_dataset
+from proto_tf.training.run_store import load_experiment_dataset
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 

@@ -18,7 +18,7 @@ from proto_tf.data import dataset_info, raw_examples
 from proto_tf.errors import ConfigError
 from proto_tf.serving import export
 from proto_tf.serving.predict import check_saved_model
-from proto_tf.training import trainer
+from proto_tf.training import run_store
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 
@@ -55,7 +55,7 @@ def main(argv):
     if bool(FLAGS.saved_model) == bool(FLAGS.model_dir):
         raise ConfigError("give exactly one of --saved_model and --model_dir.")
     if FLAGS.model_dir:
-        config = trainer.read_config(FLAGS.model_dir)
+        config = run_store.read_config(FLAGS.model_dir)
         data_dir = FLAGS.data_dir or config.data_dir
         output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "explanations")
         # Exported on the fly into a folder removed afterwards.

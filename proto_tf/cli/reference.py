@@ -14,7 +14,7 @@ from absl import flags
 from proto_tf.analysis.reference import reference_accuracy
 from proto_tf.cli.common import run_command
 from proto_tf.json_files import read_json
-from proto_tf.training import trainer
+from proto_tf.training import run_store
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
 flags.DEFINE_string(
@@ -24,10 +24,10 @@ flags.DEFINE_string(
 
 def main(argv):
     del argv
-    config = trainer.read_config(FLAGS.model_dir)
-    dataset = trainer.load_experiment_dataset(config)
+    config = run_store.read_config(FLAGS.model_dir)
+    dataset = run_store.load_experiment_dataset(config)
     result = reference_accuracy(dataset, config.seed)
-    summary_path = os.path.join(FLAGS.model_dir, trainer.SUMMARY_FILE)
+    summary_path = os.path.join(FLAGS.model_dir, run_store.SUMMARY_FILE)
     if os.path.isfile(summary_path):
         summary = read_json(summary_path, "the run's final results")
         test = summary.get("test_best", summary["test_last"])

@@ -23,7 +23,7 @@ from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.evaluation import Evaluator, calibrate_on
 from proto_tf.model import KEY_DTYPES, ProtoAttend, PrototypeDatabase
 from proto_tf.serving import warmup
-from proto_tf.training import run_directory, trainer
+from proto_tf.training import run_directory, run_store
 from proto_tf.training.config import check_against_data
 from proto_tf.work_progress import WorkProgress
 
@@ -593,15 +593,15 @@ def export_model_dir(
         raise ConfigError("give one of --target_accuracy and --target_coverage, not both.")
     if not 0.0 < calibration_delta < 1.0:
         raise ConfigError(f"--calibration_delta={calibration_delta} must be in (0, 1), e.g. 0.05.")
-    status = trainer.run_status(model_dir)
+    status = run_store.run_status(model_dir)
     if not status.finished and checkpoint != "last":
         raise RunDirectoryError(
             f"the run in {model_dir} is unfinished ({status.describe()}): finish it by running "
             "its training command again, or export its last checkpoint anyway with --checkpoint=last."
         )
-    config, dataset, model, checkpoint_path = trainer.load_run(model_dir, checkpoint, data_dir)
+    config, dataset, model, checkpoint_path = run_store.load_run(model_dir, checkpoint, data_dir)
     info = dataset.info
-    step = trainer.checkpoint_step(checkpoint_path)
+    step = run_store.checkpoint_step(checkpoint_path)
     which = "best validation" if os.path.basename(os.path.dirname(checkpoint_path)) == "best" else "last"
     report(
         f"Exporting {checkpoint_path} (step {step}, the {which} checkpoint"
