@@ -144,8 +144,8 @@ def test_xla_step_trains_sparsemax_like_the_default_step(tmp_path):
 
 def test_training_step_is_traced_once(tmp_path):
     trainer = Trainer(_tiny_config(tmp_path, "trace", train_steps=4), verbose=False)
-    iterator = iter(trainer._distributed_steps(0))
-    step_function = trainer._make_step_function()
+    iterator = iter(trainer.distributed_steps(0))
+    step_function = trainer.make_step_function()
     for _ in range(4):
         step_function(iterator)
     assert step_function.experimental_get_tracing_count() == 1

@@ -102,8 +102,8 @@ def trainer_step(config, dataset, steps, model_dir):
     check of its logs."""
     config = dataclasses.replace(config, model_dir=model_dir, train_steps=steps)
     run_trainer = trainer.Trainer(config, dataset=dataset, verbose=False)
-    iterator = iter(run_trainer._distributed_steps(0))
-    step_function = run_trainer._make_step_function(results=False)
+    iterator = iter(run_trainer.distributed_steps(0))
+    step_function = run_trainer.make_step_function(results=False)
     monitor = health.HealthMonitor(run_trainer.model.trainable_variables, config.divergence_factor)
     counter = iter(range(1, steps + 1))
 

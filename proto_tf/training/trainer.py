@@ -136,7 +136,9 @@ class Trainer:
             )
         return 0
 
-    def _distributed_steps(self, start):
+    def distributed_steps(self, start: int):
+        """The distributed dataset of the run's steps from `start` on: each element one
+        step's batch and fresh candidate database, split across the replicas."""
         config = self.config
 
         def global_steps():
@@ -153,7 +155,7 @@ class Trainer:
 
         return distribute.distribute_steps(self.strategy, global_steps, config.batch_size, config.candidates_per_step)
 
-    def _make_step_function(self, results=True):
+    def make_step_function(self, results: bool = True) -> Callable:
         """The distributed training step; its logs hold the health checks' values and,
         with `results`, the metrics' means since their last reset."""
         strategy, model = self.strategy, self.model
@@ -279,9 +281,9 @@ class Trainer:
         returns the best validation state."""
         config = self.config
         progress = self.progress = ConsoleProgress(config.train_steps, self.verbose)
-        iterator = iter(self._distributed_steps(start))
+        iterator = iter(self.distributed_steps(start))
         # Steps between logs skip computing and reducing the metrics' values.
-        train_step, logged_step = self._make_step_function(results=False), self._make_step_function()
+        train_step, logged_step = self.make_step_function(results=False), self.make_step_function()
         monitor = health.HealthMonitor(self.model.trainable_variables, config.divergence_factor)
         warmup = config.matching_warmup_steps  # 0 for the baseline (a config check).
         hub_watch = health.HubWatch(report=print if self.verbose else lambda line: None, after_step=warmup)
