@@ -136,7 +136,7 @@ class Trainer:
             )
         return 0
 
-    def distributed_steps(self, start: int):
+    def distributed_steps(self, start: int) -> tf.distribute.DistributedDataset:
         """The distributed dataset of the run's steps from `start` on: each element one
         step's batch and fresh candidate database, split across the replicas."""
         config = self.config
