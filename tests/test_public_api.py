@@ -66,3 +66,36 @@ def test_every_exported_name_lives_in_a_typed_module():
     typed = {"proto_tf." + module.replace("/", ".") for module in PUBLIC_MODULES}
     for name, module in proto_tf._EXPORTS.items():
         assert module is None or module in typed or module == "proto_tf.training.config", name
+
+
+def _imported_modules(path):
+    """The `proto_tf...` modules a source file imports (absolute imports)."""
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("proto_tf")}
+
+
+def test_imports_flow_one_way():
+    # data -> model -> training -> serving / analysis -> cli: no module of the lower
+    # layers imports analysis/ or cli/ (the package's lazy top-level names aside).
+    root = os.path.dirname(proto_tf.__file__)
+    lower = [
+        os.path.join(folder, name)
+        for folder, _, names in os.walk(root)
+        for name in names
+        if name.endswith(".py")
+        and os.path.relpath(folder, root).split(os.sep)[0] not in ("analysis", "cli")
+        and os.path.join(folder, name) != os.path.join(root, "__init__.py")
+    ]
+    assert len(lower) > 40
+    upward = {
+        os.path.relpath(path, root): sorted(
+            name for name in _imported_modules(path) if name.startswith(("proto_tf.analysis", "proto_tf.cli"))
+        )
+        for path in lower
+    }
+    assert {path: names for path, names in upward.items() if names} == {}
