@@ -83,6 +83,14 @@ def _sparsemax_of_rows(x, top_k):
     # A row holding NaN or +inf has no projection onto the simplex: it maps to NaN
     # (values and gradient) on every path. The threshold is found on a clean copy.
     invalid = tf.reduce_any(tf.logical_or(tf.math.is_nan(x), tf.equal(x, float("inf"))), axis=-1, keepdims=True)
+    if top_k is not None and _in_xla_context():
+        # XLA's static form cleans and shifts the rows inside each fused pass: a cleaned
+        # copy would be a buffer of the logits' size that every pass reads again.
+        rows = tf.reshape(x, [-1, x.shape[-1] if x.shape[-1] is not None else tf.shape(x)[-1]])
+        tau, shift = _shifted_threshold_static(rows, tf.reshape(invalid, [-1, 1]))
+        row_shape = tf.concat([tf.shape(x)[:-1], [1]], 0)
+        shift = tf.stop_gradient(tf.reshape(shift, row_shape))
+        return _project(x - shift, tf.stop_gradient(tf.reshape(tau, row_shape)), invalid)
     clean = tf.where(invalid, tf.zeros_like(x), x)
     # Everything after this works on rows shifted by their maximum (exact for
     # sparsemax, and x - max is exact in float32): adding the shift back before
@@ -272,17 +280,30 @@ def _threshold_static(rows):
     per step. It starts from the bound `_support_candidates` uses (from the block
     maxima of rows of 256 entries or more), usually a few steps from the threshold.
     """
+    tau, shift = _shifted_threshold_static(rows)
+    return tau + shift
+
+
+def _shifted_threshold_static(rows, invalid=None):
+    """`_threshold_static`'s threshold as `(tau, shift)`: tau of the rows shifted by
+    `shift` (their maximum; 0 where not finite). Rows where `invalid` `[R, 1]` is true
+    (NaN or +inf) are thresholded as zeros, inside each pass."""
     block_size = _bound_block_size(rows.shape[-1])
     subset = rows if block_size is None else blockwise.block_maxima(rows, block_size)[1]
-    start = _subset_lower_bound(subset)
+    if invalid is not None:
+        subset = tf.where(invalid, tf.zeros_like(subset), subset)
     row_max = tf.reduce_max(subset, axis=-1, keepdims=True)  # The block maxima's is the row's.
     shift = _row_shift(row_max)
     # Shifted entries above t are in [-1, 0], so the sums are well-conditioned; the
-    # shift is applied inside each pass, not stored as another copy of the rows.
-    t0 = tf.where(tf.math.is_finite(start), start - shift, start)  # +inf: fully masked.
+    # shift is applied inside each pass, not stored as another copy of the rows. The
+    # bound is found on the shifted subset: shifting it back and forth would round it
+    # at large offsets (1e8), and a start above the threshold would end wrong.
+    t0 = _subset_lower_bound(subset - shift)  # +inf: fully masked.
 
     def step(t, done):
         shifted = rows - shift
+        if invalid is not None:
+            shifted = tf.where(invalid, tf.zeros_like(shifted), shifted)
         above = shifted > t
         count = tf.reduce_sum(tf.cast(above, rows.dtype), axis=-1, keepdims=True)
         total = tf.reduce_sum(tf.where(above, shifted, 0.0), axis=-1, keepdims=True)
@@ -293,7 +314,7 @@ def _threshold_static(rows):
         return new_t, tf.reduce_all(tf.logical_or(lowest_above > new_t, count == 0))
 
     t, _ = tf.while_loop(lambda t, done: tf.logical_not(done), step, (t0, tf.constant(False)))
-    return t + shift
+    return t, shift
 
 
 def _support_candidates(rows):
