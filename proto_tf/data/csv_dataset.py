@@ -208,6 +208,7 @@ def sorted_class_names(values) -> tuple:
     """Label values as class names in label order. Where every value is a finite number,
     labels are numbers: `1` and `1.0` are one class (named by its shortest spelling), in
     numeric order; else each distinct string is a class, sorted."""
+    values = list(values)
     numbers = _as_numbers(values)
     if numbers is None:
         return tuple(sorted(values))
