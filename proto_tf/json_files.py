@@ -47,10 +47,15 @@ def temporary_beside(path: str) -> tuple[TextIO, str]:
     folder, prefix = os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}."
     remove_leftovers(folder, prefix)
     descriptor, name = tempfile.mkstemp(dir=folder, prefix=prefix + owner_tag(), suffix=".tmp")
+    os.fchmod(descriptor, 0o666 & ~current_umask())
+    return os.fdopen(descriptor, "w", newline=""), name
+
+
+def current_umask() -> int:
+    """The process's file-mode creation mask (reading it means setting it: restored)."""
     umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(descriptor, 0o666 & ~umask)
-    return os.fdopen(descriptor, "w", newline=""), name
+    return umask
 
 
 def owner_tag() -> str:

@@ -434,13 +434,7 @@ def test_a_link_planted_at_the_old_temporary_name_of_a_record_is_never_followed(
     json_files.write_json(str(path), {"steps": 4})
     assert victim.read_text() == "not yours\n"
     assert json.loads(path.read_text()) == {"steps": 4} and not os.path.islink(path)
-    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~_umask())  # As a plain open gives.
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~json_files.current_umask())  # As a plain open gives.
 
 
 def test_temporary_files_and_export_folders_of_killed_processes_are_removed_by_the_next_write(tmp_path):

@@ -58,12 +58,9 @@ def _report_skipped(folder, files_by_class, report):
     `.webp`, ...) and class folders without images (not classes)."""
     for name, files in files_by_class.items():
         path = os.path.join(folder, name)
+        entries = [f for f in os.listdir(path) if not f.startswith(".")]
         others = [
-            f
-            for f in os.listdir(path)
-            if not f.startswith(".")
-            and os.path.isfile(os.path.join(path, f))
-            and not f.lower().endswith(IMAGE_EXTENSIONS)
+            f for f in entries if os.path.isfile(os.path.join(path, f)) and not f.lower().endswith(IMAGE_EXTENSIONS)
         ]
         if others:
             kinds = sorted({os.path.splitext(f)[1].lower() or "(no extension)" for f in others})
@@ -71,7 +68,7 @@ def _report_skipped(folder, files_by_class, report):
                 f"warning: {path}: {len(others)} file(s) of other types ({', '.join(kinds)}) are skipped; "
                 f"images are read from {', '.join(IMAGE_EXTENSIONS)} files."
             )
-        nested = sorted(f for f in os.listdir(path) if not f.startswith(".") and os.path.isdir(os.path.join(path, f)))
+        nested = sorted(f for f in entries if os.path.isdir(os.path.join(path, f)))
         if nested:
             report(
                 f"warning: {path}: folder(s) {', '.join(nested)} inside a class folder are not read "

@@ -90,14 +90,15 @@ def read_documents(data_dir: str, options: TextCsvOptions = TextCsvOptions(), se
         split_labels = np.full(len(values[split]), -1, np.int32)
         for i in rows:
             value = values[split][i]
-            if class_id(value) is None:
+            label_id = class_id(value)
+            if label_id is None:
                 if split == 0 and i not in training:
                     continue  # A held-out row's label the training split does not have.
                 raise DataError(
                     f"{table.path}:{table.lines[i]}: label {value!r} is not a class of the training "
                     f"rows; classes: {', '.join(class_names[:20])}."
                 )
-            split_labels[i] = class_id(value)
+            split_labels[i] = label_id
         labels.append(split_labels)
     return Documents(tuple(texts), tuple(labels), (train_rows, test_rows), class_names, columns, label)
 

@@ -303,8 +303,7 @@ def _make_readable(folder):
     """Modes of a published version as a plain copy would have them (folders 0777,
     files 0666, less the umask; 0755/0644 under the usual 022): `mkdtemp` makes its
     folder 0700, which a TF Serving process running as another user cannot read."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = json_files.current_umask()
     os.chmod(folder, 0o777 & ~umask)
     for root, folders, files in os.walk(folder):
         for name in folders:

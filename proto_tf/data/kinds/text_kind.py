@@ -102,11 +102,12 @@ def _labelled_documents(path, info, class_names):
     labels = []
     for line, row in zip(table.lines, table.rows):
         value = row[table.header.index(info.label_column)]
-        if class_id(value) is None:
+        label_id = class_id(value)
+        if label_id is None:
             raise DataError(
                 f"{path}:{line}: label {value!r} is not a class of the model; classes: {', '.join(class_names)}."
             )
-        labels.append(class_id(value))
+        labels.append(label_id)
     return text_csv.joined_texts(table, info.text_columns), labels
 
 
