@@ -5,43 +5,36 @@ import math
 import keras
 import tensorflow as tf
 
-from proto_tf.sparsemax import DEFAULT_TOP_K, sparsemax
+from proto_tf import normalizations
+from proto_tf.normalizations.softmax import masked_softmax
+from proto_tf.sparsemax import DEFAULT_TOP_K
 
-NORMALIZATIONS = ("softmax", "sparsemax")
+NORMALIZATIONS = normalizations.names()
 SPARSEMAX_TOP_K = DEFAULT_TOP_K  # Entries per row sparsemax's fast path sorts first.
 
-
-def masked_softmax(logits: tf.Tensor) -> tf.Tensor:
-    """Softmax over the last axis where `-inf` logits get 0 and a row of only `-inf`
-    maps to zeros (plain softmax would give NaN there)."""
-    row_max = tf.reduce_max(logits, axis=-1, keepdims=True)
-    row_max = tf.where(tf.math.is_finite(row_max), row_max, tf.zeros_like(row_max))
-    unnormalized = tf.exp(logits - row_max)
-    return tf.math.divide_no_nan(unnormalized, tf.reduce_sum(unnormalized, axis=-1, keepdims=True))
+__all__ = ["NORMALIZATIONS", "SPARSEMAX_TOP_K", "PrototypeAttention", "masked_softmax", "normalize"]
 
 
 def normalize(logits: tf.Tensor, normalization: str, sparsemax_top_k: int | None = SPARSEMAX_TOP_K) -> tf.Tensor:
-    """Applies the named attention normalisation over the last axis, in float32."""
-    logits = tf.cast(logits, tf.float32)
-    if normalization == "softmax":
-        return masked_softmax(logits)
-    if normalization == "sparsemax":
-        return sparsemax(logits, top_k=sparsemax_top_k)
-    raise ValueError(f"Unknown attention normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}.")
+    """Applies the named attention normalisation (`proto_tf.normalizations`) over the
+    last axis, in float32. `sparsemax_top_k` is the fast paths' speed knob (None: the
+    plain sort)."""
+    return normalizations.get(normalization).dense(tf.cast(logits, tf.float32), sparsemax_top_k)
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
 class PrototypeAttention(keras.layers.Layer):
     """Scaled dot-product attention of a batch over a candidate database.
 
-    `weights = n(queries @ keys^T / sqrt(d_att))` with `n` softmax or sparsemax,
+    `weights = n(queries @ keys^T / sqrt(d_att))` with `n` a normalisation of
+    `proto_tf.normalizations` (softmax, sparsemax, entmax15),
     and the output is `weights @ values`. The layer has no trainable weights.
 
     Args:
-      normalization: "softmax" or "sparsemax".
-      sparsemax_top_k: `top_k` of `sparsemax`, a speed knob of its exact fast path
-        (also under XLA); None sorts every row in full (the slow reference). The
-        weights are the same either way.
+      normalization: a name of `proto_tf.normalizations.names()`.
+      sparsemax_top_k: a speed knob of the exact fast paths (sparsemax's `top_k`, also
+        under XLA); None sorts every row in full (the slow reference). The weights are
+        the same either way.
 
     Call args:
       queries: `[B, d_att]`.
@@ -62,8 +55,7 @@ class PrototypeAttention(keras.layers.Layer):
 
     def __init__(self, normalization: str = "softmax", sparsemax_top_k: int | None = SPARSEMAX_TOP_K, **kwargs):
         super().__init__(**kwargs)
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"Unknown attention normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}.")
+        normalizations.get(normalization)  # A ValueError naming the valid ones.
         self.normalization = normalization
         self.sparsemax_top_k = sparsemax_top_k
         self.built = True  # Nothing to build: the layer is parameter-free.

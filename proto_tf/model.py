@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import metrics, streaming
-from proto_tf.attention import NORMALIZATIONS, SPARSEMAX_TOP_K, PrototypeAttention
+from proto_tf import metrics, normalizations, streaming
+from proto_tf.attention import SPARSEMAX_TOP_K, PrototypeAttention
 from proto_tf.baseline import BaselineClassifier
 from proto_tf.classifier import Classifier, accuracy, correct, cross_entropy
 from proto_tf.errors import DataError
@@ -160,8 +160,9 @@ class ProtoAttend(Classifier):
     Args:
       encoder: a Keras layer/model mapping a batch of inputs to `[B, features]`.
       num_classes: number of output classes.
-      attention: "softmax" or "sparsemax" (the paper's "Baseline enc." rows, the
-        encoder and decision alone, are `BaselineClassifier`).
+      attention: the normalisation's name, `proto_tf.normalizations.names()`: "softmax"
+        or "sparsemax" (the paper's), or "entmax15" (1.5-entmax). The paper's "Baseline
+        enc." rows, the encoder and decision alone, are `BaselineClassifier`.
       attention_size: size of keys and queries (16 in every experiment of the paper).
       value_size: size of values (64 for most datasets, 128 for CIFAR-10, 16 for Adult).
       sparsity_weight: lambda of the entropy regulariser (Eq. 2); 0 disables it.
@@ -238,9 +239,9 @@ class ProtoAttend(Classifier):
         sparsemax_top_k: int | None = SPARSEMAX_TOP_K,
         **kwargs,
     ):
-        if attention not in NORMALIZATIONS:
+        if attention not in normalizations.names():
             raise ValueError(
-                f"Unknown attention {attention!r}; valid: {', '.join(NORMALIZATIONS)} "
+                f"Unknown attention {attention!r}; valid: {', '.join(normalizations.names())} "
                 "(BaselineClassifier is the model without attention)."
             )
         low, high = (float(a) for a in alpha_range)
@@ -264,6 +265,7 @@ class ProtoAttend(Classifier):
         # === Config ===
         super().__init__(encoder, num_classes, **kwargs)  # Sets the encoder: it comes first.
         self.attention = attention
+        self.normalization = normalizations.get(attention)
         self.attention_size = int(attention_size)
         self.value_size = int(value_size)
         self.sparsity_weight = float(sparsity_weight)
@@ -542,12 +544,8 @@ class ProtoAttend(Classifier):
             "shard_rows": tf.broadcast_to(tf.constant([first, last], tf.int64), tf.concat([batch, [2]], 0)),
             "database_rows": tf.fill(batch, tf.constant(size, tf.int64)),
         }
-        if self.attention == "sparsemax":
-            in_support = out["top_weights"] > 0
-            answer["entry_logits"] = tf.where(in_support, logits, -float("inf"))
-            # The last entry outside the support: no entry past it can be in it.
-            answer["complete"] = tf.logical_not(in_support[:, -1]) | (k == int(keys.shape[0]))
-            return answer
+        answer.update(self.normalization.shard_entries(out, k, int(keys.shape[0]), decision))
+        return answer
         answer.update(
             entry_logits=logits,
             max_logit=out["max_logit"],

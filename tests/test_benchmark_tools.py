@@ -85,15 +85,6 @@ def test_resource_use_counts_the_pages_a_step_maps_in():
     assert allocating["seconds"] > idle["seconds"] >= 0 and allocating["system_seconds"] >= 0
 
 
-def test_the_scale_suites_float64_sparsemax_threshold_holds_for_supports_wider_than_its_kept_entries():
-    rng = np.random.default_rng(0)
-    for scale, kept in ((4.0, 4096), (0.001, 64)):  # A narrow support; one wider than the kept entries.
-        logits = rng.normal(size=(3, 20000)) * scale
-        weights = np.maximum(logits - benchmarks._float64_sparsemax_threshold(logits, kept)[:, None], 0)
-        np.testing.assert_allclose(weights, sparsemax_bisection(logits), atol=1e-12)
-    assert (weights > 0).sum(1).min() > 64
-
-
 @pytest.mark.slow
 def test_the_scale_suites_exports_store_the_database_once_and_are_served_in_their_own_process(tmp_path):
     config = _tiny_config(tmp_path, "tiny_run")

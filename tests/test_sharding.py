@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 import toy_training
 
-from proto_tf import ProtoAttend
+from proto_tf import ProtoAttend, normalizations
 from proto_tf.errors import ConfigError
 from proto_tf.serving import export, sharding
 from proto_tf.sparsemax import sparsemax
@@ -91,9 +91,11 @@ def test_a_shard_reports_a_superset_of_its_part_of_the_global_support():
     global_support = _sparsemax_by_bisection(logits) > 0
     assert (global_support == (sparsemax(tf.constant(logits, tf.float32)).numpy() > 0)).all()
     for a, b in ((0, 37), (37, 300), (300, 400)):
-        local = sharding.sparsemax_rows(logits[:, a:b]) > 0
+        local = normalizations.get("sparsemax").reference(logits[:, a:b]) > 0
         assert not (global_support[:, a:b] & ~local).any()
-    with pytest.raises(ValueError, match="normalization must be one of softmax, sparsemax"):
+    with pytest.raises(
+        ValueError, match="Unknown attention normalization 'entmax'; valid: softmax, sparsemax"
+    ):
         sharding.merge_answers([], "entmax", 4)
 
 
@@ -168,7 +170,7 @@ def test_a_shard_whose_support_outgrows_its_entries_is_refused():
     inputs = rng.normal(size=(3, 6)).astype(np.float32)
     outputs = model.shard_answer(inputs, *database.tensors(), database.indices, 4)
     assert not np.asarray(outputs["complete"]).all()
-    with pytest.raises(ValueError, match=r"shard 2: the sparsemax support of queries \[0, 1, 2\] may hold more"):
+    with pytest.raises(ValueError, match=r"shard 2: the support of queries \[0, 1, 2\] may hold more"):
         sharding.answer_from_outputs(outputs, "shard 2")
 
 

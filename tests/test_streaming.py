@@ -16,6 +16,7 @@ from references import softmax, sparsemax_bisection
 from proto_tf import ProtoAttend, streaming
 from proto_tf.attention import PrototypeAttention
 from proto_tf.errors import ConfigError
+from proto_tf.normalizations import thresholded
 from proto_tf.serving import export
 
 GATHERED = 1.0  # Gather the candidate chunks whatever their share of the database.
@@ -55,9 +56,9 @@ def _recorded_loops(monkeypatch):
     """The names of the loops streamed attention runs from here on (eager: tf.cond runs
     one branch): "scan", "gather_round", or the passes over the blocks."""
     loops = []
-    over_blocks = streaming._over_blocks
+    over_blocks = thresholded.over_blocks
     monkeypatch.setattr(
-        streaming, "_over_blocks", lambda step, *rest: loops.append(step.__name__) or over_blocks(step, *rest)
+        thresholded, "over_blocks", lambda step, *rest: loops.append(step.__name__) or over_blocks(step, *rest)
     )
     return loops
 
@@ -145,7 +146,7 @@ def test_a_support_spread_over_many_chunks_is_gathered_not_passed_over(monkeypat
     # keys, more than one round gathers (`ROUND_KEY_BYTES`, made small here): the chunks
     # are gathered round after round, and the database is not passed over again (which
     # made a served batch of 128 at 1M prototypes take 5.6x softmax's time).
-    monkeypatch.setattr(streaming, "ROUND_KEY_BYTES", 1 << 16)  # 1024 keys of 16 floats.
+    monkeypatch.setattr(thresholded, "ROUND_KEY_BYTES", 1 << 16)  # 1024 keys of 16 floats.
     rng = np.random.default_rng(3)
     size, planted = 160_000, 300
     keys, values, labels = _database(rng, size)
@@ -159,7 +160,7 @@ def test_a_support_spread_over_many_chunks_is_gathered_not_passed_over(monkeypat
     logits, weights, weighted, confidence = _reference("sparsemax", queries, keys, values, labels)
     chunk = streaming.chunk_size(size)
     chunks = [np.unique(np.flatnonzero(row > 0) // chunk).size for row in weights]
-    assert sum(chunks) * chunk * 16 * 4 > 4 * streaming.ROUND_KEY_BYTES  # The case: several rounds of chunks.
+    assert sum(chunks) * chunk * 16 * 4 > 4 * thresholded.ROUND_KEY_BYTES  # The case: several rounds of chunks.
     loops = _recorded_loops(monkeypatch)
     out = streaming.streamed_attention(queries, keys, values, labels, "sparsemax", 3, 5, 4096)
     assert loops == ["scan", "gather_round"]  # One pass over the database, then gathered rounds.
@@ -195,7 +196,7 @@ def test_a_batch_past_the_gathered_keys_cap_runs_the_passes(monkeypatch):
     keys, values, labels = _database(rng, 3000)
     queries = (0.3 * rng.normal(size=(4, 16))).astype(np.float32)
     _, weights, weighted, _ = _reference("sparsemax", queries, keys, values, labels)
-    monkeypatch.setattr(streaming, "MAX_GATHERED_KEYS", 64)
+    monkeypatch.setattr(thresholded, "MAX_GATHERED_KEYS", 64)
     loops = _recorded_loops(monkeypatch)
     out = streaming.streamed_attention(queries, keys, values, labels, "sparsemax", 3, 5, 1024, gather_fraction=1.0)
     assert loops[0] == "scan" and "gather_round" not in loops and loops[-1] == "accumulate"

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import streaming
+from proto_tf import normalizations, streaming
 from proto_tf.analysis import serving_probe, step_profile
 from proto_tf.attention import PrototypeAttention, masked_softmax
 from proto_tf.data import Split, candidates, class_names, dataset_info, raw_examples
@@ -469,25 +469,9 @@ def float64_attention(queries, keys, values, labels, normalization, num_classes,
     of the database in blocks (the exactness reference of the scale suite)."""
     q = np.asarray(queries, np.float64) / np.sqrt(keys.shape[1])
     logits = np.concatenate([q @ keys[i : i + block].astype(np.float64).T for i in range(0, len(keys), block)], 1)
-    if normalization == "softmax":
-        weights = np.exp(logits - logits.max(1, keepdims=True))
-        weights /= weights.sum(1, keepdims=True)
-    else:
-        weights = np.maximum(logits - _float64_sparsemax_threshold(logits)[:, None], 0)
+    weights = normalizations.get(normalization).reference(logits)
     mass = np.stack([np.bincount(labels, row, num_classes) for row in weights])
     return weights @ values.astype(np.float64), np.minimum(mass.max(1), 1.0)
-
-
-def _float64_sparsemax_threshold(logits, kept=4096):
-    """Each row's sparsemax threshold from its `kept` largest entries, or from the whole
-    sorted row where the support fills them (then the largest entries do not suffice)."""
-    kept = min(kept, logits.shape[1])
-    top = -np.sort(-np.partition(logits, logits.shape[1] - kept, axis=1)[:, -kept:], axis=1)
-    cumulative = np.cumsum(top, axis=1)
-    support = (np.arange(1, kept + 1) * top > cumulative - 1).sum(1)
-    if support.max() == kept < logits.shape[1]:
-        return _float64_sparsemax_threshold(logits, logits.shape[1])
-    return (cumulative[np.arange(len(top)), support - 1] - 1) / support
 
 
 def streaming_latencies(

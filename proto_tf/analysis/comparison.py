@@ -14,15 +14,13 @@ from proto_tf.json_files import read_json
 def experiment_key(config):
     """The paper's name for the experiment a config describes (see paper.REPORTED)."""
     method = "baseline" if config["attention"] == "none" else config["attention"]
+    if config["attention"] != "none" and config.get("sparsity_weight"):
+        method = f"{config['attention']}_sparsity"
     if config.get("label_noise"):
         noise = f"noise{int(round(config['label_noise'] * 100))}"
         if config["attention"] == "none":
             method = "dropout" if config.get("encoder_dropout") else "baseline"
-        else:
-            method = "sparsemax_sparsity"
         return f"{config['dataset']}_{noise}_{method}"
-    if config["attention"] == "sparsemax" and config.get("sparsity_weight"):
-        method = "sparsemax_sparsity"
     return f"{config['dataset']}_{method}"
 
 

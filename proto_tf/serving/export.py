@@ -417,10 +417,10 @@ def write_saved_model(
         if shard_entries is not None:
             archive.add_endpoint(
                 f"{SHARD_SIGNATURE}_{name}" if name else SHARD_SIGNATURE,
-                # Softmax's merged top-k needs only each shard's top-k; sparsemax needs
-                # each shard's whole support.
+                # Softmax's merged top-k needs only each shard's top-k; a sparse
+                # normalisation needs each shard's whole support.
                 shard_function(
-                    model, inputs, database, shard_entries if model.attention == "sparsemax" else top_k, max_batch_size
+                    model, inputs, database, model.normalization.shard_entry_count(shard_entries, top_k), max_batch_size
                 ),
                 input_signature=[inputs.signature],
             )

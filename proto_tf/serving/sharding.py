@@ -11,21 +11,23 @@ decision, confidence and top prototypes that attention over the whole database g
   weighted by each entry's decision logits and by its label; rescaling each shard by
   exp(m - max over shards) gives the global sums (the streaming "log-sum-exp" merge). Its
   top-k entries contain its part of the global top-k.
-- sparsemax: the entries of a shard's own support. A shard's threshold tau_s solves
-  sum over its entries of max(logit - tau_s, 0) = 1, a sum no larger than the whole
-  database's at any tau, so tau_s <= tau: every entry of the global support lies in its
-  shard's support, and sparsemax over the union of the shards' supports is exact.
+- sparsemax and 1.5-entmax: the entries of a shard's own support. A shard's threshold
+  tau_s makes its own weights sum to one, a sum no larger than the whole database's at
+  any tau, so tau_s <= tau: every entry of the global support lies in its shard's
+  support, and the normalisation over the union of the shards' supports is exact.
+
+Each normalisation's part is its own (`proto_tf.normalizations`: `answer_shard`, `merge`).
 
 The decision is linear in the values (`ProtoAttend.decision` has no bias), so a shard
 stores each prototype's decision logits `decision(value)` `[C]` instead of its value, and
-the merged logits are the weighted sum of those. NumPy only: a router needs no TensorFlow.
+the merged logits are the weighted sum of those. The merge computes in NumPy (float64).
 """
 
 import dataclasses
 
 import numpy as np
 
-NORMALIZATIONS = ("softmax", "sparsemax")
+from proto_tf import normalizations
 
 
 @dataclasses.dataclass
@@ -51,19 +53,6 @@ class ShardAnswer:
     database_rows: int | None = None
 
 
-def sparsemax_rows(logits: np.ndarray) -> np.ndarray:
-    """Sparsemax of each row (float64; -inf entries get 0), by the sorted-threshold formula."""
-    logits = np.asarray(logits, np.float64)
-    ordered = -np.sort(-logits, axis=-1)
-    finite = np.where(np.isfinite(ordered), ordered, 0.0)
-    ranks = np.arange(1, logits.shape[-1] + 1)
-    cumulative = np.cumsum(finite, axis=-1)
-    in_support = (1 + ranks * ordered > cumulative) & np.isfinite(ordered)
-    size = in_support.sum(axis=-1, keepdims=True)
-    threshold = (np.take_along_axis(cumulative, size - 1, axis=-1) - 1) / size
-    return np.maximum(logits - threshold, 0.0)
-
-
 def answer_shard(
     logits: np.ndarray,
     decision: np.ndarray,
@@ -80,46 +69,24 @@ def answer_shard(
     queries whose attention logits over the shard are `logits [B, Ds]` (q k^T /
     sqrt(d_att)). The shard holds `rows` `(first, last + 1)` of a database of
     `database_rows` rows (default: the shard is the whole)."""
-    _check_normalization(normalization)
+    norm = normalizations.get(normalization)
     logits = np.asarray(logits, np.float64)
     decision, labels, indices = np.asarray(decision, np.float64), np.asarray(labels), np.asarray(indices)
     coverage = dict(rows=tuple(rows or (0, len(labels))), database_rows=database_rows or len(labels))
-    if normalization == "sparsemax":
-        weights = sparsemax_rows(logits)
-        count = max(1, int((weights > 0).sum(axis=-1).max()))
-        chosen = np.argsort(-weights, axis=-1, kind="stable")[:, :count]
-        reported = np.take_along_axis(logits, chosen, -1)
-        support = np.take_along_axis(weights, chosen, -1) > 0
-        return ShardAnswer(
-            np.where(support, reported, -np.inf), decision[chosen], labels[chosen], indices[chosen], **coverage
-        )
-    chosen = np.argsort(-logits, axis=-1, kind="stable")[:, : min(top_k, logits.shape[-1])]
-    top = np.max(logits, axis=-1)
-    scaled = np.exp(logits - top[:, None])
-    one_hot = np.eye(num_classes)[labels]
-    return ShardAnswer(
-        np.take_along_axis(logits, chosen, -1),
-        decision[chosen],
-        labels[chosen],
-        indices[chosen],
-        top,
-        scaled.sum(-1),
-        scaled @ decision,
-        scaled @ one_hot,
-        **coverage,
-    )
+    chosen, entry_logits, statistics = norm.answer_shard(logits, decision, labels, top_k, num_classes)
+    return ShardAnswer(entry_logits, decision[chosen], labels[chosen], indices[chosen], **statistics, **coverage)
 
 
 def answer_from_outputs(outputs: dict, shard: str = "a shard") -> ShardAnswer:
     """The `ShardAnswer` in a shard's served outputs (`ProtoAttend.shard_answer`, the
     `shard_answer` signature of an export with shard entries): arrays or tensors by name.
-    Raises ValueError naming `shard` if a query's sparsemax support may not fit in the
+    Raises ValueError naming `shard` if a query's sparse support may not fit in the
     entries it reported, since the merge would then not be exact."""
     arrays = {name: np.asarray(value) for name, value in outputs.items()}
     if "complete" in arrays and not arrays["complete"].all():
         queries = np.flatnonzero(~arrays["complete"]).tolist()
         raise ValueError(
-            f"{shard}: the sparsemax support of queries {queries} may hold more than the "
+            f"{shard}: the support of queries {queries} may hold more than the "
             f"{arrays['entry_logits'].shape[1]} entries it reports; export the shards with more "
             "--shard_entries."
         )
@@ -144,25 +111,13 @@ def merge_answers(answers: list[ShardAnswer], normalization: str, num_classes: i
     """The whole database's answer from its shards' answers: `logits [B, C]` (the
     decision), `confidence [B]` (Eq. 3), and the top `top_k` `prototype_indices`,
     `prototype_weights`, `prototype_labels` (weights 0 past a sparse support)."""
-    _check_normalization(normalization)
+    norm = normalizations.get(normalization)
     _check_coverage(answers)
     logits = np.concatenate([a.logits for a in answers], axis=1)
     decision = np.concatenate([a.decision for a in answers], axis=1)
     labels = np.concatenate([a.labels for a in answers], axis=1)
     indices = np.concatenate([a.indices for a in answers], axis=1)
-    if normalization == "sparsemax":
-        weights = sparsemax_rows(logits)
-        merged_logits = np.einsum("bs,bsc->bc", weights, decision)
-        mass = np.einsum("bs,bsc->bc", weights, np.eye(num_classes)[labels])
-    else:
-        top = np.max(np.stack([a.max_logit for a in answers]), axis=0)
-        scale = np.stack([np.exp(a.max_logit - top) for a in answers])  # [shards, B]
-        total = np.einsum("sb,sb->b", scale, np.stack([a.sum_exp for a in answers]))
-        merged_logits = (
-            np.einsum("sb,sbc->bc", scale, np.stack([a.weighted_decision for a in answers])) / total[:, None]
-        )
-        mass = np.einsum("sb,sbc->bc", scale, np.stack([a.class_mass for a in answers])) / total[:, None]
-        weights = np.exp(logits - top[:, None]) / total[:, None]
+    merged_logits, mass, weights = norm.merge(answers, logits, decision, labels, num_classes)
     order = np.argsort(-weights, axis=-1, kind="stable")[:, :top_k]
     return {
         "logits": merged_logits,
@@ -171,11 +126,6 @@ def merge_answers(answers: list[ShardAnswer], normalization: str, num_classes: i
         "prototype_weights": np.take_along_axis(weights, order, -1),
         "prototype_labels": np.take_along_axis(labels, order, -1),
     }
-
-
-def _check_normalization(normalization):
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}; got {normalization!r}.")
 
 
 def _check_coverage(answers):
