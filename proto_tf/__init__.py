@@ -21,6 +21,7 @@ _EXPORTS = {
     "TrainedRun": "proto_tf.analysis.trained_run",
     "load_run": "proto_tf.analysis.trained_run",
     "metrics": None,  # A module.
+    "normalizations": None,  # A module: the attention normalisations by name.
     "sparsemax": "proto_tf.sparsemax",
 }
 

@@ -28,10 +28,32 @@ def sparsemax_bisection(logits, iterations=100):
     return out
 
 
+def entmax15_bisection(logits, iterations=200):
+    """1.5-entmax of each row (last axis) by bisection on tau: sum(max(z / 2 - tau, 0)^2)
+    = 1, in float64; a different algorithm from the library's sort. -inf entries get 0;
+    a fully masked row gives zeros."""
+    z = np.asarray(logits, np.float64) / 2
+    with np.errstate(invalid="ignore"):
+        row_max = z.max(axis=-1)
+        masked_row = ~np.isfinite(row_max)
+        row_max = np.where(masked_row, 0.0, row_max)
+        low, high = row_max - 1.0, row_max  # mass(low) >= 1 >= mass(high) = 0
+        for _ in range(iterations):
+            tau = 0.5 * (low + high)
+            mass = (np.maximum(z - tau[..., None], 0) ** 2).sum(-1)
+            low, high = np.where(mass > 1, tau, low), np.where(mass > 1, high, tau)
+        out = np.maximum(z - (0.5 * (low + high))[..., None], 0) ** 2
+    out[masked_row] = 0.0
+    return out
+
+
 def softmax(logits):
+    """Softmax of each row in float64; -inf entries get 0, a fully masked row zeros."""
     logits = np.asarray(logits, np.float64)
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
+    top = logits.max(axis=-1, keepdims=True)
+    shifted = np.exp(logits - np.where(np.isfinite(top), top, 0.0))
+    total = shifted.sum(axis=-1, keepdims=True)
+    return np.divide(shifted, total, out=np.zeros_like(shifted), where=total > 0)
 
 
 def layer_norm(x, gamma, beta, epsilon=1e-3):
@@ -45,3 +67,7 @@ def cross_entropy(labels, logits):
     log_probs = logits - logits.max(-1, keepdims=True)
     log_probs = log_probs - np.log(np.exp(log_probs).sum(-1, keepdims=True))
     return -log_probs[np.arange(len(labels)), labels].mean()
+
+
+# An independent float64 reference per attention normalisation.
+NORMALIZATION_REFERENCES = {"softmax": softmax, "sparsemax": sparsemax_bisection, "entmax15": entmax15_bisection}

@@ -24,7 +24,8 @@ CASES = {
     "dbpedia": ("dbpedia", "sparsemax", write_learnable_dbpedia, [], 1 / 14, 0.6),
     "text_csv": ("text_csv", "softmax", write_learnable_documents, [], 1 / 5, 0.7),
     "image_folder": ("image_folder", "sparsemax", write_learnable_images, [], 1 / 4, 0.7),
-    "table": ("csv", "sparsemax", write_learnable_table, ["--label_column=label"], 1 / 2, 0.85),
+    # 1.5-entmax (not in the paper) through the same command, with sparsemax's settings.
+    "table": ("csv", "entmax15", write_learnable_table, ["--label_column=label"], 1 / 2, 0.85),
 }
 
 

@@ -3,6 +3,7 @@ imports (README, "The library") annotates its parameters and its return value.""
 
 import ast
 import os
+import re
 
 import pytest
 
@@ -99,3 +100,23 @@ def test_imports_flow_one_way():
         for path in lower
     }
     assert {path: names for path, names in upward.items() if names} == {}
+
+
+def test_no_module_switches_on_a_normalisations_name():
+    # Each normalisation's behaviour lives in its module (proto_tf/normalizations); other
+    # modules look it up by name, so a new one needs no edits elsewhere. A comparison of
+    # a string with one of the names outside that package would be a switch.
+    root = os.path.dirname(proto_tf.__file__)
+    names = "|".join(proto_tf.normalizations.names())
+    switch = re.compile(rf"""(==|!=|\bin)\s*\(?\s*["']({names})["']|["']({names})["']\s*(==|!=)""")
+    found = {}
+    for folder, _, files in os.walk(root):
+        if os.path.relpath(folder, root).split(os.sep)[0] == "normalizations":
+            continue
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name)) as handle:
+                    hits = [line.strip() for line in handle if switch.search(line)]
+                if hits:
+                    found[os.path.relpath(os.path.join(folder, name), root)] = hits
+    assert found == {}

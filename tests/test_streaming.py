@@ -1,5 +1,5 @@
 """Streamed attention (blocks of the database, no [B, D] tensor) against the dense
-PrototypeAttention layer: softmax and sparsemax, supports gathered from their chunks
+PrototypeAttention layer: every normalisation, supports gathered from their chunks
 (a few, or spread over more chunks than one round gathers) and finished by Michelot's
 passes over the blocks, block sizes that do not divide D, eager and in a graph of
 unknown D; and an export that streams answers as the dense export does."""
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import toy_training
-from references import softmax, sparsemax_bisection
+from references import NORMALIZATION_REFERENCES
 
-from proto_tf import ProtoAttend, streaming
+from proto_tf import ProtoAttend, normalizations, streaming
 from proto_tf.attention import PrototypeAttention
 from proto_tf.errors import ConfigError
 from proto_tf.normalizations import thresholded
@@ -47,7 +47,7 @@ def _database(rng, size=2999, classes=3, keys="random"):
 def _reference(normalization, queries, keys, values, labels, classes=3):
     """Weights, weighted values and confidence (Eq. 3) in float64 NumPy."""
     logits = queries.astype(np.float64) @ keys.astype(np.float64).T / np.sqrt(queries.shape[1])
-    weights = (softmax if normalization == "softmax" else sparsemax_bisection)(logits)
+    weights = NORMALIZATION_REFERENCES[normalization](logits)
     mass = np.stack([np.bincount(labels, row, classes) for row in weights])
     return logits, weights, weights @ values, np.minimum(mass.max(1), 1.0)
 
@@ -63,7 +63,7 @@ def _recorded_loops(monkeypatch):
     return loops
 
 
-@pytest.mark.parametrize("normalization", ["softmax", "sparsemax"])
+@pytest.mark.parametrize("normalization", normalizations.names())
 @pytest.mark.parametrize("case", list(CASES))
 def test_streamed_attention_is_exact_against_float64_and_the_dense_layer(normalization, case):
     scale, gather_fraction, kind = CASES[case]
@@ -104,7 +104,7 @@ def test_streamed_attention_is_exact_against_float64_and_the_dense_layer(normali
         assert (weights > 0).sum(-1).min() >= smallest_support  # The case is the one named.
 
 
-@pytest.mark.parametrize("attention", ["softmax", "sparsemax"])
+@pytest.mark.parametrize("attention", normalizations.names())
 def test_a_trained_models_streamed_answers_are_the_dense_paths_and_float64s(attention):
     # A trained model's keys cluster by class, unlike random ones: jittered copies of its
     # training encodings (as the scale benchmark builds them) give sparsemax supports of
@@ -204,19 +204,20 @@ def test_a_batch_past_the_gathered_keys_cap_runs_the_passes(monkeypatch):
     np.testing.assert_allclose(out["top_weights"], -np.sort(-weights, axis=1)[:, :5], atol=1e-5, rtol=0)
 
 
-def _exportable(rng, rows):
-    """A small sparsemax model over 5 features, `rows` raw database inputs and labels, and
-    the serving signature."""
+def _exportable(rng, rows, attention="sparsemax"):
+    """A small model over 5 features, `rows` raw database inputs and labels, and the
+    serving signature."""
     encoder = keras.Sequential([keras.layers.Dense(16, activation="relu")])
-    model = ProtoAttend(encoder, num_classes=3, attention="sparsemax", attention_size=16, value_size=8)
+    model = ProtoAttend(encoder, num_classes=3, attention=attention, attention_size=16, value_size=8)
     model.build((None, 5))
     database_inputs = rng.normal(size=(rows, 5)).astype(np.float32)
     return model, database_inputs, rng.integers(0, 3, rows), {"features": tf.TensorSpec([None, 5], tf.float32)}
 
 
-def test_a_streaming_export_answers_as_the_dense_export(tmp_path):
+@pytest.mark.parametrize("attention", ["sparsemax", "entmax15"])
+def test_a_streaming_export_answers_as_the_dense_export(tmp_path, attention):
     rng = np.random.default_rng(0)
-    model, database_inputs, labels, signature = _exportable(rng, 1500)
+    model, database_inputs, labels, signature = _exportable(rng, 1500, attention)
     dense = export.export_any(model, database_inputs, labels, signature, str(tmp_path / "dense"))
     streamed = export.export_any(
         model, database_inputs, labels, signature, str(tmp_path / "streamed"), stream_above=100

@@ -280,7 +280,7 @@ def inference_latencies(model_dir, database_sizes, batch_sizes, export_root):
     """
     config, dataset, info = _tabular_run(model_dir)
     models = {}
-    for attention in ("softmax", "sparsemax"):
+    for attention in normalizations.names():
         attention_config = dataclasses.replace(config, attention=attention)
         models[attention] = run_store.load_trained_model(model_dir, attention_config, dataset)[0]
     raw = raw_examples.load_raw(config.dataset, config.data_dir)
@@ -560,7 +560,7 @@ def _streamed_rows(database, queries_array, block_size, checked, faiss):
         index.add(keys_array)
         faiss_seconds = _measured(lambda: index.search(queries_array, 64))[0]
         del index
-    for attention in ("softmax", "sparsemax"):
+    for attention in normalizations.names():
         streamed = _streamed(queries, keys, values, labels, attention, block_size)
         seconds, peak = _measured(lambda: streamed()["weighted_values"].numpy())
         out = {name: tensor.numpy() for name, tensor in streamed().items()}

@@ -41,6 +41,7 @@ import time
 
 from absl import flags
 
+from proto_tf import normalizations
 from proto_tf.analysis import benchmarks
 from proto_tf.cli import experiment_flags
 from proto_tf.cli.common import run_command
@@ -268,21 +269,21 @@ def inference_suite():
                 f"{row['batch_size'] / row['saved_model_seconds']:.0f} |",
                 flush=True,
             )
-    print_sparsemax_over_softmax(rows)
+    print_sparse_over_softmax(rows)
 
 
-def print_sparsemax_over_softmax(rows):
-    """The ratio of sparsemax's to softmax's latency at each D and batch, from `rows`
-    of one run."""
+def print_sparse_over_softmax(rows):
+    """The ratio of each sparse normalisation's latency to softmax's at each D and batch,
+    from `rows` of one run."""
     by_key = {(r["attention"], r["database_size"], r["batch_size"]): r for r in rows}
-    print("\n| D_infer | batch | sparsemax / softmax: attention | serving in memory | SavedModel |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| attention | D_infer | batch | / softmax: attention | serving in memory | SavedModel |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for (attention, size, batch), sparse in by_key.items():
         dense = by_key.get(("softmax", size, batch))
-        if attention != "sparsemax" or dense is None:
+        if not normalizations.get(attention).sparse or dense is None:
             continue
         ratios = [sparse[key] / dense[key] for key in ("attention_seconds", "in_memory_seconds", "saved_model_seconds")]
-        print(f"| {size} | {batch} | " + " | ".join(f"{ratio:.2f}×" for ratio in ratios) + " |")
+        print(f"| {attention} | {size} | {batch} | " + " | ".join(f"{ratio:.2f}×" for ratio in ratios) + " |")
 
 
 def sparsemax_suite():

@@ -11,6 +11,7 @@ import sys
 
 from absl import flags
 
+from proto_tf import normalizations
 from proto_tf.data.registry import DATASETS
 from proto_tf.errors import USAGE_EXIT_STATUS, ConfigError
 from proto_tf.training.config import ATTENTIONS, NAME_LIST_FIELDS, ExperimentConfig
@@ -144,6 +145,19 @@ def experiment_name(dataset, attention):
     return f"{dataset}_{'baseline' if attention == 'none' else attention}"
 
 
+def _default_experiment(dataset, attention):
+    """`<dataset>_<attention>`, or for a normalisation without flagfiles of its own (not
+    in the paper: entmax15) the dataset's flagfile of the normalisation whose settings it
+    takes (`Normalization.settings_of`); the command line's --attention, parsed after the
+    flagfile, then sets the attention."""
+    name = experiment_name(dataset, attention)
+    if not has_experiment(name) and attention in normalizations.names():
+        shared = normalizations.get(attention).settings_of
+        if shared:
+            return experiment_name(dataset, shared)
+    return name
+
+
 def has_experiment(name: str) -> bool:
     """True when `flags/<name>.cfg` exists (an experiment `--experiment=name` can run)."""
     return os.path.isfile(os.path.join(FLAGS_DIR, name + ".cfg"))
@@ -169,7 +183,7 @@ def _parse_with_flagfiles(argv, user):
             f"--small) or --experiment=NAME; datasets: {', '.join(DATASETS)}; attentions: "
             f"{', '.join(ATTENTIONS)}."
         )
-    name = user.experiment or experiment_name(user.dataset, user.attention)
+    name = user.experiment or _default_experiment(user.dataset, user.attention)
     flagfile = os.path.join(FLAGS_DIR, name + ".cfg")
     if not os.path.isfile(flagfile):
         valid = sorted(f[:-4] for f in os.listdir(FLAGS_DIR) if f.endswith(".cfg"))

@@ -21,10 +21,14 @@ class Normalization:
       name: the value of `--attention` and of `ProtoAttend(attention=...)`.
       sparse: whether weights outside a support are exactly 0; a shard then reports its
         support's entries rather than sums over all of its entries.
+      settings_of: for a normalisation the paper did not train, the one whose flagfiles
+        (`flags/<dataset>_<name>.cfg`: steps, learning rates, database sizes) it trains
+        with where it has none of its own.
     """
 
     name: str = ""
     sparse: bool = False
+    settings_of: str | None = None
 
     def dense(self, logits: tf.Tensor, top_k: int | None) -> tf.Tensor:
         """Weights over the last axis of float32 `logits` (-inf entries get 0; a row of
