@@ -173,7 +173,7 @@ class ProtoAttend(Classifier):
         term alone (Eq. 1's other terms and Eq. 2 weighted 0): the encoder and the
         decision start from the plain path's, and the attention learns on features
         that already tell the classes apart. 0 is the paper. A deviation for heavy
-        label noise, where the attention otherwise collapses onto a hub (README).
+        label noise, where the attention otherwise collapses onto a hub (docs/training.md).
       tied_head_init: True starts the key head with the query head's weights, so the
         first logits are a similarity of the two encodings (q . q'), not a random
         bilinear form; False (the paper) draws each head's own. With a warm-up, the

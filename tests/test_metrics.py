@@ -157,7 +157,7 @@ def test_hub_watch_warns_once_after_a_collapsed_streak_while_the_plain_path_lear
     assert lines == [
         "warning: at step 300 the attention has collapsed onto a few candidates for 3 log windows (95 % of "
         "each batch's weight on 3 of them; prototype accuracy 0.100, plain path 0.550). The prototype path is "
-        'unlikely to recover; see README, "Attention hubs".'
+        'unlikely to recover; see docs/training.md, "Attention hubs".'
     ]
     healthy = HubWatch(windows=1, report=lines.append)
     healthy.check(50, {"top3_weight_share": 0.2, "prototype_accuracy": 0.8, "plain_accuracy": 0.8})

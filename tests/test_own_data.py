@@ -376,7 +376,7 @@ def test_a_dataset_added_in_one_module_trains_exports_and_names_its_classes(tmp_
 
 
 def test_numeric_labels_are_compared_as_numbers(tmp_path):
-    # `1` and `1.0` were two classes ('1.0', '1', '2', '3'); the README says numeric
+    # `1` and `1.0` were two classes ('1.0', '1', '2', '3'); docs/own_data.md says numeric
     # labels are numbers: one class each, named by the shortest spelling, in numeric order.
     folder = tmp_path / "table"
     folder.mkdir()

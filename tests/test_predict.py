@@ -136,7 +136,7 @@ def test_readme_custom_export_example_runs_and_serves_without_proto_tf(tmp_path)
     import subprocess
     import sys
 
-    with open(os.path.join(REPO, "README.md")) as handle:
+    with open(os.path.join(REPO, "docs", "serving.md")) as handle:
         readme = handle.read()
     blocks = {
         name: re.search(rf"\(`{name}`\):\s*```python\n(.*?)```", readme, re.S).group(1)

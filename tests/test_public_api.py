@@ -1,5 +1,5 @@
 """The public API is typed: every public function and method of the modules a user
-imports (README, "The library") annotates its parameters and its return value."""
+imports (docs/layout.md) annotates its parameters and its return value."""
 
 import ast
 import os

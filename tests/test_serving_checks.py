@@ -208,7 +208,7 @@ def test_tf_serving_session_path_gives_the_same_answers_and_errors(adult):
 
 
 def _readme_request():
-    with open(os.path.join(REPO, "README.md")) as handle:
+    with open(os.path.join(REPO, "docs", "serving.md")) as handle:
         readme = handle.read()
     request = re.search(r"with `request.json`:\s*```json\n(.*?)```", readme, re.S).group(1)
     answer = re.search(r'```json\n(\{"predictions".*?)```', readme, re.S).group(1)

@@ -1,4 +1,4 @@
-"""A dataset added as the README says, in one module: its loader and its DatasetInfo.
+"""A dataset added as docs/own_data.md says, in one module: its loader and its DatasetInfo.
 Images of 8x8 pixels whose class is their brightness."""
 
 import numpy as np

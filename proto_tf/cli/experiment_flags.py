@@ -28,9 +28,9 @@ def _flagfiles_dir():
 FLAGS_DIR = _flagfiles_dir()
 _ENUMS = {"dataset": list(DATASETS), "attention": list(ATTENTIONS), "strategy": list(STRATEGIES)}
 _HELP = {
-    "dataset": 'A dataset of Table 1, or your own data: csv, image_folder or text_csv (README, "Your own data").',
+    "dataset": "A dataset of Table 1, or your own data: csv, image_folder or text_csv (docs/own_data.md).",
     "attention": "Attention normalisation; none trains the baseline encoder.",
-    "data_dir": "Folder of the dataset's files (default: the dataset's usual place, see README).",
+    "data_dir": "Folder of the dataset's files (default: the dataset's usual place, see docs/training.md).",
     "model_dir": "Where checkpoints, logs and summary.json go (default runs/<experiment>[_small]).",
     "download": "Let TFDS download MNIST, Fashion-MNIST or CIFAR-10 into --data_dir.",
     "train_steps": "Training steps (optimizer updates) to reach; a run can be extended by raising it.",
@@ -49,11 +49,11 @@ _HELP = {
     "matching_loss_weight": "Weight of Eq. 1's prototype and mixed terms, >= 0; 1 is the "
     "paper. An ablation knob: 0 trains with the plain term alone.",
     "matching_warmup_steps": "Steps at the start that train the plain term alone (then Eq. 1 "
-    'and Eq. 2 in full); 0 is the paper. For heavy label noise (README, "Attention hubs").',
+    'and Eq. 2 in full); 0 is the paper. For heavy label noise (docs/training.md, "Attention hubs").',
     "tied_head_init": "Start the key head with the query head's weights (the first logits a "
     "similarity of encodings); off is the paper. For heavy label noise, with --matching_warmup_steps.",
     "cosine_scale": "0 (the paper): candidates scored by q . k / sqrt(d). s > 0: by s times the "
-    'cosine of q and k, so no key\'s norm lifts it for every query (README, "Attention hubs").',
+    'cosine of q and k, so no key\'s norm lifts it for every query (docs/training.md, "Attention hubs").',
     "alpha_min": "Lower end of the uniform range alpha of Eq. 1's third term is drawn from, per step, in [0, 1].",
     "alpha_max": "Upper end of alpha's range, in [alpha_min, 1].",
     "candidate_gradients": "Back-propagate through the candidates' encoding (the paper); "

@@ -14,7 +14,7 @@ paper row's steps, with a baseline at every share) also give the gap to the base
 against the budget: a table and a PNG. With --calibrations (run/evaluate.py
 --calibrated_export output folders), each calibrated threshold's promise on validation
 beside what it gave on test. With --hub_trace, each run's attention-hub
-diagnostic over its training steps (README, "Attention hubs").
+diagnostic over its training steps (docs/training.md, "Attention hubs").
 """
 
 import os
@@ -39,7 +39,7 @@ flags.DEFINE_bool(
 flags.DEFINE_bool(
     "hub_trace",
     False,
-    'Also print each run\'s attention-hub diagnostic (README, "Attention hubs") over its training steps.',
+    'Also print each run\'s attention-hub diagnostic (docs/training.md, "Attention hubs") over its training steps.',
     flag_values=FLAGS,
 )
 flags.DEFINE_list(

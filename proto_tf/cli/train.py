@@ -34,7 +34,7 @@ flags.DEFINE_list(
     "callbacks",
     [],
     "Keras callbacks, each MODULE:FACTORY or FILE.py:FACTORY where FACTORY() returns a "
-    "callback or a list of them (e.g. early stopping on val_accuracy; see README).",
+    "callback or a list of them (e.g. early stopping on val_accuracy; see docs/training.md).",
     flag_values=FLAGS,
 )
 

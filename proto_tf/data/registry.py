@@ -109,7 +109,7 @@ DATASETS = {
         label_column="income",
         loader=_with_names(lambda d, download: adult.load(d), "adult"),
     ),
-    # A user's own data (README, "Your own data"): read by their kind.
+    # A user's own data (docs/own_data.md): read by their kind.
     "csv": DatasetInfo("csv", "tabular", None, "float32", default_data_dir=None, user_data=True),
     "image_folder": DatasetInfo("image_folder", "image", None, "float32", default_data_dir=None, user_data=True),
     "text_csv": DatasetInfo("text_csv", "text", None, "int32", default_data_dir=None, user_data=True),

@@ -68,7 +68,7 @@ class ExperimentConfig:
     # Ablation knob, 1 = the paper: weight of Eq. 1's prototype and mixed terms.
     matching_loss_weight: float = 1.0
     # Deviation for heavy label noise, 0 = the paper: the first this-many steps train
-    # the plain term alone, then Eq. 1 and Eq. 2 in full (README, "Attention hubs").
+    # the plain term alone, then Eq. 1 and Eq. 2 in full (docs/training.md, "Attention hubs").
     matching_warmup_steps: int = 0
     # Deviation for heavy label noise, False = the paper: the key head starts as the query head.
     tied_head_init: bool = False

@@ -169,6 +169,6 @@ class HubWatch:
                 f"warning: at step {step} the attention has collapsed onto a few candidates for "
                 f"{self.windows} log windows ({100 * scalars['top3_weight_share']:.0f} % of each batch's "
                 f"weight on 3 of them; prototype accuracy {scalars['prototype_accuracy']:.3f}, plain path "
-                f"{scalars['plain_accuracy']:.3f}). The prototype path is unlikely to recover; see README, "
+                f"{scalars['plain_accuracy']:.3f}). The prototype path is unlikely to recover; see docs/training.md, "
                 '"Attention hubs".'
             )
