@@ -78,7 +78,7 @@ def test_four_shards_merge_to_the_unsharded_answer(attention, scale):
         np.testing.assert_allclose(merged["confidence"], out["confidence"].numpy(), atol=1e-5)
     if normalizations.get(attention).sparse and scale == 40.0:
         # Sparse: each shard (50 to 553 entries) reports its own support's few entries.
-        assert (weights > 0).sum(-1).max() < 10 and max(a.logits.shape[1] for a in answers) < 20
+        assert (weights > 0).sum(-1).max() < 20 and max(a.logits.shape[1] for a in answers) < 40
 
 
 def test_a_shard_reports_a_superset_of_its_part_of_the_global_support():
