@@ -42,7 +42,7 @@ class BlockedDatabase:
         return tf.shape(self.keys)[0]
 
     @property
-    def value_size(self):
+    def value_size(self) -> "int | tf.Tensor":
         return self.values.shape[-1] or tf.shape(self.values)[-1]
 
     def block_rows(self, i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -56,7 +56,14 @@ class BlockedDatabase:
         return tf.matmul(self.queries, as_float32(self.keys[start:end]), transpose_b=True), start, end
 
 
-def blocked(queries, keys, values, labels, num_classes: int, block_size: int = DEFAULT_BLOCK_SIZE) -> BlockedDatabase:
+def blocked(
+    queries: tf.Tensor,
+    keys: tf.Tensor,
+    values: tf.Tensor,
+    labels: tf.Tensor,
+    num_classes: int,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> BlockedDatabase:
     """The `BlockedDatabase` of `queries [B, d]` (divided here by sqrt(d)) over the keys,
     values and labels given; keys of a dtype outside `KEY_DTYPES` are cast to float32."""
     queries = tf.convert_to_tensor(queries, tf.float32) / math.sqrt(int(queries.shape[-1]))
@@ -72,7 +79,7 @@ def as_float32(keys: tf.Tensor) -> tf.Tensor:
     return keys if keys.dtype == tf.float32 else tf.cast(keys, tf.float32)
 
 
-def over_blocks(step: Callable, state: tuple, blocks) -> tuple:
+def over_blocks(step: Callable, state: tuple, blocks: tf.Tensor) -> tuple:
     """`state` after `step(i, *state) -> state` for each block i = 0 .. blocks - 1, in
     one `tf.while_loop`."""
     return tf.while_loop(
@@ -83,7 +90,7 @@ def over_blocks(step: Callable, state: tuple, blocks) -> tuple:
     )[1:]
 
 
-def running_top(top_values, top_rows, logits, rows_of, k):
+def running_top(top_values: tf.Tensor, top_rows: tf.Tensor, logits: tf.Tensor, rows_of: Callable, k: int) -> tuple:
     """The `k` largest of the running top and of `logits [B, n]`, with their database
     rows, and the top of `logits` alone (`(values, columns)`, descending, at most k):
     `rows_of(columns)` maps columns of `logits` to rows (a block's start added, or the
@@ -98,6 +105,6 @@ def running_top(top_values, top_rows, logits, rows_of, k):
     return best.values, tf.gather(merged_rows, best.indices, batch_dims=1), (values, columns)
 
 
-def empty_top(batch, k):
+def empty_top(batch: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
     """A running top of nothing yet: `k` logits of -inf at row 0 per query."""
     return tf.fill([batch, k], -float("inf")), tf.fill([batch, k], tf.constant(0, tf.int32))

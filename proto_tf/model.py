@@ -22,135 +22,13 @@ from proto_tf.attention import SPARSEMAX_TOP_K, PrototypeAttention
 from proto_tf.baseline import BaselineClassifier
 from proto_tf.classifier import Classifier, accuracy, correct, cross_entropy
 from proto_tf.errors import DataError
-from proto_tf.streaming import KEY_DTYPES
-
-
-class PrototypeDatabase:
-    """Encoded candidates used at inference: keys `[D, d_att]`, values `[D, d_val]`,
-    labels `[D]`, and each candidate's index in its source (the training split's
-    examples, or a database file's rows; by default its position).
-
-    The one database object of the project: the model attends over it, evaluation
-    sets it, and a SavedModel stores it once, as these variables. They have a free
-    first dimension and a new database is assigned into them: every function traced
-    before (Keras' `predict` and `evaluate` functions, a user's `tf.function`) reads
-    the current database, never a copy captured when it was traced.
-
-    `key_dtype` (one of `KEY_DTYPES`) is the dtype the keys are stored in.
-    `coverage`: where this database is a shard of a larger one (`--shard`), its rows
-    there and the larger one's size, `(first, last + 1, size)` (None: it is whole); a
-    shard's answers report it.
-    """
-
-    def __init__(
-        self,
-        keys: tf.Tensor,
-        values: tf.Tensor,
-        labels: tf.Tensor,
-        indices: tf.Tensor | None = None,
-        key_dtype: str = "float32",
-    ):
-        if key_dtype not in KEY_DTYPES:
-            raise ValueError(f"key_dtype must be one of {', '.join(KEY_DTYPES)}; got {key_dtype!r}.")
-        # A plain object, not a tracked module: training checkpoints hold the model's
-        # weights only (an export captures these variables, and stores them once).
-        with tf.init_scope():  # Variables, even when set inside a traced function.
-            self.keys = _free_rows_variable(tf.cast(keys, key_dtype), "database_keys")
-            self.values = _free_rows_variable(values, "database_values")
-            self.labels = _free_rows_variable(labels, "database_labels")
-            self.index_variable = _free_rows_variable(_indices_or_positions(indices, labels), "database_indices")
-        self.coverage = None
-        self._rows = int(tf.convert_to_tensor(labels).shape[0])  # Static: the rows given.
-
-    def assign(self, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None) -> None:
-        """Replaces the database (any number of rows)."""
-        self.keys.assign(tf.cast(keys, self.keys.dtype))
-        self.values.assign(tf.cast(values, self.values.dtype))
-        self.labels.assign(labels)
-        self.index_variable.assign(_indices_or_positions(indices, labels))
-        self._rows = int(tf.convert_to_tensor(labels).shape[0])
-
-    @property
-    def key_dtype(self) -> str:
-        """The dtype the keys are stored in (one of `KEY_DTYPES`)."""
-        return self.keys.dtype.name
-
-    @property
-    def indices(self) -> tf.Variable:
-        """Each prototype's index in its source (int64 `[D]`)."""
-        return self.index_variable
-
-    @indices.setter
-    def indices(self, indices: tf.Tensor | None) -> None:
-        self.index_variable.assign(_indices_or_positions(indices, self.labels))
-
-    def static_tensors(self) -> tuple:
-        """`(keys, values, labels, indices)` read inside a traced function with the
-        current number of rows as their static size (the variables' is free): an
-        exported function knows D, as sparsemax's fast path and a top-k need."""
-        size = len(self)
-        return tuple(
-            tf.ensure_shape(tf.convert_to_tensor(v), [size, *v.shape[1:]])
-            for v in (self.keys, self.values, self.labels, self.index_variable)
-        )
-
-    def tensors(self) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """`(keys, values, labels)` as tensors of the current static shape: functions
-        given these know D when traced (sparsemax's fast path for known widths)."""
-        return self.static_tensors()[:3]
-
-    def __len__(self):
-        return self._rows
-
-
-def _indices_or_positions(indices, labels):
-    if indices is None:
-        return tf.range(tf.shape(labels)[0], dtype=tf.int64)
-    return tf.cast(tf.convert_to_tensor(indices), tf.int64)
-
-
-def _free_rows_variable(value, name):
-    value = tf.convert_to_tensor(value)
-    return tf.Variable(value, shape=tf.TensorShape([None]).concatenate(value.shape[1:]), trainable=False, name=name)
-
-
-def _rows(mask, limit=5):
-    rows = np.flatnonzero(mask)
-    shown = ", ".join(str(row) for row in rows[:limit])
-    return f"row{'s' if rows.size > 1 else ''} {shown}{', ...' if rows.size > limit else ''} ({rows.size} in all)"
-
-
-def _class_ids(labels):
-    """int32 class ids of `labels`; a DataError for labels that are not whole numbers
-    (a cast would have made 2.7 class 2)."""
-    array = np.asarray(labels)
-    if np.issubdtype(array.dtype, np.floating):
-        bad = array != np.round(array)
-        if bad.any():
-            raise DataError(
-                f"prototype database labels must be whole class ids; {_rows(bad)} hold "
-                f"{sorted(set(array[bad].tolist()))[:5]}."
-            )
-    return tf.cast(tf.convert_to_tensor(array), tf.int32)
-
-
-def _check_database(keys, values, labels, num_classes):
-    """A DataError for a database that would answer wrongly: no rows, labels outside
-    [0, num_classes) (every confidence would be 0), NaN or infinite keys or values."""
-    if keys.shape[0] == 0:
-        raise DataError("the prototype database is empty: give at least one candidate.")
-    labels = np.asarray(labels)
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        raise DataError(
-            f"prototype database labels must be class ids in 0..{num_classes - 1}; "
-            f"{_rows(bad)} hold{'s' if bad.sum() == 1 else ''} {sorted(set(labels[bad].tolist()))[:5]}."
-        )
-    for name, array in (("keys", keys), ("values", values)):
-        array = np.asarray(array, np.float32).reshape(array.shape[0], -1)
-        bad = ~np.isfinite(array).all(axis=1)
-        if bad.any():
-            raise DataError(f"prototype database {name} hold NaN or infinite numbers in {_rows(bad)}.")
+from proto_tf.index import (  # noqa: F401 (PrototypeDatabase: the name model.py gave)
+    KEY_DTYPES,
+    PrototypeDatabase,
+    PrototypeIndex,
+    check_database,
+    class_ids,
+)
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -418,7 +296,7 @@ class ProtoAttend(Classifier):
         as `key_dtype` (`KEY_DTYPES`; attention computes in float32 either way)."""
         keys = tf.convert_to_tensor(keys)
         values = tf.convert_to_tensor(values)
-        labels = _class_ids(labels)
+        labels = class_ids(labels)
         widths = {"keys": (keys, self.attention_size), "values": (values, self.value_size)}
         for name, (tensor, width) in widths.items():
             if tensor.shape.rank != 2 or tensor.shape[1] != width:
@@ -436,10 +314,10 @@ class ProtoAttend(Classifier):
                 f"got keys {keys.shape}, values {values.shape}, labels {labels.shape}"
                 + (f", indices {indices.shape}." if indices is not None else ".")
             )
-        _check_database(keys, values, labels, self.num_classes)
+        check_database(keys, values, labels, self.num_classes)
         database = self.database
         if database is None or database.keys.shape[1:] != keys.shape[1:] or database.key_dtype != key_dtype:
-            self.database = PrototypeDatabase(keys, values, labels, indices, key_dtype)
+            self.database = PrototypeIndex(keys, values, labels, indices, key_dtype)
         else:
             self.database.assign(keys, values, labels, indices)
             self.database.coverage = None

@@ -19,7 +19,7 @@ router merges across the 4 exports (proto_tf/serving/sharding.py).
 from absl import flags
 
 from proto_tf.cli.common import run_command
-from proto_tf.model import KEY_DTYPES
+from proto_tf.index import KEY_DTYPES
 from proto_tf.serving import export
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.

@@ -8,6 +8,8 @@ database reports and the exact merge of those reports (`shard_entries`, `answer_
 `merge`), and the float64 NumPy answer the tests and benchmarks compare with (`reference`).
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import tensorflow as tf
 
@@ -49,19 +51,23 @@ class Normalization:
         sums, or `shard_entries` (room for its whole support) for a sparse one."""
         return shard_entries if self.sparse else top_k
 
-    def shard_entries(self, streamed: dict, entries: int, database_rows: int, decision) -> dict:
+    def shard_entries(self, streamed: dict, entries: int, database_rows: int, decision: Callable) -> dict:
         """The normalisation's part of a shard's answer (`ProtoAttend.shard_answer`) from
         its `streamed` answer with `entries` top prototypes over `database_rows` rows:
         `entry_logits [B, S]` and what `merge` needs besides; `decision(vectors)` maps
         weighted values to decision logits."""
         raise NotImplementedError
 
-    def answer_shard(self, logits: np.ndarray, decision: np.ndarray, labels: np.ndarray, top_k: int, num_classes: int):
+    def answer_shard(
+        self, logits: np.ndarray, decision: np.ndarray, labels: np.ndarray, top_k: int, num_classes: int
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
         """NumPy form of `shard_entries` from a shard's logits `[B, Ds]`: `(chosen [B, S]
         columns, entry logits [B, S], statistics dict)`."""
         raise NotImplementedError
 
-    def merge(self, answers: list, logits: np.ndarray, decision: np.ndarray, labels: np.ndarray, num_classes: int):
+    def merge(
+        self, answers: list, logits: np.ndarray, decision: np.ndarray, labels: np.ndarray, num_classes: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`(decision logits [B, C], class mass [B, C], weights [B, S])` over the whole
         database from its shards' `answers`, whose entries are concatenated in `logits`,
         `decision` and `labels`."""

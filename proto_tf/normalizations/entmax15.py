@@ -103,29 +103,29 @@ class Entmax15(ThresholdedNormalization):
     scale = 0.5
     needs_squares = True
 
-    def dense(self, logits, top_k=DEFAULT_TOP_K):
+    def dense(self, logits: tf.Tensor, top_k: int | None = DEFAULT_TOP_K) -> tf.Tensor:
         return entmax15(logits, top_k=DEFAULT_TOP_K if top_k is not None else None)
 
-    def weights_of(self, excess):
+    def weights_of(self, excess: tf.Tensor) -> tf.Tensor:
         return excess * excess
 
-    def sorted_threshold(self, sorted_desc):
+    def sorted_threshold(self, sorted_desc: tf.Tensor) -> tf.Tensor:
         return _sorted_threshold(sorted_desc)
 
-    def prefix_thresholds(self, rank, c1, c2):
+    def prefix_thresholds(self, rank: tf.Tensor, c1: tf.Tensor, c2: tf.Tensor) -> tf.Tensor:
         return _prefix_thresholds(rank, c1, c2)
 
-    def prefix_in_support(self, rank, x, c1, tau):
+    def prefix_in_support(self, rank: tf.Tensor, x: tf.Tensor, c1: tf.Tensor, tau: tf.Tensor) -> tf.Tensor:
         return tau <= x
 
-    def pass_step(self, tau, count, s1, s2):
+    def pass_step(self, tau: tf.Tensor, count: tf.Tensor, s1: tf.Tensor, s2: tf.Tensor) -> tf.Tensor:
         # Newton's step on g(tau) = sum over x > tau of (x - tau)^2 - 1, convex and
         # decreasing: from below the root it stays below it and converges quadratically.
         excess_sum = s1 - count * tau
         value = s2 - 2.0 * tau * s1 + count * tau * tau - 1.0
         return tau + tf.math.divide_no_nan(value, 2.0 * excess_sum)
 
-    def numpy_threshold(self, ordered):
+    def numpy_threshold(self, ordered: np.ndarray) -> np.ndarray:
         finite = np.isfinite(ordered)
         z = np.where(finite, ordered, 0.0)
         rank = np.arange(1, ordered.shape[-1] + 1)
@@ -136,7 +136,7 @@ class Entmax15(ThresholdedNormalization):
         at_size = np.take_along_axis(tau_k, np.maximum(size - 1, 0), axis=-1)
         return np.where(size > 0, at_size, np.inf)
 
-    def numpy_weights_of(self, excess):
+    def numpy_weights_of(self, excess: np.ndarray) -> np.ndarray:
         return excess * excess
 
 

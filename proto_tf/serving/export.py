@@ -21,7 +21,8 @@ from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.data.raw_examples import load_raw, take
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.evaluation import Evaluator, calibrate_on
-from proto_tf.model import KEY_DTYPES, ProtoAttend, PrototypeDatabase
+from proto_tf.index import KEY_DTYPES, PrototypeIndex
+from proto_tf.model import ProtoAttend
 from proto_tf.serving import warmup
 from proto_tf.training import run_directory, run_store
 from proto_tf.training.config import check_against_data
@@ -50,7 +51,7 @@ def build_serving_function(
     model: keras.Model,
     info: DatasetInfo,
     preprocess: Callable,
-    database: PrototypeDatabase | None,
+    database: PrototypeIndex | None,
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     class_names: Sequence[str] | None = None,
@@ -66,7 +67,7 @@ def build_serving_function(
 def serving_function(
     model: keras.Model,
     inputs: ServingInputs,
-    database: PrototypeDatabase | None,
+    database: PrototypeIndex | None,
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     class_names: Sequence[str] | None = None,
@@ -139,7 +140,7 @@ def serving_function(
 def shard_function(
     model: ProtoAttend,
     inputs: ServingInputs,
-    database: PrototypeDatabase,
+    database: PrototypeIndex,
     entries: int,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
 ) -> Callable:
@@ -314,7 +315,7 @@ def _make_readable(folder):
 
 def encode_database(
     model: ProtoAttend, preprocess: Callable, database_split: Split, batch_size: int = 512, key_dtype: str = "float32"
-) -> PrototypeDatabase:
+) -> PrototypeIndex:
     """The database split (stored form) encoded without augmentation and set as the
     model's database (the one a SavedModel stores), keys stored as `key_dtype`;
     returns it."""
@@ -326,7 +327,7 @@ def export_saved_model(
     model: ProtoAttend,
     info: DatasetInfo,
     preprocess: Callable,
-    database: PrototypeDatabase | None,
+    database: PrototypeIndex | None,
     path: str,
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
@@ -373,7 +374,7 @@ def export_saved_model(
 def write_saved_model(
     model: ProtoAttend,
     endpoints: dict,
-    database: PrototypeDatabase | None,
+    database: PrototypeIndex | None,
     path: str,
     top_k: int = 5,
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,

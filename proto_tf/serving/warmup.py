@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf.model import PrototypeDatabase
+from proto_tf.index import PrototypeIndex
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -67,7 +67,7 @@ def folder_bytes(path: str) -> int:
 
 
 def memory_estimate(
-    model: keras.Model, database: PrototypeDatabase | None, max_batch_size: int, stream_above: int, block_size: int
+    model: keras.Model, database: PrototypeIndex | None, max_batch_size: int, stream_above: int, block_size: int
 ) -> dict:
     """What serving the export holds, in bytes: the model's weights and database, and
     the attention of one request of `max_batch_size` instances (dense `[B, D]` logits and
