@@ -1,16 +1,24 @@
-"""PrototypeIndex: the prototype database a model attends over at inference."""
+"""PrototypeIndex: the prototype database a model attends over at inference, and the
+search over it, dense or streamed by its size."""
 
 import numpy as np
 import tensorflow as tf
 
+from proto_tf import blockwise, metrics, streaming
+from proto_tf.attention import PrototypeAttention
 from proto_tf.errors import DataError
 from proto_tf.streaming import KEY_DTYPES
+
+# Above this many prototypes the index is searched in blocks (`streaming`): memory stays
+# the database plus one `[B, 65536]` block, whatever D.
+DEFAULT_STREAM_ABOVE = 32768
 
 
 class PrototypeIndex:
     """Encoded candidates used at inference: keys `[D, d_att]`, values `[D, d_val]`,
     labels `[D]`, and each candidate's index in its source (the training split's
-    examples, or a database file's rows; by default its position).
+    examples, or a database file's rows; by default its position), and the search over
+    them (`search`: dense attention up to `stream_above` rows, streamed in blocks above).
 
     The one database object of the project: the model attends over it, evaluation
     sets it, and a SavedModel stores it once, as these variables. They have a free
@@ -19,6 +27,9 @@ class PrototypeIndex:
     the current database, never a copy captured when it was traced.
 
     `key_dtype` (one of `KEY_DTYPES`) is the dtype the keys are stored in.
+    `stream_above`: above this many rows `search` never makes a `[B, D]` tensor: it
+    reads the database in blocks and answers with the top prototypes instead of every
+    weight.
     `coverage`: where this database is a shard of a larger one (`--shard`), its rows
     there and the larger one's size, `(first, last + 1, size)` (None: it is whole); a
     shard's answers report it.
@@ -31,6 +42,7 @@ class PrototypeIndex:
         labels: tf.Tensor,
         indices: tf.Tensor | None = None,
         key_dtype: str = "float32",
+        stream_above: int = DEFAULT_STREAM_ABOVE,
     ):
         if key_dtype not in KEY_DTYPES:
             raise ValueError(f"key_dtype must be one of {', '.join(KEY_DTYPES)}; got {key_dtype!r}.")
@@ -42,6 +54,7 @@ class PrototypeIndex:
             self.labels = _free_rows_variable(labels, "database_labels")
             self.index_variable = _free_rows_variable(_indices_or_positions(indices, labels), "database_indices")
         self.coverage = None
+        self.stream_above = int(stream_above)
         self._rows = int(tf.convert_to_tensor(labels).shape[0])  # Static: the rows given.
 
     def assign(self, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, indices: tf.Tensor | None = None) -> None:
@@ -83,6 +96,54 @@ class PrototypeIndex:
 
     def __len__(self):
         return self._rows
+
+    def streams(self, stream_above: int | None = None) -> bool:
+        """Whether `search` reads the database in blocks: more rows than `stream_above`
+        (default the index's own)."""
+        return len(self) > (self.stream_above if stream_above is None else stream_above)
+
+    def search(
+        self,
+        queries: tf.Tensor,
+        attention: PrototypeAttention,
+        num_classes: int,
+        top_k: int | None = None,
+        stream_above: int | None = None,
+        static: bool = False,
+        block_size: int = streaming.DEFAULT_BLOCK_SIZE,
+    ) -> dict[str, tf.Tensor]:
+        """The attention of `queries [B, d_att]` over the index with `attention`'s
+        normalisation: `weighted_values [B, d_val]` and `confidence [B]` (Eq. 3), and
+
+        - up to `stream_above` rows (dense): `weights [B, D]`, and with `top_k` the top
+          prototypes `top_weights [B, k]` and their rows `top_rows [B, k]`;
+        - above (streamed, never a `[B, D]` tensor): `top_weights` and `top_rows` of the
+          `top_k` (default 5) prototypes, no `weights`.
+
+        `static` reads the database with its current size known when traced (exports; a
+        function traced so must not see another size), else as the variables are, so
+        functions traced before a new database read it."""
+        if static:
+            keys, values, labels, _ = self.static_tensors()
+        else:
+            keys, values, labels = self.keys, self.values, self.labels
+        if self.streams(stream_above):
+            k = min(top_k or 5, len(self))
+            out = streaming.streamed_attention(
+                queries, keys, values, labels, attention.normalization, num_classes, k, block_size
+            )
+            return {name: out[name] for name in ("weighted_values", "confidence", "top_weights", "top_rows")}
+        weighted_values, weights = attention(queries, keys, values)
+        answer = {
+            "weighted_values": weighted_values,
+            "weights": weights,
+            "confidence": metrics.confidence(weights, labels, num_classes),
+        }
+        if top_k:
+            # Block-wise: a selection over every weight would cost more than the
+            # attention itself over many prototypes.
+            answer["top_weights"], answer["top_rows"] = blockwise.top_k(weights, min(top_k, len(self)))
+        return answer
 
 
 def _indices_or_positions(indices, labels):
@@ -135,5 +196,5 @@ def check_database(keys: tf.Tensor, values: tf.Tensor, labels: "np.ndarray | tf.
             raise DataError(f"prototype database {name} hold NaN or infinite numbers in {_rows(bad)}.")
 
 
-# The index's former name; code written before uses it.
+# The name of the index before it searched itself; exports and code written then use it.
 PrototypeDatabase = PrototypeIndex

@@ -22,7 +22,8 @@ from proto_tf.attention import SPARSEMAX_TOP_K, PrototypeAttention
 from proto_tf.baseline import BaselineClassifier
 from proto_tf.classifier import Classifier, accuracy, correct, cross_entropy
 from proto_tf.errors import DataError
-from proto_tf.index import (  # noqa: F401 (PrototypeDatabase: the name model.py gave)
+from proto_tf.index import (  # noqa: F401 (PrototypeDatabase, KEY_DTYPES: the names model.py gave)
+    DEFAULT_STREAM_ABOVE,
     KEY_DTYPES,
     PrototypeDatabase,
     PrototypeIndex,
@@ -80,6 +81,8 @@ class ProtoAttend(Classifier):
       sparsemax_top_k: `top_k` of sparsemax's exact fast path (PrototypeAttention),
         a speed knob that also works under XLA; None sorts every row in full (the
         slow reference). Same weights either way.
+      stream_above: a database of more rows is searched in blocks (`PrototypeIndex`):
+        `model(x)` then returns the top prototypes instead of `weights [B, D]`.
 
     Training data for `train_step` is a dict with `inputs [B, ...]`, `labels [B]`,
     `candidate_inputs [D, ...]` and, optionally, `candidate_labels [D]`. Under a
@@ -115,6 +118,7 @@ class ProtoAttend(Classifier):
         joint_encoding: bool = True,
         candidate_memory: int = 0,
         sparsemax_top_k: int | None = SPARSEMAX_TOP_K,
+        stream_above: int = DEFAULT_STREAM_ABOVE,
         **kwargs,
     ):
         if attention not in normalizations.names():
@@ -158,6 +162,9 @@ class ProtoAttend(Classifier):
         self.joint_encoding = bool(joint_encoding)
         self.candidate_memory = int(candidate_memory)
         self.sparsemax_top_k = sparsemax_top_k
+        if isinstance(stream_above, bool) or not isinstance(stream_above, int) or stream_above < 1:
+            raise ValueError(f"stream_above must be a positive integer, got {stream_above!r}.")
+        self.stream_above = stream_above
         self.database = None
 
         # === Layers (in the order of `model.weights`, which checkpoints follow) ===
@@ -316,28 +323,52 @@ class ProtoAttend(Classifier):
             )
         check_database(keys, values, labels, self.num_classes)
         database = self.database
+        streamed_before = database is not None and database.streams()
         if database is None or database.keys.shape[1:] != keys.shape[1:] or database.key_dtype != key_dtype:
-            self.database = PrototypeIndex(keys, values, labels, indices, key_dtype)
+            self.database = PrototypeIndex(keys, values, labels, indices, key_dtype, self.stream_above)
         else:
             self.database.assign(keys, values, labels, indices)
             self.database.coverage = None
+        if database is not None and self.database.streams() != streamed_before:
+            # Keras' traced predict/evaluate functions chose the search path of the old
+            # size; they are traced again for the new one.
+            self.predict_function = self.test_function = None
 
     def call(self, inputs: tf.Tensor, training: bool = False) -> dict[str, tf.Tensor]:
-        """Predicts with the database set by `set_database`.
+        """Predicts with the database set by `set_database` (`predict_from_index`).
 
-        Returns a dict: `logits` (from the prototypes), `plain_logits`, `weights
-        [B, D]` and `confidence [B]` (Eq. 3).
+        Returns a dict: `logits` (from the prototypes), `plain_logits`, `confidence
+        [B]` (Eq. 3), and up to `stream_above` prototypes every weight, `weights [B, D]`;
+        above it (a database streamed in blocks, never a `[B, D]` tensor) the top 5
+        prototypes instead, `top_weights [B, 5]` and their database rows `top_rows`.
 
         The database is read from variables, so functions traced before a
         `set_database` (Keras' `predict`, a user's `tf.function`) use the new one.
         """
-        if self.database is None:
+        return self.predict_from_index(inputs, training=training)
+
+    def predict_from_index(
+        self,
+        inputs: tf.Tensor,
+        index: PrototypeIndex | None = None,
+        top_k: int | None = None,
+        stream_above: int | None = None,
+        static: bool = False,
+        training: bool = False,
+    ) -> dict[str, tf.Tensor]:
+        """The inference pass over `index` (default the model's database; see
+        `PrototypeIndex.search` for `top_k`, `stream_above` and `static`): `logits`,
+        `plain_logits`, `confidence`, and `weights` or the top prototypes."""
+        index = index or self.database
+        if index is None:
             raise ValueError(
                 "No prototype database is set: call "
                 "model.set_database(*model.encode_database(candidates), labels) first."
             )
-        database = self.database
-        return self.predict_with_database(inputs, database.keys, database.values, database.labels, training)
+        queries, _, input_values = self.heads(self.encoder(inputs, training=training))
+        answer = index.search(queries, self.prototype_attention, self.num_classes, top_k, stream_above, static)
+        weighted_values = tf.cast(answer.pop("weighted_values"), input_values.dtype)
+        return {"logits": self.decision(weighted_values), "plain_logits": self.decision(input_values), **answer}
 
     def predict_with_database(
         self, inputs: tf.Tensor, keys: tf.Tensor, values: tf.Tensor, labels: tf.Tensor, training: bool = False
@@ -607,6 +638,7 @@ class ProtoAttend(Classifier):
                 "joint_encoding": self.joint_encoding,
                 "candidate_memory": self.candidate_memory,
                 "sparsemax_top_k": self.sparsemax_top_k,
+                "stream_above": self.stream_above,
             }
         )
         return config
@@ -637,6 +669,7 @@ _ATTENTION_CONFIG = (
     "joint_encoding",
     "candidate_memory",
     "sparsemax_top_k",
+    "stream_above",
 )
 
 

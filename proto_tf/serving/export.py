@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import blockwise, json_files, streaming
+from proto_tf import json_files, streaming
 from proto_tf.calibration import DEFAULT_DELTA, Calibration
 from proto_tf.data import inference_database
 from proto_tf.data.common import Split
@@ -21,7 +21,7 @@ from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.data.raw_examples import load_raw, take
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.evaluation import Evaluator, calibrate_on
-from proto_tf.index import KEY_DTYPES, PrototypeIndex
+from proto_tf.index import DEFAULT_STREAM_ABOVE, KEY_DTYPES, PrototypeIndex
 from proto_tf.model import ProtoAttend
 from proto_tf.serving import warmup
 from proto_tf.training import run_directory, run_store
@@ -34,7 +34,6 @@ SERVING_SIGNATURE = "serving_default"
 DEFAULT_MAX_BATCH_SIZE = 8192
 # Databases larger than this are attended over in blocks at serving: from 65,536
 # prototypes on, the streamed path is also the faster one (BENCHMARKS.md, --suite=scale).
-DEFAULT_STREAM_ABOVE = 32768
 ABSTAIN_SIGNATURE = "abstain"
 CALIBRATED_SIGNATURE = "abstain_calibrated"  # Exports with a calibrated threshold.
 SHARD_SIGNATURE = "shard_answer"  # Exports with shard entries: a shard's answer for a router.
@@ -81,7 +80,7 @@ def serving_function(
     InvalidArgument naming the input, never with a number. `class_names` (label
     order; default the label ids as strings) name the decision and the prototypes'
     labels in the outputs `class_names` and `prototype_label_names`. A database of
-    more than `stream_above` prototypes is read in blocks (`ProtoAttend.predict_streamed`:
+    more than `stream_above` prototypes is read in blocks (`PrototypeIndex.search`:
     memory does not grow with D times the batch).
     """
     to_inputs, extra_outputs, signature = inputs.to_inputs, inputs.extra_outputs, inputs.signature
@@ -104,17 +103,11 @@ def serving_function(
             outputs["class_names"] = tf.gather(names_tensor, outputs["class_ids"])
             outputs.update(extra_outputs(raw))
             return outputs
-        # The model's own inference pass over its database, read with its size known.
-        keys, values, labels, indices = database.static_tensors()
-        k = min(top_k, len(database))
-        if len(database) > stream_above:  # Never a [B, D] tensor: blocks of the database.
-            predicted = model.predict_streamed(model_inputs, keys, values, labels, k, training=False)
-            top_weights, top_indices = predicted["top_weights"], predicted["top_rows"]
-        else:
-            predicted = model.predict_with_database(model_inputs, keys, values, labels, training=False)
-            # Block-wise: a selection over every weight would cost more than the
-            # attention itself over millions of prototypes.
-            top_weights, top_indices = blockwise.top_k(predicted["weights"], k)
+        # The model's own inference pass over its database, read with its size known:
+        # dense up to `stream_above` prototypes, in blocks above (never a [B, D] tensor).
+        predicted = model.predict_from_index(model_inputs, database, top_k, stream_above, static=True)
+        top_weights, top_indices = predicted["top_weights"], predicted["top_rows"]
+        _, _, labels, indices = database.static_tensors()
         logits = tf.cast(predicted["logits"], tf.float32)
         outputs = {
             "class_ids": tf.argmax(logits, -1, output_type=tf.int32),
