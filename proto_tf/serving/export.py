@@ -2,10 +2,7 @@
 prototypes behind it out, with the encoded inference database baked in as weights."""
 
 import dataclasses
-import errno
 import os
-import shutil
-import tempfile
 from typing import Callable, Sequence
 
 import keras
@@ -24,19 +21,24 @@ from proto_tf.evaluation import Evaluator, calibrate_on
 from proto_tf.index import DEFAULT_STREAM_ABOVE, KEY_DTYPES, PrototypeIndex
 from proto_tf.model import ProtoAttend
 from proto_tf.serving import warmup
+from proto_tf.serving.publishing import next_version_dir, publish_version  # noqa: F401 (export's names)
+from proto_tf.serving.request_checks import checked_threshold as _checked_threshold  # noqa: F401
+from proto_tf.serving.signatures import (  # noqa: F401 (export's names)
+    ABSTAIN_SIGNATURE,
+    CALIBRATED_SIGNATURE,
+    DEFAULT_MAX_BATCH_SIZE,
+    SERVING_SIGNATURE,
+    SHARD_SIGNATURE,
+    at_threshold,
+    build_serving_function,
+    serving_function,
+    shard_function,
+    signature_functions,
+)
 from proto_tf.training import run_directory, run_store
 from proto_tf.training.config import check_against_data
 from proto_tf.work_progress import WorkProgress
 
-SERVING_SIGNATURE = "serving_default"
-# Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
-# from exhausting a server (about 94 KB a row for Adult at D_infer 4096).
-DEFAULT_MAX_BATCH_SIZE = 8192
-# Databases larger than this are attended over in blocks at serving: from 65,536
-# prototypes on, the streamed path is also the faster one (BENCHMARKS.md, --suite=scale).
-ABSTAIN_SIGNATURE = "abstain"
-CALIBRATED_SIGNATURE = "abstain_calibrated"  # Exports with a calibrated threshold.
-SHARD_SIGNATURE = "shard_answer"  # Exports with shard entries: a shard's answer for a router.
 # Entries a shard reports per query: past a sparsemax support of this many the router
 # refuses the answer (trained supports hold a few hundred at 1M prototypes).
 DEFAULT_SHARD_ENTRIES = 1024
@@ -44,266 +46,6 @@ DEFAULT_SHARD_ENTRIES = 1024
 CALIBRATION_FILE = os.path.join("assets.extra", "proto_tf_calibration.json")
 # The run an export was made from (`run_directory.run_identity`) and its checkpoint.
 RUN_FILE = os.path.join("assets.extra", "proto_tf_run.json")
-
-
-def build_serving_function(
-    model: keras.Model,
-    info: DatasetInfo,
-    preprocess: Callable,
-    database: PrototypeIndex | None,
-    top_k: int = 5,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    class_names: Sequence[str] | None = None,
-) -> tuple[Callable, list]:
-    """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`
-    for a dataset's raw inputs (its kind's `serving_default` inputs); also returns the
-    preprocessing layers to track."""
-    inputs = info.kind.serving_endpoints(info, preprocess)[""]
-    serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names)
-    return serve, list(inputs.layers)
-
-
-def serving_function(
-    model: keras.Model,
-    inputs: ServingInputs,
-    database: PrototypeIndex | None,
-    top_k: int = 5,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-    class_names: Sequence[str] | None = None,
-    stream_above: int = DEFAULT_STREAM_ABOVE,
-) -> Callable:
-    """`serve(raw_inputs_dict, confidence_threshold=None, calibrated_threshold=None) ->
-    dict of named outputs` for raw inputs described by `inputs` (a ServingInputs): a
-    per-instance `confidence_threshold` tensor, or one float for every instance.
-
-    Every request is checked in the graph first (`_checked`): a bad one fails with
-    InvalidArgument naming the input, never with a number. `class_names` (label
-    order; default the label ids as strings) name the decision and the prototypes'
-    labels in the outputs `class_names` and `prototype_label_names`. A database of
-    more than `stream_above` prototypes is read in blocks (`PrototypeIndex.search`:
-    memory does not grow with D times the batch).
-    """
-    to_inputs, extra_outputs, signature = inputs.to_inputs, inputs.extra_outputs, inputs.signature
-    names = list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
-    if len(names) != model.num_classes:
-        raise ValueError(f"{len(names)} class names for a model of {model.num_classes} classes.")
-
-    def serve(raw, confidence_threshold=None, calibrated_threshold=None):
-        names_tensor = tf.constant(names)
-        raw = _checked(raw, signature, max_batch_size, inputs.value_ranges, inputs.missing_allowed)
-        if calibrated_threshold is not None:  # The export's own threshold, for every instance.
-            confidence_threshold = tf.fill([tf.shape(raw[next(iter(signature))])[0]], calibrated_threshold)
-        elif confidence_threshold is not None:
-            confidence_threshold = _checked_threshold(confidence_threshold, raw, signature)
-        model_inputs = to_inputs(raw)
-        if not model.uses_database:
-            logits = model(model_inputs, training=False)["logits"]
-            outputs = {"class_ids": tf.argmax(logits, -1, output_type=tf.int32)}
-            outputs["probabilities"] = tf.nn.softmax(tf.cast(logits, tf.float32))
-            outputs["class_names"] = tf.gather(names_tensor, outputs["class_ids"])
-            outputs.update(extra_outputs(raw))
-            return outputs
-        # The model's own inference pass over its database, read with its size known:
-        # dense up to `stream_above` prototypes, in blocks above (never a [B, D] tensor).
-        predicted = model.predict_from_index(model_inputs, database, top_k, stream_above, static=True)
-        top_weights, top_indices = predicted["top_weights"], predicted["top_rows"]
-        _, _, labels, indices = database.static_tensors()
-        logits = tf.cast(predicted["logits"], tf.float32)
-        outputs = {
-            "class_ids": tf.argmax(logits, -1, output_type=tf.int32),
-            "probabilities": tf.nn.softmax(logits),
-            "confidence": predicted["confidence"],
-            "prototype_indices": tf.gather(indices, top_indices),
-            "prototype_weights": top_weights,
-            "prototype_labels": tf.gather(labels, top_indices),
-            **extra_outputs(raw),
-        }
-        outputs["class_names"] = tf.gather(names_tensor, outputs["class_ids"])
-        outputs["prototype_label_names"] = tf.gather(names_tensor, outputs["prototype_labels"])
-        if confidence_threshold is not None:
-            abstained = outputs["confidence"] < confidence_threshold
-            outputs["abstained"] = abstained
-            outputs["class_ids"] = tf.where(abstained, -1, outputs["class_ids"])
-            outputs["class_names"] = tf.where(abstained, "", outputs["class_names"])
-        return outputs
-
-    return serve
-
-
-def shard_function(
-    model: ProtoAttend,
-    inputs: ServingInputs,
-    database: PrototypeIndex,
-    entries: int,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-) -> Callable:
-    """`shard(raw_inputs_dict) -> dict`: the answer of a shard holding `database` for raw
-    inputs (`ProtoAttend.shard_answer` with `entries` entries), which a router turns into
-    a `sharding.ShardAnswer` (`sharding.answer_from_outputs`) and merges with the other
-    shards' (`sharding.merge_answers`). Requests are checked as `serving_function`'s."""
-
-    def shard(raw):
-        raw = _checked(raw, inputs.signature, max_batch_size, inputs.value_ranges, inputs.missing_allowed)
-        keys, values, labels, indices = database.static_tensors()
-        return model.shard_answer(
-            inputs.to_inputs(raw), keys, values, labels, indices, entries, coverage=database.coverage
-        )
-
-    return shard
-
-
-def _checked(raw, signature, max_batch_size, value_ranges, missing_allowed=()):
-    """The raw inputs, each made to depend on checks of the request, so that a bad
-    request fails with InvalidArgument naming the input before any computation (a
-    loaded signature does not enforce its own static shapes): shape, one batch size
-    for all inputs, 1..max_batch_size instances, and for the inputs in `value_ranges`
-    (Adult's numeric columns) finite values within their range."""
-    names = list(signature)
-    first = names[0]
-    batch = tf.shape(tf.ensure_shape(raw[first], signature[first].shape))[0]
-    checks = [
-        tf.debugging.assert_positive(batch, message="empty batch: send at least one instance"),
-        tf.debugging.assert_less_equal(
-            batch,
-            max_batch_size,
-            message=f"too many instances: this export answers at most {max_batch_size} per "
-            "request (--max_batch_size at export); split the request",
-        ),
-    ]
-    values = {}
-    for name in names:
-        value = tf.ensure_shape(raw[name], signature[name].shape)  # "Shape of tensor ..."
-        values[name] = value
-        if name != first:
-            checks.append(
-                tf.debugging.assert_equal(
-                    tf.shape(value)[0],
-                    batch,
-                    message=f"input {name} has another number of instances than input {first}; "
-                    "every input needs one value per instance",
-                )
-            )
-        if name in missing_allowed:
-            low, high = value_ranges[name]
-            valid = tf.math.is_nan(value) | ((value >= low) & (value <= high) & tf.math.is_finite(value))
-            checks.append(
-                tf.debugging.Assert(
-                    tf.reduce_all(valid),
-                    [
-                        f"input {name} holds an infinity or a value outside [{low:g}, {high:g}] (NaN means "
-                        "a missing value); first values:",
-                        value,
-                    ],
-                )
-            )
-        elif name in value_ranges:
-            low, high = value_ranges[name]
-            checks.append(tf.debugging.assert_all_finite(value, message=f"input {name} holds NaN or an infinity"))
-            checks.append(
-                tf.debugging.Assert(
-                    tf.reduce_all((value >= low) & (value <= high)),
-                    [
-                        f"input {name} holds a value outside [{low:g}, {high:g}] (the values a census "
-                        "record can take); first values:",
-                        value,
-                    ],
-                )
-            )
-    with tf.control_dependencies(checks):
-        return {name: tf.identity(value) for name, value in values.items()}
-
-
-def _checked_threshold(threshold, raw, signature):
-    """`confidence_threshold` checked: one finite value in [0, 1] per instance."""
-    threshold = tf.cast(threshold, tf.float32)
-    batch = tf.shape(raw[next(iter(signature))])[0]
-    rank_check = tf.debugging.assert_rank(threshold, 1, message="confidence_threshold needs one value per instance")
-    # The size is read only after the rank is known to be 1 (a scalar has no size to
-    # slice, and would fail with an index error instead of this message).
-    with tf.control_dependencies([rank_check]):
-        size = tf.reshape(tf.size(threshold), [])
-    checks = [
-        rank_check,
-        tf.debugging.assert_equal(
-            size,
-            batch,
-            message="confidence_threshold needs one value per instance (no broadcasting)",
-        ),
-        tf.debugging.Assert(
-            tf.reduce_all((threshold >= 0.0) & (threshold <= 1.0)),  # False for NaN.
-            ["confidence_threshold values must be finite and in [0, 1]; got", threshold],
-        ),
-    ]
-    with tf.control_dependencies(checks):
-        return tf.identity(threshold)
-
-
-def next_version_dir(export_dir: str, model_name: str) -> str:
-    """`<export_dir>/<model_name>/<n>` with n one above the largest existing version."""
-    base = os.path.join(export_dir, model_name)
-    versions = [int(d) for d in os.listdir(base) if d.isdigit()] if os.path.isdir(base) else []
-    return os.path.join(base, str(max(versions, default=0) + 1))
-
-
-def publish_version(write: Callable[[str], object], export_dir: str, model_name: str) -> str:
-    """Runs `write(path)` into a hidden temporary folder beside the versions, then
-    renames it to the next free version number; returns that version's folder.
-
-    TF Serving polls the numbered folders, so it never sees a half-written version;
-    an export killed midway leaves only the hidden `.export-*` folder (never loaded),
-    which the next export into the same folder on this host removes.
-    Two concurrent exports get different versions: a rename onto a version another
-    export has just published fails, and the next number is tried.
-    """
-    base = os.path.join(export_dir, model_name)
-    try:
-        os.makedirs(base, exist_ok=True)
-        json_files.remove_leftovers(base, ".export-")  # Of exports killed midway.
-        temporary = tempfile.mkdtemp(prefix=".export-" + json_files.owner_tag(), dir=base)
-    except OSError as error:
-        raise ConfigError(
-            f"cannot write to --export_dir={export_dir} ({error.strerror}: {error.filename}); give "
-            "a folder this user can write to."
-        ) from None
-    try:
-        write(temporary)
-        _make_readable(temporary)
-        while True:
-            target = next_version_dir(export_dir, model_name)
-            try:
-                os.rename(temporary, target)  # Replaces only an empty leftover folder.
-                return target
-            except OSError as error:
-                if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-    except BaseException as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if _is_full_disk(error):
-            raise RunDirectoryError(
-                f"could not write the export to {base} (no space left on the device); nothing was published, "
-                "the earlier versions are intact: free some space and export again."
-            ) from None
-        raise
-
-
-def _is_full_disk(error):
-    """A full disk or quota, as Python (OSError) or TensorFlow's file system says it."""
-    if isinstance(error, OSError):
-        return error.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(error, tf.errors.OpError) and "No space left on device" in str(error)
-
-
-def _make_readable(folder):
-    """Modes of a published version as a plain copy would have them (folders 0777,
-    files 0666, less the umask; 0755/0644 under the usual 022): `mkdtemp` makes its
-    folder 0700, which a TF Serving process running as another user cannot read."""
-    umask = json_files.current_umask()
-    os.chmod(folder, 0o777 & ~umask)
-    for root, folders, files in os.walk(folder):
-        for name in folders:
-            os.chmod(os.path.join(root, name), 0o777 & ~umask)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o666 & ~umask)
 
 
 def encode_database(
@@ -393,7 +135,7 @@ def write_saved_model(
         serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names, stream_above)
         for layer in inputs.layers:
             archive.track(layer)
-        predict, abstain = _endpoints(serve)
+        predict, abstain = signature_functions(serve)
         archive.add_endpoint(name or SERVING_SIGNATURE, predict, input_signature=[inputs.signature])
         if database is not None:
             threshold = tf.TensorSpec([None], tf.float32, name="confidence_threshold")
@@ -405,7 +147,7 @@ def write_saved_model(
         if database is not None and calibrated_threshold is not None:
             archive.add_endpoint(
                 f"{CALIBRATED_SIGNATURE}_{name}" if name else CALIBRATED_SIGNATURE,
-                _at_threshold(serve, float(calibrated_threshold)),
+                at_threshold(serve, float(calibrated_threshold)),
                 input_signature=[inputs.signature],
             )
         if shard_entries is not None:
@@ -420,27 +162,6 @@ def write_saved_model(
             )
     archive.write_out(path, verbose=False)
     return path
-
-
-def _at_threshold(serve, threshold):
-    """A signature function of `serve` abstaining below a fixed `threshold`."""
-
-    def calibrated(raw):
-        return serve(raw, calibrated_threshold=threshold)
-
-    return calibrated
-
-
-def _endpoints(serve):
-    """The two signature functions of `serve`, each with only its tensor arguments."""
-
-    def predict(raw):
-        return serve(raw)
-
-    def abstain(raw, confidence_threshold):
-        return serve(raw, confidence_threshold)
-
-    return predict, abstain
 
 
 def export_any(
