@@ -290,6 +290,10 @@ def test_memory_estimate_and_description_by_hand(tmp_path):
     assert estimate == {"weights": weights, "database": 160 + 200 + 40 + 80, "per_request": 2 * 4 * 6 * 10}
     streamed = warmup.memory_estimate(model, model.database, max_batch_size=6, stream_above=5, block_size=4)
     assert streamed["per_request"] == 2 * 4 * 6 * 4  # Blocks of 4 rows.
+    # Streamed, a database smaller than a block is one block of its own size (was told
+    # 4096 MB per request for 4,096 prototypes streamed in blocks of 65,536).
+    small_database = warmup.memory_estimate(model, model.database, max_batch_size=6, stream_above=5, block_size=64)
+    assert small_database["per_request"] == 2 * 4 * 6 * 10
     (tmp_path / "saved_model.pb").write_bytes(b"x" * 2**20)
     line = warmup.describe(str(tmp_path), estimate, 10, 6, None)
     assert line.startswith("The export is 1.0 MB on disk; expected memory when served: about 0.0 MB")

@@ -75,7 +75,8 @@ def memory_estimate(
     weights = sum(_bytes(v) for v in model.weights)
     rows = len(database) if database is not None else 0
     stored = sum(_bytes(t) for t in database.static_tensors()) if rows else 0
-    width = rows if rows <= stream_above else block_size
+    # A block is at most the whole database: one smaller than a block is read at once.
+    width = rows if rows <= stream_above else min(rows, block_size)
     return {"weights": weights, "database": stored, "per_request": 2 * 4 * max_batch_size * width if rows else 0}
 
 
