@@ -3,6 +3,21 @@
 import numpy as np
 
 
+def _bisected_threshold(z, weight, iterations):
+    """tau of each row of `z` with sum(weight(max(z - tau, 0))) = 1, by bisection in
+    float64 (the weight of the row's maximum alone is at most 1 within [max - 1, max]),
+    and which rows are fully masked (their tau is meaningless)."""
+    row_max = z.max(axis=-1)
+    masked_row = ~np.isfinite(row_max)
+    row_max = np.where(masked_row, 0.0, row_max)
+    low, high = row_max - 1.0, row_max  # mass(low) >= 1 >= mass(high) = 0
+    for _ in range(iterations):
+        tau = 0.5 * (low + high)
+        mass = weight(np.maximum(z - tau[..., None], 0)).sum(-1)
+        low, high = np.where(mass > 1, tau, low), np.where(mass > 1, high, tau)
+    return 0.5 * (low + high), masked_row
+
+
 def sparsemax_bisection(logits, iterations=100):
     """Sparsemax of each row (last axis) by bisection on tau: sum(max(z - tau, 0)) = 1.
 
@@ -12,16 +27,9 @@ def sparsemax_bisection(logits, iterations=100):
     """
     z = np.asarray(logits, np.float64)
     with np.errstate(invalid="ignore"):
-        row_max = z.max(axis=-1)
-        masked_row = ~np.isfinite(row_max)
-        row_max = np.where(masked_row, 0.0, row_max)
-        low, high = row_max - 1.0, row_max  # mass(low) >= 1 >= mass(high) = 0
-        for _ in range(iterations):
-            tau = 0.5 * (low + high)
-            mass = np.maximum(z - tau[..., None], 0).sum(-1)
-            low, high = np.where(mass > 1, tau, low), np.where(mass > 1, high, tau)
+        tau, masked_row = _bisected_threshold(z, lambda excess: excess, iterations)
         # Polish tau on the support found, so ties at the threshold come out exact.
-        support = z > (0.5 * (low + high))[..., None]
+        support = z > tau[..., None]
         tau = (np.where(support, z, 0).sum(-1) - 1.0) / np.maximum(support.sum(-1), 1)
         out = np.maximum(z - tau[..., None], 0)
     out[masked_row] = 0.0
@@ -34,15 +42,8 @@ def entmax15_bisection(logits, iterations=200):
     a fully masked row gives zeros."""
     z = np.asarray(logits, np.float64) / 2
     with np.errstate(invalid="ignore"):
-        row_max = z.max(axis=-1)
-        masked_row = ~np.isfinite(row_max)
-        row_max = np.where(masked_row, 0.0, row_max)
-        low, high = row_max - 1.0, row_max  # mass(low) >= 1 >= mass(high) = 0
-        for _ in range(iterations):
-            tau = 0.5 * (low + high)
-            mass = (np.maximum(z - tau[..., None], 0) ** 2).sum(-1)
-            low, high = np.where(mass > 1, tau, low), np.where(mass > 1, high, tau)
-        out = np.maximum(z - (0.5 * (low + high))[..., None], 0) ** 2
+        tau, masked_row = _bisected_threshold(z, np.square, iterations)
+        out = np.maximum(z - tau[..., None], 0) ** 2
     out[masked_row] = 0.0
     return out
 
