@@ -359,7 +359,7 @@ class ProtoAttend(Classifier):
         """The inference pass over `index` (default the model's database; see
         `PrototypeIndex.search` for `top_k`, `stream_above` and `static`): `logits`,
         `plain_logits`, `confidence`, and `weights` or the top prototypes."""
-        index = index or self.database
+        index = index if index is not None else self.database
         if index is None:
             raise ValueError(
                 "No prototype database is set: call "

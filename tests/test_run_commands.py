@@ -246,7 +246,7 @@ def test_console_scripts_start_quietly_and_a_bare_train_says_what_to_give(tmp_pa
     assert result.stderr.strip().splitlines() == [
         "error: give --dataset=NAME --attention=ATTENTION (e.g. --dataset=adult --attention=sparsemax --small) "
         "or --experiment=NAME; datasets: mnist, fashion_mnist, cifar10, fruits, isic, dbpedia, adult, csv, "
-        "image_folder, text_csv; attentions: softmax, sparsemax, none."
+        "image_folder, text_csv; attentions: softmax, sparsemax, entmax15, none."
     ]
     assert not os.path.exists(tmp_path / "runs")
 

@@ -91,7 +91,7 @@ def test_a_shard_reports_a_superset_of_its_part_of_the_global_support():
         local = normalizations.get("sparsemax").reference(logits[:, a:b]) > 0
         assert not (global_support[:, a:b] & ~local).any()
     with pytest.raises(
-        ValueError, match="Unknown attention normalization 'entmax'; valid: entmax15, softmax, sparsemax"
+        ValueError, match="Unknown attention normalization 'entmax'; valid: softmax, sparsemax, entmax15"
     ):
         sharding.merge_answers([], "entmax", 4)
 
