@@ -1,7 +1,9 @@
 """Exported SavedModels: same outputs as the in-memory model when loaded without
 proto_tf, graph contents TF Serving can run, and clear errors for bad requests."""
 
+import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -344,3 +346,34 @@ def test_a_full_disk_while_exporting_is_one_line_and_publishes_nothing(tmp_path,
     with pytest.raises(RunDirectoryError, match=r"^could not write the export to .*m \(no space left on the device\)"):
         export.publish_version(write, str(tmp_path / "exports"), "m")
     assert os.listdir(tmp_path / "exports" / "m") == ["1"]  # No half version, no hidden folder.
+
+
+def test_export_options_are_checked_data_and_signatures_are_named_by_the_registry():
+    from proto_tf.serving.options import ExportOptions
+    from proto_tf.serving.signatures import SIGNATURES
+
+    options = ExportOptions()
+    assert (options.top_k, options.max_batch_size, options.stream_above, options.shard_entries) == (
+        5,
+        8192,
+        32768,
+        None,
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.top_k = 3
+    assert options.replace(top_k=3, shard_entries=None) == ExportOptions(top_k=3)
+    for fields, message in (
+        (dict(top_k=0), "--top_k=0 must be a positive integer."),
+        (dict(max_batch_size=True), "--max_batch_size=True must be a positive integer."),
+        (dict(shard_entries=-2), "--shard_entries=-2 must be a positive integer."),
+        (dict(key_dtype="float64"), "--database_key_dtype='float64' must be one of float32, float16, bfloat16."),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            ExportOptions(**fields)
+    keys = {signature.name: (signature.key(""), signature.key("image_bytes")) for signature in SIGNATURES}
+    assert keys == {
+        "serving_default": ("serving_default", "image_bytes"),
+        "abstain": ("abstain", "abstain_image_bytes"),
+        "abstain_calibrated": ("abstain_calibrated", "abstain_calibrated_image_bytes"),
+        "shard_answer": ("shard_answer", "shard_answer_image_bytes"),
+    }

@@ -42,6 +42,7 @@ PUBLIC_MODULES = (
     "serving/signatures",
     "serving/publishing",
     "serving/request_checks",
+    "serving/options",
     "serving/sharding",
     "training/trainer",
     "training/run_store",

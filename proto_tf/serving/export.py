@@ -18,17 +18,19 @@ from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.data.raw_examples import load_raw, take
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.evaluation import Evaluator, calibrate_on
-from proto_tf.index import DEFAULT_STREAM_ABOVE, KEY_DTYPES, PrototypeIndex
+from proto_tf.index import DEFAULT_STREAM_ABOVE, PrototypeIndex
 from proto_tf.model import ProtoAttend
 from proto_tf.serving import warmup
+from proto_tf.serving.options import DEFAULT_MAX_BATCH_SIZE, DEFAULT_SHARD_ENTRIES, ExportOptions
 from proto_tf.serving.publishing import next_version_dir, publish_version  # noqa: F401 (export's names)
 from proto_tf.serving.request_checks import checked_threshold as _checked_threshold  # noqa: F401
 from proto_tf.serving.signatures import (  # noqa: F401 (export's names)
     ABSTAIN_SIGNATURE,
     CALIBRATED_SIGNATURE,
-    DEFAULT_MAX_BATCH_SIZE,
     SERVING_SIGNATURE,
     SHARD_SIGNATURE,
+    SIGNATURES,
+    SignatureContext,
     at_threshold,
     build_serving_function,
     serving_function,
@@ -39,9 +41,6 @@ from proto_tf.training import run_directory, run_store
 from proto_tf.training.config import check_against_data
 from proto_tf.work_progress import WorkProgress
 
-# Entries a shard reports per query: past a sparsemax support of this many the router
-# refuses the answer (trained supports hold a few hundred at 1M prototypes).
-DEFAULT_SHARD_ENTRIES = 1024
 # The threshold's calibration (run/export.py --target_accuracy / --target_coverage).
 CALIBRATION_FILE = os.path.join("assets.extra", "proto_tf_calibration.json")
 # The run an export was made from (`run_directory.run_identity`) and its checkpoint.
@@ -124,42 +123,22 @@ def write_saved_model(
     (`abstain_calibrated` for ""): the abstain outputs at that threshold, without a
     threshold input; with `shard_entries`, `shard_answer_<name>` (`shard_answer` for
     ""): the database's answer as one shard of a larger one (`shard_function`)."""
-    _check_positive(top_k=top_k, max_batch_size=max_batch_size)
-    if shard_entries is not None:
-        _check_positive(shard_entries=shard_entries)
-        if database is None:
-            raise ConfigError("--shard / --shard_entries need a model with prototypes; this run is a baseline.")
+    options = ExportOptions(top_k, max_batch_size, stream_above, database.key_dtype if database else "float32")
+    options = options.replace(shard_entries=shard_entries)
+    if options.shard_entries is not None and database is None:
+        raise ConfigError("--shard / --shard_entries need a model with prototypes; this run is a baseline.")
     archive = keras.export.ExportArchive()
     archive.track(model)  # The database's variables are tracked as the endpoints read them.
-    for name, inputs in endpoints.items():
-        serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names, stream_above)
+    for endpoint, inputs in endpoints.items():
+        serve = serving_function(model, inputs, database, options, class_names)
         for layer in inputs.layers:
             archive.track(layer)
-        predict, abstain = signature_functions(serve)
-        archive.add_endpoint(name or SERVING_SIGNATURE, predict, input_signature=[inputs.signature])
-        if database is not None:
-            threshold = tf.TensorSpec([None], tf.float32, name="confidence_threshold")
-            archive.add_endpoint(
-                f"{ABSTAIN_SIGNATURE}_{name}" if name else ABSTAIN_SIGNATURE,
-                abstain,
-                input_signature=[inputs.signature, threshold],
-            )
-        if database is not None and calibrated_threshold is not None:
-            archive.add_endpoint(
-                f"{CALIBRATED_SIGNATURE}_{name}" if name else CALIBRATED_SIGNATURE,
-                at_threshold(serve, float(calibrated_threshold)),
-                input_signature=[inputs.signature],
-            )
-        if shard_entries is not None:
-            archive.add_endpoint(
-                f"{SHARD_SIGNATURE}_{name}" if name else SHARD_SIGNATURE,
-                # Softmax's merged top-k needs only each shard's top-k; a sparse
-                # normalisation needs each shard's whole support.
-                shard_function(
-                    model, inputs, database, model.normalization.shard_entry_count(shard_entries, top_k), max_batch_size
-                ),
-                input_signature=[inputs.signature],
-            )
+        context = SignatureContext(model, inputs, database, serve, options, calibrated_threshold)
+        for signature in SIGNATURES:
+            built = signature.build(context)
+            if built is not None:
+                function, input_signature = built
+                archive.add_endpoint(signature.key(endpoint), function, input_signature=input_signature)
     archive.write_out(path, verbose=False)
     return path
 
@@ -204,6 +183,7 @@ def export_any(
     """
     if not model.uses_database:
         raise ValueError("export_any needs a model with attention (prototypes).")
+    ExportOptions(top_k, max_batch_size, stream_above, key_dtype, shard_entries)  # Checked before any work.
     names = list(input_signature)
     if preprocess is None:
         if len(names) != 1:
@@ -283,13 +263,12 @@ def export_model_dir(
     how far it got); `checkpoint="last"` exports it anyway. Which checkpoint and step
     is exported is `report`ed.
     """
-    _check_positive(top_k=top_k, max_batch_size=max_batch_size, stream_above=stream_above)
-    _check_model_name(model_name)
     part = parse_shard(shard) if shard is not None else None
     if part is not None and shard_entries is None:
         shard_entries = DEFAULT_SHARD_ENTRIES
-    if shard_entries is not None:
-        _check_positive(shard_entries=shard_entries)
+    # Checked before the run is read: a bad option costs no loading.
+    options = ExportOptions(top_k, max_batch_size, stream_above, key_dtype, shard_entries)
+    _check_model_name(model_name)
     if part is not None and (target_accuracy is not None or target_coverage is not None):
         raise ConfigError(
             "--shard with --target_accuracy / --target_coverage: a shard's own confidence is not the "
@@ -297,8 +276,6 @@ def export_model_dir(
         )
     if infer_database_size is not None:
         _check_positive(infer_database_size=infer_database_size)
-    if key_dtype not in KEY_DTYPES:
-        raise ConfigError(f"--database_key_dtype={key_dtype!r} must be one of {', '.join(KEY_DTYPES)}.")
     targets = {"target_accuracy": target_accuracy, "target_coverage": target_coverage}
     for name, value in targets.items():
         if value is not None and not 0.0 < value < 1.0:
@@ -345,12 +322,12 @@ def export_model_dir(
             dataset.preprocess,
             database,
             path,
-            top_k,
-            max_batch_size,
+            options.top_k,
+            options.max_batch_size,
             dataset.class_names,
             calibration,
-            stream_above,
-            shard_entries,
+            options.stream_above,
+            options.shard_entries,
         )
         json_files.write_json(
             os.path.join(path, RUN_FILE),

@@ -2,6 +2,7 @@
 the class, its confidence and the prototypes behind it out; abstention below a
 threshold; a shard's answer for a router."""
 
+import dataclasses
 from typing import Callable, Sequence
 
 import keras
@@ -9,16 +10,12 @@ import tensorflow as tf
 
 from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.kinds import ServingInputs
-from proto_tf.index import DEFAULT_STREAM_ABOVE, PrototypeIndex
+from proto_tf.index import PrototypeIndex
 from proto_tf.model import ProtoAttend
+from proto_tf.serving.options import ExportOptions
 from proto_tf.serving.request_checks import checked_request, checked_threshold
 
 SERVING_SIGNATURE = "serving_default"
-# Largest request answered: 100,000 Adult rows take ~10 GB, so a cap keeps one request
-# from exhausting a server (about 94 KB a row for Adult at D_infer 4096).
-DEFAULT_MAX_BATCH_SIZE = 8192
-# Databases larger than this are attended over in blocks at serving: from 65,536
-# prototypes on, the streamed path is also the faster one (BENCHMARKS.md, --suite=scale).
 ABSTAIN_SIGNATURE = "abstain"
 CALIBRATED_SIGNATURE = "abstain_calibrated"  # Exports with a calibrated threshold.
 SHARD_SIGNATURE = "shard_answer"  # Exports with shard entries: a shard's answer for a router.
@@ -29,15 +26,14 @@ def build_serving_function(
     info: DatasetInfo,
     preprocess: Callable,
     database: PrototypeIndex | None,
-    top_k: int = 5,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    options: ExportOptions = ExportOptions(),
     class_names: Sequence[str] | None = None,
 ) -> tuple[Callable, list]:
     """`serve(raw_inputs_dict, confidence_threshold=None) -> dict of named outputs`
     for a dataset's raw inputs (its kind's `serving_default` inputs); also returns the
     preprocessing layers to track."""
     inputs = info.kind.serving_endpoints(info, preprocess)[""]
-    serve = serving_function(model, inputs, database, top_k, max_batch_size, class_names)
+    serve = serving_function(model, inputs, database, options, class_names)
     return serve, list(inputs.layers)
 
 
@@ -45,21 +41,19 @@ def serving_function(
     model: keras.Model,
     inputs: ServingInputs,
     database: PrototypeIndex | None,
-    top_k: int = 5,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    options: ExportOptions = ExportOptions(),
     class_names: Sequence[str] | None = None,
-    stream_above: int = DEFAULT_STREAM_ABOVE,
 ) -> Callable:
     """`serve(raw_inputs_dict, confidence_threshold=None, calibrated_threshold=None) ->
     dict of named outputs` for raw inputs described by `inputs` (a ServingInputs): a
     per-instance `confidence_threshold` tensor, or one float for every instance.
 
-    Every request is checked in the graph first (`_checked`): a bad one fails with
+    Every request is checked in the graph first (`checked_request`): a bad one fails with
     InvalidArgument naming the input, never with a number. `class_names` (label
     order; default the label ids as strings) name the decision and the prototypes'
     labels in the outputs `class_names` and `prototype_label_names`. A database of
-    more than `stream_above` prototypes is read in blocks (`PrototypeIndex.search`:
-    memory does not grow with D times the batch).
+    more than `options.stream_above` prototypes is read in blocks
+    (`PrototypeIndex.search`: memory does not grow with D times the batch).
     """
     to_inputs, extra_outputs, signature = inputs.to_inputs, inputs.extra_outputs, inputs.signature
     names = list(class_names) if class_names is not None else [str(i) for i in range(model.num_classes)]
@@ -68,7 +62,7 @@ def serving_function(
 
     def serve(raw, confidence_threshold=None, calibrated_threshold=None):
         names_tensor = tf.constant(names)
-        raw = checked_request(raw, signature, max_batch_size, inputs.value_ranges, inputs.missing_allowed)
+        raw = checked_request(raw, signature, options.max_batch_size, inputs.value_ranges, inputs.missing_allowed)
         if calibrated_threshold is not None:  # The export's own threshold, for every instance.
             confidence_threshold = tf.fill([tf.shape(raw[next(iter(signature))])[0]], calibrated_threshold)
         elif confidence_threshold is not None:
@@ -83,7 +77,7 @@ def serving_function(
             return outputs
         # The model's own inference pass over its database, read with its size known:
         # dense up to `stream_above` prototypes, in blocks above (never a [B, D] tensor).
-        predicted = model.predict_from_index(model_inputs, database, top_k, stream_above, static=True)
+        predicted = model.predict_from_index(model_inputs, database, options.top_k, options.stream_above, static=True)
         top_weights, top_indices = predicted["top_weights"], predicted["top_rows"]
         _, _, labels, indices = database.static_tensors()
         logits = tf.cast(predicted["logits"], tf.float32)
@@ -113,7 +107,7 @@ def shard_function(
     inputs: ServingInputs,
     database: PrototypeIndex,
     entries: int,
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_batch_size: int = ExportOptions.max_batch_size,
 ) -> Callable:
     """`shard(raw_inputs_dict) -> dict`: the answer of a shard holding `database` for raw
     inputs (`ProtoAttend.shard_answer` with `entries` entries), which a router turns into
@@ -149,3 +143,72 @@ def signature_functions(serve: Callable) -> tuple[Callable, Callable]:
         return serve(raw, confidence_threshold)
 
     return predict, abstain
+
+
+@dataclasses.dataclass(frozen=True)
+class SignatureContext:
+    """What a signature of one endpoint (a `ServingInputs`) is built from: the model,
+    the endpoint's inputs, the database (None for a baseline), the endpoint's `serve`
+    (`serving_function`), the export's options and its calibrated threshold (or None)."""
+
+    model: keras.Model
+    inputs: ServingInputs
+    database: PrototypeIndex | None
+    serve: Callable
+    options: ExportOptions
+    calibrated_threshold: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """One kind of signature of an export: its name, and `build(context)`, which gives
+    `(function, input_signature)` or None where the export has no such signature. The
+    signature of endpoint "" is named `name`; of another endpoint E, `name_E` (the
+    serving signature: E alone)."""
+
+    name: str
+    build: Callable[[SignatureContext], "tuple[Callable, list] | None"]
+    named_by_endpoint: bool = False
+
+    def key(self, endpoint: str) -> str:
+        if not endpoint:
+            return self.name
+        return endpoint if self.named_by_endpoint else f"{self.name}_{endpoint}"
+
+
+def _predict(context):
+    return signature_functions(context.serve)[0], [context.inputs.signature]
+
+
+def _abstain(context):
+    if context.database is None:
+        return None
+    threshold = tf.TensorSpec([None], tf.float32, name="confidence_threshold")
+    return signature_functions(context.serve)[1], [context.inputs.signature, threshold]
+
+
+def _calibrated(context):
+    if context.database is None or context.calibrated_threshold is None:
+        return None
+    return at_threshold(context.serve, float(context.calibrated_threshold)), [context.inputs.signature]
+
+
+def _shard(context):
+    options = context.options
+    if options.shard_entries is None:
+        return None
+    # Softmax's merged top-k needs only each shard's top-k; a sparse normalisation
+    # needs each shard's whole support.
+    entries = context.model.normalization.shard_entry_count(options.shard_entries, options.top_k)
+    function = shard_function(context.model, context.inputs, context.database, entries, options.max_batch_size)
+    return function, [context.inputs.signature]
+
+
+# The signatures an export may have, in the order they are added; a new kind of
+# signature is one entry here.
+SIGNATURES = (
+    Signature(SERVING_SIGNATURE, _predict, named_by_endpoint=True),
+    Signature(ABSTAIN_SIGNATURE, _abstain),
+    Signature(CALIBRATED_SIGNATURE, _calibrated),
+    Signature(SHARD_SIGNATURE, _shard),
+)
