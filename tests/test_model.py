@@ -175,7 +175,7 @@ def test_inference_with_database_returns_weights_and_confidence():
 
 
 def test_constructor_errors_list_valid_values():
-    with pytest.raises(ValueError, match="softmax, sparsemax .BaselineClassifier"):
+    with pytest.raises(ValueError, match="softmax, sparsemax, entmax15 .BaselineClassifier"):
         ProtoAttend(keras.layers.Dense(2), 3, attention="entmax")
     with pytest.raises(ValueError, match="alpha_range"):
         ProtoAttend(keras.layers.Dense(2), 3, alpha_range=(0.6, 0.4))
