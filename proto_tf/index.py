@@ -129,21 +129,48 @@ class PrototypeIndex:
             keys, values, labels = self.keys, self.values, self.labels
         if self.streams(stream_above):
             k = min(top_k or 5, len(self))
-            out = streaming.streamed_attention(
-                queries, keys, values, labels, attention.normalization, num_classes, k, block_size
-            )
-            return {name: out[name] for name in ("weighted_values", "confidence", "top_weights", "top_rows")}
-        weighted_values, weights = attention(queries, keys, values)
-        answer = {
-            "weighted_values": weighted_values,
-            "weights": weights,
-            "confidence": metrics.confidence(weights, labels, num_classes),
-        }
+            return streamed_answer(queries, attention.normalization, keys, values, labels, num_classes, k, block_size)
+        answer = dense_answer(queries, attention, keys, values, labels, num_classes)
         if top_k:
             # Block-wise: a selection over every weight would cost more than the
             # attention itself over many prototypes.
-            answer["top_weights"], answer["top_rows"] = blockwise.top_k(weights, min(top_k, len(self)))
+            answer["top_weights"], answer["top_rows"] = blockwise.top_k(answer["weights"], min(top_k, len(self)))
         return answer
+
+
+def dense_answer(
+    queries: tf.Tensor,
+    attention: PrototypeAttention,
+    keys: tf.Tensor,
+    values: tf.Tensor,
+    labels: tf.Tensor,
+    num_classes: int,
+) -> dict[str, tf.Tensor]:
+    """The attention of `queries` over a database held whole: `weighted_values`, every
+    weight `weights [B, D]` and `confidence [B]` (Eq. 3)."""
+    weighted_values, weights = attention(queries, keys, values)
+    return {
+        "weighted_values": weighted_values,
+        "weights": weights,
+        "confidence": metrics.confidence(weights, labels, num_classes),
+    }
+
+
+def streamed_answer(
+    queries: tf.Tensor,
+    normalization: str,
+    keys: tf.Tensor,
+    values: tf.Tensor,
+    labels: tf.Tensor,
+    num_classes: int,
+    top_k: int,
+    block_size: int = streaming.DEFAULT_BLOCK_SIZE,
+) -> dict[str, tf.Tensor]:
+    """The attention of `queries` over a database read in blocks of `block_size` rows
+    (`streaming.streamed_attention`, never a `[B, D]` tensor): `weighted_values`,
+    `confidence` and the `top_k` prototypes, `top_weights [B, k]` and `top_rows [B, k]`."""
+    out = streaming.streamed_attention(queries, keys, values, labels, normalization, num_classes, top_k, block_size)
+    return {name: out[name] for name in ("weighted_values", "confidence", "top_weights", "top_rows")}
 
 
 def _indices_or_positions(indices, labels):

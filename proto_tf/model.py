@@ -29,6 +29,8 @@ from proto_tf.index import (  # noqa: F401 (PrototypeDatabase, KEY_DTYPES: the n
     PrototypeIndex,
     check_database,
     class_ids,
+    dense_answer,
+    streamed_answer,
 )
 
 
@@ -365,8 +367,19 @@ class ProtoAttend(Classifier):
                 "No prototype database is set: call "
                 "model.set_database(*model.encode_database(candidates), labels) first."
             )
+        return self._decide(
+            inputs,
+            lambda queries: index.search(
+                queries, self.prototype_attention, self.num_classes, top_k, stream_above, static
+            ),
+            training,
+        )
+
+    def _decide(self, inputs: tf.Tensor, attend: Callable, training: bool) -> dict[str, tf.Tensor]:
+        """The one inference pass: inputs encoded, `attend(queries)` (an answer of
+        `index.dense_answer` or `index.streamed_answer`), and both paths' decisions."""
         queries, _, input_values = self.heads(self.encoder(inputs, training=training))
-        answer = index.search(queries, self.prototype_attention, self.num_classes, top_k, stream_above, static)
+        answer = attend(queries)
         weighted_values = tf.cast(answer.pop("weighted_values"), input_values.dtype)
         return {"logits": self.decision(weighted_values), "plain_logits": self.decision(input_values), **answer}
 
@@ -375,14 +388,11 @@ class ProtoAttend(Classifier):
     ) -> dict[str, tf.Tensor]:
         """`call` with an explicit database: keys `[D, d_att]`, values `[D, d_val]`,
         labels `[D]`."""
-        queries, _, input_values = self.heads(self.encoder(inputs, training=training))
-        weighted_values, weights = self.prototype_attention(queries, keys, values)
-        return {
-            "logits": self.decision(weighted_values),
-            "plain_logits": self.decision(input_values),
-            "weights": weights,
-            "confidence": metrics.confidence(weights, labels, self.num_classes),
-        }
+        return self._decide(
+            inputs,
+            lambda queries: dense_answer(queries, self.prototype_attention, keys, values, labels, self.num_classes),
+            training,
+        )
 
     def predict_streamed(
         self,
@@ -399,17 +409,13 @@ class ProtoAttend(Classifier):
         `weights [B, D]` the `top_k` prototypes are returned, `top_weights [B, k]` and
         their database rows `top_rows [B, k]`. Same logits and confidence to float32
         rounding."""
-        queries, _, input_values = self.heads(self.encoder(inputs, training=training))
-        out = streaming.streamed_attention(
-            queries, keys, values, labels, self.attention, self.num_classes, top_k, block_size
+        return self._decide(
+            inputs,
+            lambda queries: streamed_answer(
+                queries, self.attention, keys, values, labels, self.num_classes, top_k, block_size
+            ),
+            training,
         )
-        return {
-            "logits": self.decision(tf.cast(out["weighted_values"], input_values.dtype)),
-            "plain_logits": self.decision(input_values),
-            "confidence": out["confidence"],
-            "top_weights": out["top_weights"],
-            "top_rows": out["top_rows"],
-        }
 
     def shard_answer(
         self,

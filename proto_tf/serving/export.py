@@ -243,7 +243,7 @@ def export_model_dir(
     kept decisions' accuracy, or the share kept, is at least the target on new data
     with probability 1 - `calibration_delta`), served by `abstain_calibrated` and
     written to `CALIBRATION_FILE`. A database of more than `stream_above` prototypes
-    is served in blocks (`ProtoAttend.predict_streamed`). `key_dtype` (float32, float16
+    is served in blocks (`PrototypeIndex.search`). `key_dtype` (float32, float16
     or bfloat16) is the dtype its keys are stored in; attention computes in float32, and
     the calibration is made with the keys as stored.
 
