@@ -207,6 +207,7 @@ def test_a_batch_past_the_gathered_keys_cap_runs_the_passes(monkeypatch):
 def _exportable(rng, rows, attention="sparsemax"):
     """A small model over 5 features, `rows` raw database inputs and labels, and the
     serving signature."""
+    keras.utils.set_random_seed(0)  # Initial weights independent of the tests run before.
     encoder = keras.Sequential([keras.layers.Dense(16, activation="relu")])
     model = ProtoAttend(encoder, num_classes=3, attention=attention, attention_size=16, value_size=8)
     model.build((None, 5))
