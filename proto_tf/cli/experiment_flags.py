@@ -13,8 +13,9 @@ from absl import flags
 
 from proto_tf import normalizations
 from proto_tf.data.registry import DATASETS
+from proto_tf.encoders.backbone import POOLINGS
 from proto_tf.errors import USAGE_EXIT_STATUS, ConfigError
-from proto_tf.training.config import ATTENTIONS, NAME_LIST_FIELDS, ExperimentConfig
+from proto_tf.training.config import ATTENTIONS, FEATURE_DTYPES, NAME_LIST_FIELDS, ExperimentConfig
 from proto_tf.training.distribute import STRATEGIES
 
 
@@ -26,7 +27,13 @@ def _flagfiles_dir():
 
 
 FLAGS_DIR = _flagfiles_dir()
-_ENUMS = {"dataset": list(DATASETS), "attention": list(ATTENTIONS), "strategy": list(STRATEGIES)}
+_ENUMS = {
+    "dataset": list(DATASETS),
+    "attention": list(ATTENTIONS),
+    "strategy": list(STRATEGIES),
+    "backbone_pooling": list(POOLINGS),
+    "feature_dtype": list(FEATURE_DTYPES),
+}
 _HELP = {
     "dataset": "A dataset of Table 1, or your own data: csv, image_folder or text_csv (docs/own_data.md).",
     "attention": "Attention normalisation; none trains the baseline encoder.",
@@ -97,6 +104,11 @@ _HELP = {
     "lstm_embedding_size": "Width of the Adult LSTM's embedding and cells.",
     "lstm_dropout": "Dropout of the Adult LSTM's inputs and output, in [0, 1).",
     "encoder_dropout": "Dropout on the image/text encoder output, in [0, 1) (Table 3's dropout baseline).",
+    "backbone": "A pretrained backbone as the encoder, frozen (its features computed once and cached in "
+    "the run): a keras-hub preset folder, a preset name or kaggle:// / hf:// handle (with --download), "
+    "or a .keras model mapping inputs to features (docs/own_data.md).",
+    "backbone_pooling": "How a backbone's feature map becomes one vector: avg or max over its positions.",
+    "feature_dtype": "How the backbone's cached features are stored: float32, or float16 (half the memory).",
     "strategy": "auto, one_device, mirrored, or multi_worker (from TF_CONFIG).",
     "checkpoint_every": "Steps between checkpoints (the last two are kept).",
     "eval_every": "Steps between validation evaluations (the best one is kept in best/).",

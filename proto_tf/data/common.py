@@ -150,6 +150,9 @@ class LoadedDataset:
     augment: Callable
     preprocess: Callable
     info: object = None  # The DatasetInfo, with a user's dataset's own shape and schema.
+    # A frozen backbone's features (training.features.FeatureSource): the splits then
+    # hold its features, and this says how raw inputs become them.
+    features: object = None
 
 
 def cast_only(dtype):

@@ -69,6 +69,7 @@ def export_saved_model(
     calibration: Calibration | None = None,
     stream_above: int = DEFAULT_STREAM_ABOVE,
     shard_entries: int | None = None,
+    tracked_layers: Sequence = (),
 ) -> str:
     """Writes a SavedModel to `path` for TF Serving.
 
@@ -89,9 +90,13 @@ def export_saved_model(
     (threshold, validation coverage and accuracy, the guaranteed bound, the table of
     thresholds tested) is written to `CALIBRATION_FILE`. With `shard_entries`, the
     signature `shard_answer` answers as one shard of a sharded database
-    (`shard_function`).
+    (`shard_function`). `tracked_layers` are layers `preprocess` calls (a frozen
+    backbone): their weights are saved with the export.
     """
-    endpoints = info.kind.serving_endpoints(info, preprocess)
+    endpoints = {
+        name: dataclasses.replace(inputs, layers=(*inputs.layers, *tracked_layers))
+        for name, inputs in info.kind.serving_endpoints(info, preprocess).items()
+    }
     threshold = calibration.threshold if calibration is not None else None
     write_saved_model(
         model, endpoints, database, path, top_k, max_batch_size, class_names, threshold, stream_above, shard_entries
@@ -291,7 +296,7 @@ def export_model_dir(
             "its training command again, or export its last checkpoint anyway with --checkpoint=last."
         )
     config, dataset, model, checkpoint_path = run_store.load_run(model_dir, checkpoint, data_dir)
-    info = dataset.info
+    info, serving_preprocess, tracked_layers = _raw_inputs_of(dataset)
     step = run_store.checkpoint_step(checkpoint_path)
     which = "best validation" if os.path.basename(os.path.dirname(checkpoint_path)) == "best" else "last"
     report(
@@ -301,7 +306,7 @@ def export_model_dir(
     database = None
     if database_path is not None and model.uses_database:
         database_split = info.kind.read_database(database_path, info, dataset.class_names)
-        database = encode_database(model, dataset.preprocess, database_split, key_dtype=key_dtype)
+        database = encode_database(model, serving_preprocess, database_split, key_dtype=key_dtype)
     elif model.uses_database:
         size = infer_database_size or config.infer_database_size
         check_against_data(dataclasses.replace(config, infer_database_size=size), len(dataset.train))
@@ -319,7 +324,7 @@ def export_model_dir(
         export_saved_model(
             model,
             info,
-            dataset.preprocess,
+            serving_preprocess,
             database,
             path,
             options.top_k,
@@ -328,6 +333,7 @@ def export_model_dir(
             calibration,
             options.stream_above,
             options.shard_entries,
+            tracked_layers,
         )
         json_files.write_json(
             os.path.join(path, RUN_FILE),
@@ -341,6 +347,14 @@ def export_model_dir(
     written = os.path.join(target, warmup.WARMUP_FILE) if requests else None
     report(warmup.describe(target, estimate, len(database) if database else 0, max_batch_size, written))
     return target
+
+
+def _raw_inputs_of(dataset):
+    """`(info, preprocess, layers to track)` of the raw inputs an export takes: with a
+    frozen backbone, the data's own kind, and the backbone run in the graph."""
+    if dataset.features is None:
+        return dataset.info, dataset.preprocess, ()
+    return dataset.features.info, dataset.features.preprocess, (dataset.features.backbone.features,)
 
 
 def _check_model_name(name):

@@ -10,9 +10,11 @@ from proto_tf.baseline import BaselineClassifier
 from proto_tf.data.registry import DatasetInfo, dataset_info
 from proto_tf.data.text import ALPHABET, SEQUENCE_LENGTH
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
+from proto_tf.encoders.backbone import POOLINGS
 from proto_tf.errors import ConfigError
 from proto_tf.model import ProtoAttend
 
+FEATURE_DTYPES = ("float32", "float16")  # How a frozen backbone's features are cached.
 # `--attention`: a normalisation of ProtoAttend, or "none" for the baseline encoder.
 ATTENTIONS = NORMALIZATIONS + ("none",)
 
@@ -118,6 +120,11 @@ class ExperimentConfig:
     lstm_embedding_size: int = 64
     lstm_dropout: float = 0.5
     encoder_dropout: float = 0.0  # Images/text: dropout on the encoder output (Table 3).
+    # A pretrained backbone instead of the Appendix A encoder (encoders/backbone.py),
+    # frozen: its features are computed once and cached (training/features.py).
+    backbone: str = ""
+    backbone_pooling: str = "avg"
+    feature_dtype: str = "float32"
     # Running.
     strategy: str = "auto"
     checkpoint_every: int = 500
@@ -137,6 +144,7 @@ class ExperimentConfig:
 
     def __post_init__(self):
         """Checks every value before any work; a bad one raises ConfigError naming its flag."""
+        self._check_backbone()
         if self.attention not in ATTENTIONS:
             raise ConfigError(f"--attention={self.attention!r} is not valid; valid: {', '.join(ATTENTIONS)}.")
         for name in (
@@ -269,6 +277,23 @@ class ExperimentConfig:
             "must be two positive integers H,W (or empty: the images' own size)",
         )
 
+    def _check_backbone(self):
+        _check(
+            self, "backbone_pooling", self.backbone_pooling in POOLINGS, f"is not valid; valid: {', '.join(POOLINGS)}"
+        )
+        _check(
+            self,
+            "feature_dtype",
+            self.feature_dtype in FEATURE_DTYPES,
+            f"is not valid; valid: {', '.join(FEATURE_DTYPES)}",
+        )
+        if not self.backbone:
+            for name in ("backbone_pooling", "feature_dtype"):
+                default = ExperimentConfig.__dataclass_fields__[name].default
+                _check(
+                    self, name, getattr(self, name) == default, f"applies with --backbone only; leave it at {default!r}"
+                )
+
     @property
     def dataset_reads_user_files(self) -> bool:
         return dataset_info(self.dataset).user_data
@@ -314,14 +339,22 @@ def _resnet(config):
     return _with_dropout(core, config)
 
 
-# The Appendix A encoders, by the name a kind of data gives (`DataKind.encoder`).
-ENCODERS = {"lstm": _lstm, "vdcnn": _vdcnn, "resnet": _resnet}
+def _features(config):
+    # A frozen backbone's cached features go to the heads as they are (`--encoder_dropout`
+    # still applies); the Appendix A encoders' flags are unused.
+    return _with_dropout(keras.layers.Identity(name="features"), config)
+
+
+# The encoders by the name a kind of data gives (`DataKind.encoder`): the Appendix A
+# ones, and the frozen backbone's features.
+ENCODERS = {"lstm": _lstm, "vdcnn": _vdcnn, "resnet": _resnet, "features": _features}
 
 
 def build_encoder(config, info: DatasetInfo):
-    """The Appendix A encoder of the dataset's kind (`DataKind.encoder`), sized by
-    `config`. Images and text take an optional dropout on the encoder output (0 by
-    default); the LSTM has its own dropout (0.5)."""
+    """The encoder of the dataset's kind (`DataKind.encoder`), sized by `config`: an
+    Appendix A encoder, or an identity over a frozen backbone's features. Images and
+    text take an optional dropout on the encoder output (0 by default); the LSTM has
+    its own dropout (0.5)."""
     return ENCODERS[info.kind.encoder](config)
 
 

@@ -171,7 +171,10 @@ DATA_FILE = "data.json"
 
 def data_fingerprint(dataset) -> dict:
     """`{split: {"examples": n, "sha256": hash of inputs and labels}}` of a loaded
-    dataset: what the run trained and is evaluated on, whatever folder it came from."""
+    dataset: what the run trained and is evaluated on, whatever folder it came from
+    (the raw data under a frozen backbone's features)."""
+    if getattr(dataset, "features", None) is not None:
+        dataset = dataset.features.raw
     fingerprint = {}
     for name in ("train", "validation", "test"):
         split = getattr(dataset, name)

@@ -12,7 +12,7 @@ from proto_tf.data.common import LoadedDataset
 from proto_tf.data.registry import dataset_info, load_dataset
 from proto_tf.errors import RunDirectoryError, first_line
 from proto_tf.training import config as config_lib
-from proto_tf.training import run_directory
+from proto_tf.training import features, run_directory
 from proto_tf.training.checkpoints import make_checkpoint
 from proto_tf.training.config import ExperimentConfig
 
@@ -20,9 +20,11 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 
 
-def load_experiment_dataset(config: ExperimentConfig) -> LoadedDataset:
-    """The dataset named by `config`, with its label noise and validation split."""
-    return load_dataset(
+def load_experiment_dataset(config: ExperimentConfig, model_dir: str | None = None) -> LoadedDataset:
+    """The dataset named by `config`, with its label noise and validation split; with
+    a `--backbone`, as the backbone's features (cached in `model_dir`, default the
+    config's)."""
+    dataset = load_dataset(
         config.dataset,
         config.data_dir,
         validation_fraction=config.validation_fraction,
@@ -31,6 +33,9 @@ def load_experiment_dataset(config: ExperimentConfig) -> LoadedDataset:
         download=config.download,
         options=config.data_options(),
     )
+    if config.backbone:
+        dataset = features.with_backbone_features(dataset, config, model_dir or config.model_dir)
+    return dataset
 
 
 def read_config(model_dir: str) -> ExperimentConfig:
@@ -149,7 +154,7 @@ def load_run(model_dir: str, checkpoint: str = "best", data_dir: str | None = No
     run_data_dir = config.data_dir
     if data_dir is not None:
         config = dataclasses.replace(config, data_dir=data_dir)
-    dataset = load_experiment_dataset(config)
+    dataset = load_experiment_dataset(config, model_dir)
     run_directory.check_same_data(model_dir, run_directory.data_fingerprint(dataset), config.data_dir, run_data_dir)
     model, path = load_trained_model(model_dir, config, dataset, checkpoint)
     return config, dataset, model, path

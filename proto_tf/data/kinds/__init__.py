@@ -2,6 +2,7 @@
 and the command line (`base.DataKind`)."""
 
 from proto_tf.data.kinds.base import EXPORT_DATA_FILE, DataKind, ServingInputs
+from proto_tf.data.kinds.features_kind import FeaturesKind
 from proto_tf.data.kinds.image_kind import IMAGE_BYTES_SIGNATURE, ImageKind
 from proto_tf.data.kinds.table_kind import TableKind
 from proto_tf.data.kinds.text_kind import TextKind
@@ -29,6 +30,7 @@ __all__ = [
     "IMAGE_BYTES_SIGNATURE",
     "KINDS",
     "DataKind",
+    "FeaturesKind",
     "ServingInputs",
     "kind_named",
     "kind_of_signature",

@@ -1,0 +1,206 @@
+"""Pretrained backbones as the encoder: a keras-hub preset or a saved Keras model,
+mapping a batch of stored inputs to one feature vector per example.
+
+`--backbone=SPEC` takes
+- a local keras-hub preset folder (what `Backbone.save_to_preset` writes; its image
+  converter, when saved beside it, prepares the images as the backbone was trained);
+- a keras-hub preset name (`resnet_50_imagenet`) or a `kaggle://` / `hf://` handle,
+  fetched from the hub only with `--download`;
+- a `.keras` file holding a model that maps a batch of stored inputs to features.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import keras
+import numpy as np
+
+from proto_tf.errors import ConfigError
+
+POOLINGS = ("avg", "max")
+HUB_PREFIXES = ("kaggle://", "hf://", "modelscope://")
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class BackboneFeatures(keras.layers.Layer):
+    """Stored inputs -> `[B, features]` through a (frozen) backbone.
+
+    Inputs are cast to float32 (images stay in 0..255: the `converter`, when given,
+    resizes and rescales them as the backbone's preset says); a one-channel image is
+    repeated to `channels` when the backbone wants RGB; a feature map is pooled over its
+    positions (`pooling`: "avg" or "max").
+    """
+
+    def __init__(self, backbone, converter=None, pooling: str = "avg", channels: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
+        self.backbone = backbone
+        self.converter = converter
+        self.pooling = pooling
+        self.channels = channels
+
+    def call(self, inputs):
+        x = keras.ops.cast(inputs, "float32")
+        if self.channels is not None and x.shape[-1] == 1 and self.channels > 1:
+            x = keras.ops.repeat(x, self.channels, axis=-1)
+        if self.converter is not None:
+            x = self.converter(x)
+        features = self.backbone(x, training=False)
+        if isinstance(features, dict):  # keras-hub text backbones: the pooled output.
+            features = features["pooled_output"]
+        axes = tuple(range(1, len(features.shape) - 1))
+        if axes:
+            reduce = keras.ops.mean if self.pooling == "avg" else keras.ops.max
+            features = reduce(features, axis=axes)
+        return keras.ops.cast(features, "float32")
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "converter": keras.saving.serialize_keras_object(self.converter) if self.converter is not None else None,
+            "pooling": self.pooling,
+            "channels": self.channels,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if config.get("converter") is not None:
+            config["converter"] = keras.saving.deserialize_keras_object(config["converter"])
+        return cls(**config)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A loaded backbone: the feature layer, its size, and what identifies it."""
+
+    spec: str
+    features: BackboneFeatures
+    feature_size: int
+    parameters: int
+    weights_sha256: str  # Of its weights, converter and pooling: a cache's and a run's key.
+
+    def describe(self) -> str:
+        megabytes = sum(int(np.prod(w.shape)) * w.dtype.itemsize for w in _numpy_weights(self.features)) / 2**20
+        return (
+            f"backbone {self.spec}: {self.parameters:,} parameters ({megabytes:.1f} MiB), "
+            f"{self.feature_size}-d features ({self.features.pooling} pooling)"
+        )
+
+
+def load_backbone(spec: str, input_shape: tuple, kind: str, pooling: str = "avg", download: bool = False) -> Backbone:
+    """The backbone `spec` names, checked against stored inputs of `input_shape` and
+    `kind` ("image", "text", "tabular"); a ConfigError naming `--backbone` says what is
+    wrong and what is valid. Images are resized to the preset's size by its converter."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"--backbone_pooling={pooling!r} is not valid; valid: {', '.join(POOLINGS)}.")
+    if spec.endswith(".keras"):
+        model, converter = _keras_file(spec), None
+        channels = None
+    else:
+        model, converter = _preset(spec, download)
+        if kind != "image":
+            raise ConfigError(
+                f"--backbone={spec}: keras-hub presets are used for image data here; this dataset holds "
+                f"{kind} data. Give a .keras model that maps its stored inputs to features."
+            )
+        channels = _image_channels(model, spec)
+        if input_shape[-1] not in (1, channels):
+            raise ConfigError(
+                f"--backbone={spec} takes {channels}-channel images; the data has {input_shape[-1]} channels."
+            )
+    features = BackboneFeatures(model, converter, pooling, channels, name="backbone_features")
+    probe = np.zeros((2, *input_shape), np.float32)
+    try:
+        output = features(probe)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"--backbone={spec} does not take this data's inputs (shape {tuple(input_shape)}): "
+            f"{str(error).strip().splitlines()[0]}"
+        ) from None
+    if len(output.shape) != 2:
+        raise ConfigError(f"--backbone={spec} gives outputs of shape {tuple(output.shape)}; expected features.")
+    features.trainable = False
+    return Backbone(
+        spec, features, int(output.shape[-1]), int(model.count_params()), weights_fingerprint(features, input_shape)
+    )
+
+
+def weights_fingerprint(features: BackboneFeatures, input_shape: tuple) -> str:
+    """sha256 of a feature layer's weights and its preprocessing settings."""
+    digest = hashlib.sha256()
+    settings = {"pooling": features.pooling, "channels": features.channels, "input_shape": list(input_shape)}
+    if features.converter is not None:
+        settings["converter"] = {k: v for k, v in features.converter.get_config().items() if k != "name"}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for weight in _numpy_weights(features):
+        weight = np.ascontiguousarray(weight)
+        digest.update(f"{weight.dtype.str}{weight.shape}".encode())
+        digest.update(memoryview(weight).cast("B"))
+    return digest.hexdigest()
+
+
+def _numpy_weights(layer):
+    return [np.asarray(w) for w in layer.backbone.get_weights()]
+
+
+def _keras_file(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"--backbone={path}: no such file; expected a .keras model file.")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # noqa: BLE001 (any failure means: not a readable model)
+        raise ConfigError(
+            f"--backbone={path} is not a readable Keras model ({str(error).strip().splitlines()[0]})."
+        ) from None
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"--backbone={path} holds a {type(model).__name__}, not a Keras model.")
+    return model
+
+
+def _preset(spec, download):
+    import keras_hub  # Imported here: only runs with a keras-hub backbone pay its import.
+
+    is_folder = os.path.isdir(spec)
+    if not is_folder:
+        known = spec in keras_hub.models.Backbone.presets or spec.startswith(HUB_PREFIXES)
+        if not known:
+            raise ConfigError(
+                f"--backbone={spec}: not a preset folder, a .keras file, a keras-hub preset name "
+                "(e.g. resnet_50_imagenet) or a kaggle:// / hf:// handle."
+            )
+        if not download:
+            raise ConfigError(
+                f"--backbone={spec} is fetched from the hub: add --download (needs the network), or on a "
+                "machine without it give a preset folder saved with Backbone.save_to_preset."
+            )
+    elif not os.path.isfile(os.path.join(spec, "config.json")):
+        raise ConfigError(f"--backbone={spec}: the folder holds no config.json; expected a keras-hub preset folder.")
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(spec)
+    except (OSError, ConnectionError) as error:
+        raise ConfigError(
+            f"--backbone={spec} could not be fetched ({str(error).strip().splitlines()[0][:160]}); "
+            "without the network, give a preset folder saved with Backbone.save_to_preset."
+        ) from None
+    except ValueError as error:
+        raise ConfigError(f"--backbone={spec}: {str(error).strip().splitlines()[0]}") from None
+    converter = None
+    if not is_folder or os.path.isfile(os.path.join(spec, "image_converter.json")):
+        try:
+            converter = keras_hub.layers.ImageConverter.from_preset(spec)
+        except ValueError:
+            converter = None  # A preset without an image converter (a text backbone, say).
+    return backbone, converter
+
+
+def _image_channels(model, spec):
+    shape = getattr(model, "image_shape", None) or model.input_shape
+    if not isinstance(shape, (tuple, list)) or len(shape) not in (3, 4) or isinstance(shape[0], (tuple, list)):
+        raise ConfigError(f"--backbone={spec} does not take images (its input shape is {shape}).")
+    return int(shape[-1]) if shape[-1] is not None else 3
