@@ -58,6 +58,10 @@ setuptools.setup(
     # its own requirement would add the full `tensorflow` over `tensorflow-cpu`.)
     extras_require={
         "tfds": ["tensorflow-datasets>=4.9"],
+        # Pretrained backbones (--backbone); install with --no-deps beside tensorflow-cpu
+        # (requirements-no-deps.txt): keras-hub asks for tensorflow-text, which asks for
+        # the full `tensorflow` package.
+        "backbones": ["keras-hub>=0.32"],
         "compare": ["scikit-learn>=1.5", "cleanlab>=2.7", "faiss-cpu>=1.8"],
     },
 )

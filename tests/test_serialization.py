@@ -12,6 +12,7 @@ from proto_tf.attention import PrototypeAttention
 from proto_tf.data.tabular import CategoricalColumn, NumericColumn, TabularFeatures, TabularSchema
 from proto_tf.data.text import CharacterQuantizer
 from proto_tf.encoders import VDCNN, KMaxPooling, ResNet, TabularLSTM
+from proto_tf.encoders.backbone import BackboneFeatures
 from proto_tf.encoders.layers import DenseNormStack, FusedBatchNormalization
 from proto_tf.encoders.resnet import ResidualBlock
 
@@ -40,6 +41,15 @@ CASES = {
         RNG.normal(size=(3, 12)).astype("float32"),
     ),
     "CharacterQuantizer": lambda: (CharacterQuantizer(10, alphabet="abc "), np.array(["a cab", "bad", ""])),
+    "BackboneFeatures": lambda: (
+        _built(
+            BackboneFeatures(
+                keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Conv2D(3, 3)]), pooling="max", channels=2
+            ),
+            IMAGES,
+        ),
+        IMAGES,
+    ),
 }
 
 

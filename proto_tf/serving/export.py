@@ -343,7 +343,9 @@ def export_model_dir(
             warmup.write_warmup_requests(path, requests, name)
 
     target = publish_version(write, export_dir, name)
-    estimate = warmup.memory_estimate(model, database, max_batch_size, stream_above, streaming.DEFAULT_BLOCK_SIZE)
+    estimate = warmup.memory_estimate(
+        model, database, max_batch_size, stream_above, streaming.DEFAULT_BLOCK_SIZE, tracked_layers
+    )
     written = os.path.join(target, warmup.WARMUP_FILE) if requests else None
     report(warmup.describe(target, estimate, len(database) if database else 0, max_batch_size, written))
     return target

@@ -67,12 +67,18 @@ def folder_bytes(path: str) -> int:
 
 
 def memory_estimate(
-    model: keras.Model, database: PrototypeIndex | None, max_batch_size: int, stream_above: int, block_size: int
+    model: keras.Model,
+    database: PrototypeIndex | None,
+    max_batch_size: int,
+    stream_above: int,
+    block_size: int,
+    tracked_layers: tuple = (),
 ) -> dict:
-    """What serving the export holds, in bytes: the model's weights and database, and
-    the attention of one request of `max_batch_size` instances (dense `[B, D]` logits and
-    weights up to `stream_above` prototypes, `[B, block]` blocks above)."""
-    weights = sum(_bytes(v) for v in model.weights)
+    """What serving the export holds, in bytes: the weights of the model and of the
+    layers its preprocessing runs (a frozen backbone), its database, and the attention
+    of one request of `max_batch_size` instances (dense `[B, D]` logits and weights up
+    to `stream_above` prototypes, `[B, block]` blocks above)."""
+    weights = sum(_bytes(v) for v in [*model.weights, *(w for layer in tracked_layers for w in layer.weights)])
     rows = len(database) if database is not None else 0
     stored = sum(_bytes(t) for t in database.static_tensors()) if rows else 0
     # A block is at most the whole database: one smaller than a block is read at once.

@@ -1,0 +1,321 @@
+"""Pretrained backbones as the encoder (--backbone), frozen with cached features.
+
+Nothing is downloaded: a small keras-hub ResNet is built from its constructor and saved
+with `save_to_preset` into a temporary folder, as a user's local preset; a `.keras`
+backbone is saved the same way. One run is trained through the user's command and read
+by the tests that check it against references: keras-hub's own backbone and converter
+for the cached features, the Keras model for the export's answer on PNG bytes,
+run/evaluate.py for run/predict.py's accuracy on a folder.
+"""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from data_files import write_learnable_images, write_learnable_table, write_own_images
+
+from proto_tf.encoders.backbone import load_backbone
+from proto_tf.errors import ConfigError, RunDirectoryError
+from proto_tf.training import features as features_lib
+from proto_tf.training import run_store
+from proto_tf.training.config import ExperimentConfig
+
+keras_hub = pytest.importorskip("keras_hub")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE_SIZE = 32  # The preset's converter resizes the 16 x 16 images to this.
+
+
+def write_preset(folder, seed=0):
+    """A two-stage ResNet (basic blocks) and its image converter, saved as a preset."""
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 32],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        image_shape=(None, None, 3),
+    )
+    converter = keras_hub.layers.ResNetImageConverter(image_size=(IMAGE_SIZE, IMAGE_SIZE), scale=1 / 255.0)
+    backbone.save_to_preset(folder)
+    converter.save_to_preset(folder)
+    return folder
+
+
+def train(data_dir, model_dir, *flags, dataset="image_folder", attention="sparsemax", steps=300):
+    return subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "run", "train.py"),
+            f"--dataset={dataset}",
+            f"--attention={attention}",
+            "--small",
+            f"--train_steps={steps}",
+            f"--eval_every={steps}",
+            f"--checkpoint_every={steps}",
+            f"--data_dir={data_dir}",
+            f"--model_dir={model_dir}",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run of the user's command on a local preset: `(preset, data_dir, model_dir, log)`."""
+    root = tmp_path_factory.mktemp("backbone")
+    preset = write_preset(str(root / "preset"))
+    data_dir = write_learnable_images(str(root / "data"))
+    model_dir = str(root / "run")
+    done = train(data_dir, model_dir, f"--backbone={preset}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return preset, data_dir, model_dir, done.stdout
+
+
+def reference_features(preset, images):
+    """keras-hub's own backbone and converter, pooled by hand: the features a user of
+    keras-hub would compute."""
+    backbone = keras_hub.models.Backbone.from_preset(preset)
+    converter = keras_hub.layers.ImageConverter.from_preset(preset)
+    maps = np.asarray(backbone(converter(images.astype(np.float32)), training=False))
+    return maps.mean(axis=(1, 2))
+
+
+@pytest.mark.slow
+def test_a_frozen_backbone_run_learns_in_inference_mode(trained):
+    _, _, model_dir, log = trained
+    with open(os.path.join(model_dir, "summary.json")) as handle:
+        test = json.load(handle)["test_last"]
+    # Four classes (chance 0.25); the run's own test evaluation is in inference mode.
+    assert test["accuracy"] >= 0.8 and test["plain_accuracy"] >= 0.8, test
+    assert "train features: 216 examples" in log and "cached in" in log
+
+
+@pytest.mark.slow
+def test_the_backbone_stays_frozen_and_the_run_holds_only_the_heads(trained):
+    preset, _, model_dir, _ = trained
+    config = run_store.read_config(model_dir)
+    dataset = run_store.load_experiment_dataset(config, model_dir)
+    model, _ = run_store.load_trained_model(model_dir, config, dataset)
+    # The run's checkpoint has no backbone variable: the heads alone were trained.
+    names = [v.path for v in model.variables]
+    assert not any("conv" in name for name in names), names
+    # The preset's weights are those the run was keyed by (bit for bit).
+    loaded = keras_hub.models.Backbone.from_preset(preset)
+    fresh = load_backbone(preset, (16, 16, 3), "image")
+    for mine, theirs in zip(fresh.features.backbone.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    with open(os.path.join(model_dir, features_lib.BACKBONE_FILE)) as handle:
+        assert json.load(handle)["weights_sha256"] == fresh.weights_sha256
+
+
+@pytest.mark.slow
+def test_cached_features_equal_keras_hubs_backbone_output(trained):
+    preset, _, model_dir, _ = trained
+    config = run_store.read_config(model_dir)
+    raw = run_store.load_dataset(
+        config.dataset, config.data_dir, validation_fraction=config.validation_fraction, options=config.data_options()
+    )
+    (path,) = glob.glob(os.path.join(model_dir, "features", "test-*.npy"))
+    cached = np.load(path)
+    np.testing.assert_allclose(cached, reference_features(preset, raw.test.inputs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_export_answers_png_bytes_as_the_keras_model_on_the_decoded_image(trained, tmp_path):
+    _, data_dir, model_dir, _ = trained
+    from proto_tf.serving import export
+
+    target = export.export_model_dir(model_dir, str(tmp_path / "exports"), report=lambda line: None)
+    served = tf.saved_model.load(target).signatures["image_bytes"]
+    files = sorted(glob.glob(os.path.join(data_dir, "test", "*", "*.png")))[::7]
+    answer = served(image_bytes=tf.constant([open(f, "rb").read() for f in files]))
+    # The Keras model of the run on the same images, decoded by hand.
+    _, dataset, model, _ = run_store.load_run(model_dir)
+    images = np.stack([tf.io.decode_png(open(f, "rb").read(), channels=3).numpy() for f in files])
+    features = dataset.features.preprocess(images)
+    keys, values = model.encode_database(dataset.preprocess(dataset.train.inputs))
+    model.set_database(keys, values, labels=dataset.train.labels)
+    expected = tf.nn.softmax(model(features, training=False)["logits"]).numpy()
+    np.testing.assert_allclose(answer["probabilities"].numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(answer["class_ids"].numpy(), np.argmax(expected, -1))
+
+
+@pytest.mark.slow
+def test_predict_on_a_folder_gives_evaluates_accuracy(trained, tmp_path):
+    _, data_dir, model_dir, _ = trained
+    run = lambda name, *flags: subprocess.run(  # noqa: E731
+        [sys.executable, os.path.join(REPO, "run", f"{name}.py"), *flags], capture_output=True, text=True, timeout=600
+    )
+    exported = run("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'exports'}")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    saved_model = glob.glob(str(tmp_path / "exports" / "*" / "1"))[0]
+    output = str(tmp_path / "predictions.jsonl")
+    done = run("predict", f"--saved_model={saved_model}", f"--inputs={data_dir}/test", f"--output={output}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in open(output)]
+    right = np.mean([row["class_name"] == os.path.basename(os.path.dirname(row["source"])) for row in rows])
+    evaluated = run("evaluate", f"--model_dir={model_dir}")
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    with open(os.path.join(model_dir, "evaluation", "evaluation.json")) as handle:
+        accuracy = json.load(handle)["test"]["accuracy"]
+    assert len(rows) == 60 and right == pytest.approx(accuracy)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_with_another_backbone_is_refused(trained, tmp_path):
+    _, data_dir, model_dir, _ = trained
+    other = write_preset(str(tmp_path / "other"), seed=1)
+    config = run_store.read_config(model_dir)
+    with pytest.raises(RunDirectoryError, match="is not the backbone the run .* was trained with"):
+        run_store.load_experiment_dataset(ExperimentConfig(**{**config.__dict__, "backbone": other}), model_dir)
+
+
+def test_grey_images_are_given_three_channels_and_features_match_keras_hub(tmp_path):
+    preset = write_preset(str(tmp_path / "preset"))
+    grey = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1)).astype(np.uint8)
+    backbone = load_backbone(preset, (16, 16, 1), "image")
+    np.testing.assert_allclose(
+        backbone.features(grey).numpy(), reference_features(preset, grey.repeat(3, -1)), rtol=1e-5, atol=1e-5
+    )
+    assert backbone.feature_size == 32
+    maxed = load_backbone(preset, (16, 16, 1), "image", pooling="max").features(grey).numpy()
+    converter = keras_hub.layers.ImageConverter.from_preset(preset)
+    maps = keras_hub.models.Backbone.from_preset(preset)(converter(grey.repeat(3, -1).astype(np.float32)))
+    np.testing.assert_allclose(maxed, np.asarray(maps).max(axis=(1, 2)), rtol=1e-5, atol=1e-5)
+
+
+def test_a_cache_is_reused_recomputed_for_other_data_and_kept_in_float16(tmp_path):
+    preset = write_preset(str(tmp_path / "preset"))
+    backbone = load_backbone(preset, (16, 16, 3), "image")
+    images = np.random.default_rng(0).integers(0, 256, (10, 16, 16, 3)).astype(np.uint8)
+    split = features_lib.Split(images, np.zeros(10), np.arange(10))
+    folder, said = str(tmp_path / "features"), []
+    first = features_lib.cached_features(split, "train", backbone, folder, "float32", 4, said.append)
+    again = features_lib.cached_features(split, "train", backbone, folder, "float32", 4, said.append)
+    np.testing.assert_array_equal(first, again)
+    assert "computed" not in said[1] and said[1].startswith("train features: read from")
+    other = features_lib.Split(images[::-1].copy(), np.zeros(10), np.arange(10))
+    features_lib.cached_features(other, "train", backbone, folder, "float32", 4, said.append)
+    assert "another backbone or other data: computing them again" in said[2]
+    half = features_lib.cached_features(split, "train", backbone, folder, "float16", 4, said.append)
+    assert half.dtype == np.float16
+    np.testing.assert_array_equal(half, first.astype(np.float16))
+    # Every file written is whole (no temporary left).
+    assert not glob.glob(os.path.join(folder, "*.tmp"))
+
+
+def test_feature_scaling_standardises_by_the_training_split_as_numpy(tmp_path):
+    train = np.random.default_rng(0).normal(3.0, 0.01, (50, 4)).astype(np.float32)
+    train[:, 2] = 5.0  # A constant feature: centred, not divided by 0.
+    scaling = features_lib.FeatureScaling.of(train)
+    scaled = scaling(train).numpy()
+    expected = (train - train.mean(0)) / np.where(train.std(0) > 1e-8, train.std(0), 1.0)
+    np.testing.assert_allclose(scaled, expected, rtol=1e-4, atol=1e-4)
+    assert np.all(scaled[:, 2] == 0)
+
+
+@pytest.mark.parametrize(
+    "spec, download, message",
+    [
+        ("no_such_preset_anywhere", False, "not a preset folder, a .keras file, a keras-hub preset name"),
+        ("resnet_50_imagenet", False, "is fetched from the hub: add --download"),
+        ("kaggle://keras/resnetv2/keras/resnet_50_imagenet", False, "is fetched from the hub: add --download"),
+    ],
+)
+def test_backbone_specs_that_cannot_be_used_here_say_why_in_one_line(spec, download, message):
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_backbone(spec, (16, 16, 3), "image", download=download)
+    assert "\n" not in str(raised.value)
+
+
+def test_bad_keras_files_and_misfit_backbones_say_what_is_wrong(tmp_path):
+    not_a_model = tmp_path / "notes.keras"
+    not_a_model.write_text("not a zip")
+    with pytest.raises(ConfigError, match="is not a readable Keras model"):
+        load_backbone(str(not_a_model), (16, 16, 3), "image")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_backbone(str(tmp_path / "missing.keras"), (16, 16, 3), "image")
+    vectors = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    vectors.save(tmp_path / "vectors.keras")
+    with pytest.raises(ConfigError, match=r"does not take this data's inputs \(shape \(16, 16, 3\)\)"):
+        load_backbone(str(tmp_path / "vectors.keras"), (16, 16, 3), "image")
+    preset = write_preset(str(tmp_path / "preset"))
+    with pytest.raises(ConfigError, match="presets are used for image data here; this dataset holds tabular"):
+        load_backbone(preset, (8,), "tabular")
+    with pytest.raises(ConfigError, match="takes 3-channel images; the data has 2 channels"):
+        load_backbone(preset, (16, 16, 2), "image")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="holds no config.json"):
+        load_backbone(str(empty), (16, 16, 3), "image")
+
+
+def test_backbone_flags_are_checked_and_need_a_backbone():
+    with pytest.raises(ConfigError, match="--backbone_pooling='mean' is not valid; valid: avg, max"):
+        ExperimentConfig(backbone="x", backbone_pooling="mean")
+    with pytest.raises(ConfigError, match="--feature_dtype='float16' applies with --backbone only"):
+        ExperimentConfig(feature_dtype="float16")
+
+
+@pytest.mark.slow
+def test_a_keras_file_backbone_on_a_table_learns_and_a_linear_probe_runs(tmp_path):
+    """Any Keras model mapping the stored inputs to features: here a small dense
+    network on the table's feature vectors, with `--attention=none` (the baseline on
+    frozen features: a linear probe)."""
+    data_dir = write_learnable_table(str(tmp_path / "data"))
+    width = run_store.load_dataset(
+        "csv", data_dir, options=ExperimentConfig(dataset="csv", label_column="label").data_options()
+    ).train.inputs.shape[1]
+    keras.utils.set_random_seed(0)
+    backbone = keras.Sequential([keras.Input((width,)), keras.layers.Dense(64, activation="relu")])
+    backbone.save(tmp_path / "table.keras")
+    for attention in ("sparsemax", "none"):
+        model_dir = str(tmp_path / f"run_{attention}")
+        done = train(
+            data_dir,
+            model_dir,
+            f"--backbone={tmp_path / 'table.keras'}",
+            "--label_column=label",
+            dataset="csv",
+            attention=attention,
+            steps=200,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        with open(os.path.join(model_dir, "summary.json")) as handle:
+            test = json.load(handle)["test_last"]
+        # Two classes (chance 0.5). The table's rule is not linear in 64 random ReLU
+        # features: the linear probe learns less of it than the prototype heads.
+        assert test["accuracy"] >= (0.8 if attention == "sparsemax" else 0.6), (attention, test)
+
+
+def test_a_grey_image_folder_trains_on_an_rgb_backbone(tmp_path):
+    preset = write_preset(str(tmp_path / "preset"))
+    data_dir = write_own_images(str(tmp_path / "data"), grey=True, size=(16, 16))
+    done = train(data_dir, str(tmp_path / "run"), f"--backbone={preset}", steps=5)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "32-d features" in done.stdout
+
+
+def test_the_served_memory_estimate_counts_the_backbones_weights(tmp_path):
+    from proto_tf.serving import warmup
+
+    preset = write_preset(str(tmp_path / "preset"))
+    backbone = load_backbone(preset, (16, 16, 3), "image")
+    heads = keras.Sequential([keras.Input((32,)), keras.layers.Dense(4)])
+    estimate = warmup.memory_estimate(heads, None, 1, 1, 1, (backbone.features,))
+    by_hand = sum(w.nbytes for w in heads.get_weights()) + sum(
+        np.asarray(w).nbytes for w in keras_hub.models.Backbone.from_preset(preset).weights
+    )
+    assert estimate["weights"] == by_hand
