@@ -20,6 +20,8 @@ COMMANDS = (
     "benchmark",
     "reference",
     "audit",
+    "save_encoder",
+    "transfer",
 )
 
 setuptools.setup(

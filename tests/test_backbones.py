@@ -319,3 +319,42 @@ def test_the_served_memory_estimate_counts_the_backbones_weights(tmp_path):
         np.asarray(w).nbytes for w in keras_hub.models.Backbone.from_preset(preset).weights
     )
     assert estimate["weights"] == by_hand
+
+
+def test_a_hub_preset_that_cannot_be_fetched_says_how_to_work_offline(monkeypatch):
+    """`--download` on a machine whose network fails: keras-hub's connection error
+    becomes one line (stubbed here, so a machine with the network downloads nothing)."""
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("HTTPSConnectionPool(host='api.kaggle.com'): Failed to resolve 'api.kaggle.com'")
+
+    monkeypatch.setattr(keras_hub.models.Backbone, "from_preset", unreachable)
+    with pytest.raises(ConfigError, match="could not be fetched .*give a preset folder saved with") as raised:
+        load_backbone("resnet_50_imagenet", (16, 16, 3), "image", download=True)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_runs_encoder_saved_as_keras_is_a_backbone_that_gives_its_features(tmp_path):
+    """run/save_encoder.py: pretrain with proto_tf, reuse the encoder with --backbone."""
+    data_dir = write_own_images(str(tmp_path / "data"), size=(16, 16))
+    model_dir = str(tmp_path / "pretrained")
+    done = train(data_dir, model_dir, "--resnet_depth=8", "--dense_units=8", attention="none", steps=5)
+    assert done.returncode == 0, done.stderr[-3000:]
+    path = str(tmp_path / "encoder.keras")
+    saved = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run", "save_encoder.py"), f"--model_dir={model_dir}", f"--output={path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    _, dataset, model, _ = run_store.load_run(model_dir)
+    images = dataset.test.inputs[:5]
+    backbone = load_backbone(path, images.shape[1:], "image")
+    expected = model.encoder(dataset.preprocess(images), training=False).numpy()
+    np.testing.assert_allclose(backbone.features(images).numpy(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="must end in .keras"):
+        from proto_tf.training.encoder_file import save_encoder
+
+        save_encoder(model_dir, str(tmp_path / "encoder.h5"))

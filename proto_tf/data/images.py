@@ -7,6 +7,7 @@ import os
 import pickle
 import struct
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -66,6 +67,18 @@ class ImageAugmentation:
 
     def preprocess(self, images):
         """Evaluation preprocessing: per-image standardisation only."""
+        return tf.image.per_image_standardization(tf.cast(images, tf.float32))
+
+    def preprocessing_layer(self) -> keras.layers.Layer:
+        """`preprocess` as a Keras layer (for an encoder saved as a `.keras` backbone)."""
+        return PerImageStandardization()
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class PerImageStandardization(keras.layers.Layer):
+    """Each image scaled to zero mean and unit deviation (`tf.image.per_image_standardization`)."""
+
+    def call(self, images):
         return tf.image.per_image_standardization(tf.cast(images, tf.float32))
 
 
