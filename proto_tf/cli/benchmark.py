@@ -6,6 +6,7 @@
   python run/benchmark.py --suite=inference --model_dir=runs/adult_sparsemax
   python run/benchmark.py --suite=sparsemax --model_dir=runs/adult_sparsemax_small
   python run/benchmark.py --suite=scale --database_sizes=262144,1048576,4194304 --batch_sizes=128
+  python run/benchmark.py --suite=backbone
 
 input: steps/s of the input pipeline alone against steps/s of a full training step at
   the paper's batch size and D_train (each dataset's flagfile), in the same run.
@@ -54,7 +55,7 @@ FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly thes
 flags.DEFINE_enum(
     "suite",
     "input",
-    ["input", "train", "authors", "inference", "sparsemax", "scale"],
+    ["input", "train", "authors", "inference", "sparsemax", "scale", "backbone"],
     "Which benchmark to run.",
     flag_values=FLAGS,
 )
@@ -98,6 +99,9 @@ flags.DEFINE_list(
     flag_values=FLAGS,
 )
 flags.DEFINE_integer("profile_lines", 8, "authors: op types in the kernel profile.", flag_values=FLAGS)
+flags.DEFINE_integer("image_size", 112, "backbone: image side of the ResNet-18 steps.", flag_values=FLAGS)
+flags.DEFINE_integer("head_rows", 1_281_167, "backbone: cached features of the ImageNet-sized head.", flag_values=FLAGS)
+flags.DEFINE_integer("head_steps", 2000, "backbone: training steps of the ImageNet-sized head.", flag_values=FLAGS)
 
 # Training-step variants: extra run/train.py flags, and the Keras dtype policy.
 TRAIN_MODES = {
@@ -368,6 +372,41 @@ def scale_suite():
             )
 
 
+def backbone_suite():
+    from proto_tf.analysis import backbone_benchmarks
+
+    _print_header()
+    steps = backbone_benchmarks.cached_against_backbone_step(FLAGS.image_size)
+    print(
+        f"ResNet-18 (keras-hub layout, {steps['parameters']:,} parameters) at {FLAGS.image_size}², "
+        "sparsemax, batch 32, D_train 64:\n"
+    )
+    print("| step | ms / step | / cached |")
+    print("| --- | --- | --- |")
+    for name in ("cached", "frozen_backbone", "fine_tuned"):
+        print(f"| {name} | {1000 * steps[name]:.1f} | {steps[name] / steps['cached']:.1f}× |")
+    print(f"\nfeature pass: {steps['feature_pass_images_per_second']:.0f} images / s\n", flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        head = backbone_benchmarks.imagenet_sized_head(
+            os.path.join(folder, "run"), rows=FLAGS.head_rows, train_steps=FLAGS.head_steps
+        )
+        print(
+            f"ImageNet-sized head: {FLAGS.head_rows:,} cached 512-d float16 features of 1,000 classes "
+            f"({head['feature_bytes'] / 2**30:.2f} GiB; made in {head['features_made_seconds']:.0f} s), "
+            f"{FLAGS.head_steps} steps of batch 128, D_train 1024: {head['ms_per_step']:.1f} ms / step, "
+            f"test accuracy {100 * head['test'].get('accuracy', float('nan')):.2f} % (D_infer up to 32,768), "
+            f"{head['wall_seconds']:.0f} s in all, "
+            f"peak RSS {head['peak_rss_gib']:.2f} GiB",
+            flush=True,
+        )
+        served = backbone_benchmarks.served_latencies(head["model"], head["dataset"], export_root=folder)
+        print(
+            f"served with all {served['database_rows']:,} as the database (export {served['export_seconds']:.0f} s): "
+            f"batch 1 {served['batch_1_ms']:.1f} ms, batch 128 {served['batch_128_ms']:.1f} ms; "
+            f"peak RSS {backbone_benchmarks.peak_rss_gib():.2f} GiB"
+        )
+
+
 def main(argv):
     del argv
     _print_header()
@@ -378,6 +417,7 @@ def main(argv):
         "inference": inference_suite,
         "sparsemax": sparsemax_suite,
         "scale": scale_suite,
+        "backbone": backbone_suite,
     }
     suites[FLAGS.suite]()
 

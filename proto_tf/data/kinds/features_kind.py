@@ -5,7 +5,9 @@ The data's own kind (images, texts, tables) still serves, explains and reads fil
 features, so nothing shows them as pictures or reads them as a table.
 """
 
-from proto_tf.data.kinds.base import DataKind
+import tensorflow as tf
+
+from proto_tf.data.kinds.base import DataKind, ServingInputs
 
 
 class FeaturesKind(DataKind):
@@ -13,3 +15,9 @@ class FeaturesKind(DataKind):
 
     name = "features"
     encoder = "features"
+
+    def serving_endpoints(self, info, preprocess):
+        """`features` (float32 `[B, F]`, computed by the backbone elsewhere) through
+        `preprocess`: for heads trained on features given directly."""
+        spec = tf.TensorSpec([None, *info.input_shape], tf.float32, name="features")
+        return {"": ServingInputs({"features": spec}, lambda raw: preprocess(raw["features"]))}
