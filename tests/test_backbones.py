@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 from data_files import write_learnable_images, write_learnable_table, write_own_images
 
-from proto_tf.encoders.backbone import load_backbone
+from proto_tf.encoders.backbone import backbone_layers, load_backbone
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training import features as features_lib
 from proto_tf.training import run_store
@@ -358,3 +358,84 @@ def test_a_runs_encoder_saved_as_keras_is_a_backbone_that_gives_its_features(tmp
         from proto_tf.training.encoder_file import save_encoder
 
         save_encoder(model_dir, str(tmp_path / "encoder.h5"))
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory):
+    """A run of the user's command with --backbone_trainable: `(preset, data_dir, model_dir)`."""
+    root = tmp_path_factory.mktemp("fine_tuned")
+    preset = write_preset(str(root / "preset"))
+    data_dir = write_learnable_images(str(root / "data"))
+    model_dir = str(root / "run")
+    done = train(data_dir, model_dir, f"--backbone={preset}", "--backbone_trainable", steps=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return preset, data_dir, model_dir
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_backbone_learns_and_its_weights_move(fine_tuned):
+    preset, _, model_dir = fine_tuned
+    with open(os.path.join(model_dir, "summary.json")) as handle:
+        test = json.load(handle)["test_last"]
+    # Four classes (chance 0.25), inference mode; slower to learn than the frozen path
+    # (the attention trails the plain path while the features move).
+    assert test["accuracy"] >= 0.6 and test["plain_accuracy"] >= 0.8, test
+    _, _, model, _ = run_store.load_run(model_dir)
+    (layer,) = backbone_layers(model)
+    pretrained = keras_hub.models.Backbone.from_preset(preset)
+    moved = [
+        not np.array_equal(mine, theirs) for mine, theirs in zip(layer.backbone.get_weights(), pretrained.get_weights())
+    ]
+    assert any(moved)
+    assert not glob.glob(os.path.join(model_dir, "features", "*"))  # Nothing cached.
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_export_answers_png_bytes_as_the_keras_model(fine_tuned, tmp_path):
+    (
+        _,
+        data_dir,
+        model_dir,
+    ) = fine_tuned
+    from proto_tf.serving import export
+
+    target = export.export_model_dir(model_dir, str(tmp_path / "exports"), report=lambda line: None)
+    served = tf.saved_model.load(target).signatures["image_bytes"]
+    files = sorted(glob.glob(os.path.join(data_dir, "test", "*", "*.png")))[::9]
+    answer = served(image_bytes=tf.constant([open(f, "rb").read() for f in files]))
+    _, dataset, model, _ = run_store.load_run(model_dir)
+    keys, values = model.encode_database(dataset.preprocess(dataset.train.inputs))
+    model.set_database(keys, values, labels=dataset.train.labels)
+    images = np.stack([tf.io.decode_png(open(f, "rb").read(), channels=3).numpy() for f in files])
+    expected = tf.nn.softmax(model(dataset.preprocess(images), training=False)["logits"]).numpy()
+    np.testing.assert_allclose(answer["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def test_scaled_adam_moves_the_scaled_variables_at_that_share_of_adams_step():
+    """One Adam step by hand (NumPy), as Keras writes it: m = (1-b1) g, v = (1-b2) g²,
+    step = lr * sqrt(1-b2) / (1-b1) * m / (sqrt(v) + eps)."""
+    from proto_tf.training.scaled_adam import ScaledAdam
+
+    slow, fast = keras.Variable(np.ones(3, np.float32)), keras.Variable(np.ones(3, np.float32))
+    optimizer = ScaledAdam(learning_rate=0.01, scale=0.1)
+    optimizer.build([slow, fast])
+    optimizer.scale_variables([slow])
+    gradient = np.array([0.5, -2.0, 1e-3], np.float32)
+    optimizer.apply([tf.constant(gradient), tf.constant(gradient)], [slow, fast])
+    m, v = 0.1 * gradient, 0.001 * gradient**2
+    step = 0.01 * np.sqrt(0.001) / 0.1 * m / (np.sqrt(v) + 1e-7)
+    np.testing.assert_allclose(fast.numpy(), 1 - step, rtol=1e-6)
+    np.testing.assert_allclose(slow.numpy(), 1 - 0.1 * step, rtol=1e-6)
+
+
+def test_fine_tuning_flags_are_checked():
+    with pytest.raises(ConfigError, match="--backbone_trainable=True applies with --backbone only"):
+        ExperimentConfig(backbone_trainable=True)
+    with pytest.raises(ConfigError, match="--backbone_learning_rate_scale=0.5 applies with --backbone_trainable only"):
+        ExperimentConfig(backbone="x", backbone_learning_rate_scale=0.5)
+    with pytest.raises(ConfigError, match="--backbone_learning_rate_scale=0.0 must be a number > 0"):
+        ExperimentConfig(backbone="x", backbone_trainable=True, backbone_learning_rate_scale=0.0)
+    with pytest.raises(ConfigError, match="--feature_dtype='float16' applies to cached features"):
+        ExperimentConfig(backbone="x", backbone_trainable=True, feature_dtype="float16")
+    with pytest.raises(ConfigError, match="--batchnorm_batches=4 must be 0 with --backbone"):
+        ExperimentConfig(backbone="x", batchnorm_batches=4)

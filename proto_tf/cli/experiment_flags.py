@@ -107,6 +107,10 @@ _HELP = {
     "backbone": "A pretrained backbone as the encoder, frozen (its features computed once and cached in "
     "the run): a keras-hub preset folder, a preset name or kaggle:// / hf:// handle (with --download), "
     "or a .keras model mapping inputs to features (docs/own_data.md).",
+    "backbone_trainable": "Fine-tune the --backbone end to end with the heads (no feature cache; "
+    "candidates pass through it every step) instead of freezing it.",
+    "backbone_learning_rate_scale": "With --backbone_trainable: the backbone's learning rate as a "
+    "multiple of the heads'.",
     "backbone_pooling": "How a backbone's feature map becomes one vector: avg or max over its positions.",
     "feature_dtype": "How the backbone's cached features are stored: float32, or float16 (half the memory).",
     "strategy": "auto, one_device, mirrored, or multi_worker (from TF_CONFIG).",

@@ -47,6 +47,11 @@ class ImageAugmentation:
 
     def augment(self, images, seed):
         """Augments a `[B, H, W, C]` batch; a stateless function of `seed` (shape [2])."""
+        return tf.image.per_image_standardization(self.augment_pixels(images, seed))
+
+    def augment_pixels(self, images, seed):
+        """`augment` without the standardisation: float32 pixels in 0..255 (for a
+        backbone that prepares its own inputs)."""
         x = tf.cast(images, tf.float32)
         batch, height, width = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
         crop_seed, lr_seed, ud_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
@@ -63,7 +68,7 @@ class ImageAugmentation:
             x = _random_flip(x, lr_seed, axis=2)
         if self.flip_up_down:
             x = _random_flip(x, ud_seed, axis=1)
-        return tf.image.per_image_standardization(x)
+        return x
 
     def preprocess(self, images):
         """Evaluation preprocessing: per-image standardisation only."""

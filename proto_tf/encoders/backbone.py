@@ -204,3 +204,48 @@ def _image_channels(model, spec):
     if not isinstance(shape, (tuple, list)) or len(shape) not in (3, 4) or isinstance(shape[0], (tuple, list)):
         raise ConfigError(f"--backbone={spec} does not take images (its input shape is {shape}).")
     return int(shape[-1]) if shape[-1] is not None else 3
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class FeatureStandardization(keras.layers.Layer):
+    """`(features - mean) / scale` with fixed (non-trainable) statistics, set once from
+    the training split's features (`set_statistics`) and saved with the model."""
+
+    def build(self, input_shape):
+        size = int(input_shape[-1])
+        self.mean = self.add_weight(shape=(size,), initializer="zeros", trainable=False, name="mean")
+        self.scale = self.add_weight(shape=(size,), initializer="ones", trainable=False, name="scale")
+
+    def set_statistics(self, mean: np.ndarray, scale: np.ndarray) -> None:
+        self.mean.assign(np.asarray(mean, np.float32))
+        self.scale.assign(np.asarray(scale, np.float32))
+
+    def call(self, features):
+        return (keras.ops.cast(features, "float32") - self.mean) / self.scale
+
+
+def fine_tuned_encoder(backbone: Backbone) -> keras.Sequential:
+    """The encoder of a fine-tuned run: the backbone (trainable; its BatchNorm layers
+    stay in inference mode, as keras-hub recommends for fine-tuning) and a
+    `FeatureStandardization` of its features."""
+    backbone.features.trainable = True
+    return keras.Sequential([backbone.features, FeatureStandardization(name="feature_scaling")], name="encoder")
+
+
+def backbone_layers(model: keras.layers.Layer) -> list:
+    """The BackboneFeatures layers inside `model`."""
+    # Keras 3 has no public recursive walk; `layers` lists only direct children.
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, BackboneFeatures)
+    ]
+
+
+def standardization_layers(model: keras.layers.Layer) -> list:
+    """The FeatureStandardization layers inside `model`."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if isinstance(layer, FeatureStandardization)
+    ]

@@ -10,9 +10,10 @@ from proto_tf.baseline import BaselineClassifier
 from proto_tf.data.registry import DatasetInfo, dataset_info
 from proto_tf.data.text import ALPHABET, SEQUENCE_LENGTH
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
-from proto_tf.encoders.backbone import POOLINGS
+from proto_tf.encoders.backbone import POOLINGS, backbone_layers, fine_tuned_encoder, load_backbone
 from proto_tf.errors import ConfigError
 from proto_tf.model import ProtoAttend
+from proto_tf.training.scaled_adam import ScaledAdam
 
 FEATURE_DTYPES = ("float32", "float16")  # How a frozen backbone's features are cached.
 # `--attention`: a normalisation of ProtoAttend, or "none" for the baseline encoder.
@@ -125,6 +126,10 @@ class ExperimentConfig:
     backbone: str = ""
     backbone_pooling: str = "avg"
     feature_dtype: str = "float32"
+    # True: the backbone is fine-tuned end to end with the heads (no cache), its
+    # learning rate `backbone_learning_rate_scale` times the heads'.
+    backbone_trainable: bool = False
+    backbone_learning_rate_scale: float = 0.1
     # Running.
     strategy: str = "auto"
     checkpoint_every: int = 500
@@ -287,12 +292,36 @@ class ExperimentConfig:
             self.feature_dtype in FEATURE_DTYPES,
             f"is not valid; valid: {', '.join(FEATURE_DTYPES)}",
         )
+        _check(
+            self,
+            "backbone_learning_rate_scale",
+            0 < self.backbone_learning_rate_scale < math.inf,
+            "must be a number > 0 (0.1: the backbone learns at a tenth of the heads' rate)",
+        )
         if not self.backbone:
-            for name in ("backbone_pooling", "feature_dtype"):
+            for name in ("backbone_pooling", "feature_dtype", "backbone_trainable"):
                 default = ExperimentConfig.__dataclass_fields__[name].default
                 _check(
                     self, name, getattr(self, name) == default, f"applies with --backbone only; leave it at {default!r}"
                 )
+        if not self.backbone_trainable:
+            _check(
+                self,
+                "backbone_learning_rate_scale",
+                self.backbone_learning_rate_scale == 0.1,
+                "applies with --backbone_trainable only; leave it at 0.1",
+            )
+        else:
+            _check(
+                self,
+                "feature_dtype",
+                self.feature_dtype == "float32",
+                "applies to cached features; a fine-tuned backbone (--backbone_trainable) caches none",
+            )
+        if self.backbone:
+            # A backbone's BatchNorm layers stay in inference mode (keras-hub's advice);
+            # re-estimating their statistics would change the pretrained model.
+            _check(self, "batchnorm_batches", self.batchnorm_batches == 0, "must be 0 with --backbone")
 
     @property
     def dataset_reads_user_files(self) -> bool:
@@ -354,7 +383,13 @@ def build_encoder(config, info: DatasetInfo):
     """The encoder of the dataset's kind (`DataKind.encoder`), sized by `config`: an
     Appendix A encoder, or an identity over a frozen backbone's features. Images and
     text take an optional dropout on the encoder output (0 by default); the LSTM has
-    its own dropout (0.5)."""
+    its own dropout (0.5). With `--backbone_trainable`, the backbone itself
+    (`fine_tuned_encoder`)."""
+    if config.backbone_trainable:
+        backbone = load_backbone(
+            config.backbone, tuple(info.input_shape), info.kind.name, config.backbone_pooling, config.download
+        )
+        return _with_dropout(fine_tuned_encoder(backbone), config)
     return ENCODERS[info.kind.encoder](config)
 
 
@@ -396,10 +431,18 @@ def learning_rate_schedule(config):
     )
 
 
-def build_optimizer(config):
-    """Adam with `learning_rate_schedule` and clipping by value (Appendix A)."""
+def build_optimizer(config, model=None):
+    """Adam with `learning_rate_schedule` and clipping by value (Appendix A). With
+    `--backbone_trainable`, the backbone's variables in `model` (built) learn at
+    `backbone_learning_rate_scale` times the rate (`ScaledAdam`)."""
     schedule = learning_rate_schedule(config)
-    return keras.optimizers.Adam(schedule, clipvalue=config.clip_value)
+    if not config.backbone_trainable:
+        return keras.optimizers.Adam(schedule, clipvalue=config.clip_value)
+    if model is None:
+        raise ValueError("a fine-tuned backbone's optimizer needs the built model.")
+    optimizer = ScaledAdam(schedule, clipvalue=config.clip_value, scale=config.backbone_learning_rate_scale)
+    optimizer.scale_variables([v for layer in backbone_layers(model) for v in layer.trainable_variables])
+    return optimizer
 
 
 def _check(config, name, valid, rule):

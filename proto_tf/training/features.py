@@ -18,7 +18,7 @@ import tensorflow as tf
 from proto_tf import json_files
 from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.kinds import FeaturesKind
-from proto_tf.encoders.backbone import Backbone, load_backbone
+from proto_tf.encoders.backbone import Backbone, backbone_layers, load_backbone, standardization_layers
 from proto_tf.errors import RunDirectoryError
 from proto_tf.work_progress import WorkProgress, tracked
 
@@ -173,3 +173,31 @@ def _check_same_backbone(model_dir, backbone):
             "parameters": backbone.parameters,
         },
     )
+
+
+def for_fine_tuning(dataset: LoadedDataset) -> LoadedDataset:
+    """`dataset` for a fine-tuned backbone, which prepares its own inputs: images keep
+    their augmentation's crops and flips but not its standardisation (pixels stay in
+    0..255 for the preset's converter); other kinds are used as stored."""
+    augmentation = dataset.info.augmentation
+    if augmentation is None:
+        return dataset
+    return dataclasses.replace(
+        dataset,
+        augment=augmentation.augment_pixels,
+        preprocess=lambda inputs: tf.cast(inputs, tf.float32),
+    )
+
+
+def set_feature_scaling(model, split: Split, preprocess, examples: int = 4096, batch_size: int = 256) -> None:
+    """Sets every `FeatureStandardization` in `model` (a fine-tuned backbone's) to the
+    statistics of the backbone's features of the first `examples` rows of `split`."""
+    for layer in standardization_layers(model):
+        (backbone,) = backbone_layers(model)
+        inputs = split.inputs[:examples]
+        parts = [
+            backbone(preprocess(inputs[start : start + batch_size])).numpy()
+            for start in range(0, len(inputs), batch_size)
+        ]
+        scaling = FeatureScaling.of(np.concatenate(parts))
+        layer.set_statistics(scaling.mean, scaling.scale)

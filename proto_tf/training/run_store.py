@@ -22,8 +22,8 @@ CONFIG_FILE = "config.json"
 
 def load_experiment_dataset(config: ExperimentConfig, model_dir: str | None = None) -> LoadedDataset:
     """The dataset named by `config`, with its label noise and validation split; with
-    a `--backbone`, as the backbone's features (cached in `model_dir`, default the
-    config's)."""
+    a frozen `--backbone`, as the backbone's features (cached in `model_dir`, default
+    the config's); with a fine-tuned one, as pixels the backbone prepares itself."""
     dataset = load_dataset(
         config.dataset,
         config.data_dir,
@@ -33,7 +33,9 @@ def load_experiment_dataset(config: ExperimentConfig, model_dir: str | None = No
         download=config.download,
         options=config.data_options(),
     )
-    if config.backbone:
+    if config.backbone_trainable:
+        dataset = features.for_fine_tuning(dataset)
+    elif config.backbone:
         dataset = features.with_backbone_features(dataset, config, model_dir or config.model_dir)
     return dataset
 

@@ -17,7 +17,7 @@ from proto_tf.data import candidates
 from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.registry import dataset_info
 from proto_tf.errors import ConfigError, RunDirectoryError, first_line
-from proto_tf.training import batchnorm, distribute, health, run_directory
+from proto_tf.training import batchnorm, distribute, features, health, run_directory
 from proto_tf.training import config as config_lib
 from proto_tf.training.checkpoints import make_checkpoint
 from proto_tf.training.config import ExperimentConfig
@@ -78,7 +78,7 @@ class Trainer:
         )
         with self.strategy.scope():
             self.model = config_lib.build_model(config, self.info, self.dataset.num_classes)
-            self.optimizer = (make_optimizer or (lambda: config_lib.build_optimizer(config)))()
+            self.optimizer = (make_optimizer or (lambda: config_lib.build_optimizer(config, self.model)))()
             self.model.compile(optimizer=self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
             # Cumulative training time over every resumed part of the run.
@@ -233,6 +233,10 @@ class Trainer:
                 f"--train_steps={config.train_steps} is below the step {start} that the run in "
                 f"{config.model_dir} has reached; give --train_steps >= {start} to extend it."
             )
+        if start == 0:
+            # A fine-tuned backbone's features are standardised by the training split's
+            # statistics under its pretrained weights (as the frozen path's).
+            features.set_feature_scaling(self.model, self.dataset.train, self.dataset.preprocess)
         finished = self._finished_summary(start)
         if finished is not None:
             print(f"The run in {config.model_dir} has finished {start} steps; nothing to do.")
