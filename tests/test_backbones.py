@@ -439,3 +439,13 @@ def test_fine_tuning_flags_are_checked():
         ExperimentConfig(backbone="x", backbone_trainable=True, feature_dtype="float16")
     with pytest.raises(ConfigError, match="--batchnorm_batches=4 must be 0 with --backbone"):
         ExperimentConfig(backbone="x", batchnorm_batches=4)
+
+
+@pytest.mark.slow
+def test_a_frozen_backbone_runs_encoder_is_not_saved_as_a_backbone(trained, tmp_path):
+    from proto_tf.training.encoder_file import save_encoder
+
+    preset, _, model_dir, _ = trained
+    with pytest.raises(ConfigError, match=f"trained heads on the frozen backbone {preset}: give that backbone itself"):
+        save_encoder(model_dir, str(tmp_path / "encoder.keras"))
+    assert not os.path.exists(tmp_path / "encoder.keras")
