@@ -141,7 +141,8 @@ def test_comparison_with_cleanlab_scores_both_rankings(noisy_run, tmp_path):
     pytest.importorskip("cleanlab")
     rows = audit_comparison.compare_with_cleanlab(noisy_run.model_dir, folds=2, work_dir=str(tmp_path / "folds"))
     flips = audit_comparison.true_flips(noisy_run, load_experiment_dataset(noisy_run).train)
-    assert [r["method"] for r in rows] == ["ProtoAttend audit"] * 2 + ["cleanlab (baseline, 2-fold)"] * 2
+    assert [r["method"] for r in rows] == ["ProtoAttend audit, in-sample"] * 2 + ["cleanlab (baseline, 2-fold)"] * 2
+    assert [r["trainings"] for r in rows] == [1, 1, 2, 2]
     assert rows[0]["k"] == rows[2]["k"] == int(flips.sum())
     for row in rows:
         assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
@@ -150,6 +151,15 @@ def test_comparison_with_cleanlab_scores_both_rankings(noisy_run, tmp_path):
     audited = audit.audit_run(noisy_run.model_dir, str(tmp_path / "audit"))
     again = audit_comparison.compare_with_cleanlab(noisy_run.model_dir, 2, str(tmp_path / "folds2"), audited)
     assert again[:2] == rows[:2]
+    # An out-of-fold audit: cleanlab's baseline on the same folds, and cleanlab on its class mass.
+    out_of_fold = audit.audit_run(noisy_run.model_dir, str(tmp_path / "oof"), folds=2, log=lambda line: None)
+    compared = audit_comparison.compare_with_cleanlab(noisy_run.model_dir, 2, str(tmp_path / "folds"), out_of_fold)
+    assert [r["method"] for r in compared][::2] == [
+        "ProtoAttend audit, 2-fold",
+        "cleanlab (baseline, 2-fold)",
+        "cleanlab on ProtoAttend's 2-fold class mass",
+    ]
+    assert compared[2:4] == rows[2:4]  # The same fold runs (reused): the same baseline probabilities.
 
 
 def test_comparison_without_cleanlab_installed_is_one_line(noisy_run, monkeypatch):

@@ -4,66 +4,17 @@ prototypes they attend to, each attending over the rest of the training split.""
 import csv
 import json
 import os
-from typing import Callable
 
 import numpy as np
-import tensorflow as tf
 
-from proto_tf import blockwise
+from proto_tf.analysis import out_of_fold
+from proto_tf.analysis.agreement import attention_agreement, leave_one_out_agreement  # noqa: F401 (audit's names)
 from proto_tf.analysis.plots import plot_agreement
-from proto_tf.data.candidates import evaluation_batches
-from proto_tf.data.common import Split
 from proto_tf.errors import ConfigError
 from proto_tf.json_files import make_output_folder, write_atomically
-from proto_tf.model import ProtoAttend
 from proto_tf.training import run_store
-from proto_tf.work_progress import WorkProgress, tracked
 
 AUDIT_CSV, AUDIT_JSONL, AUDIT_PNG = "audit.csv", "audit.jsonl", "audit.png"
-
-
-def leave_one_out_agreement(
-    model: ProtoAttend, preprocess: Callable, split: Split, num_classes: int, top_k: int = 5, batch_size: int = 256
-) -> dict:
-    """Each example of `split` attends over all of `split` but itself (its own entry
-    masked out of the softmax/sparsemax): its `own_label_mass` (the attention weight on
-    prototypes of its own label), `class_mass [N, C]`, and its `top_k` prototypes as
-    rows of `split` (`prototype_rows`, `prototype_weights`)."""
-    # One encoder pass: every example's query, key and value (the queries are N x d_att).
-    batches = tracked(
-        evaluation_batches(split, preprocess, batch_size),
-        WorkProgress("encoding the training split", len(split)),
-        lambda batch: batch[1].shape[0],
-    )
-    encode = tf.function(lambda x: model.encode(x, training=False), reduce_retracing=True)
-    queries, keys, values = model.encode_batches((inputs for inputs, _ in batches), encode)
-    one_hot = tf.one_hot(tf.constant(np.asarray(split.labels, np.int32)), num_classes)
-    k = min(top_k, len(split) - 1)
-
-    @tf.function(reduce_retracing=True)
-    def attend(batch_queries, start):
-        rows = start + tf.range(tf.shape(batch_queries)[0])
-        mask = tf.range(tf.shape(keys)[0])[None, :] != rows[:, None]  # Not itself.
-        _, weights = model.prototype_attention(batch_queries, keys, values, mask)
-        top_weights, top_rows = blockwise.top_k(weights, k)
-        return tf.matmul(weights, one_hot), top_weights, top_rows
-
-    starts = range(0, len(split), batch_size)
-    progress = WorkProgress("auditing the training labels", len(split))
-    class_mass, top_weights, top_rows = [], [], []
-    for start in tracked(starts, progress, lambda start: min(batch_size, len(split) - start)):
-        mass, weights, rows = attend(queries[start : start + batch_size], tf.constant(start, tf.int32))
-        class_mass.append(mass.numpy())
-        top_weights.append(weights.numpy())
-        top_rows.append(rows.numpy())
-    class_mass = np.concatenate(class_mass)
-    own = class_mass[np.arange(len(split)), np.asarray(split.labels)]
-    return {
-        "own_label_mass": own,
-        "class_mass": class_mass,
-        "prototype_rows": np.concatenate(top_rows),
-        "prototype_weights": np.concatenate(top_weights),
-    }
 
 
 def rank_suspects(own_label_mass: np.ndarray, class_mass: np.ndarray) -> np.ndarray:
@@ -72,12 +23,32 @@ def rank_suspects(own_label_mass: np.ndarray, class_mass: np.ndarray) -> np.ndar
     return np.lexsort((-class_mass.max(axis=1), own_label_mass))
 
 
-def audit_run(model_dir: str, output_dir: str | None = None, checkpoint: str = "best", top_k: int = 5) -> dict:
+def audit_run(
+    model_dir: str,
+    output_dir: str | None = None,
+    checkpoint: str = "best",
+    top_k: int = 5,
+    folds: int = 0,
+    ranking: str = "self_confidence",
+    log=print,
+) -> dict:
     """Audits the training labels of the run in `model_dir` (as it trained on them,
     label noise included) and writes `audit.csv`, `audit.jsonl` (every training example,
     most suspect first) and `audit.png` to `output_dir` (default `<model_dir>/audit`).
-    Returns the paths, the ranking (`order`: positions in the training split) and its
-    `records`."""
+
+    `folds=0`: the cheap in-sample audit, the run's own model (trained on the labels it
+    judges) with each example attending over the others; ranked by own-label mass,
+    flagged where another class outweighs it. `folds=K >= 2`: the out-of-fold audit
+    (`out_of_fold`): K models trained with the run's flags on the other folds, in
+    `output_dir/folds`, each example judged by prototypes of other folds; flagged by
+    confident learning, ranked by `ranking` ("self_confidence" or "margin").
+
+    Returns the paths, the ranking (`order`: positions in the training split), the
+    `flagged` count, the evidence (`class_mass`, ...) and its `records`."""
+    if folds == 1 or folds < 0:
+        raise ConfigError(f"--folds={folds} must be 0 (the in-sample audit) or at least 2.")
+    if ranking not in out_of_fold.RANKINGS:
+        raise ConfigError(f"--ranking={ranking!r} is not valid; valid: {', '.join(out_of_fold.RANKINGS)}.")
     config, dataset, model, checkpoint_path = run_store.load_run(model_dir, checkpoint)
     warning = run_store.unfinished_warning(model_dir, checkpoint_path)
     if warning:
@@ -85,13 +56,25 @@ def audit_run(model_dir: str, output_dir: str | None = None, checkpoint: str = "
     if not model.uses_database:
         raise ConfigError(f"--model_dir={model_dir} is a baseline run: the audit needs a model with prototypes.")
     split = dataset.train
-    found = leave_one_out_agreement(
-        model, dataset.preprocess, split, dataset.num_classes, top_k, config.eval_batch_size
-    )
-    order = rank_suspects(found["own_label_mass"], found["class_mass"])
     output_dir = output_dir or os.path.join(model_dir, "audit")
     make_output_folder(output_dir)
-    records = [_record(found, split, dataset.class_names, position, rank) for rank, position in enumerate(order, 1)]
+    if folds:
+        found = out_of_fold.out_of_fold_evidence(config, dataset, folds, os.path.join(output_dir, "folds"), top_k, log)
+        learned = out_of_fold.confident_learning(split.labels, found["class_mass"])
+        order = out_of_fold.rank(split.labels, found["class_mass"], ranking)
+        flagged = learned["flagged"]
+        mode = f"{folds}-fold out-of-fold, confident learning, ranked by {ranking.replace('_', ' ')}"
+    else:
+        found = leave_one_out_agreement(
+            model, dataset.preprocess, split, dataset.num_classes, top_k, config.eval_batch_size
+        )
+        order = rank_suspects(found["own_label_mass"], found["class_mass"])
+        flagged = found["class_mass"].max(axis=1) > found["own_label_mass"]
+        mode = "in-sample (the run's own model, trained on these labels)"
+    records = [
+        _record(found, split, dataset.class_names, position, rank, bool(flagged[position]))
+        for rank, position in enumerate(order, 1)
+    ]
     paths = {
         "csv": write_atomically(os.path.join(output_dir, AUDIT_CSV), lambda handle: _write_csv(handle, records)),
         "jsonl": write_atomically(
@@ -102,8 +85,11 @@ def audit_run(model_dir: str, output_dir: str | None = None, checkpoint: str = "
     }
     return {
         "checkpoint": checkpoint_path,
+        "mode": mode,
+        "folds": folds,
         "order": order,
-        "flagged": flagged_count(found["own_label_mass"], found["class_mass"]),
+        "flagged": int(np.sum(flagged)),
+        "class_mass": found["class_mass"],
         "records": records,
         **paths,
     }
@@ -114,12 +100,12 @@ def flagged_count(own_label_mass: np.ndarray, class_mass: np.ndarray) -> int:
     return int((class_mass.max(axis=1) > own_label_mass).sum())
 
 
-def _record(found, split, class_names, position, rank):
+def _record(found, split, class_names, position, rank, flagged):
     label = int(split.labels[position])
     suggested = int(np.argmax(found["class_mass"][position]))
     rows = found["prototype_rows"][position]
     weights = found["prototype_weights"][position]
-    return {
+    record = {
         "rank": rank,
         "train_row": int(split.indices[position]),
         "label": label,
@@ -128,6 +114,7 @@ def _record(found, split, class_names, position, rank):
         "suggested_label": suggested,
         "suggested_name": class_names[suggested],
         "suggested_mass": round(float(found["class_mass"][position, suggested]), 6),
+        "flagged": flagged,
         "prototypes": [
             {
                 "train_row": int(split.indices[row]),
@@ -139,6 +126,9 @@ def _record(found, split, class_names, position, rank):
             if weight > 0
         ],
     }
+    if "fold" in found:
+        record["fold"] = int(found["fold"][position])
+    return record
 
 
 def _write_csv(handle, records):
@@ -151,6 +141,7 @@ def _write_csv(handle, records):
         "suggested_label",
         "suggested_name",
         "suggested_mass",
+        "flagged",
         "prototype_rows",
         "prototype_weights",
     ]

@@ -6,17 +6,17 @@ flags (attention none) on the other folds; the audit reads the run's prototypes.
 ranking is scored against the flips the run's `--label_noise` made.
 """
 
-import dataclasses
 import os
 
 import numpy as np
 
+from proto_tf.analysis import out_of_fold
 from proto_tf.analysis.audit import flagged_count, leave_one_out_agreement, rank_suspects
 from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.registry import load_dataset
 from proto_tf.errors import ConfigError
 from proto_tf.evaluation import Evaluator
-from proto_tf.training import run_store, trainer
+from proto_tf.training import run_store
 from proto_tf.training.config import ExperimentConfig
 
 
@@ -36,30 +36,20 @@ def precision_recall(ranked: np.ndarray, flips: np.ndarray, k: int) -> tuple[flo
     return found / max(k, 1), found / max(int(flips.sum()), 1)
 
 
-def _subset(split: Split, positions: np.ndarray) -> Split:
-    return Split(split.inputs[positions], split.labels[positions], split.indices[positions])
-
-
 def out_of_fold_probabilities(
-    config: ExperimentConfig, dataset: LoadedDataset, folds: int, work_dir: str
+    config: ExperimentConfig, dataset: LoadedDataset, folds: int, work_dir: str, log=print
 ) -> np.ndarray:
     """`[N, C]` probabilities of each training example from a baseline trained (with
-    the run's flags, attention none) on the other `folds - 1` folds."""
-    baseline = dataclasses.replace(
-        config, attention="none", sparsity_weight=0.0, matching_loss_weight=1.0, joint_encoding=True
-    )
-    train = dataset.train
-    fold_of = np.random.default_rng(config.seed).permutation(len(train)) % folds
-    probabilities = np.zeros((len(train), dataset.num_classes), np.float32)
-    for fold in range(folds):
-        held_out, kept = np.flatnonzero(fold_of == fold), np.flatnonzero(fold_of != fold)
-        fold_config = dataclasses.replace(baseline, model_dir=os.path.join(work_dir, f"fold{fold}"))
-        fold_trainer = trainer.Trainer(
-            fold_config, dataclasses.replace(dataset, train=_subset(train, kept)), verbose=False
-        )
-        fold_trainer.train()
+    the run's flags, attention none) on the other `folds - 1` folds (the audit's folds:
+    `out_of_fold.fold_of`)."""
+    baseline = dict(attention="none", sparsity_weight=0.0, matching_loss_weight=1.0, joint_encoding=True)
+    baseline.update(matching_warmup_steps=0, tied_head_init=False, cosine_scale=0.0)
+    probabilities = np.zeros((len(dataset.train), dataset.num_classes), np.float32)
+    for fold_config, held_out, _ in out_of_fold.train_folds(config, dataset, folds, work_dir, log, **baseline):
         model = run_store.load_trained_model(fold_config.model_dir, fold_config, dataset, "best")[0]
-        predicted = Evaluator(model, dataset.preprocess, config.eval_batch_size).predict(_subset(train, held_out))
+        predicted = Evaluator(model, dataset.preprocess, config.eval_batch_size).predict(
+            out_of_fold.subset(dataset.train, held_out)
+        )
         probabilities[held_out] = predicted["probabilities"]
     return probabilities
 
@@ -78,13 +68,16 @@ def check_comparable(model_dir: str) -> None:
 
 
 def compare_with_cleanlab(
-    model_dir: str, folds: int = 3, work_dir: str | None = None, audited: dict | None = None
+    model_dir: str, folds: int = 3, work_dir: str | None = None, audited: dict | None = None, log=print
 ) -> list[dict]:
-    """Rows `{method, k, precision, recall}` of the audit and of cleanlab on the run in
-    `model_dir`, at k = the number of true flips and at each method's own count of
-    flagged examples (the audit flags an example whose prototypes put more weight on
-    another class than on its own label). `audited`: `audit.audit_run`'s result for the
-    run, when the audit has been made already (else it is made here, best checkpoint)."""
+    """Rows `{method, trainings, k, precision, recall}` of the audit and of cleanlab on
+    the run in `model_dir`, at k = the number of true flips and at each method's own
+    count of flagged examples. cleanlab reads out-of-fold probabilities of the baseline
+    trained with the run's flags on the same `folds` as an out-of-fold audit (the same
+    budget: `folds` trainings of the run's steps each). When the audit is out-of-fold,
+    a third row runs cleanlab on its class masses (the same evidence, cleanlab's
+    ranking). `audited`: `audit.audit_run`'s result for the run (else the in-sample
+    audit is made here, best checkpoint)."""
     check_comparable(model_dir)
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
@@ -92,33 +85,50 @@ def compare_with_cleanlab(
     if audited is None:
         config, dataset, model, _ = run_store.load_run(model_dir)
         found = leave_one_out_agreement(model, dataset.preprocess, dataset.train, dataset.num_classes)
-        audit_order = rank_suspects(found["own_label_mass"], found["class_mass"])
-        audit_flagged = flagged_count(found["own_label_mass"], found["class_mass"])
+        audited = {
+            "order": rank_suspects(found["own_label_mass"], found["class_mass"]),
+            "flagged": flagged_count(found["own_label_mass"], found["class_mass"]),
+            "folds": 0,
+        }
     else:
         config = run_store.read_config(model_dir)
-        dataset = run_store.load_experiment_dataset(config)
-        audit_order, audit_flagged = audited["order"], audited["flagged"]
+        dataset = run_store.load_experiment_dataset(config, model_dir)
     flips = true_flips(config, dataset.train)
-    probabilities = out_of_fold_probabilities(config, dataset, folds, work_dir or os.path.join(model_dir, "cleanlab"))
     labels = dataset.train.labels
-    # Every example ranked by cleanlab's label quality (lowest first), and how many it flags.
-    cleanlab_order = np.argsort(
-        get_label_quality_scores(labels, probabilities, method="self_confidence"), kind="stable"
-    )
-    cleanlab_flagged = int(find_label_issues(labels, probabilities).sum())
+    work_dir = work_dir or os.path.join(model_dir, "cleanlab")
+    probabilities = out_of_fold_probabilities(config, dataset, folds, work_dir, log)
+
+    def cleanlab_ranking(scores):
+        # Every example ranked by cleanlab's label quality (lowest first), and how many it flags.
+        order = np.argsort(get_label_quality_scores(labels, scores, method="self_confidence"), kind="stable")
+        return order, int(find_label_issues(labels, scores).sum())
+
+    audit_name = f"ProtoAttend audit, {audited['folds']}-fold" if audited["folds"] else "ProtoAttend audit, in-sample"
+    methods = [(audit_name, audited["folds"] or 1, audited["order"], audited["flagged"])]
+    methods.append((f"cleanlab (baseline, {folds}-fold)", folds, *cleanlab_ranking(probabilities)))
+    if audited["folds"]:
+        mass = np.clip(audited["class_mass"], 1e-6, None)
+        methods.append(
+            (
+                f"cleanlab on ProtoAttend's {audited['folds']}-fold class mass",
+                0,
+                *cleanlab_ranking(mass / mass.sum(1, keepdims=True)),
+            )
+        )
     rows = []
-    for method, order, flagged in (
-        ("ProtoAttend audit", audit_order, audit_flagged),
-        (f"cleanlab (baseline, {folds}-fold)", cleanlab_order, cleanlab_flagged),
-    ):
+    for method, trainings, order, flagged in methods:
         for k in (int(flips.sum()), flagged):
             precision, recall = precision_recall(order, flips, k)
-            rows.append({"method": method, "k": k, "precision": precision, "recall": recall})
+            rows.append({"method": method, "trainings": trainings, "k": k, "precision": precision, "recall": recall})
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
     """The comparison rows as a Markdown table."""
-    lines = ["| method | k | precision | recall |", "| --- | --- | --- | --- |"]
-    lines += [f"| {r['method']} | {r['k']} | {100 * r['precision']:.1f} % | {100 * r['recall']:.1f} % |" for r in rows]
+    lines = ["| method | trainings | k | precision | recall |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        f"| {r['method']} | {r['trainings'] or 'its audit'} | {r['k']} | {100 * r['precision']:.1f} % | "
+        f"{100 * r['recall']:.1f} % |"
+        for r in rows
+    ]
     return "\n".join(lines)

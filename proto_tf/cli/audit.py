@@ -1,13 +1,18 @@
 """Mislabel audit: ranks a run's training examples by how little weight their
-prototypes (the rest of the training split, the example itself left out) put on the
-example's own label, and writes audit.csv, audit.jsonl and audit.png.
+prototypes put on the example's own label, and writes audit.csv, audit.jsonl and
+audit.png. In-sample (the default, cheap): the run's own model, each example attending
+over the rest of the training split. Out-of-fold (--folds=K): K models trained with the
+run's flags on the other folds, each example judged by prototypes of other folds (a
+model that never saw its label), flagged and ranked as confident learning does.
 
   python run/audit.py --model_dir=runs/fashion_mnist_sparsemax_sparsity_small
-  python run/audit.py --model_dir=RUN --compare_cleanlab --folds=3   # runs with --label_noise
+  python run/audit.py --model_dir=RUN --folds=3                     # out-of-fold, confident learning
+  python run/audit.py --model_dir=RUN --folds=3 --compare_cleanlab  # runs with --label_noise
 
-With --compare_cleanlab (needs `pip install proto_tf[compare]`), the ranking is scored
-against the flips the run's --label_noise made, beside cleanlab's on out-of-fold
-probabilities of the baseline encoder trained with the run's flags (one model per fold).
+With --compare_cleanlab (needs `pip install proto_tf[compare]` and --folds=K), the
+ranking is scored against the flips the run's --label_noise made, beside cleanlab's on
+out-of-fold probabilities of the baseline encoder trained with the run's flags on the
+same folds (the same budget), and cleanlab on the audit's own class masses.
 """
 
 import os
@@ -17,6 +22,7 @@ from absl import flags
 from proto_tf.analysis import audit
 from proto_tf.analysis.audit_comparison import check_comparable, compare_with_cleanlab, markdown
 from proto_tf.cli.common import run_command
+from proto_tf.errors import ConfigError
 from proto_tf.json_files import write_json
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
@@ -26,7 +32,18 @@ flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "The checkpoint to aud
 flags.DEFINE_integer("top_k", 5, "Prototypes listed per example.", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("show", 10, "Suspects printed on the console.", lower_bound=0, flag_values=FLAGS)
 flags.DEFINE_bool("compare_cleanlab", False, "Score against the run's known flips, beside cleanlab.", flag_values=FLAGS)
-flags.DEFINE_integer("folds", 3, "cleanlab: folds of out-of-fold probabilities.", lower_bound=2, flag_values=FLAGS)
+flags.DEFINE_integer(
+    "folds",
+    0,
+    "0: the in-sample audit (the run's own model). K >= 2: the out-of-fold audit, K models trained "
+    "with the run's flags on the other folds (resumable), ranked and flagged by confident learning; "
+    "--compare_cleanlab then trains cleanlab's baseline on the same folds.",
+    lower_bound=0,
+    flag_values=FLAGS,
+)
+flags.DEFINE_enum(
+    "ranking", "self_confidence", ["self_confidence", "margin"], "Out-of-fold ranking.", flag_values=FLAGS
+)
 
 
 def main(argv):
@@ -34,9 +51,12 @@ def main(argv):
     output_dir = FLAGS.output_dir or os.path.join(FLAGS.model_dir, "audit")
     if FLAGS.compare_cleanlab:
         check_comparable(FLAGS.model_dir)  # Before the audit's work.
-    result = audit.audit_run(FLAGS.model_dir, output_dir, FLAGS.checkpoint, FLAGS.top_k)
-    print(f"Audited {len(result['order'])} training labels with {result['checkpoint']}.")
-    print(f"  flagged (more weight on another class than on the own label): {result['flagged']}")
+    if FLAGS.compare_cleanlab and FLAGS.folds < 2:
+        raise ConfigError("--compare_cleanlab needs --folds=K >= 2: cleanlab reads out-of-fold probabilities.")
+    result = audit.audit_run(FLAGS.model_dir, output_dir, FLAGS.checkpoint, FLAGS.top_k, FLAGS.folds, FLAGS.ranking)
+    print(f"Audited {len(result['order'])} training labels ({result['mode']}).")
+    rule = "confident learning" if result["folds"] else "more weight on another class than on the own label"
+    print(f"  flagged ({rule}): {result['flagged']}")
     for record in result["records"][: FLAGS.show]:
         print(
             f"  #{record['rank']} train row {record['train_row']}: label {record['label_name']}, "
