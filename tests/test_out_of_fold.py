@@ -126,7 +126,9 @@ def test_out_of_fold_audit_finds_the_flips_and_no_row_is_judged_by_its_own_fold(
 @pytest.mark.slow
 def test_a_killed_out_of_fold_audit_resumes_with_the_folds_it_has(noisy_clusters, tmp_path, monkeypatch):
     config = noisy_clusters
-    whole = audit.audit_run(config.model_dir, str(tmp_path / "whole"), folds=2, log=lambda line: None)
+    whole = audit.audit_run(
+        config.model_dir, str(tmp_path / "whole"), folds=2, log=lambda line: None, folds_dir=str(tmp_path / "f1")
+    )
     calls, train = [], Trainer.train
 
     def killed_at_the_second_fold(self):
@@ -137,10 +139,14 @@ def test_a_killed_out_of_fold_audit_resumes_with_the_folds_it_has(noisy_clusters
 
     monkeypatch.setattr(Trainer, "train", killed_at_the_second_fold)
     with pytest.raises(KeyboardInterrupt):
-        audit.audit_run(config.model_dir, str(tmp_path / "killed"), folds=2, log=lambda line: None)
+        audit.audit_run(
+            config.model_dir, str(tmp_path / "killed"), folds=2, log=lambda line: None, folds_dir=str(tmp_path / "f2")
+        )
     monkeypatch.setattr(Trainer, "train", train)
     said = []
-    resumed = audit.audit_run(config.model_dir, str(tmp_path / "killed"), folds=2, log=said.append)
+    resumed = audit.audit_run(
+        config.model_dir, str(tmp_path / "killed"), folds=2, log=said.append, folds_dir=str(tmp_path / "f2")
+    )
     assert said[0].startswith("fold 1/2: finished before, reused") and said[1].startswith("fold 2/2: training")
     np.testing.assert_array_equal(resumed["order"], whole["order"])
     np.testing.assert_allclose(resumed["class_mass"], whole["class_mass"], atol=1e-6)
@@ -151,3 +157,25 @@ def test_folds_of_one_or_an_unknown_ranking_are_refused(noisy_clusters):
         audit.audit_run(noisy_clusters.model_dir, folds=1)
     with pytest.raises(ConfigError, match="--ranking='entropy' is not valid; valid: self_confidence, margin"):
         audit.audit_run(noisy_clusters.model_dir, folds=2, ranking="entropy")
+
+
+def test_compare_cleanlab_without_folds_is_one_line(noisy_clusters):
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(repo, "run", "audit.py"),
+            f"--model_dir={noisy_clusters.model_dir}",
+            "--compare_cleanlab",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: --compare_cleanlab needs --folds=K >= 2: cleanlab reads out-of-fold probabilities."
+    )

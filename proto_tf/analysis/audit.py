@@ -31,6 +31,7 @@ def audit_run(
     folds: int = 0,
     ranking: str = "self_confidence",
     log=print,
+    folds_dir: str | None = None,
 ) -> dict:
     """Audits the training labels of the run in `model_dir` (as it trained on them,
     label noise included) and writes `audit.csv`, `audit.jsonl` (every training example,
@@ -40,8 +41,9 @@ def audit_run(
     judges) with each example attending over the others; ranked by own-label mass,
     flagged where another class outweighs it. `folds=K >= 2`: the out-of-fold audit
     (`out_of_fold`): K models trained with the run's flags on the other folds, in
-    `output_dir/folds`, each example judged by prototypes of other folds; flagged by
-    confident learning, ranked by `ranking` ("self_confidence" or "margin").
+    `folds_dir` (default `<model_dir>/out_of_fold/<K>_folds`, shared by every audit of
+    the run), each example judged by prototypes of other folds; flagged by confident
+    learning, ranked by `ranking` ("self_confidence" or "margin").
 
     Returns the paths, the ranking (`order`: positions in the training split), the
     `flagged` count, the evidence (`class_mass`, ...) and its `records`."""
