@@ -179,3 +179,63 @@ def test_compare_cleanlab_without_folds_is_one_line(noisy_clusters):
     assert done.stderr.strip() == (
         "error: --compare_cleanlab needs --folds=K >= 2: cleanlab reads out-of-fold probabilities."
     )
+
+
+def _tiny_dataset():
+    from proto_tf.data.common import LoadedDataset, Split
+
+    split = Split(np.zeros((5, 2), np.float32), np.array([0, 1, 0, 1, 0]), np.array([10, 11, 12, 13, 14]))
+    return LoadedDataset("t", 2, ("no", "yes"), split, None, split, None, None, None)
+
+
+def test_cleaning_drops_and_relabels_the_named_rows_as_by_hand(tmp_path):
+    from proto_tf.data import cleaning
+
+    (tmp_path / "drop.csv").write_text("train_row\n11\n14\n")
+    (tmp_path / "relabel.csv").write_text("train_row,label\n10,yes\n13,0\n")
+    out = cleaning.cleaned(_tiny_dataset(), str(tmp_path / "drop.csv"), str(tmp_path / "relabel.csv"))
+    assert out.train.indices.tolist() == [10, 12, 13]
+    assert out.train.labels.tolist() == [1, 0, 0]
+    assert out.test.labels.tolist() == [0, 1, 0, 1, 0]  # The test split is never cleaned.
+
+
+@pytest.mark.parametrize(
+    "flag, text, message",
+    [
+        ("drop", "row\n1\n", r"--drop_rows=.*drop.csv:1: expected the header train_row"),
+        ("drop", "train_row\n11\nx\n", r"--drop_rows=.*drop.csv:3: 'x' is not a training row number"),
+        ("drop", "train_row\n99\n", r"--drop_rows=.*drop.csv:2: row 99 is not in the training split"),
+        (
+            "relabel",
+            "train_row,label\n10,maybe\n",
+            r"--relabel_rows=.*relabel.csv:2: expected train_row,label with a label of no, yes",
+        ),
+    ],
+)
+def test_bad_cleaning_files_name_file_line_and_what_is_valid(tmp_path, flag, text, message):
+    from proto_tf.data import cleaning
+    from proto_tf.errors import DataError
+
+    path = tmp_path / f"{flag}.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        cleaning.cleaned(_tiny_dataset(), **{f"{flag}_rows": str(path)})
+
+
+@pytest.mark.slow
+def test_the_audits_drop_list_trains_a_run_without_the_flagged_rows(noisy_clusters, tmp_path):
+    import dataclasses
+
+    config = noisy_clusters
+    output = str(tmp_path / "audit")
+    result = audit.audit_run(config.model_dir, output, folds=2, log=lambda line: None)
+    paths = audit.write_cleaning(result, output, drop=True, relabel=True)
+    flagged = {r["train_row"] for r in result["records"] if r["flagged"]}
+    cleaned_config = dataclasses.replace(config, drop_rows=paths["drop_rows"], model_dir=str(tmp_path / "cleaned"))
+    dataset = load_experiment_dataset(config)
+    cleaned = load_experiment_dataset(cleaned_config)
+    assert set(cleaned.train.indices.tolist()) == set(dataset.train.indices.tolist()) - flagged
+    relabelled = load_experiment_dataset(dataclasses.replace(config, relabel_rows=paths["relabel_rows"]))
+    suggested = {r["train_row"]: r["suggested_label"] for r in result["records"] if r["flagged"]}
+    for row, label in zip(relabelled.train.indices, relabelled.train.labels):
+        assert label == suggested.get(int(row), dataset.train.labels[dataset.train.indices.tolist().index(row)])

@@ -10,6 +10,7 @@ import numpy as np
 from proto_tf.analysis import out_of_fold
 from proto_tf.analysis.agreement import attention_agreement, leave_one_out_agreement  # noqa: F401 (audit's names)
 from proto_tf.analysis.plots import plot_agreement
+from proto_tf.data import cleaning
 from proto_tf.errors import ConfigError
 from proto_tf.json_files import make_output_folder, write_atomically
 from proto_tf.training import run_store
@@ -95,6 +96,28 @@ def audit_run(
         "records": records,
         **paths,
     }
+
+
+def write_cleaning(result: dict, output_dir: str, drop: bool, relabel: bool) -> dict:
+    """The audit's flagged examples as `drop_rows.csv` (rows to leave out) and/or
+    `relabel_rows.csv` (rows with the class their prototypes suggest), for
+    `run/train.py --drop_rows` / `--relabel_rows`; written atomically."""
+    flagged = [record for record in result["records"] if record["flagged"]]
+    paths = {}
+    if drop:
+        path = os.path.join(output_dir, "drop_rows.csv")
+        paths["drop_rows"] = write_atomically(
+            path, lambda handle: cleaning.write_drop_rows(handle, [r["train_row"] for r in flagged])
+        )
+    if relabel:
+        path = os.path.join(output_dir, "relabel_rows.csv")
+        paths["relabel_rows"] = write_atomically(
+            path,
+            lambda handle: cleaning.write_relabel_rows(
+                handle, [r["train_row"] for r in flagged], [r["suggested_name"] for r in flagged]
+            ),
+        )
+    return paths
 
 
 def flagged_count(own_label_mass: np.ndarray, class_mass: np.ndarray) -> int:

@@ -41,6 +41,16 @@ flags.DEFINE_integer(
     lower_bound=0,
     flag_values=FLAGS,
 )
+flags.DEFINE_bool(
+    "drop", False, "Write drop_rows.csv: the flagged rows, for run/train.py --drop_rows.", flag_values=FLAGS
+)
+flags.DEFINE_bool(
+    "relabel",
+    False,
+    "Write relabel_rows.csv: the flagged rows with the class their prototypes suggest, for "
+    "run/train.py --relabel_rows.",
+    flag_values=FLAGS,
+)
 flags.DEFINE_enum(
     "ranking", "self_confidence", ["self_confidence", "margin"], "Out-of-fold ranking.", flag_values=FLAGS
 )
@@ -64,6 +74,8 @@ def main(argv):
             f"({record['suggested_mass']:.3f})"
         )
     print(f"  ranking: {result['csv']} and {result['jsonl']}; figure: {result['png']}")
+    for flag, path in audit.write_cleaning(result, output_dir, FLAGS.drop, FLAGS.relabel).items():
+        print(f"  {flag}: {path} (train again with --{flag}={path} and another --model_dir)")
     if FLAGS.compare_cleanlab:
         rows = compare_with_cleanlab(FLAGS.model_dir, FLAGS.folds, os.path.join(output_dir, "cleanlab"), result)
         write_json(os.path.join(output_dir, "comparison.json"), rows)

@@ -76,6 +76,8 @@ _HELP = {
     "encoder batches; 0 keeps the moving averages.",
     "label_noise": "Share of training labels (and validation labels) replaced by another "
     "class (Table 3), in [0, 1); test labels stay clean.",
+    "drop_rows": "A CSV of training rows to leave out (train_row; run/audit.py --drop writes it).",
+    "relabel_rows": "A CSV of training rows and their new labels (train_row,label; run/audit.py --relabel writes it).",
     "validation_fraction": "Share of the training file held out (fixed seed) for checkpoint selection, in [0, 1).",
     "label_column": "--dataset=csv or text_csv: the column holding the class (default: the last column).",
     "categorical_columns": "--dataset=csv: comma-separated columns to read as categories "

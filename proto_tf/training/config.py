@@ -95,6 +95,9 @@ class ExperimentConfig:
     # Data.
     label_noise: float = 0.0
     validation_fraction: float = 0.1
+    # A cleaned training split (run/audit.py --drop / --relabel): CSV files of rows.
+    drop_rows: str = ""
+    relabel_rows: str = ""
     # A user's own table (--dataset=csv); see proto_tf/data/csv_dataset.py.
     label_column: str | None = None
     categorical_columns: tuple = ()

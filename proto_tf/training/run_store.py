@@ -8,6 +8,7 @@ import os
 import tensorflow as tf
 
 from proto_tf import json_files
+from proto_tf.data import cleaning
 from proto_tf.data.common import LoadedDataset
 from proto_tf.data.registry import dataset_info, load_dataset
 from proto_tf.errors import RunDirectoryError, first_line
@@ -33,6 +34,8 @@ def load_experiment_dataset(config: ExperimentConfig, model_dir: str | None = No
         download=config.download,
         options=config.data_options(),
     )
+    if config.drop_rows or config.relabel_rows:
+        dataset = cleaning.cleaned(dataset, config.drop_rows, config.relabel_rows)
     if config.backbone_trainable:
         dataset = features.for_fine_tuning(dataset)
     elif config.backbone:
