@@ -9,12 +9,14 @@ from keras_checks import randomised, run_model_saving_test, run_serialization_te
 
 from proto_tf import BaselineClassifier, ProtoAttend
 from proto_tf.attention import PrototypeAttention
+from proto_tf.data.images import PerImageStandardization
 from proto_tf.data.tabular import CategoricalColumn, NumericColumn, TabularFeatures, TabularSchema
 from proto_tf.data.text import CharacterQuantizer
 from proto_tf.encoders import VDCNN, KMaxPooling, ResNet, TabularLSTM
-from proto_tf.encoders.backbone import BackboneFeatures
+from proto_tf.encoders.backbone import BackboneFeatures, FeatureStandardization
 from proto_tf.encoders.layers import DenseNormStack, FusedBatchNormalization
 from proto_tf.encoders.resnet import ResidualBlock
+from proto_tf.training.scaled_adam import ScaledAdam
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.normal(size=(3, 8, 8, 2)).astype("float32")
@@ -41,6 +43,8 @@ CASES = {
         RNG.normal(size=(3, 12)).astype("float32"),
     ),
     "CharacterQuantizer": lambda: (CharacterQuantizer(10, alphabet="abc "), np.array(["a cab", "bad", ""])),
+    "PerImageStandardization": lambda: (PerImageStandardization(), IMAGES),
+    "FeatureStandardization": lambda: (_built(FeatureStandardization(), IMAGES[:, 0, 0]), IMAGES[:, 0, 0]),
     "BackboneFeatures": lambda: (
         _built(
             BackboneFeatures(
@@ -108,5 +112,15 @@ def test_every_registered_class_is_covered_here():
     import proto_tf.serving.export  # noqa: F401
 
     registered = {name.split(">", 1)[1] for name in keras.saving.get_custom_objects() if name.startswith("proto_tf>")}
-    covered = set(CASES) | {"PrototypeAttention", "TabularFeatures", "BaselineClassifier", "ProtoAttend"}
+    covered = set(CASES) | {"PrototypeAttention", "TabularFeatures", "BaselineClassifier", "ProtoAttend", "ScaledAdam"}
     assert registered == covered
+
+
+def test_scaled_adam_round_trips_its_scale():
+    optimizer = ScaledAdam(learning_rate=0.01, scale=0.25, clipvalue=20.0)
+    for clone in (
+        ScaledAdam.from_config(optimizer.get_config()),
+        keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(optimizer)),
+    ):
+        assert type(clone) is ScaledAdam and clone.get_config() == optimizer.get_config()
+        assert clone.scale == 0.25

@@ -4,6 +4,7 @@ prototypes they attend to, each attending over the rest of the training split.""
 import csv
 import json
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -31,7 +32,7 @@ def audit_run(
     top_k: int = 5,
     folds: int = 0,
     ranking: str = "self_confidence",
-    log=print,
+    log: Callable[[str], None] = print,
     folds_dir: str | None = None,
 ) -> dict:
     """Audits the training labels of the run in `model_dir` (as it trained on them,

@@ -7,6 +7,7 @@ ranking is scored against the flips the run's `--label_noise` made.
 """
 
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -37,7 +38,7 @@ def precision_recall(ranked: np.ndarray, flips: np.ndarray, k: int) -> tuple[flo
 
 
 def out_of_fold_probabilities(
-    config: ExperimentConfig, dataset: LoadedDataset, folds: int, work_dir: str, log=print
+    config: ExperimentConfig, dataset: LoadedDataset, folds: int, work_dir: str, log: Callable[[str], None] = print
 ) -> np.ndarray:
     """`[N, C]` probabilities of each training example from a baseline trained (with
     the run's flags, attention none) on the other `folds - 1` folds (the audit's folds:
@@ -68,7 +69,11 @@ def check_comparable(model_dir: str) -> None:
 
 
 def compare_with_cleanlab(
-    model_dir: str, folds: int = 3, work_dir: str | None = None, audited: dict | None = None, log=print
+    model_dir: str,
+    folds: int = 3,
+    work_dir: str | None = None,
+    audited: dict | None = None,
+    log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Rows `{method, trainings, k, precision, recall}` of the audit and of cleanlab on
     the run in `model_dir`, at k = the number of true flips and at each method's own

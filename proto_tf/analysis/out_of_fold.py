@@ -16,6 +16,7 @@ their threshold, and flagged when that class is not its label.
 
 import dataclasses
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -37,7 +38,12 @@ def subset(split: Split, positions: np.ndarray) -> Split:
 
 
 def train_folds(
-    config: ExperimentConfig, dataset: LoadedDataset, folds: int, work_dir: str, log=print, **overrides
+    config: ExperimentConfig,
+    dataset: LoadedDataset,
+    folds: int,
+    work_dir: str,
+    log: Callable[[str], None] = print,
+    **overrides,
 ) -> list:
     """`[(fold config, held-out positions, kept positions)]`: one run per fold, trained
     with `config`'s flags (and `overrides`) on the other folds into `work_dir/fold<k>`;
@@ -66,7 +72,12 @@ def train_folds(
 
 
 def out_of_fold_evidence(
-    config: ExperimentConfig, dataset: LoadedDataset, folds: int, work_dir: str, top_k: int = 5, log=print
+    config: ExperimentConfig,
+    dataset: LoadedDataset,
+    folds: int,
+    work_dir: str,
+    top_k: int = 5,
+    log: Callable[[str], None] = print,
 ) -> dict:
     """Each training example's `class_mass [N, C]` over the prototypes of the other
     folds (ProtoAttend trained there), its `top_k` prototypes (`prototype_rows`:

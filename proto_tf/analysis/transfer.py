@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -106,7 +107,9 @@ def run_once(command: list, model_dir: str, log) -> dict:
         return json.load(handle)
 
 
-def run_experiment(fashion_dir: str, work_dir: str, budgets=(10, 50, 0), seeds=(0, 1, 2), log=print) -> dict:
+def run_experiment(
+    fashion_dir: str, work_dir: str, budgets=(10, 50, 0), seeds=(0, 1, 2), log: Callable[[str], None] = print
+) -> dict:
     """Pretrains, saves the encoder, trains every (budget, seed, method) run and writes
     `transfer.json` (rewritten after every run)."""
     os.makedirs(work_dir, exist_ok=True)
