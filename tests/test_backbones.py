@@ -354,9 +354,14 @@ def test_a_runs_encoder_saved_as_keras_is_a_backbone_that_gives_its_features(tmp
     backbone = load_backbone(path, images.shape[1:], "image")
     expected = model.encoder(dataset.preprocess(images), training=False).numpy()
     np.testing.assert_allclose(backbone.features(images).numpy(), expected, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ConfigError, match="must end in .keras"):
-        from proto_tf.training.encoder_file import save_encoder
+    from proto_tf.training.encoder_file import save_encoder
 
+    pooled = save_encoder(model_dir, str(tmp_path / "pooled.keras"), layer="pooled")
+    expected = model.encoder.pooled(dataset.preprocess(images), training=False).numpy()
+    np.testing.assert_allclose(
+        load_backbone(pooled, images.shape[1:], "image").features(images).numpy(), expected, rtol=1e-5, atol=1e-5
+    )
+    with pytest.raises(ConfigError, match="must end in .keras"):
         save_encoder(model_dir, str(tmp_path / "encoder.h5"))
 
 

@@ -4,7 +4,8 @@ or all labelled examples per class by three methods at the same training budget:
 
 - `prototype_heads`: ProtoAttend's heads on the frozen backbone's cached features;
 - `linear_probe`: the baseline (`--attention=none`) on the same features;
-- `scratch`: ProtoAttend with the Appendix A ResNet, trained from nothing.
+- `scratch`: ProtoAttend with the Appendix A ResNet, trained from nothing;
+- `*_pooled`: the first two on the encoder's pooled last stage (`save_encoder --layer=pooled`).
 
 Every run is the user's command (`run/train.py --dataset=image_folder --small`) on image
 folders written from the real Fashion-MNIST files; a run that finished is kept, so a
@@ -27,9 +28,12 @@ from proto_tf.data import images
 SOURCE_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
 METHODS = {
-    "prototype_heads": ["--attention=sparsemax", "--backbone={encoder}"],
-    "linear_probe": ["--attention=none", "--backbone={encoder}"],
+    "prototype_heads": ["--attention=sparsemax", "--backbone={output}"],
+    "linear_probe": ["--attention=none", "--backbone={output}"],
     "scratch": ["--attention=sparsemax"],
+    # The same on the pooled last stage (before the encoder's dense head, trained for 0-4).
+    "prototype_heads_pooled": ["--attention=sparsemax", "--backbone={pooled}"],
+    "linear_probe_pooled": ["--attention=none", "--backbone={pooled}"],
 }
 RESULTS_FILE = "transfer.json"
 
@@ -118,16 +122,18 @@ def run_experiment(
     os.makedirs(runs, exist_ok=True)
     pretrained = os.path.join(runs, "pretrain_classes_0_4")
     run_once(train_command(data["source"], pretrained, ["--attention=none"]), pretrained, log)
-    encoder = os.path.join(work_dir, "encoder_classes_0_4.keras")
-    if not os.path.isfile(encoder):
-        from proto_tf.training.encoder_file import save_encoder
+    from proto_tf.training.encoder_file import save_encoder
 
-        save_encoder(pretrained, encoder)
+    encoders = {}
+    for layer, name in (("output", "encoder_classes_0_4.keras"), ("pooled", "pooled_classes_0_4.keras")):
+        encoders[layer] = os.path.join(work_dir, name)
+        if not os.path.isfile(encoders[layer]):
+            save_encoder(pretrained, encoders[layer], layer=layer)
     rows = []
     for (budget, seed), data_dir in sorted(data["targets"].items()):
         for method, flags in METHODS.items():
             model_dir = os.path.join(runs, f"{method}_{budget or 'all'}_seed{seed}")
-            flags = [flag.format(encoder=encoder) for flag in flags] + [f"--seed={seed}"]
+            flags = [flag.format(**encoders) for flag in flags] + [f"--seed={seed}"]
             summary = run_once(train_command(data_dir, model_dir, flags), model_dir, log)
             rows.append(
                 {

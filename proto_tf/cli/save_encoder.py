@@ -15,11 +15,18 @@ flags.DEFINE_string("model_dir", None, "A run/train.py model_dir.", required=Tru
 flags.DEFINE_string("output", None, "The .keras file to write.", required=True, flag_values=FLAGS)
 flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint's encoder.", flag_values=FLAGS)
 flags.DEFINE_string("data_dir", None, "Data folder, if not the one the run used.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "layer",
+    "output",
+    ["output", "pooled"],
+    "The encoder's output, or a ResNet's pooled last stage before its dense head.",
+    flag_values=FLAGS,
+)
 
 
 def main(argv):
     del argv
-    path = save_encoder(FLAGS.model_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.data_dir)
+    path = save_encoder(FLAGS.model_dir, FLAGS.output, FLAGS.checkpoint, FLAGS.data_dir, FLAGS.layer)
     print(f"Wrote {path}: the encoder of {FLAGS.model_dir}, for --backbone={path}.")
 
 

@@ -140,12 +140,17 @@ class ResNet(keras.Model):
         self.head = DenseNormStack(self.dense_units, name="head")
 
     def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.head(self.pooled(images, training=training))
+
+    def pooled(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """The globally pooled last stage `[B, 4 * base_filters]`, before the dense head:
+        the more general features when the encoder is reused on other classes."""
         x = images
         for layer in self.stem_layers:
             x = layer(x, training=training)
         for block in self.blocks:
             x = block(x, training=training)
-        return self.head(self.pool(x))
+        return self.pool(x)
 
     def get_config(self) -> dict:
         config = super().get_config()
