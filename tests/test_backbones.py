@@ -71,16 +71,21 @@ def train(data_dir, model_dir, *flags, dataset="image_folder", attention="sparse
     )
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A run of the user's command on a local preset: `(preset, data_dir, model_dir, log)`."""
-    root = tmp_path_factory.mktemp("backbone")
+def trained_on_a_preset(root, *flags, steps=300):
+    """The user's command on a local preset and the learnable image folder:
+    `(preset, data_dir, model_dir, log)`."""
     preset = write_preset(str(root / "preset"))
     data_dir = write_learnable_images(str(root / "data"))
     model_dir = str(root / "run")
-    done = train(data_dir, model_dir, f"--backbone={preset}")
+    done = train(data_dir, model_dir, f"--backbone={preset}", *flags, steps=steps)
     assert done.returncode == 0, done.stderr[-3000:]
     return preset, data_dir, model_dir, done.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A frozen-backbone run: `(preset, data_dir, model_dir, log)`."""
+    return trained_on_a_preset(tmp_path_factory.mktemp("backbone"))
 
 
 def reference_features(preset, images):
@@ -367,14 +372,8 @@ def test_a_runs_encoder_saved_as_keras_is_a_backbone_that_gives_its_features(tmp
 
 @pytest.fixture(scope="module")
 def fine_tuned(tmp_path_factory):
-    """A run of the user's command with --backbone_trainable: `(preset, data_dir, model_dir)`."""
-    root = tmp_path_factory.mktemp("fine_tuned")
-    preset = write_preset(str(root / "preset"))
-    data_dir = write_learnable_images(str(root / "data"))
-    model_dir = str(root / "run")
-    done = train(data_dir, model_dir, f"--backbone={preset}", "--backbone_trainable", steps=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return preset, data_dir, model_dir
+    """A run with --backbone_trainable: `(preset, data_dir, model_dir)`."""
+    return trained_on_a_preset(tmp_path_factory.mktemp("fine_tuned"), "--backbone_trainable", steps=600)[:3]
 
 
 @pytest.mark.slow
