@@ -65,6 +65,12 @@ class FeatureSource:
     def preprocess(self, inputs):
         return self.scaling(self.backbone.features(inputs))
 
+    def featurized(self, split: Split, batch_size: int = 512, description: str = "features") -> Split:
+        """`split` (raw stored inputs) as the backbone's float32 features (not cached:
+        for sets made on the fly, such as rotated test images)."""
+        features = compute_features(self.backbone, split.inputs, batch_size, description, "float32")
+        return Split(features, split.labels, split.indices)
+
 
 def with_backbone_features(dataset: LoadedDataset, config, model_dir: str, report=print) -> LoadedDataset:
     """`dataset` with its splits replaced by `config.backbone`'s features (cached under
