@@ -497,3 +497,12 @@ def test_the_papers_image_datasets_train_and_export_on_a_backbone(dataset, tmp_p
         by_hand = reference_features(preset, rotated.repeat(3, -1))
         made = loaded.features.featurized(features_lib.Split(rotated, np.zeros(len(rotated)), np.arange(len(rotated))))
         np.testing.assert_allclose(made.inputs, by_hand, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_to_reestimate_a_backbones_batchnorm(trained):
+    from proto_tf.analysis.evaluate_run import evaluate_model_dir
+
+    _, _, model_dir, _ = trained
+    with pytest.raises(ConfigError, match="--batchnorm_batches=4: the run's encoder is the backbone .* leave it at 0"):
+        evaluate_model_dir(model_dir, batchnorm_batches=4)

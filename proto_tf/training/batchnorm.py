@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from proto_tf.data import candidates
 from proto_tf.data.registry import dataset_info
+from proto_tf.errors import ConfigError
 
 
 def batchnorm_layers(model):
@@ -71,7 +72,13 @@ def reestimate_statistics(encoder, batches):
 def reestimate_from_training_split(model, dataset, config, count):
     """Re-estimates the statistics of `model`'s encoder from the encoder batches of the
     first `count` training steps of `config` (`training_step_batches`): a function of
-    the weights alone. Returns the batches used."""
+    the weights alone. Returns the batches used. A run on a backbone is refused: its
+    BatchNorm layers stay in inference mode (their pretrained statistics)."""
+    if config.backbone:
+        raise ConfigError(
+            f"--batchnorm_batches={count}: the run's encoder is the backbone {config.backbone}, whose "
+            "BatchNorm layers keep their pretrained statistics; leave it at 0."
+        )
     return reestimate_statistics(model.encoder, training_step_batches(dataset, config, count))
 
 
