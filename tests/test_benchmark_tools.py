@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from references import layer_norm, sparsemax_bisection
-from test_training import _tiny_config
+from run_helpers import tiny_config
 
 from proto_tf.analysis import authors_graph, benchmarks, step_profile
 from proto_tf.training.run_store import load_experiment_dataset
@@ -15,7 +15,7 @@ from proto_tf.training.trainer import Trainer
 def test_bare_step_takes_the_trainers_steps(tmp_path):
     """Same initial weights, batches, alpha, loss and update: the bare step's losses are
     the trainer's, step after step (so the ratio between them is of overhead only)."""
-    config = _tiny_config(tmp_path, "bare", train_steps=4)
+    config = tiny_config(tmp_path, "bare", train_steps=4)
     dataset = load_experiment_dataset(config)
     trainer = benchmarks.trainer_step(config, dataset, 4, str(tmp_path / "trainer"))
     bare = benchmarks.bare_step(config, dataset, 4)
@@ -87,7 +87,7 @@ def test_resource_use_counts_the_pages_a_step_maps_in():
 
 @pytest.mark.slow
 def test_the_scale_suites_exports_store_the_database_once_and_are_served_in_their_own_process(tmp_path):
-    config = _tiny_config(tmp_path, "tiny_run")
+    config = tiny_config(tmp_path, "tiny_run")
     Trainer(config, verbose=False).train()
     variants = (("sparsemax", "float32"), ("sparsemax", "float16"))
     rows = list(benchmarks.export_latencies(config.model_dir, [50000], [1, 3], str(tmp_path), 1000, variants=variants))

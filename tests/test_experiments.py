@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from data_files import write_adult, write_cifar10, write_dbpedia, write_fruits, write_isic, write_mnist
+from run_helpers import logged_tags
 
 from proto_tf.cli import experiment_flags
 from proto_tf.training.trainer import Trainer
@@ -75,17 +76,7 @@ def test_small_variant_trains_end_to_end(tmp_path, dataset, attention):
     if attention != "none":
         assert 1 <= summary["test_best"]["median_prototypes_95"] <= 16
     if attention != "none" and dataset in ("mnist", "fruits", "isic", "cifar10"):
-        assert "input_and_prototypes" in _logged_tags(tmp_path / "run" / "logs" / "validation")
-
-
-def _logged_tags(folder):
-    import tensorflow as tf
-
-    tags = set()
-    for name in os.listdir(folder):
-        for event in tf.compat.v1.train.summary_iterator(str(folder / name)):
-            tags.update(value.tag for value in event.summary.value)
-    return tags
+        assert "input_and_prototypes" in logged_tags(tmp_path / "run" / "logs" / "validation")
 
 
 @pytest.mark.slow

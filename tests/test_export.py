@@ -11,29 +11,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from data_files import write_adult, write_dbpedia, write_mnist
+from export_checks import TINY, assert_same, raw_test_inputs, session_call, train_and_export
 
 from proto_tf import ProtoAttend
-from proto_tf.data import adult, text
 from proto_tf.errors import ConfigError
 from proto_tf.serving import export, sharding, warmup
-from proto_tf.training.config import ExperimentConfig
-from proto_tf.training.trainer import Trainer
-
-TINY = dict(
-    train_steps=2,
-    batch_size=8,
-    train_database_size=16,
-    infer_database_size=40,
-    validation_fraction=0.0,
-    value_size=8,
-    resnet_depth=8,
-    dense_units=(16,),
-    vdcnn_first_filters=8,
-    vdcnn_block_filters=(8,) * 8,
-    lstm_embedding_size=8,
-    eval_batch_size=64,
-)
 
 LOADER = r"""
 import sys
@@ -50,39 +32,6 @@ np.savez(outputs_file, **{k: v.numpy().astype(str) if v.dtype == tf.string else 
                           for k, v in outputs.items()})
 assert not any(name.startswith("proto_tf") for name in sys.modules), "proto_tf was imported"
 """
-
-
-def _train_and_export(tmp_path, dataset, attention="sparsemax"):
-    writers = {"adult": write_adult, "mnist": write_mnist, "dbpedia": write_dbpedia}
-    data_dir = str(tmp_path / f"{dataset}_data")
-    writers[dataset](data_dir)
-    config = ExperimentConfig(
-        dataset=dataset,
-        attention=attention,
-        data_dir=data_dir,
-        model_dir=str(tmp_path / f"{dataset}_{attention}"),
-        **TINY,
-    )
-    trainer = Trainer(config, verbose=False)
-    trainer.train()
-    path = export.export_model_dir(config.model_dir, str(tmp_path / "exports"), checkpoint="last")
-    return trainer, path, data_dir
-
-
-def _raw_test_inputs(dataset, trainer, data_dir, count=6):
-    """Raw serving inputs for the first test examples, and their stored form."""
-    test = trainer.dataset.test
-    if dataset == "mnist":
-        return {"images": test.inputs[:count]}, test.inputs[:count]
-    if dataset == "dbpedia":
-        texts, _ = text.read_dbpedia_csv(os.path.join(data_dir, "test.csv"))
-        return {"texts": np.array(texts[:count])}, test.inputs[:count]
-    columns, _ = adult.read_adult_csv(os.path.join(data_dir, "adult.test"))
-    raw = {
-        name.replace("-", "_"): column[:count].astype(np.float32 if name in adult.CONTINUOUS else str)
-        for name, column in columns.items()
-    }
-    return raw, test.inputs[:count]
 
 
 def _expected(trainer, stored_inputs, top_k=5):
@@ -107,12 +56,12 @@ def _rows_variables(path, rows):
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["mnist", "dbpedia", "adult"])  # One per worker.
 def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_path, dataset):
-    trainer, path, data_dir = _train_and_export(tmp_path, dataset)
+    trainer, path, data_dir = train_and_export(tmp_path, dataset)
     assert path == str(tmp_path / "exports" / f"{dataset}_sparsemax" / "1")
     # The database is stored once: its keys, values, labels and indices (it was twice:
     # an export layer's copy and the model's own variables).
     assert _rows_variables(path, TINY["infer_database_size"]) == 4, dataset
-    raw, stored = _raw_test_inputs(dataset, trainer, data_dir)
+    raw, stored = raw_test_inputs(dataset, trainer, data_dir)
     np.savez(tmp_path / "inputs.npz", **raw)
     result = subprocess.run(
         [
@@ -132,12 +81,10 @@ def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     served = dict(np.load(tmp_path / "outputs.npz"))
     # TF Serving's loading path (a TF1 session over the serve MetaGraph) agrees.
-    from test_serving_checks import _session_call
-
-    session = _session_call(path, "serving_default", raw)
+    session = session_call(path, "serving_default", raw)
     assert set(session) == set(served), dataset
     for key, value in served.items():
-        _assert_same(session[key], value, f"{dataset} {key}")
+        assert_same(session[key], value, f"{dataset} {key}")
     names = trainer.dataset.class_names
     assert list(served["class_names"]) == [names[i] for i in served["class_ids"]], dataset
     assert [list(row) for row in served["prototype_label_names"]] == [
@@ -147,11 +94,11 @@ def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_pat
     if warmup.serving_protos_available():
         requests = warmup.read_warmup_requests(path)
         assert [len(next(iter(r.values()))) for r in requests] == [1, min(8, len(trainer.dataset.test))]
-        expected_request, _ = _raw_test_inputs(dataset, trainer, data_dir, count=8)
+        expected_request, _ = raw_test_inputs(dataset, trainer, data_dir, count=8)
         for name, value in requests[1].items():
             got = np.char.decode(value.astype(bytes)) if value.dtype.kind in "OS" else value
             np.testing.assert_array_equal(got, expected_request[name], err_msg=f"{dataset} {name}")
-        answered = _session_call(path, "serving_default", requests[1])
+        answered = session_call(path, "serving_default", requests[1])
         np.testing.assert_array_equal(answered["class_ids"][:6], served["class_ids"], err_msg=dataset)
     # The in-memory model attends over the same database as the export.
     trainer.evaluator.set_database(trainer.inference_split)
@@ -167,23 +114,10 @@ def test_exports_match_the_in_memory_model_in_a_process_without_proto_tf(tmp_pat
         assert set(served_row[positive]) == set(expected_row[positive]), dataset
 
 
-def _assert_same(got, expected, message):
-    """Numbers to float tolerance, strings exactly (TF1 sessions return bytes)."""
-    expected = np.asarray(expected)
-    if expected.dtype.kind in "OSU":
-        np.testing.assert_array_equal(
-            np.char.decode(np.asarray(got, bytes)) if np.asarray(got).dtype.kind in "OS" else got,
-            expected.astype(str),
-            err_msg=message,
-        )
-    else:
-        np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=message)
-
-
 @pytest.fixture(scope="module")
 def adult_export(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("adult_export")
-    trainer, path, data_dir = _train_and_export(tmp_path, "adult")
+    trainer, path, data_dir = train_and_export(tmp_path, "adult")
     return trainer, path, data_dir, tmp_path
 
 
@@ -223,7 +157,7 @@ def test_graph_has_no_python_ops_and_cli_lists_the_signature(adult_export):
 def test_outputs_are_consistent_and_abstain_follows_the_threshold(adult_export):
     trainer, path, data_dir, _ = adult_export
     loaded = tf.saved_model.load(path)
-    raw, _ = _raw_test_inputs("adult", trainer, data_dir, count=20)
+    raw, _ = raw_test_inputs("adult", trainer, data_dir, count=20)
     feed = {k: tf.constant(v) for k, v in raw.items()}
     out = loaded.signatures["serving_default"](**feed)
     weights = out["prototype_weights"].numpy()
@@ -244,7 +178,7 @@ def test_outputs_are_consistent_and_abstain_follows_the_threshold(adult_export):
 def test_bad_requests_get_clear_errors_and_text_is_always_answered(tmp_path, adult_export):
     trainer, path, data_dir, _ = adult_export
     serve = tf.saved_model.load(path).signatures["serving_default"]
-    raw, _ = _raw_test_inputs("adult", trainer, data_dir, count=2)
+    raw, _ = raw_test_inputs("adult", trainer, data_dir, count=2)
     feed = {k: tf.constant(v) for k, v in raw.items()}
     with pytest.raises(TypeError, match="native_country"):
         serve(**{k: v for k, v in feed.items() if k != "native_country"})
@@ -253,7 +187,7 @@ def test_bad_requests_get_clear_errors_and_text_is_always_answered(tmp_path, adu
     with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch"):
         serve(**{k: v[:0] for k, v in feed.items()})
 
-    mnist_trainer, mnist_path, _ = _train_and_export(tmp_path, "mnist", attention="softmax")
+    mnist_trainer, mnist_path, _ = train_and_export(tmp_path, "mnist", attention="softmax")
     images = tf.saved_model.load(mnist_path).signatures["serving_default"]
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[2,32,32,1\].*\[\?,28,28,1\]"):
         images(images=tf.zeros([2, 32, 32, 1], tf.uint8))
@@ -264,7 +198,7 @@ def test_bad_requests_get_clear_errors_and_text_is_always_answered(tmp_path, adu
     with pytest.raises((TypeError, tf.errors.InvalidArgumentError), match="empty batch"):
         images(images=tf.zeros([0, 28, 28, 1], tf.uint8))
 
-    _, text_path, _ = _train_and_export(tmp_path, "dbpedia", attention="softmax")
+    _, text_path, _ = train_and_export(tmp_path, "dbpedia", attention="softmax")
     texts = tf.saved_model.load(text_path).signatures["serving_default"]
     odd = tf.constant(["caf\u00e9 \u65e5\u672c \U0001f600", "x" * 100_000, "", b"\xff\xfe invalid utf-8"])
     out = texts(texts=odd)
@@ -274,7 +208,7 @@ def test_bad_requests_get_clear_errors_and_text_is_always_answered(tmp_path, adu
 
 
 def test_versions_increase_and_baseline_exports(tmp_path):
-    trainer, first, _ = _train_and_export(tmp_path, "adult", attention="none")
+    trainer, first, _ = train_and_export(tmp_path, "adult", attention="none")
     second = export.export_model_dir(trainer.config.model_dir, str(tmp_path / "exports"), checkpoint="last")
     assert first.endswith(os.path.join("adult_baseline", "1")) or first.endswith("1")
     assert second.endswith("2")
@@ -308,7 +242,7 @@ def test_a_runs_shards_exported_by_flag_merge_to_its_whole_export(adult_export):
     # the whole's prototype indices) and serves `shard_answer`; merged, the whole export.
     trainer, path, data_dir, tmp_path = adult_export
     model_dir = trainer.config.model_dir
-    raw, _ = _raw_test_inputs("adult", trainer, data_dir, count=8)
+    raw, _ = raw_test_inputs("adult", trainer, data_dir, count=8)
     feed = {k: tf.constant(v) for k, v in raw.items()}
     expected = {k: v.numpy() for k, v in tf.saved_model.load(path).signatures["serving_default"](**feed).items()}
     answers = []

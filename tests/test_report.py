@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from test_training import REPO
+from run_helpers import REPO
 
 from proto_tf.analysis import benchmarks, comparison, plots
 from proto_tf.errors import ConfigError, RunDirectoryError

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 from data_files import write_adult
-from test_training import REPO, _tiny_config
+from run_helpers import REPO, tiny_config
 
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training import run_directory
@@ -82,7 +82,7 @@ def test_a_run_made_before_a_field_existed_resumes_at_its_default():
 
 
 def test_infer_database_larger_than_the_training_split_is_refused(tmp_path):
-    config = _tiny_config(tmp_path, "big", infer_database_size=100000)
+    config = tiny_config(tmp_path, "big", infer_database_size=100000)
     with pytest.raises(
         ConfigError, match=r"--infer_database_size=100000 exceeds the 200 training examples of adult .* valid: 1..200\."
     ):
@@ -108,7 +108,7 @@ def test_cli_flag_error_is_one_line_with_status_2(tmp_path):
 
 
 def test_nonfinite_gradient_names_step_variable_and_checkpoint(tmp_path):
-    config = _tiny_config(tmp_path, "nan_grad", train_steps=30, checkpoint_every=2, batch_size=200)
+    config = tiny_config(tmp_path, "nan_grad", train_steps=30, checkpoint_every=2, batch_size=200)
     dataset = load_experiment_dataset(config)
     dataset.train.inputs[7, 0] = np.nan  # Every step's batch (the whole split) holds it.
     trainer = Trainer(config, dataset=dataset, verbose=False)
@@ -142,7 +142,7 @@ def test_first_nonfinite_checks_a_sparse_gradient_by_its_rows():
 
 
 def test_divergence_without_nan_is_stopped_and_earlier_checkpoint_kept(tmp_path):
-    config = _tiny_config(tmp_path, "diverge", train_steps=200, checkpoint_every=5, learning_rate=1e6)
+    config = tiny_config(tmp_path, "diverge", train_steps=200, checkpoint_every=5, learning_rate=1e6)
     trainer = Trainer(config, verbose=False)
     with pytest.raises(DivergenceError, match=r"training diverged: the median loss of the last") as error:
         trainer.train()
@@ -175,12 +175,12 @@ def test_the_end_of_the_warmup_starts_a_new_loss_level():
 
 
 def test_divergence_check_spares_a_healthy_run(tmp_path):
-    config = _tiny_config(tmp_path, "healthy", train_steps=60)
+    config = tiny_config(tmp_path, "healthy", train_steps=60)
     assert Trainer(config, verbose=False).train()["steps"] == 60
 
 
 def _finished_run(tmp_path, name="run", **overrides):
-    config = _tiny_config(tmp_path, name, train_steps=4, checkpoint_every=2, **overrides)
+    config = tiny_config(tmp_path, name, train_steps=4, checkpoint_every=2, **overrides)
     Trainer(config, verbose=False).train()
     return config
 
@@ -224,7 +224,7 @@ def test_run_dir_with_other_flags_is_refused_and_left_intact(tmp_path):
 
 
 def test_second_trainer_on_one_dir_stops_naming_the_first(tmp_path):
-    config = _tiny_config(tmp_path, "locked")
+    config = tiny_config(tmp_path, "locked")
     with run_directory.RunLock(config.model_dir):
         with pytest.raises(RunDirectoryError, match=rf"is in use by another trainer \(PID {os.getpid()} on host "):
             Trainer(config, verbose=False).train()
@@ -232,7 +232,7 @@ def test_second_trainer_on_one_dir_stops_naming_the_first(tmp_path):
 
 
 def test_stale_lock_is_reported_and_taken_over(tmp_path, capsys):
-    config = _tiny_config(tmp_path, "stale")
+    config = tiny_config(tmp_path, "stale")
     os.makedirs(config.model_dir)
     with open(os.path.join(config.model_dir, run_directory.LOCK_FILE), "w") as handle:
         handle.write("PID 999999 on host elsewhere")
@@ -269,10 +269,10 @@ def test_garbage_state_file_never_restarts_from_step_zero(tmp_path):
 
 def test_resume_with_dropout_is_bit_identical_and_time_accumulates(tmp_path):
     common = dict(attention="softmax", lstm_dropout=0.5, deterministic=True, checkpoint_every=2)
-    straight = Trainer(_tiny_config(tmp_path, "straight", train_steps=4, **common), verbose=False)
+    straight = Trainer(tiny_config(tmp_path, "straight", train_steps=4, **common), verbose=False)
     straight.train()
-    first = Trainer(_tiny_config(tmp_path, "split", train_steps=2, **common), verbose=False).train()
-    resumed = Trainer(_tiny_config(tmp_path, "split", train_steps=4, **common), verbose=False)
+    first = Trainer(tiny_config(tmp_path, "split", train_steps=2, **common), verbose=False).train()
+    resumed = Trainer(tiny_config(tmp_path, "split", train_steps=4, **common), verbose=False)
     summary = resumed.train()
     assert summary["resumed_from_step"] == 2
     assert summary["train_seconds"] > first["train_seconds"] > 0
@@ -319,8 +319,8 @@ def test_an_experiment_with_a_contradicting_dataset_is_refused(tmp_path):
 def test_model_dir_naming_a_file_or_an_unwritable_place_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunDirectoryError, match=r"--model_dir=.*file is a file, not a folder"):
-        Trainer(_tiny_config(tmp_path, "file"), verbose=False).train()
-    inside_a_file = _tiny_config(tmp_path, "file/run")
+        Trainer(tiny_config(tmp_path, "file"), verbose=False).train()
+    inside_a_file = tiny_config(tmp_path, "file/run")
     with pytest.raises(RunDirectoryError, match=r"^cannot write to --model_dir=.*file/run \(Not a directory\)"):
         Trainer(inside_a_file, verbose=False).train()
 
@@ -363,7 +363,7 @@ def test_a_truncated_summary_is_rewritten_and_a_truncated_best_record_is_named(f
     again = Trainer(config, verbose=False).train()  # Was a JSONDecodeError naming no file.
     assert again["steps"] == 4 and json.loads(summary.read_text())["steps"] == 4
     assert f"warning: {summary} is unreadable" in capsys.readouterr().out
-    validated = _tiny_config(
+    validated = tiny_config(
         tmp_path, "validated", train_steps=4, checkpoint_every=2, validation_fraction=0.2, eval_every=2
     )
     Trainer(validated, verbose=False).train()

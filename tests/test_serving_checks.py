@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_export import _assert_same, _raw_test_inputs, _train_and_export
+from export_checks import assert_same, raw_test_inputs, session_call, train_and_export
 
 from proto_tf.errors import ConfigError, DataError
 from proto_tf.serving import export
@@ -21,8 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def adult(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("serving")
-    trainer, path, data_dir = _train_and_export(tmp_path, "adult")
-    raw, _ = _raw_test_inputs("adult", trainer, data_dir, count=4)
+    trainer, path, data_dir = train_and_export(tmp_path, "adult")
+    raw, _ = raw_test_inputs("adult", trainer, data_dir, count=4)
     loaded = tf.saved_model.load(path)
     return trainer, path, raw, loaded, tmp_path
 
@@ -184,27 +184,16 @@ def test_versions_are_published_atomically_and_uniquely(tmp_path):
     assert all(os.listdir(base / name) == ["saved_model.pb"] for name in ("1", "2"))
 
 
-def _session_call(path, signature_name, feed):
-    """Calls a signature as TF Serving does: a TF1 session over the `serve` MetaGraph,
-    inputs fed and outputs fetched by the tensor names of the SignatureDef."""
-    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
-        signature = meta_graph.signature_def[signature_name]
-        feeds = {signature.inputs[name].name: value for name, value in feed.items()}
-        fetches = {name: info.name for name, info in signature.outputs.items()}
-        return session.run(fetches, feeds)
-
-
 def test_tf_serving_session_path_gives_the_same_answers_and_errors(adult):
     _, path, raw, loaded, _ = adult
     expected = loaded.signatures["serving_default"](**_feed(raw))
-    served = _session_call(path, "serving_default", raw)
+    served = session_call(path, "serving_default", raw)
     assert set(served) == set(expected)
     for name, value in expected.items():
-        _assert_same(served[name], value.numpy(), name)
+        assert_same(served[name], value.numpy(), name)
     bad = dict(raw, age=np.array([39.0, np.nan, 20.0, 30.0], np.float32))
     with pytest.raises(tf.errors.InvalidArgumentError, match="input age holds NaN or an infinity"):
-        _session_call(path, "serving_default", bad)
+        session_call(path, "serving_default", bad)
 
 
 def _readme_request():
@@ -225,7 +214,7 @@ def test_readme_rest_request_in_row_format(adult):
         name: value.astype(np.float32) if value.dtype.kind in "fi" else value.astype(object)
         for name, value in columns.items()
     }
-    served = _session_call(path, request.get("signature_name", "serving_default"), columns)
+    served = session_call(path, request.get("signature_name", "serving_default"), columns)
     assert set(answer["predictions"][0]) == set(served)
     for name, value in served.items():
         assert len(value) == len(instances), name

@@ -10,34 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from data_files import write_adult, write_mnist
+from run_helpers import REPO, logged_tags, tiny_config
 
 from proto_tf.training import run_directory
-from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.trainer import NonFiniteLossError, Trainer
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _tiny_config(tmp_path, name, **overrides):
-    values = dict(
-        dataset="adult",
-        attention="sparsemax",
-        data_dir=write_adult(str(tmp_path / "adult")),
-        model_dir=str(tmp_path / name),
-        train_steps=2,
-        batch_size=8,
-        train_database_size=16,
-        infer_database_size=32,
-        value_size=8,
-        lstm_embedding_size=8,
-        lstm_dropout=0.0,  # Dropout masks differ per replica: off for exact comparisons.
-        validation_fraction=0.0,
-        log_every=1,
-        eval_batch_size=64,
-        learning_rate=0.01,
-    )
-    values.update(overrides)
-    return ExperimentConfig(**values)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +30,7 @@ def test_two_replicas_match_one_device(tmp_path, attention, overrides):
         ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
     ):
         settings = {"train_steps": 1, "sparsity_weight": 0.1, **overrides}
-        config = _tiny_config(tmp_path, name, attention=attention, **settings)
+        config = tiny_config(tmp_path, name, attention=attention, **settings)
         # Plain SGD: its update is proportional to the gradient, so a wrong loss scale
         # or a missing gradient through the all-gather shows (Adam would hide a scale).
         trainer = Trainer(config, strategy=strategy, verbose=False, make_optimizer=lambda: keras.optimizers.SGD(0.5))
@@ -91,9 +67,7 @@ def _memory_run(tmp_path, strategy_name):
         else tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     )
     # Three steps of 8 fresh candidates wrap around the memory of 16.
-    config = _tiny_config(
-        pathlib.Path(tmp_path), strategy_name, train_steps=3, sparsity_weight=0.1, candidate_refresh=8
-    )
+    config = tiny_config(pathlib.Path(tmp_path), strategy_name, train_steps=3, sparsity_weight=0.1, candidate_refresh=8)
     trainer = Trainer(config, strategy=strategy, verbose=False, make_optimizer=lambda: keras.optimizers.SGD(0.5))
     initial = [v.numpy().copy() for v in trainer.model.trainable_variables]
     trainer.train()
@@ -132,7 +106,7 @@ def test_xla_step_trains_sparsemax_like_the_default_step(tmp_path):
     weights = {}
     for jit_compile in (False, True):
         name = f"jit_{jit_compile}"
-        config = _tiny_config(tmp_path, name, train_steps=2, jit_compile=jit_compile)
+        config = tiny_config(tmp_path, name, train_steps=2, jit_compile=jit_compile)
         trainer = Trainer(config, verbose=False, make_optimizer=lambda: keras.optimizers.SGD(0.5))
         initial = [v.numpy().copy() for v in trainer.model.trainable_variables]
         trainer.train()
@@ -143,7 +117,7 @@ def test_xla_step_trains_sparsemax_like_the_default_step(tmp_path):
 
 
 def test_training_step_is_traced_once(tmp_path):
-    trainer = Trainer(_tiny_config(tmp_path, "trace", train_steps=4), verbose=False)
+    trainer = Trainer(tiny_config(tmp_path, "trace", train_steps=4), verbose=False)
     iterator = iter(trainer.distributed_steps(0))
     step_function = trainer.make_step_function()
     for _ in range(4):
@@ -154,7 +128,7 @@ def test_training_step_is_traced_once(tmp_path):
 def test_same_seed_gives_same_weights(tmp_path):
     results = []
     for name in ("a", "b"):
-        config = _tiny_config(tmp_path, name, lstm_dropout=0.5, train_steps=3, deterministic=True)
+        config = tiny_config(tmp_path, name, lstm_dropout=0.5, train_steps=3, deterministic=True)
         trainer = Trainer(config, verbose=False)
         trainer.train()
         results.append([v.numpy() for v in trainer.model.weights])
@@ -163,7 +137,7 @@ def test_same_seed_gives_same_weights(tmp_path):
 
 
 def test_summary_and_best_checkpoint(tmp_path):
-    config = _tiny_config(tmp_path, "run", train_steps=4, validation_fraction=0.25, eval_every=2)
+    config = tiny_config(tmp_path, "run", train_steps=4, validation_fraction=0.25, eval_every=2)
     summary = Trainer(config, verbose=False).train()
     with open(os.path.join(config.model_dir, "summary.json")) as handle:
         on_disk = json.load(handle)
@@ -179,7 +153,7 @@ def test_summary_and_best_checkpoint(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-    config = _tiny_config(tmp_path, "nan", train_steps=50, checkpoint_every=1, learning_rate=1e30, clip_value=1e30)
+    config = tiny_config(tmp_path, "nan", train_steps=50, checkpoint_every=1, learning_rate=1e30, clip_value=1e30)
     trainer = Trainer(config, verbose=False)
     with pytest.raises(NonFiniteLossError, match="last good checkpoint") as error:
         trainer.train()
@@ -321,17 +295,17 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, dat
     if dataset == "mnist":  # ResNet: its blocks live in a Python list.
         common.update(dataset="mnist", data_dir=str(tmp_path / "mnist"), resnet_depth=8, dense_units=(8,))
         write_mnist(common["data_dir"], train=64, test=16)
-    straight = Trainer(_tiny_config(tmp_path, "straight", train_steps=4, **common), verbose=False)
+    straight = Trainer(tiny_config(tmp_path, "straight", train_steps=4, **common), verbose=False)
     straight.train()
-    Trainer(_tiny_config(tmp_path, "split", train_steps=2, **common), verbose=False).train()
-    resumed = Trainer(_tiny_config(tmp_path, "split", train_steps=4, **common), verbose=False)
+    Trainer(tiny_config(tmp_path, "split", train_steps=2, **common), verbose=False).train()
+    resumed = Trainer(tiny_config(tmp_path, "split", train_steps=4, **common), verbose=False)
     assert resumed.train()["resumed_from_step"] == 2
     for expected, got in zip(straight.model.weights, resumed.model.weights):
         np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6, err_msg=expected.path)
 
 
 def test_logs_without_a_terminal_are_plain_lines_and_tags_are_shared(tmp_path, capsys):
-    config = _tiny_config(tmp_path, "logs", train_steps=4, validation_fraction=0.25, eval_every=2, log_every=2)
+    config = tiny_config(tmp_path, "logs", train_steps=4, validation_fraction=0.25, eval_every=2, log_every=2)
     Trainer(config, verbose=True).train()
     output = capsys.readouterr().out
     assert not any(code in output for code in ("\r", "\b", "\x1b"))
@@ -339,10 +313,8 @@ def test_logs_without_a_terminal_are_plain_lines_and_tags_are_shared(tmp_path, c
     assert lines[0].startswith("step 2/4: loss ") and "steps/s" in lines[0]
     assert lines[1].startswith("validation at step 2: accuracy ")
     assert len(lines) == 4
-    from test_experiments import _logged_tags
-
-    train = _logged_tags(tmp_path / "logs" / "logs" / "train")
-    validation = _logged_tags(tmp_path / "logs" / "logs" / "validation")
+    train = logged_tags(tmp_path / "logs" / "logs" / "train")
+    validation = logged_tags(tmp_path / "logs" / "logs" / "validation")
     shared = {"accuracy/prototype", "accuracy/plain", "loss/prototype", "loss/plain"}
     assert shared <= train and shared <= validation
     assert {
@@ -406,7 +378,7 @@ def test_cli_callbacks_see_training_and_validation_and_can_stop(tmp_path):
     path = tmp_path / "my_callbacks.py"
     path.write_text(CALLBACKS_FILE)
     callbacks = load_callbacks([f"{path}:recorder"])
-    config = _tiny_config(tmp_path, "cb", train_steps=4, validation_fraction=0.25, eval_every=2, log_every=2)
+    config = tiny_config(tmp_path, "cb", train_steps=4, validation_fraction=0.25, eval_every=2, log_every=2)
     Trainer(config, verbose=False, callbacks=callbacks).train()
     seen = type(callbacks[0]).seen
     assert [(kind, step) for kind, step, _ in seen] == [("batch", 2), ("epoch", 1), ("batch", 4), ("epoch", 2)]
@@ -415,7 +387,7 @@ def test_cli_callbacks_see_training_and_validation_and_can_stop(tmp_path):
     # validation (Keras' EarlyStopping never stops after the first one), and running the
     # command again finds it finished.
     stopping = load_callbacks([f"{path}:stop_at_second_validation"])
-    config = _tiny_config(tmp_path, "stop", train_steps=8, validation_fraction=0.25, eval_every=2)
+    config = tiny_config(tmp_path, "stop", train_steps=8, validation_fraction=0.25, eval_every=2)
     summary = Trainer(config, verbose=False, callbacks=stopping).train()
     assert summary["steps"] == 4 and summary["stopped_by_callback_at"] == 4
     with open(os.path.join(config.model_dir, "summary.json")) as handle:
@@ -446,10 +418,10 @@ def test_fused_batchnorm_trains_to_the_weights_of_keras_batchnorm(tmp_path, monk
     )
     write_mnist(common["data_dir"], train=64, test=16)
     sgd = lambda: keras.optimizers.SGD(0.05)  # noqa: E731
-    fused = Trainer(_tiny_config(tmp_path, "fused", **common), verbose=False, make_optimizer=sgd)
+    fused = Trainer(tiny_config(tmp_path, "fused", **common), verbose=False, make_optimizer=sgd)
     fused.train()
     monkeypatch.setattr(resnet, "FusedBatchNormalization", keras.layers.BatchNormalization)
-    plain = Trainer(_tiny_config(tmp_path, "plain", **common), verbose=False, make_optimizer=sgd)
+    plain = Trainer(tiny_config(tmp_path, "plain", **common), verbose=False, make_optimizer=sgd)
     plain.train()
     norms = [layer for layer in plain.model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and not any(isinstance(n, encoder_layers.FusedBatchNormalization) for n in norms)
@@ -459,7 +431,7 @@ def test_fused_batchnorm_trains_to_the_weights_of_keras_batchnorm(tmp_path, monk
 
 
 def test_the_weighted_sparsity_term_is_logged_as_a_loss_beside_the_entropy(tmp_path):
-    config = _tiny_config(tmp_path, "sparse", train_steps=4, log_every=2, sparsity_weight=0.5)
+    config = tiny_config(tmp_path, "sparse", train_steps=4, log_every=2, sparsity_weight=0.5)
     Trainer(config, verbose=False).train()
     folder = tmp_path / "sparse" / "logs" / "train"
     logged = {}
