@@ -375,7 +375,6 @@ def scale_suite():
 def backbone_suite():
     from proto_tf.analysis import backbone_benchmarks
 
-    _print_header()
     steps = backbone_benchmarks.cached_against_backbone_step(FLAGS.image_size)
     print(
         f"ResNet-18 (keras-hub layout, {steps['parameters']:,} parameters) at {FLAGS.image_size}², "
