@@ -506,3 +506,14 @@ def test_evaluate_refuses_to_reestimate_a_backbones_batchnorm(trained):
     _, _, model_dir, _ = trained
     with pytest.raises(ConfigError, match="--batchnorm_batches=4: the run's encoder is the backbone .* leave it at 0"):
         evaluate_model_dir(model_dir, batchnorm_batches=4)
+
+
+@pytest.mark.slow
+def test_the_audit_of_a_frozen_backbone_run_shows_its_suspects_beside_their_prototypes(trained, tmp_path):
+    from proto_tf.analysis import audit
+
+    _, _, model_dir, _ = trained
+    result = audit.audit_run(model_dir, str(tmp_path / "audit"))
+    assert result["suspects_png"].endswith("suspects.png") and os.path.getsize(result["suspects_png"]) > 10_000
+    first = result["records"][0]
+    assert first["prototypes"] and all(p["train_row"] != first["train_row"] for p in first["prototypes"])

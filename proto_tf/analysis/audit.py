@@ -10,13 +10,16 @@ import numpy as np
 
 from proto_tf.analysis import out_of_fold
 from proto_tf.analysis.agreement import attention_agreement, leave_one_out_agreement  # noqa: F401 (audit's names)
+from proto_tf.analysis.explain import render_images
 from proto_tf.analysis.plots import plot_agreement
 from proto_tf.data import cleaning
+from proto_tf.data.raw_examples import load_raw
 from proto_tf.errors import ConfigError
 from proto_tf.json_files import make_output_folder, write_atomically
 from proto_tf.training import run_store
 
 AUDIT_CSV, AUDIT_JSONL, AUDIT_PNG = "audit.csv", "audit.jsonl", "audit.png"
+SUSPECTS_PNG, SUSPECTS_SHOWN = "suspects.png", 8
 
 
 def rank_suspects(own_label_mass: np.ndarray, class_mass: np.ndarray) -> np.ndarray:
@@ -87,6 +90,10 @@ def audit_run(
         ),
         "png": plot_agreement(found["own_label_mass"], os.path.join(output_dir, AUDIT_PNG)),
     }
+    source = dataset.features.info if dataset.features is not None else dataset.info
+    if source.kind.examples_are_images:
+        raw = load_raw(config.dataset, config.data_dir, config.data_options(), config.seed)
+        paths["suspects_png"] = render_suspects(records[:SUSPECTS_SHOWN], raw, os.path.join(output_dir, SUSPECTS_PNG))
     return {
         "checkpoint": checkpoint_path,
         "mode": mode,
@@ -97,6 +104,21 @@ def audit_run(
         "records": records,
         **paths,
     }
+
+
+def render_suspects(records: list, raw: dict, path: str) -> str:
+    """Image data: the first suspects (training examples), each beside its prototypes
+    with their weights and labels: the evidence against its label."""
+
+    def suspect_panel(record, raw):
+        title = (
+            f"train row {record['train_row']}: {record['label_name']}\n"
+            f"prototypes: {record['suggested_name']} ({record['suggested_mass']:.2f})"
+        )
+        return raw["train"][record["train_row"]], title
+
+    caption = "First suspects of the audit, each beside its prototypes (weight and label)."
+    return render_images(records, raw, path, caption=caption, first_panel=suspect_panel)[0]
 
 
 def write_cleaning(result: dict, output_dir: str, drop: bool, relabel: bool) -> dict:

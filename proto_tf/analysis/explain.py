@@ -94,22 +94,25 @@ MISCLASSIFIED_NOTE = (
 )
 
 
-def render_images(explanations, raw, path, dpi=300, caption=None):
+def _test_panel(item, raw):
+    return (
+        raw["test"][item["test_row"]],
+        f"test row {item['test_row']}: {item['label_name']}\npred. {item['prediction_name']} "
+        f"(conf. {item['confidence']:.2f})",
+    )
+
+
+def render_images(explanations, raw, path, dpi=300, caption=None, first_panel=_test_panel):
     """A grid, each row an input and its prototypes titled with their attention weight
     and label, saved as `path` (PNG at `dpi`) and beside it as a vector PDF (TrueType
-    fonts), with `caption` above the grid when given. Returns both paths."""
+    fonts), with `caption` above the grid when given. `first_panel(item, raw)` gives
+    each row's own image and title (default: the test example). Returns both paths."""
     columns = 1 + max(1, max(len(e["prototypes"]) for e in explanations))
     figure, axes = plt.subplots(
         len(explanations), columns, figsize=(1.6 * columns, 1.8 * len(explanations)), squeeze=False
     )
     for row, item in enumerate(explanations):
-        panels = [
-            (
-                raw["test"][item["test_row"]],
-                f"test row {item['test_row']}: {item['label_name']}\npred. {item['prediction_name']} "
-                f"(conf. {item['confidence']:.2f})",
-            )
-        ]
+        panels = [first_panel(item, raw)]
         panels += [
             (raw["train"][p["train_row"]], f"weight {p['weight']:.2f}: {p['label_name']}\ntrain row {p['train_row']}")
             for p in item["prototypes"]
