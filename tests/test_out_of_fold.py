@@ -121,6 +121,13 @@ def test_out_of_fold_audit_finds_the_flips_and_no_row_is_judged_by_its_own_fold(
     flagged = np.array([r["flagged"] for r in result["records"]])
     assert flagged.sum() == result["flagged"] and flips[result["order"][flagged]].mean() >= 0.7
     assert result["mode"].startswith("2-fold out-of-fold, confident learning")
+    # The fold runs live with the run, shared by every audit of it: another ranking into
+    # another folder trains nothing.
+    assert os.path.isdir(os.path.join(config.model_dir, "out_of_fold", "2_folds", "fold1", "checkpoints"))
+    said = []
+    by_margin = audit.audit_run(config.model_dir, str(tmp_path / "margin"), folds=2, ranking="margin", log=said.append)
+    assert all("finished before, reused" in line for line in said) and len(said) == 2
+    np.testing.assert_array_equal(by_margin["class_mass"], result["class_mass"])
 
 
 @pytest.mark.slow

@@ -66,7 +66,8 @@ def audit_run(
     output_dir = output_dir or os.path.join(model_dir, "audit")
     make_output_folder(output_dir)
     if folds:
-        found = out_of_fold.out_of_fold_evidence(config, dataset, folds, os.path.join(output_dir, "folds"), top_k, log)
+        folds_dir = folds_dir or os.path.join(model_dir, "out_of_fold", f"{folds}_folds")
+        found = out_of_fold.out_of_fold_evidence(config, dataset, folds, folds_dir, top_k, log)
         learned = out_of_fold.confident_learning(split.labels, found["class_mass"])
         order = out_of_fold.rank(split.labels, found["class_mass"], ranking)
         flagged = learned["flagged"]
