@@ -1,5 +1,7 @@
 """Mislabel audit: training examples whose own label disagrees with the labels of the
-prototypes they attend to, each attending over the rest of the training split."""
+prototypes they attend to: in-sample (the run's model, each example attending over the
+rest of the training split) or out-of-fold (`out_of_fold`: models that never saw the
+example's label), with the evidence, a figure of the first suspects and cleaning lists."""
 
 import csv
 import json
@@ -9,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from proto_tf.analysis import out_of_fold
-from proto_tf.analysis.agreement import attention_agreement, leave_one_out_agreement  # noqa: F401 (audit's names)
+from proto_tf.analysis.agreement import leave_one_out_agreement
 from proto_tf.analysis.explain import render_images
 from proto_tf.analysis.plots import plot_agreement
 from proto_tf.data import cleaning
