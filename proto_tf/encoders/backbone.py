@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -154,7 +155,7 @@ def _keras_file(path):
         raise ConfigError(f"--backbone={path}: no such file; expected a .keras model file.")
     try:
         model = keras.saving.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001 (any failure means: not a readable model)
+    except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as error:  # Not a readable model file.
         raise ConfigError(
             f"--backbone={path} is not a readable Keras model ({str(error).strip().splitlines()[0]})."
         ) from None
