@@ -455,17 +455,16 @@ def test_a_frozen_backbone_runs_encoder_is_not_saved_as_a_backbone(trained, tmp_
     assert not os.path.exists(tmp_path / "encoder.keras")
 
 
-@pytest.mark.parametrize("dataset", ["fashion_mnist", "cifar10"])
+@pytest.mark.parametrize("dataset", ["fashion_mnist"])
 def test_the_papers_image_datasets_train_and_export_on_a_backbone(dataset, tmp_path):
     """The paper's loaders (written files in their real formats) with --backbone: grey
-    Fashion-MNIST given three channels, CIFAR-10's binary batches; then an export."""
-    from data_files import write_cifar10, write_mnist
+    Fashion-MNIST given three channels; then an export, and Fig. 8's shifted sets. (The
+    colour datasets take the path of image_folder's RGB images, tested above; CIFAR-10
+    is left out for the suite's time.)"""
+    from data_files import write_mnist
 
     data_dir = str(tmp_path / "data")
-    if dataset == "fashion_mnist":
-        write_mnist(data_dir, train=64, test=16)
-    else:
-        write_cifar10(data_dir, per_batch=12)
+    write_mnist(data_dir, train=64, test=16)
     preset = write_preset(str(tmp_path / "preset"))
     model_dir = str(tmp_path / "run")
     sizes = ["--batch_size=16", "--train_database_size=32", "--infer_database_size=48", "--validation_fraction=0"]
@@ -486,7 +485,7 @@ def test_the_papers_image_datasets_train_and_export_on_a_backbone(dataset, tmp_p
     assert exported.returncode == 0, exported.stderr[-3000:]
     signature = tf.saved_model.load(glob.glob(str(tmp_path / "e" / "*" / "1"))[0]).signatures["serving_default"]
     shape = signature.structured_input_signature[1]["images"].shape
-    assert tuple(shape[1:]) == ((28, 28, 1) if dataset == "fashion_mnist" else (32, 32, 3))
+    assert tuple(shape[1:]) == (28, 28, 1)
     if dataset == "fashion_mnist":  # Fig. 8's shifted sets go through the backbone too.
         from proto_tf.analysis.evaluate_run import evaluate_model_dir
 
