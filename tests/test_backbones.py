@@ -171,10 +171,9 @@ def test_predict_on_a_folder_gives_evaluates_accuracy(trained, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in open(output)]
     right = np.mean([row["class_name"] == os.path.basename(os.path.dirname(row["source"])) for row in rows])
-    evaluated = run("evaluate", f"--model_dir={model_dir}")
-    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
-    with open(os.path.join(model_dir, "evaluation", "evaluation.json")) as handle:
-        accuracy = json.load(handle)["test"]["accuracy"]
+    from proto_tf.analysis.evaluate_run import evaluate_model_dir
+
+    accuracy = evaluate_model_dir(model_dir, str(tmp_path / "evaluation"))["test"]["accuracy"]
     assert len(rows) == 60 and right == pytest.approx(accuracy)
 
 
@@ -373,7 +372,11 @@ def test_a_runs_encoder_saved_as_keras_is_a_backbone_that_gives_its_features(tmp
 @pytest.fixture(scope="module")
 def fine_tuned(tmp_path_factory):
     """A run with --backbone_trainable: `(preset, data_dir, model_dir)`."""
-    return trained_on_a_preset(tmp_path_factory.mktemp("fine_tuned"), "--backbone_trainable", steps=600)[:3]
+    # Candidates forward-only (--nocandidate_gradients), for the suite's time: the backbone
+    # still learns from the inputs' three terms; 300 steps reach 73 % (600 with candidate
+    # gradients reach 75 %).
+    flags = ("--backbone_trainable", "--nocandidate_gradients")
+    return trained_on_a_preset(tmp_path_factory.mktemp("fine_tuned"), *flags, steps=300)[:3]
 
 
 @pytest.mark.slow

@@ -74,8 +74,9 @@ def test_model_call_over_two_million_prototypes_stays_within_memory():
     # logits; streamed (above stream_above) the process peaks near the database (192 MB)
     # plus TensorFlow. Measured in a process of its own (peak RSS only ever grows).
     code = """
-import resource, numpy as np, keras
+import numpy as np, keras
 from proto_tf import ProtoAttend
+from proto_tf.peak_memory import peak_resident_gib
 rows = 2_000_000
 rng = np.random.default_rng(0)
 model = ProtoAttend(keras.Sequential([keras.layers.Dense(16)]), 3, "sparsemax", value_size=8)
@@ -84,12 +85,28 @@ model.set_database(rng.normal(size=(rows, 16)).astype(np.float32),
                    rng.normal(size=(rows, 8)).astype(np.float32), rng.integers(0, 3, rows))
 out = model(rng.normal(size=(256, 5)).astype(np.float32))
 assert "weights" not in out and out["top_rows"].shape == (256, 5)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+print(peak_resident_gib())
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     peak_gib = float(result.stdout.strip().splitlines()[-1])
     assert peak_gib < 2.5, peak_gib
+
+
+def test_a_subprocess_peak_is_its_own_not_its_large_parents():
+    """`ru_maxrss` survives execve: a child of a 1 GiB parent reported 1 GiB, and the
+    2M-prototype test above, started from a test worker grown to 2.8 GB, failed at 2.83
+    GiB while it peaks at 1.13 alone. `peak_resident_gib` reads the child's own peak."""
+    ballast = np.ones(2**27, np.float64)  # 1 GiB, touched: resident in this process.
+    code = (
+        "import resource; from proto_tf.peak_memory import peak_resident_gib; "
+        "print(peak_resident_gib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    own, inherited = (float(value) for value in result.stdout.split())
+    assert ballast.sum() == 2**27
+    assert inherited >= 1.0 > 0.5 > own, (own, inherited)
 
 
 def test_stream_above_is_checked_and_kept_by_keras_saving(tmp_path):

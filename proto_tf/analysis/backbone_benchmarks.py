@@ -5,7 +5,6 @@ features."""
 
 import dataclasses
 import os
-import resource
 import tempfile
 import time
 
@@ -20,6 +19,7 @@ from proto_tf.data.kinds import FeaturesKind
 from proto_tf.data.registry import DatasetInfo
 from proto_tf.encoders.backbone import BackboneFeatures
 from proto_tf.model import ProtoAttend
+from proto_tf.peak_memory import peak_resident_gib
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.features import FeatureScaling
 from proto_tf.training.trainer import Trainer
@@ -90,7 +90,7 @@ def cached_against_backbone_step(image_size=112, batch_size=32, database_size=64
 
 def peak_rss_gib() -> float:
     """This process's peak resident memory so far, in GiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return peak_resident_gib()
 
 
 def clustered_features(rows: int, dims: int, num_classes: int, seed=0, spread=0.6) -> tuple:
