@@ -10,7 +10,6 @@ mapping a batch of stored inputs to one feature vector per example.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import zipfile
@@ -18,6 +17,7 @@ import zipfile
 import keras
 import numpy as np
 
+from proto_tf.array_hashing import arrays_sha256
 from proto_tf.errors import ConfigError
 
 POOLINGS = ("avg", "max")
@@ -134,16 +134,10 @@ def load_backbone(spec: str, input_shape: tuple, kind: str, pooling: str = "avg"
 
 def weights_fingerprint(features: BackboneFeatures, input_shape: tuple) -> str:
     """sha256 of a feature layer's weights and its preprocessing settings."""
-    digest = hashlib.sha256()
     settings = {"pooling": features.pooling, "channels": features.channels, "input_shape": list(input_shape)}
     if features.converter is not None:
         settings["converter"] = {k: v for k, v in features.converter.get_config().items() if k != "name"}
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for weight in _numpy_weights(features):
-        weight = np.ascontiguousarray(weight)
-        digest.update(f"{weight.dtype.str}{weight.shape}".encode())
-        digest.update(memoryview(weight).cast("B"))
-    return digest.hexdigest()
+    return arrays_sha256(_numpy_weights(features), json.dumps(settings, sort_keys=True, default=str).encode())
 
 
 def _numpy_weights(layer):

@@ -8,7 +8,6 @@ feature is one view of its example (docs/own_data.md, "Pretrained backbones").
 
 import dataclasses
 import glob
-import hashlib
 import os
 import time
 
@@ -16,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import json_files
+from proto_tf.array_hashing import arrays_sha256
 from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.kinds import FeaturesKind
 from proto_tf.encoders.backbone import Backbone, backbone_layers, load_backbone, standardization_layers
@@ -115,7 +115,7 @@ def cached_features(
     """The backbone's features of `split` (`[N, F]` in `dtype`): read from `folder` when
     a file of the same backbone and data is there, else computed (with a progress line)
     and written atomically. A file of another backbone or data is left as it is."""
-    data_key = _data_sha256(split.inputs)
+    data_key = arrays_sha256((split.inputs,))
     path = os.path.join(folder, f"{name}-{backbone.weights_sha256[:16]}-{data_key[:16]}-{dtype}.npy")
     if os.path.isfile(path):
         features = np.load(path)
@@ -147,14 +147,6 @@ def compute_features(backbone: Backbone, inputs: np.ndarray, batch_size: int, de
         for start in tracked(starts, progress, lambda start: min(batch_size, len(inputs) - start))
     ]
     return np.concatenate(parts) if parts else np.zeros((0, backbone.feature_size), dtype)
-
-
-def _data_sha256(inputs):
-    digest = hashlib.sha256()
-    inputs = np.ascontiguousarray(inputs)
-    digest.update(f"{inputs.dtype.str}{inputs.shape}".encode())
-    digest.update(memoryview(inputs).cast("B"))
-    return digest.hexdigest()
 
 
 def _check_same_backbone(model_dir, backbone):

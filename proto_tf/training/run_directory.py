@@ -11,9 +11,9 @@ import os
 import re
 import socket
 
-import numpy as np
 import tensorflow as tf
 
+from proto_tf.array_hashing import arrays_sha256
 from proto_tf.errors import RunDirectoryError
 from proto_tf.json_files import read_json, temporary_beside
 
@@ -180,12 +180,7 @@ def data_fingerprint(dataset) -> dict:
         split = getattr(dataset, name)
         if split is None:
             continue
-        digest = hashlib.sha256()
-        for array in (split.inputs, split.labels):
-            array = np.ascontiguousarray(array)
-            digest.update(f"{array.dtype.str}{array.shape}".encode())
-            digest.update(memoryview(array).cast("B"))
-        fingerprint[name] = {"examples": len(split), "sha256": digest.hexdigest()}
+        fingerprint[name] = {"examples": len(split), "sha256": arrays_sha256((split.inputs, split.labels))}
     return fingerprint
 
 
