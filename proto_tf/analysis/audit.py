@@ -79,7 +79,7 @@ def audit_run(
             model, dataset.preprocess, split, dataset.num_classes, top_k, config.eval_batch_size
         )
         order = rank_suspects(found["own_label_mass"], found["class_mass"])
-        flagged = found["class_mass"].max(axis=1) > found["own_label_mass"]
+        flagged = flagged_in_sample(found["own_label_mass"], found["class_mass"])
         mode = "in-sample (the run's own model, trained on these labels)"
     records = [
         _record(found, split, dataset.class_names, position, rank, bool(flagged[position]))
@@ -146,9 +146,15 @@ def write_cleaning(result: dict, output_dir: str, drop: bool, relabel: bool) -> 
     return paths
 
 
+def flagged_in_sample(own_label_mass: np.ndarray, class_mass: np.ndarray) -> np.ndarray:
+    """True for the examples whose prototypes put more weight on another class than on
+    their own label (the in-sample audit's flag)."""
+    return class_mass.max(axis=1) > own_label_mass
+
+
 def flagged_count(own_label_mass: np.ndarray, class_mass: np.ndarray) -> int:
-    """Examples whose prototypes put more weight on another class than on their own label."""
-    return int((class_mass.max(axis=1) > own_label_mass).sum())
+    """How many examples `flagged_in_sample` flags."""
+    return int(flagged_in_sample(own_label_mass, class_mass).sum())
 
 
 def _record(found, split, class_names, position, rank, flagged):

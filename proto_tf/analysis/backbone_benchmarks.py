@@ -88,11 +88,6 @@ def cached_against_backbone_step(image_size=112, batch_size=32, database_size=64
     return rows
 
 
-def peak_rss_gib() -> float:
-    """This process's peak resident memory so far, in GiB."""
-    return peak_resident_gib()
-
-
 def clustered_features(rows: int, dims: int, num_classes: int, seed=0, spread=0.6) -> tuple:
     """`rows` float16 features of `num_classes` Gaussian clusters (unit-norm centres,
     `spread` per-dimension deviation / sqrt(dims)), and their labels: a synthetic stand-in
@@ -156,7 +151,7 @@ def imagenet_sized_head(model_dir, rows=1_281_167, dims=512, num_classes=1000, t
         "wall_seconds": time.perf_counter() - start,  # With the start, checkpoints and the test evaluation.
         "ms_per_step": 1000 * summary["train_seconds"] / train_steps,  # The steps alone.
         "test": summary.get("test_last", {}),
-        "peak_rss_gib": peak_rss_gib(),
+        "peak_rss_gib": peak_resident_gib(),
         "model": trainer.model,
         "dataset": dataset,
     }

@@ -48,6 +48,7 @@ from proto_tf.cli import experiment_flags
 from proto_tf.cli.common import run_command
 from proto_tf.data import MissingDataError, dataset_info
 from proto_tf.errors import ConfigError
+from proto_tf.peak_memory import peak_resident_gib
 from proto_tf.training.run_store import load_experiment_dataset
 
 FLAGS = flags.FlagValues()  # The command's own flags: --help lists exactly these.
@@ -402,7 +403,7 @@ def backbone_suite():
         print(
             f"served with all {served['database_rows']:,} as the database (export {served['export_seconds']:.0f} s): "
             f"batch 1 {served['batch_1_ms']:.1f} ms, batch 128 {served['batch_128_ms']:.1f} ms; "
-            f"peak RSS {backbone_benchmarks.peak_rss_gib():.2f} GiB"
+            f"peak RSS {peak_resident_gib():.2f} GiB"
         )
 
 

@@ -68,7 +68,7 @@ class FeatureSource:
     def featurized(self, split: Split, batch_size: int = 512, description: str = "features") -> Split:
         """`split` (raw stored inputs) as the backbone's float32 features (not cached:
         for sets made on the fly, such as rotated test images)."""
-        features = compute_features(self.backbone, split.inputs, batch_size, description, "float32")
+        features = compute_features(self.backbone.features, split.inputs, batch_size, description, "float32")
         return Split(features, split.labels, split.indices)
 
 
@@ -126,7 +126,7 @@ def cached_features(
     elif glob.glob(os.path.join(folder, f"{name}-*.npy")):
         report(f"the cached {name} features in {folder} are of another backbone or other data: computing them again.")
     start = time.monotonic()
-    features = compute_features(backbone, split.inputs, batch_size, f"{name} features", dtype)
+    features = compute_features(backbone.features, split.inputs, batch_size, f"{name} features", dtype)
     os.makedirs(folder, exist_ok=True)
     temporary = f"{path}.{json_files.owner_tag()}.tmp"
     with open(temporary, "wb") as file:
@@ -136,17 +136,17 @@ def cached_features(
     return features
 
 
-def compute_features(backbone: Backbone, inputs: np.ndarray, batch_size: int, description: str, dtype: str):
-    """`[N, F]` features of stored `inputs`, in batches, with a progress line."""
-    layer = backbone.features
+def compute_features(layer, inputs: np.ndarray, batch_size: int, description: str, dtype: str) -> np.ndarray:
+    """`[N, F]` features of stored `inputs` by a backbone's feature `layer`, in batches,
+    with a progress line."""
     encode = tf.function(lambda batch: layer(batch), reduce_retracing=True)
-    starts = range(0, len(inputs), batch_size)
+    starts = range(0, max(len(inputs), 1), batch_size)  # An empty split: one empty batch.
     progress = WorkProgress(description, len(inputs))
     parts = [
         encode(tf.convert_to_tensor(inputs[start : start + batch_size])).numpy().astype(dtype)
         for start in tracked(starts, progress, lambda start: min(batch_size, len(inputs) - start))
     ]
-    return np.concatenate(parts) if parts else np.zeros((0, backbone.feature_size), dtype)
+    return np.concatenate(parts)
 
 
 def _check_same_backbone(model_dir, backbone):
@@ -187,15 +187,15 @@ def for_fine_tuning(dataset: LoadedDataset) -> LoadedDataset:
     )
 
 
-def set_feature_scaling(model, split: Split, preprocess, examples: int = 4096, batch_size: int = 256) -> None:
+def set_feature_scaling(model, split: Split, examples: int = 4096, batch_size: int = 256) -> None:
     """Sets every `FeatureStandardization` in `model` (a fine-tuned backbone's) to the
     statistics of the backbone's features of the first `examples` rows of `split`."""
-    for layer in standardization_layers(model):
-        (backbone,) = backbone_layers(model)
-        inputs = split.inputs[:examples]
-        parts = [
-            backbone(preprocess(inputs[start : start + batch_size])).numpy()
-            for start in range(0, len(inputs), batch_size)
-        ]
-        scaling = FeatureScaling.of(np.concatenate(parts))
+    layers = standardization_layers(model)
+    if not layers:
+        return
+    (backbone,) = backbone_layers(model)
+    # Stored inputs as they are: the backbone casts them itself (`BackboneFeatures`).
+    features = compute_features(backbone, split.inputs[:examples], batch_size, "feature statistics", "float32")
+    scaling = FeatureScaling.of(features)
+    for layer in layers:
         layer.set_statistics(scaling.mean, scaling.scale)

@@ -236,7 +236,7 @@ class Trainer:
         if start == 0:
             # A fine-tuned backbone's features are standardised by the training split's
             # statistics under its pretrained weights (as the frozen path's).
-            features.set_feature_scaling(self.model, self.dataset.train, self.dataset.preprocess)
+            features.set_feature_scaling(self.model, self.dataset.train)
         finished = self._finished_summary(start)
         if finished is not None:
             print(f"The run in {config.model_dir} has finished {start} steps; nothing to do.")
