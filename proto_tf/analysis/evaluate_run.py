@@ -170,12 +170,14 @@ def _shifted_sets(dataset, info, shift_data_dirs):
     """The test split, rotated by 90 degrees, and the named other datasets' test images
     in the model's input shape (through the frozen backbone, for a run on its features)."""
     source = dataset.features.raw if dataset.features is not None else dataset
-    sets = {f"{info.name} (test)": source.test, f"rotated {info.name}": shift.rotated(source.test)}
+    shifted = {f"rotated {info.name}": shift.rotated(source.test)}
     for name, folder in shift_data_dirs.items():
         other = load_dataset(name, folder, validation_fraction=0)
-        sets[name] = shift.as_inputs_like(other.test, info.input_shape)
+        shifted[name] = shift.as_inputs_like(other.test, info.input_shape)
     if dataset.features is not None:
-        sets = {
-            name: dataset.features.featurized(split, description=f"features of {name}") for name, split in sets.items()
+        shifted = {
+            name: dataset.features.featurized(split, description=f"features of {name}")
+            for name, split in shifted.items()
         }
-    return sets
+    # The test split as the run's own test evaluation reads it (a backbone's cached features).
+    return {f"{info.name} (test)": dataset.test, **shifted}
