@@ -1,10 +1,12 @@
 """PrototypeIndex: the prototype database a model attends over at inference, and the
 search over it, dense or streamed by its size."""
 
+from typing import Callable, Iterable
+
 import numpy as np
 import tensorflow as tf
 
-from proto_tf import blockwise, metrics, streaming
+from proto_tf import blockwise, metrics, normalizations, streaming
 from proto_tf.attention import PrototypeAttention
 from proto_tf.errors import DataError
 from proto_tf.streaming import KEY_DTYPES
@@ -171,6 +173,117 @@ def streamed_answer(
     `confidence` and the `top_k` prototypes, `top_weights [B, k]` and `top_rows [B, k]`."""
     out = streaming.streamed_attention(queries, keys, values, labels, normalization, num_classes, top_k, block_size)
     return {name: out[name] for name in ("weighted_values", "confidence", "top_weights", "top_rows")}
+
+
+def shard_answer(
+    queries: tf.Tensor,
+    keys: tf.Tensor,
+    values: tf.Tensor,
+    labels: tf.Tensor,
+    indices: tf.Tensor,
+    normalization: "normalizations.Normalization",
+    decision: Callable,
+    num_classes: int,
+    entries: int,
+    block_size: int = streaming.DEFAULT_BLOCK_SIZE,
+    coverage: tuple[int, int, int] | None = None,
+) -> dict[str, tf.Tensor]:
+    """What a shard of a database (keys, values, labels and each row's `indices` in the
+    whole database) answers for `queries`, for `serving.sharding.merge_answers`: its
+    `entries` entries of largest logit, `entry_decision [B, S, C]` (each one's decision
+    logits, `decision(vectors)`), `entry_labels`, `entry_indices`, and the
+    normalisation's part (`Normalization.shard_entries`: `entry_logits` and what its
+    merge needs). Every answer says which rows of the whole database the shard holds,
+    `shard_rows [B, 2]` (first, last + 1), and the whole's size, `database_rows [B]`
+    (from `coverage`, `(first, last + 1, size)`; default: the shard is the whole), so
+    that a router refuses a duplicated or a missing shard."""
+    rows_held = int(keys.shape[0])
+    k = min(int(entries), rows_held)
+    out = streaming.streamed_attention(queries, keys, values, labels, normalization.name, num_classes, k, block_size)
+    rows = out["top_rows"]
+    first, last, size = coverage or (0, rows_held, rows_held)
+    batch = tf.shape(queries)[:1]
+    answer = {
+        "entry_decision": decision(tf.gather(values, rows)),
+        "entry_labels": tf.gather(labels, rows),
+        "entry_indices": tf.gather(indices, rows),
+        "shard_rows": tf.broadcast_to(tf.constant([first, last], tf.int64), tf.concat([batch, [2]], 0)),
+        "database_rows": tf.fill(batch, tf.constant(size, tf.int64)),
+    }
+    answer.update(normalization.shard_entries(out, k, rows_held, decision))
+    return answer
+
+
+def checked_database(
+    keys: tf.Tensor,
+    values: tf.Tensor,
+    labels: "np.ndarray | tf.Tensor",
+    indices: "np.ndarray | tf.Tensor | None",
+    attention_size: int,
+    value_size: int,
+    num_classes: int,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor | None]:
+    """`(keys, values, labels, indices)` as tensors for a model of `attention_size` keys
+    and `value_size` values: a ValueError for widths or row counts that do not fit (a
+    programming error), a DataError for contents that would answer wrongly
+    (`check_database`)."""
+    keys = tf.convert_to_tensor(keys)
+    values = tf.convert_to_tensor(values)
+    labels = class_ids(labels)
+    widths = {"keys": (keys, attention_size, "attention_size"), "values": (values, value_size, "value_size")}
+    for name, (tensor, width, field) in widths.items():
+        if tensor.shape.rank != 2 or tensor.shape[1] != width:
+            raise ValueError(
+                f"Database {name} must be [rows, {width}] for this model ({field}={width}); got {tensor.shape}."
+            )
+    sizes = {keys.shape[0], values.shape[0], labels.shape[0]}
+    if indices is not None:
+        indices = tf.cast(tf.convert_to_tensor(indices), tf.int64)
+        sizes.add(indices.shape[0])
+    if len(sizes) != 1:
+        raise ValueError(
+            "Database keys, values, labels (and indices) need one row per candidate, "
+            f"got keys {keys.shape}, values {values.shape}, labels {labels.shape}"
+            + (f", indices {indices.shape}." if indices is not None else ".")
+        )
+    check_database(keys, values, labels, num_classes)
+    return keys, values, labels, indices
+
+
+def concatenated(encoded_batches: Iterable[tuple]) -> tuple[tf.Tensor, ...]:
+    """Each tensor of the encoded batches' tuples concatenated over the batches (a
+    database's keys and values, and what else the encoding returns); a DataError when
+    there is no batch."""
+    parts = None
+    for encoded in encoded_batches:
+        parts = parts or [[] for _ in encoded]
+        for part, tensor in zip(parts, encoded):
+            part.append(tensor)
+    if parts is None:
+        raise DataError("the prototype database is empty: give at least one candidate.")
+    return tuple(tf.concat(part, axis=0) for part in parts)
+
+
+# The entries of a `.keras` file's store that hold a model's database.
+_STORE_ENTRIES = ("database_keys", "database_values", "database_labels", "database_indices")
+
+
+def save_to_store(index: PrototypeIndex, store: dict) -> None:
+    """Writes `index` into a Keras saving store (`save_own_variables`)."""
+    for name, value in zip(_STORE_ENTRIES, index.static_tensors()):
+        store[name] = value.numpy()
+
+
+def arrays_from_store(store: dict) -> dict | None:
+    """The database a Keras saving store holds, as `set_database` arguments (keys,
+    values, labels, indices, key_dtype), or None when it holds none."""
+    entries = set(store.keys())
+    if "database_keys" not in entries:
+        return None
+    keys, values, labels = (np.asarray(store[name]) for name in _STORE_ENTRIES[:3])
+    indices = np.asarray(store["database_indices"]) if "database_indices" in entries else None
+    key_dtype = keys.dtype.name if keys.dtype.name in KEY_DTYPES else "float32"
+    return {"keys": keys, "values": values, "labels": labels, "indices": indices, "key_dtype": key_dtype}
 
 
 def _indices_or_positions(indices, labels):

@@ -14,24 +14,28 @@ import math
 from typing import Callable, Iterable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from proto_tf import metrics, normalizations, streaming
-from proto_tf.attention import SPARSEMAX_TOP_K, PrototypeAttention
+from proto_tf.attention import PrototypeAttention
+from proto_tf.attention_settings import SETTING_NAMES, AttentionSettings
 from proto_tf.baseline import BaselineClassifier
-from proto_tf.classifier import Classifier, accuracy, correct, cross_entropy
-from proto_tf.errors import DataError
+from proto_tf.candidate_memory import CandidateMemory
+from proto_tf.classifier import Classifier, accuracy, correct
 from proto_tf.index import (  # noqa: F401 (PrototypeDatabase, KEY_DTYPES: the names model.py gave)
     DEFAULT_STREAM_ABOVE,
     KEY_DTYPES,
     PrototypeDatabase,
     PrototypeIndex,
-    check_database,
-    class_ids,
+    arrays_from_store,
+    checked_database,
+    concatenated,
     dense_answer,
+    save_to_store,
+    shard_answer,
     streamed_answer,
 )
+from proto_tf.losses import protoattend_loss_terms
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -44,47 +48,9 @@ class ProtoAttend(Classifier):
       attention: the normalisation's name, `proto_tf.normalizations.names()`: "softmax"
         or "sparsemax" (the paper's), or "entmax15" (1.5-entmax). The paper's "Baseline
         enc." rows, the encoder and decision alone, are `BaselineClassifier`.
-      attention_size: size of keys and queries (16 in every experiment of the paper).
-      value_size: size of values (64 for most datasets, 128 for CIFAR-10, 16 for Adult).
-      sparsity_weight: lambda of the entropy regulariser (Eq. 2); 0 disables it.
-      matching_loss_weight: weight of Eq. 1's two attention terms (prototype and
-        mixed paths); 1 is the paper. An ablation knob: 0 trains with the plain term
-        alone, a value below 1 down-weights the matching terms' pull on the encoder.
-      matching_warmup_steps: the first this-many optimizer steps train with the plain
-        term alone (Eq. 1's other terms and Eq. 2 weighted 0): the encoder and the
-        decision start from the plain path's, and the attention learns on features
-        that already tell the classes apart. 0 is the paper. A deviation for heavy
-        label noise, where the attention otherwise collapses onto a hub (docs/training.md).
-      tied_head_init: True starts the key head with the query head's weights, so the
-        first logits are a similarity of the two encodings (q . q'), not a random
-        bilinear form; False (the paper) draws each head's own. With a warm-up, the
-        attention then starts from neighbours in the plain path's features.
-      cosine_scale: 0 (the paper) scores a candidate by q . k / sqrt(d). s > 0 scores it
-        by s times the cosine of q and k (both scaled to one length): a key's norm no
-        longer lifts it above the others for every query, the usual cause of a hub.
-      alpha_range: `(low, high)`; alpha of Eq. 1's third term is drawn uniformly
-        from it at each step. `low == high` fixes alpha.
-      entropy_epsilon: epsilon of Eq. 2.
-      seed: seed of the per-step alpha draws (a stateless function of seed and step,
-        so every replica draws the same alpha and runs are reproducible).
-      candidate_gradients: True (the paper) back-propagates through the encoder for
-        the candidate database; False encodes candidates forward-only (the key and
-        value heads still learn from them), a cheaper step in the spirit of Section
-        5.1's "less frequent updates" of candidate keys and values.
-      joint_encoding: with candidate gradients, True encodes inputs and candidates in
-        one encoder call (BatchNorm statistics over both, one large batch); False in
-        two calls, each with its own batch statistics, as the authors' code does.
-      candidate_memory: 0 (the paper) attends over the candidates of the step. N > 0
-        keeps a memory of the encoder outputs of the last N candidates: each step
-        encodes only its own candidates (forward-only) into the oldest slots and
-        attends over the whole memory, whose keys and values the heads recompute
-        (and learn from) every step. The rest of Section 5.1's idea: candidates are
-        encoded once, not once per step. Requires `candidate_gradients=False`.
-      sparsemax_top_k: `top_k` of sparsemax's exact fast path (PrototypeAttention),
-        a speed knob that also works under XLA; None sorts every row in full (the
-        slow reference). Same weights either way.
-      stream_above: a database of more rows is searched in blocks (`PrototypeIndex`):
-        `model(x)` then returns the top prototypes instead of `weights [B, D]`.
+      **options: the other fields of `AttentionSettings` (sizes, loss weights, the
+        training path's choices; each documented there, each an attribute of the
+        model), and Keras' own (`name`, ...).
 
     Training data for `train_step` is a dict with `inputs [B, ...]`, `labels [B]`,
     `candidate_inputs [D, ...]` and, optionally, `candidate_labels [D]`. Under a
@@ -101,83 +67,24 @@ class ProtoAttend(Classifier):
       TensorShape([4])
     """
 
-    def __init__(
-        self,
-        encoder: keras.layers.Layer,
-        num_classes: int,
-        attention: str = "softmax",
-        attention_size: int = 16,
-        value_size: int = 64,
-        sparsity_weight: float = 0.0,
-        matching_loss_weight: float = 1.0,
-        matching_warmup_steps: int = 0,
-        tied_head_init: bool = False,
-        cosine_scale: float = 0.0,
-        alpha_range: tuple[float, float] = (0.45, 0.5),
-        entropy_epsilon: float = 1e-6,
-        seed: int = 0,
-        candidate_gradients: bool = True,
-        joint_encoding: bool = True,
-        candidate_memory: int = 0,
-        sparsemax_top_k: int | None = SPARSEMAX_TOP_K,
-        stream_above: int = DEFAULT_STREAM_ABOVE,
-        **kwargs,
-    ):
-        if attention not in normalizations.names():
-            raise ValueError(
-                f"Unknown attention {attention!r}; valid: {', '.join(normalizations.names())} "
-                "(BaselineClassifier is the model without attention)."
-            )
-        low, high = (float(a) for a in alpha_range)
-        if not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"alpha_range must satisfy 0 <= low <= high <= 1, got {alpha_range}.")
-        if sparsity_weight < 0:
-            raise ValueError(f"sparsity_weight must be >= 0, got {sparsity_weight}.")
-        if not 0 <= matching_loss_weight < float("inf"):
-            raise ValueError(f"matching_loss_weight must be >= 0, got {matching_loss_weight}.")
-        if not 0 <= cosine_scale < float("inf"):
-            raise ValueError(f"cosine_scale must be >= 0, got {cosine_scale}.")
-        if matching_warmup_steps < 0:
-            raise ValueError(f"matching_warmup_steps must be >= 0, got {matching_warmup_steps}.")
-        if candidate_memory < 0 or (candidate_memory and candidate_gradients):
-            raise ValueError(
-                f"candidate_memory must be 0, or positive with candidate_gradients=False "
-                f"(remembered candidates have no gradient); got {candidate_memory} with "
-                f"candidate_gradients={candidate_gradients}."
-            )
-
-        # === Config ===
-        super().__init__(encoder, num_classes, **kwargs)  # Sets the encoder: it comes first.
-        self.attention = attention
-        self.normalization = normalizations.get(attention)
-        self.attention_size = int(attention_size)
-        self.value_size = int(value_size)
-        self.sparsity_weight = float(sparsity_weight)
-        self.matching_loss_weight = float(matching_loss_weight)
-        self.matching_warmup_steps = int(matching_warmup_steps)
-        self.tied_head_init = bool(tied_head_init)
-        self.cosine_scale = float(cosine_scale)
-        self.alpha_range = (low, high)
-        self.entropy_epsilon = float(entropy_epsilon)
-        self.seed = int(seed)
-        self.candidate_gradients = bool(candidate_gradients)
-        self.joint_encoding = bool(joint_encoding)
-        self.candidate_memory = int(candidate_memory)
-        self.sparsemax_top_k = sparsemax_top_k
-        if isinstance(stream_above, bool) or not isinstance(stream_above, int) or stream_above < 1:
-            raise ValueError(f"stream_above must be a positive integer, got {stream_above!r}.")
-        self.stream_above = stream_above
+    def __init__(self, encoder: keras.layers.Layer, num_classes: int, attention: str = "softmax", **options):
+        fields = {name: options.pop(name) for name in SETTING_NAMES if name in options}
+        self.settings = AttentionSettings(attention=attention, **fields)  # Validated there.
+        super().__init__(encoder, num_classes, **options)  # Sets the encoder: it comes first.
+        for name in SETTING_NAMES:
+            setattr(self, name, getattr(self.settings, name))
+        self.normalization = normalizations.get(self.attention)
         self.database = None
 
         # === Layers (in the order of `model.weights`, which checkpoints follow) ===
-        self.query_head = keras.layers.Dense(attention_size, activation="relu", name="query_head")
-        self.key_head = keras.layers.Dense(attention_size, activation="relu", name="key_head")
-        self.value_head = keras.layers.Dense(value_size, activation="relu", name="value_head")
+        self.query_head = keras.layers.Dense(self.attention_size, activation="relu", name="query_head")
+        self.key_head = keras.layers.Dense(self.attention_size, activation="relu", name="key_head")
+        self.value_head = keras.layers.Dense(self.value_size, activation="relu", name="value_head")
         self.value_norm = keras.layers.LayerNormalization(name="value_norm")
         self.prototype_attention = PrototypeAttention(
-            attention, sparsemax_top_k=sparsemax_top_k, name="prototype_attention"
+            self.attention, sparsemax_top_k=self.sparsemax_top_k, name="prototype_attention"
         )
-        self.decision = keras.layers.Dense(num_classes, use_bias=False, name="decision")
+        self.decision = keras.layers.Dense(self.num_classes, use_bias=False, name="decision")
 
         # === Metrics ===
         self._track_metrics(
@@ -219,25 +126,8 @@ class ProtoAttend(Classifier):
         self.prototype_attention(queries, keys, values)
         self.decision(values)
         if self.candidate_memory:
-            # Replica-local copies (on-read synchronisation): every replica writes the
-            # same all-gathered encodings, so no step needs a collective for them;
-            # checkpoints read the first replica's.
-            self.memory_features = keras.Variable(
-                "zeros",
-                shape=(self.candidate_memory, features.shape[-1]),
-                trainable=False,
-                aggregation="only_first_replica",
-                synchronization="on_read",
-                name="memory_features",
-            )
-            self.memory_writes = keras.Variable(
-                0,
-                dtype="int32",
-                trainable=False,
-                aggregation="only_first_replica",
-                synchronization="on_read",
-                name="memory_writes",
-            )
+            self.memory = CandidateMemory(self.candidate_memory, name="candidate_memory")
+            self.memory.build(features.shape)
         self.built = True
 
     # === Forward ===
@@ -278,16 +168,7 @@ class ProtoAttend(Classifier):
         a caller encoding many databases (validation during training) traces it once.
         Each tensor `encode` returns is concatenated over the batches (the audit's also
         returns the queries)."""
-        encode = encode or self.key_value_function()
-        parts = None
-        for batch in batches:
-            encoded = encode(batch)
-            parts = parts or [[] for _ in encoded]
-            for part, tensor in zip(parts, encoded):
-                part.append(tensor)
-        if parts is None:
-            raise DataError("the prototype database is empty: give at least one candidate.")
-        return tuple(tf.concat(part, axis=0) for part in parts)
+        return concatenated(map(encode or self.key_value_function(), batches))
 
     def key_value_function(self) -> Callable:
         """A traced `inputs -> (keys, values)` without augmentation or dropout."""
@@ -303,27 +184,9 @@ class ProtoAttend(Classifier):
     ) -> None:
         """Sets the encoded candidate database that `call` attends over, its keys stored
         as `key_dtype` (`KEY_DTYPES`; attention computes in float32 either way)."""
-        keys = tf.convert_to_tensor(keys)
-        values = tf.convert_to_tensor(values)
-        labels = class_ids(labels)
-        widths = {"keys": (keys, self.attention_size), "values": (values, self.value_size)}
-        for name, (tensor, width) in widths.items():
-            if tensor.shape.rank != 2 or tensor.shape[1] != width:
-                raise ValueError(
-                    f"Database {name} must be [rows, {width}] for this model "
-                    f"({'attention_size' if name == 'keys' else 'value_size'}={width}); got {tensor.shape}."
-                )
-        sizes = {keys.shape[0], values.shape[0], labels.shape[0]}
-        if indices is not None:
-            indices = tf.cast(tf.convert_to_tensor(indices), tf.int64)
-            sizes.add(indices.shape[0])
-        if len(sizes) != 1:
-            raise ValueError(
-                "Database keys, values, labels (and indices) need one row per candidate, "
-                f"got keys {keys.shape}, values {values.shape}, labels {labels.shape}"
-                + (f", indices {indices.shape}." if indices is not None else ".")
-            )
-        check_database(keys, values, labels, self.num_classes)
+        keys, values, labels, indices = checked_database(
+            keys, values, labels, indices, self.attention_size, self.value_size, self.num_classes
+        )
         database = self.database
         streamed_before = database is not None and database.streams()
         if database is None or database.keys.shape[1:] != keys.shape[1:] or database.key_dtype != key_dtype:
@@ -428,47 +291,27 @@ class ProtoAttend(Classifier):
         block_size: int = streaming.DEFAULT_BLOCK_SIZE,
         coverage: tuple[int, int, int] | None = None,
     ) -> dict[str, tf.Tensor]:
-        """What a shard of a database (keys, values, labels and each row's `indices` in
-        the whole database) answers for `inputs`, for `serving.sharding.merge_answers`:
-        its `entries` entries of largest logit, `entry_logits [B, S]`, `entry_decision
-        [B, S, C]` (each one's decision logits), `entry_labels`, `entry_indices`; softmax
-        adds the shard's sums (`max_logit`, `sum_exp`, `weighted_decision [B, C]`,
-        `class_mass [B, C]`); sparsemax marks entries past the shard's own support with
-        logit -inf, and `complete [B]` is False where that support may not fit in
-        `entries` (the merge would then not be exact). Every answer says which rows of
-        the whole database the shard holds, `shard_rows [B, 2]` (first, last + 1), and
-        the whole's size, `database_rows [B]` (from `coverage`, `(first, last + 1,
-        size)`; default: the shard is the whole), so that a router refuses a duplicated
-        or a missing shard."""
+        """A shard's answer for `inputs` over the database part keys, values, labels
+        and each row's `indices` in the whole database (`index.shard_answer`): its
+        `entries` entries of largest logit, for `serving.sharding.merge_answers`."""
         queries, _, _ = self.heads(self.encoder(inputs, training=False))
-        k = min(int(entries), int(keys.shape[0]))
-        out = streaming.streamed_attention(
-            queries, keys, values, labels, self.attention, self.num_classes, k, block_size
-        )
-        rows, logits = out["top_rows"], out["top_logits"]
 
         def decision(vectors):
             return tf.cast(self.decision(tf.cast(vectors, self.compute_dtype)), tf.float32)
 
-        first, last, size = coverage or (0, int(keys.shape[0]), int(keys.shape[0]))
-        batch = tf.shape(queries)[:1]
-        answer = {
-            "entry_decision": decision(tf.gather(values, rows)),
-            "entry_labels": tf.gather(labels, rows),
-            "entry_indices": tf.gather(indices, rows),
-            "shard_rows": tf.broadcast_to(tf.constant([first, last], tf.int64), tf.concat([batch, [2]], 0)),
-            "database_rows": tf.fill(batch, tf.constant(size, tf.int64)),
-        }
-        answer.update(self.normalization.shard_entries(out, k, int(keys.shape[0]), decision))
-        return answer
-        answer.update(
-            entry_logits=logits,
-            max_logit=out["max_logit"],
-            sum_exp=out["sum_exp"],
-            weighted_decision=decision(out["weighted_sum"]),
-            class_mass=out["class_mass"],
+        return shard_answer(
+            queries,
+            keys,
+            values,
+            labels,
+            indices,
+            self.normalization,
+            decision,
+            self.num_classes,
+            entries,
+            block_size,
+            coverage,
         )
-        return answer
 
     # === Training ===
 
@@ -503,7 +346,7 @@ class ProtoAttend(Classifier):
         values = self.value_norm(self.value_head(input_features))
         candidate_mask = None
         if self.candidate_memory:
-            candidate_features, candidate_mask = self._remember(_all_gather(candidate_features), write=training)
+            candidate_features, candidate_mask = self.memory(_all_gather(candidate_features), write=training)
             candidate_keys = self._unit(self.key_head(candidate_features))
             candidate_values = self.value_norm(self.value_head(candidate_features))
         else:
@@ -519,42 +362,17 @@ class ProtoAttend(Classifier):
             "weights": weights,
         }
 
-    def _remember(self, features, write):
-        """Writes `features [R, F]` over the oldest memory slots (when `write`);
-        returns the memory `[N, F]` and the mask of its filled slots."""
-        size = self.candidate_memory
-        if write:
-            slots = (self.memory_writes + tf.range(tf.shape(features)[0])) % size
-            self.memory_features.assign(
-                tf.tensor_scatter_nd_update(
-                    self.memory_features, slots[:, None], tf.cast(features, self.memory_features.dtype)
-                )
-            )
-            self.memory_writes.assign_add(tf.shape(features)[0])
-        filled = tf.range(size) < self.memory_writes
-        return tf.cast(self.memory_features, features.dtype), filled
-
     def loss_terms(self, labels: tf.Tensor, outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """Each term of Eq. 1 and Eq. 2 as a mean over the (per-replica) batch, and
         their weighted sum as `loss`."""
-        labels = tf.cast(labels, tf.int32)
-        terms = {"plain_loss": cross_entropy(labels, outputs["plain_logits"])}
-        weights = outputs["weights"]
-        terms["prototype_loss"] = cross_entropy(labels, outputs["prototype_logits"])
-        terms["mixed_loss"] = cross_entropy(labels, outputs["mixed_logits"])
-        # Eq. 2 is the entropy of p: it is smallest for a one-hot p, so adding it to
-        # the loss pushes towards few prototypes (the paper's text has the extremes of
-        # Eq. 2 swapped; minimising it is what the regulariser is for).
-        entropy = -tf.reduce_sum(weights * tf.math.log(weights + self.entropy_epsilon), axis=-1)
-        terms["sparsity_loss"] = tf.reduce_mean(entropy)
-        scale = self.matching_scale()
-        if self.sparsity_weight:
-            terms["sparsity_term"] = scale * self.sparsity_weight * terms["sparsity_loss"]
-        terms["loss"] = terms["plain_loss"] + scale * (
-            self.matching_loss_weight * (terms["prototype_loss"] + terms["mixed_loss"])
-            + self.sparsity_weight * terms["sparsity_loss"]
+        return protoattend_loss_terms(
+            labels,
+            outputs,
+            self.sparsity_weight,
+            self.matching_loss_weight,
+            self.matching_scale(),
+            self.entropy_epsilon,
         )
-        return terms
 
     def matching_scale(self) -> tf.Tensor:
         """0.0 during the first `matching_warmup_steps` optimizer steps (the plain term
@@ -601,9 +419,7 @@ class ProtoAttend(Classifier):
         """Keras saving (`model.save("m.keras")`) keeps the prototype database too."""
         super().save_own_variables(store)
         if self.database is not None:
-            for name, value in zip(_DATABASE_ENTRIES, self.database.tensors()):
-                store[name] = value.numpy()
-            store["database_indices"] = self.database.indices.numpy()
+            save_to_store(self.database, store)
 
     def load_own_variables(self, store: dict) -> None:
         """Restores the model's own variables and, when saved, its database."""
@@ -617,69 +433,24 @@ class ProtoAttend(Classifier):
             )
         for i, variable in enumerate(own):
             variable.assign(store[str(i)])
-        if "database_keys" in entries:
-            arrays = [np.asarray(store[name]) for name in _DATABASE_ENTRIES]
-            indices = np.asarray(store["database_indices"]) if "database_indices" in entries else None
-            key_dtype = arrays[0].dtype.name if arrays[0].dtype.name in KEY_DTYPES else "float32"
-            self.set_database(*arrays, indices=indices, key_dtype=key_dtype)
+        database = arrays_from_store(store)
+        if database is not None:
+            self.set_database(**database)
 
     # === Config ===
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(
-            {
-                "attention": self.attention,
-                "attention_size": self.attention_size,
-                "value_size": self.value_size,
-                "sparsity_weight": self.sparsity_weight,
-                "matching_loss_weight": self.matching_loss_weight,
-                "matching_warmup_steps": self.matching_warmup_steps,
-                "tied_head_init": self.tied_head_init,
-                "cosine_scale": self.cosine_scale,
-                "alpha_range": list(self.alpha_range),
-                "entropy_epsilon": self.entropy_epsilon,
-                "seed": self.seed,
-                "candidate_gradients": self.candidate_gradients,
-                "joint_encoding": self.joint_encoding,
-                "candidate_memory": self.candidate_memory,
-                "sparsemax_top_k": self.sparsemax_top_k,
-                "stream_above": self.stream_above,
-            }
-        )
+        config.update(self.settings.get_config())
         return config
 
     @classmethod
     def from_config(cls, config: dict) -> "ProtoAttend":
         if config.get("attention") == "none":
             # A `.keras` file of a baseline written before it became its own model.
-            config = {key: value for key, value in config.items() if key not in _ATTENTION_CONFIG}
+            config = {key: value for key, value in config.items() if key not in SETTING_NAMES}
             return BaselineClassifier.from_config(config)
         return super().from_config(config)
-
-
-# The config entries of ProtoAttend that a BaselineClassifier does not have.
-_ATTENTION_CONFIG = (
-    "attention",
-    "attention_size",
-    "value_size",
-    "sparsity_weight",
-    "matching_loss_weight",
-    "matching_warmup_steps",
-    "tied_head_init",
-    "cosine_scale",
-    "alpha_range",
-    "entropy_epsilon",
-    "seed",
-    "candidate_gradients",
-    "joint_encoding",
-    "candidate_memory",
-    "sparsemax_top_k",
-    "stream_above",
-)
-
-
-_DATABASE_ENTRIES = ("database_keys", "database_values", "database_labels")
 
 
 def _all_gather(tensor):

@@ -275,7 +275,7 @@ def test_candidate_memory_attends_over_the_last_candidates_written():
     # Slot 0 now holds candidate 8 (the wrap), slots 1-7 candidates 1-7.
     expected = np.concatenate([candidates[8:9], candidates[1:8]])
     # Encoded in batches of 3 there and of 8 here: the same to float32 rounding.
-    np.testing.assert_allclose(memory.memory_features.numpy(), memory.encoder(expected).numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(memory.memory.features.numpy(), memory.encoder(expected).numpy(), rtol=1e-6, atol=1e-6)
     remembered = memory.forward_train({**data, "candidate_inputs": candidates[:0]}, 0.5, training=False)
     reference = direct.forward_train({**data, "candidate_inputs": expected}, 0.5, training=False)
     for key in ("weights", "prototype_logits", "mixed_logits"):
@@ -360,3 +360,22 @@ def test_cosine_scale_scores_candidates_by_the_scaled_cosine():
     assert ProtoAttend.from_config(model.get_config()).cosine_scale == 16.0
     with pytest.raises(ValueError, match="cosine_scale must be >= 0"):
         _dense_model("softmax", cosine_scale=-1.0)
+
+
+def test_attention_settings_validate_and_round_trip_through_json():
+    # A config read back from JSON gives lists and ints where floats were written:
+    # the settings store the types their fields name, and equal the original.
+    import json
+
+    from proto_tf.attention_settings import AttentionSettings
+
+    settings = AttentionSettings(attention="sparsemax", sparsity_weight=0.1, alpha_range=(0.4, 0.5), cosine_scale=16)
+    read = AttentionSettings(**json.loads(json.dumps(settings.get_config())))
+    assert read == settings and isinstance(read.cosine_scale, float) and read.alpha_range == (0.4, 0.5)
+    with pytest.raises(ValueError, match="Unknown attention 'cosine'; valid: softmax, sparsemax, entmax15"):
+        AttentionSettings(attention="cosine")
+    with pytest.raises(ValueError, match="stream_above must be a positive integer"):
+        AttentionSettings(stream_above=0)
+    # Keras' own keyword arguments pass through the model; the settings are its attributes.
+    model = ProtoAttend(keras.layers.Dense(4), num_classes=3, attention="entmax15", value_size=8, name="named")
+    assert model.name == "named" and model.value_size == 8 and model.settings.attention == "entmax15"

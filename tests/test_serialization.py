@@ -9,6 +9,7 @@ from keras_checks import randomised, run_model_saving_test, run_serialization_te
 
 from proto_tf import BaselineClassifier, ProtoAttend
 from proto_tf.attention import PrototypeAttention
+from proto_tf.candidate_memory import CandidateMemory
 from proto_tf.data.images import PerImageStandardization
 from proto_tf.data.tabular import CategoricalColumn, NumericColumn, TabularFeatures, TabularSchema
 from proto_tf.data.text import CharacterQuantizer
@@ -105,6 +106,26 @@ def test_models_round_trip_with_their_database(model_class, tmp_path):
     assert [w.path for w in clone.weights] != [] and len(clone.weights) == len(model.weights)
 
 
+def test_a_model_with_a_candidate_memory_keeps_it_in_a_keras_file(tmp_path):
+    # The memory's slots and write count come back: the next write lands in the same
+    # slots, and attending over the memory gives the same training outputs.
+    encoder = keras.Sequential([keras.layers.Dense(6)], name="encoder")
+    model = ProtoAttend(encoder, 3, "softmax", candidate_gradients=False, candidate_memory=8)
+    model.build((None, 4))
+    data = {"inputs": RNG.normal(size=(5, 4)).astype("float32"), "labels": np.arange(5) % 3}
+    model.forward_train({**data, "candidate_inputs": RNG.normal(size=(5, 4)).astype("float32")}, 0.5)
+    assert CandidateMemory.from_config(model.memory.get_config()).size == 8
+    path = str(tmp_path / "memory.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert int(loaded.memory.writes.numpy()) == 5
+    np.testing.assert_array_equal(loaded.memory.features.numpy(), model.memory.features.numpy())
+    step = {**data, "candidate_inputs": RNG.normal(size=(4, 4)).astype("float32")}
+    for got, want in zip(loaded.forward_train(step, 0.5).values(), model.forward_train(step, 0.5).values()):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    assert int(loaded.memory.writes.numpy()) == 9
+
+
 def test_every_registered_class_is_covered_here():
     """A class registered later with `register_keras_serializable` fails this until it
     has a round-trip case above."""
@@ -112,7 +133,14 @@ def test_every_registered_class_is_covered_here():
     import proto_tf.serving.export  # noqa: F401
 
     registered = {name.split(">", 1)[1] for name in keras.saving.get_custom_objects() if name.startswith("proto_tf>")}
-    covered = set(CASES) | {"PrototypeAttention", "TabularFeatures", "BaselineClassifier", "ProtoAttend", "ScaledAdam"}
+    covered = set(CASES) | {
+        "PrototypeAttention",
+        "TabularFeatures",
+        "BaselineClassifier",
+        "ProtoAttend",
+        "ScaledAdam",
+        "CandidateMemory",
+    }
     assert registered == covered
 
 

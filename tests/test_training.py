@@ -75,8 +75,8 @@ def _memory_run(tmp_path, strategy_name):
         pathlib.Path(tmp_path) / f"{strategy_name}.npz",
         *initial,
         *[v.numpy() for v in trainer.model.trainable_variables],
-        memory=trainer.model.memory_features.numpy(),
-        writes=trainer.model.memory_writes.numpy(),
+        memory=trainer.model.memory.features.numpy(),
+        writes=trainer.model.memory.writes.numpy(),
     )
 
 
