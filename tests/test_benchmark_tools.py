@@ -7,7 +7,7 @@ import tensorflow as tf
 from references import layer_norm, sparsemax_bisection
 from run_helpers import tiny_config
 
-from proto_tf.analysis import authors_graph, benchmarks, step_profile
+from proto_tf.analysis import authors_graph, serving_benchmarks, step_profile, training_benchmarks
 from proto_tf.training.run_store import load_experiment_dataset
 from proto_tf.training.trainer import Trainer
 
@@ -17,8 +17,8 @@ def test_bare_step_takes_the_trainers_steps(tmp_path):
     the trainer's, step after step (so the ratio between them is of overhead only)."""
     config = tiny_config(tmp_path, "bare", train_steps=4)
     dataset = load_experiment_dataset(config)
-    trainer = benchmarks.trainer_step(config, dataset, 4, str(tmp_path / "trainer"))
-    bare = benchmarks.bare_step(config, dataset, 4)
+    trainer = training_benchmarks.trainer_step(config, dataset, 4, str(tmp_path / "trainer"))
+    bare = training_benchmarks.bare_step(config, dataset, 4)
     trainer_losses = [trainer() for _ in range(4)]
     bare_losses = [bare() for _ in range(4)]
     assert len(set(bare_losses)) == 4  # The weights moved: each step's loss differs.
@@ -90,7 +90,9 @@ def test_the_scale_suites_exports_store_the_database_once_and_are_served_in_thei
     config = tiny_config(tmp_path, "tiny_run")
     Trainer(config, verbose=False).train()
     variants = (("sparsemax", "float32"), ("sparsemax", "float16"))
-    rows = list(benchmarks.export_latencies(config.model_dir, [50000], [1, 3], str(tmp_path), 1000, variants=variants))
+    rows = list(
+        serving_benchmarks.export_latencies(config.model_dir, [50000], [1, 3], str(tmp_path), 1000, variants=variants)
+    )
     assert [(r["key_dtype"], r["batch_size"]) for r in rows] == [
         ("float32", 1),
         ("float32", 3),

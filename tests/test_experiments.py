@@ -230,14 +230,16 @@ def test_the_configuration_is_frozen_after_validation():
     """A validated configuration cannot be changed in place (it was, by the training
     benchmark, which left the caller's config pointing at a deleted folder); changes go
     through `dataclasses.replace`, which validates again."""
-    from proto_tf.analysis import benchmarks
+    from proto_tf.analysis import training_benchmarks
     from proto_tf.training.config import ExperimentConfig
 
     config = ExperimentConfig(dataset="adult", attention="sparsemax", dense_units=[8, 4], model_dir="/tmp/x")
     assert config.dense_units == (8, 4)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.train_steps = 3
-    dataset = benchmarks.synthetic_dataset(dataclasses.replace(config, value_size=8, lstm_embedding_size=8), size=64)
+    dataset = training_benchmarks.synthetic_dataset(
+        dataclasses.replace(config, value_size=8, lstm_embedding_size=8), size=64
+    )
     small = dataclasses.replace(
         config,
         value_size=8,
@@ -247,7 +249,7 @@ def test_the_configuration_is_frozen_after_validation():
         infer_database_size=16,
         validation_fraction=0.0,
     )
-    benchmarks.training_step_rate(small, dataset, steps=1, warmup=1)
+    training_benchmarks.training_step_rate(small, dataset, steps=1, warmup=1)
     assert small.model_dir == "/tmp/x" and small.train_steps == config.train_steps
     with pytest.raises(ValueError, match="--batch_size=0"):
         dataclasses.replace(config, batch_size=0)

@@ -7,7 +7,7 @@ import sys
 import pytest
 from run_helpers import REPO
 
-from proto_tf.analysis import benchmarks, comparison, plots
+from proto_tf.analysis import attention_benchmarks, comparison, plots, serving_benchmarks
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.run_store import CONFIG_FILE
@@ -155,9 +155,9 @@ def test_benchmarks_refuse_a_non_tabular_run_before_loading_its_data(tmp_path):
     (tmp_path / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(config)))
     message = rf"^--model_dir={tmp_path} is a fashion_mnist run; this benchmark takes a tabular"
     with pytest.raises(ConfigError, match=message):
-        benchmarks.trained_attention_logits(str(tmp_path), 4096, 1)
+        attention_benchmarks.trained_attention_logits(str(tmp_path), 4096, 1)
     with pytest.raises(ConfigError, match=message):
-        next(benchmarks.inference_latencies(str(tmp_path), [4096], [1], str(tmp_path)))
+        next(serving_benchmarks.inference_latencies(str(tmp_path), [4096], [1], str(tmp_path)))
 
 
 def test_seed_spreads_group_runs_that_differ_only_in_their_seed():

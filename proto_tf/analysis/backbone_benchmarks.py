@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from proto_tf import streaming
-from proto_tf.analysis.benchmarks import seconds_per_call
+from proto_tf.analysis.serving_benchmarks import seconds_per_call
 from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.kinds import FeaturesKind
 from proto_tf.data.registry import DatasetInfo

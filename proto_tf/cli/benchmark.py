@@ -43,7 +43,7 @@ import time
 from absl import flags
 
 from proto_tf import normalizations
-from proto_tf.analysis import benchmarks
+from proto_tf.analysis import attention_benchmarks, serving_benchmarks, training_benchmarks
 from proto_tf.cli import experiment_flags
 from proto_tf.cli.common import run_command
 from proto_tf.data import MissingDataError, dataset_info
@@ -138,8 +138,8 @@ def input_suite():
         config = experiment_flags.config_for([f"--dataset={dataset}", f"--attention={FLAGS.attention}"])
         data = load_experiment_dataset(config)
         info = dataset_info(dataset)
-        train_rate = benchmarks.training_step_rate(config, data, FLAGS.train_steps_timed)
-        input_rate = benchmarks.input_pipeline_rate(data, info, config.batch_size, config.train_database_size)
+        train_rate = training_benchmarks.training_step_rate(config, data, FLAGS.train_steps_timed)
+        input_rate = training_benchmarks.input_pipeline_rate(data, info, config.batch_size, config.train_database_size)
         print(
             f"| {dataset} | {config.batch_size} | {config.train_database_size} | "
             f"{input_rate:.1f} | {train_rate:.2f} | {input_rate / train_rate:.0f}× |",
@@ -161,8 +161,8 @@ def against_bare_table():
         try:
             data, source = load_experiment_dataset(config), ""
         except MissingDataError:
-            data, source = benchmarks.synthetic_dataset(config), " (synthetic data)"
-        default, bare = benchmarks.trainer_against_bare(config, data, FLAGS.train_steps_timed)
+            data, source = training_benchmarks.synthetic_dataset(config), " (synthetic data)"
+        default, bare = training_benchmarks.trainer_against_bare(config, data, FLAGS.train_steps_timed)
         print(
             f"| {dataset}{source} | {' '.join(extra)} | {config.batch_size} | {config.train_database_size} | "
             f"{1000 * bare:.0f} | {1000 * default:.0f} | {default / bare:.3f}× |",
@@ -188,13 +188,15 @@ def train_suite():
         try:
             data, source = load_experiment_dataset(config), "real"
         except MissingDataError:
-            data, source = benchmarks.synthetic_dataset(config), "synthetic"
+            data, source = training_benchmarks.synthetic_dataset(config), "synthetic"
         baseline_seconds = None
         for mode in FLAGS.train_modes:
             mode_flags, dtype_policy = TRAIN_MODES[mode]
             mode_config = experiment_flags.config_for(base + mode_flags)
             try:
-                seconds = benchmarks.training_step_seconds(mode_config, data, FLAGS.train_steps_timed, dtype_policy)
+                seconds = training_benchmarks.training_step_seconds(
+                    mode_config, data, FLAGS.train_steps_timed, dtype_policy
+                )
             except Exception as error:  # A mode this stack cannot run is a result too.
                 message = str(error).strip().splitlines()[0][:80]
                 print(f"| {dataset} | {encoder} | {source} | | | {mode} | fails: {message} | |")
@@ -221,7 +223,7 @@ def authors_suite():
             f"(model.py, input_data.py, options.py); got {FLAGS.authors_code!r}."
         )
     config = experiment_flags.config_for(AUTHORS_CONFIG + [f"--attention={FLAGS.attention}", *FLAGS.train_flags])
-    results = benchmarks.against_authors_graph(
+    results = training_benchmarks.against_authors_graph(
         config, load_experiment_dataset(config), FLAGS.authors_code, FLAGS.rounds, FLAGS.train_steps_timed
     )
     print(f"{FLAGS.rounds} rounds of {FLAGS.train_steps_timed} steps of each, in turn; medians.\n")
@@ -259,7 +261,7 @@ def inference_suite():
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     with tempfile.TemporaryDirectory() as export_root:
-        for row in benchmarks.inference_latencies(
+        for row in serving_benchmarks.inference_latencies(
             FLAGS.model_dir,
             [int(size) for size in FLAGS.database_sizes],
             [int(size) for size in FLAGS.batch_sizes],
@@ -294,16 +296,16 @@ def print_sparse_over_softmax(rows):
 def sparsemax_suite():
     sizes = [int(size) for size in FLAGS.database_sizes]
     batches = [int(size) for size in FLAGS.batch_sizes]
-    logit_sets = {"random": benchmarks.random_attention_logits(max(sizes), max(batches))}
+    logit_sets = {"random": attention_benchmarks.random_attention_logits(max(sizes), max(batches))}
     if FLAGS.model_dir is not None:
-        logit_sets["trained"] = benchmarks.trained_attention_logits(FLAGS.model_dir, max(sizes), max(batches))
+        logit_sets["trained"] = attention_benchmarks.trained_attention_logits(FLAGS.model_dir, max(sizes), max(batches))
     print(
         "| logits | D | batch | compiler | softmax ms | tf.nn.softmax ms | sparsemax ms | "
         "sparsemax / softmax | sparsemax / tf.nn.softmax |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind, logits in logit_sets.items():
-        for row in benchmarks.normalization_latencies(logits, sizes, batches):
+        for row in attention_benchmarks.normalization_latencies(logits, sizes, batches):
             print(
                 f"| {kind} | {row['database_size']} | {row['batch_size']} | {row['compiler']} | "
                 f"{1000 * row['softmax_seconds']:.2f} | {1000 * row['nn_softmax_seconds']:.2f} | "
@@ -323,7 +325,7 @@ def scale_suite():
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     narrow_rows = []
-    for row in benchmarks.streaming_latencies(sizes, batches):
+    for row in attention_benchmarks.streaming_latencies(sizes, batches):
         dense, faiss = row["dense_seconds"], row["faiss_seconds"]
         scans = " / ".join(f"{1000 * row[name]:.1f}" for name in ("scan_qk", "scan_kq", "scan_numpy"))
         print(
@@ -363,7 +365,7 @@ def scale_suite():
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with tempfile.TemporaryDirectory() as export_root:
-        for row in benchmarks.export_latencies(FLAGS.model_dir, sizes, batches, export_root):
+        for row in serving_benchmarks.export_latencies(FLAGS.model_dir, sizes, batches, export_root):
             print(
                 f"| {row['database_size']} | {row['attention']} | {row['key_dtype']} | {row['batch_size']} | "
                 f"{row['export_bytes'] / gib:.3f} | {row['database_bytes'] / gib:.3f} | "
