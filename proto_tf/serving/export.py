@@ -273,22 +273,7 @@ def export_model_dir(
         shard_entries = DEFAULT_SHARD_ENTRIES
     # Checked before the run is read: a bad option costs no loading.
     options = ExportOptions(top_k, max_batch_size, stream_above, key_dtype, shard_entries)
-    _check_model_name(model_name)
-    if part is not None and (target_accuracy is not None or target_coverage is not None):
-        raise ConfigError(
-            "--shard with --target_accuracy / --target_coverage: a shard's own confidence is not the "
-            "merged one; calibrate on the router's merged answers instead."
-        )
-    if infer_database_size is not None:
-        _check_positive(infer_database_size=infer_database_size)
-    targets = {"target_accuracy": target_accuracy, "target_coverage": target_coverage}
-    for name, value in targets.items():
-        if value is not None and not 0.0 < value < 1.0:
-            raise ConfigError(f"--{name}={value} must be in (0, 1), e.g. --{name}=0.95.")
-    if target_accuracy is not None and target_coverage is not None:
-        raise ConfigError("give one of --target_accuracy and --target_coverage, not both.")
-    if not 0.0 < calibration_delta < 1.0:
-        raise ConfigError(f"--calibration_delta={calibration_delta} must be in (0, 1), e.g. 0.05.")
+    _check_request(model_name, part, infer_database_size, target_accuracy, target_coverage, calibration_delta)
     status = run_store.run_status(model_dir)
     if not status.finished and checkpoint != "last":
         raise RunDirectoryError(
@@ -304,21 +289,17 @@ def export_model_dir(
         + (f"; the run is unfinished: {status.describe()})." if not status.finished else ").")
     )
     database = None
-    if database_path is not None and model.uses_database:
-        database_split = info.kind.read_database(database_path, info, dataset.class_names)
-        database = encode_database(model, serving_preprocess, database_split, key_dtype=key_dtype)
-    elif model.uses_database:
-        size = infer_database_size or config.infer_database_size
-        check_against_data(dataclasses.replace(config, infer_database_size=size), len(dataset.train))
-        database_split = inference_database(dataset.train, size, config.seed, info.class_shares)
-        database = encode_database(model, dataset.preprocess, database_split, key_dtype=key_dtype)
-    if part is not None and database is not None:
-        database = _shard_of(model, database, *part, key_dtype)
+    if model.uses_database:
+        database = _database_of_run(
+            model, config, dataset, (info, serving_preprocess), database_path, infer_database_size, key_dtype
+        )
+        database = _shard_of(model, database, *part, key_dtype) if part is not None else database
     calibration = None
     if target_accuracy is not None or target_coverage is not None:
         calibration = _calibrate(model, dataset, config, target_accuracy, target_coverage, calibration_delta, report)
     name = model_name or os.path.basename(os.path.normpath(model_dir))
     requests = _warmup_requests(config, info) if warmup.serving_protos_available() else []
+    identity = {**run_directory.run_identity(model_dir), "checkpoint": os.path.basename(checkpoint_path), "step": step}
 
     def write(path):
         export_saved_model(
@@ -335,10 +316,7 @@ def export_model_dir(
             options.shard_entries,
             tracked_layers,
         )
-        json_files.write_json(
-            os.path.join(path, RUN_FILE),
-            {**run_directory.run_identity(model_dir), "checkpoint": os.path.basename(checkpoint_path), "step": step},
-        )
+        json_files.write_json(os.path.join(path, RUN_FILE), identity)
         if requests:
             warmup.write_warmup_requests(path, requests, name)
 
@@ -349,6 +327,41 @@ def export_model_dir(
     written = os.path.join(target, warmup.WARMUP_FILE) if requests else None
     report(warmup.describe(target, estimate, len(database) if database else 0, max_batch_size, written))
     return target
+
+
+def _check_request(model_name, part, infer_database_size, target_accuracy, target_coverage, calibration_delta):
+    """A ConfigError for export options that do not fit together or are out of range."""
+    _check_model_name(model_name)
+    if part is not None and (target_accuracy is not None or target_coverage is not None):
+        raise ConfigError(
+            "--shard with --target_accuracy / --target_coverage: a shard's own confidence is not the "
+            "merged one; calibrate on the router's merged answers instead."
+        )
+    if infer_database_size is not None:
+        _check_positive(infer_database_size=infer_database_size)
+    targets = {"target_accuracy": target_accuracy, "target_coverage": target_coverage}
+    for name, value in targets.items():
+        if value is not None and not 0.0 < value < 1.0:
+            raise ConfigError(f"--{name}={value} must be in (0, 1), e.g. --{name}=0.95.")
+    if target_accuracy is not None and target_coverage is not None:
+        raise ConfigError("give one of --target_accuracy and --target_coverage, not both.")
+    if not 0.0 < calibration_delta < 1.0:
+        raise ConfigError(f"--calibration_delta={calibration_delta} must be in (0, 1), e.g. 0.05.")
+
+
+def _database_of_run(model, config, dataset, raw_inputs, database_path, infer_database_size, key_dtype):
+    """The export's encoded database: every labelled example of `database_path` (its
+    rows the prototype indices), else the run's fixed-seed inference sample of
+    `infer_database_size` (default D_infer) training examples. `raw_inputs` is
+    `(info, preprocess)` of the raw inputs a database file holds (`_raw_inputs_of`)."""
+    info, serving_preprocess = raw_inputs
+    if database_path is not None:
+        database_split = info.kind.read_database(database_path, info, dataset.class_names)
+        return encode_database(model, serving_preprocess, database_split, key_dtype=key_dtype)
+    size = infer_database_size or config.infer_database_size
+    check_against_data(dataclasses.replace(config, infer_database_size=size), len(dataset.train))
+    database_split = inference_database(dataset.train, size, config.seed, info.class_shares)
+    return encode_database(model, dataset.preprocess, database_split, key_dtype=key_dtype)
 
 
 def _raw_inputs_of(dataset):

@@ -157,44 +157,24 @@ class ExperimentConfig:
 
     def __post_init__(self):
         """Checks every value before any work; a bad one raises ConfigError naming its flag."""
-        self._check_backbone()
+        # Lists given by a caller become tuples (hashable, as stored in config.json);
+        # the configuration is frozen after this.
+        for name in ("dense_units", "vdcnn_block_filters", *USER_DATA_FIELDS):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        _check_backbone(self)
+        self._check_attention()
+        self._check_training()
+        self._check_encoders()
+        self._check_data()
+
+    def _check_attention(self):
+        """The model's attention settings (`AttentionSettings` checks them again, for
+        models built without a configuration)."""
         if self.attention not in ATTENTIONS:
             raise ConfigError(f"--attention={self.attention!r} is not valid; valid: {', '.join(ATTENTIONS)}.")
-        for name in (
-            "train_steps",
-            "batch_size",
-            "train_database_size",
-            "infer_database_size",
-            "decay_steps",
-            "checkpoint_every",
-            "eval_every",
-            "log_every",
-            "eval_batch_size",
-            "attention_size",
-            "value_size",
-            "resnet_depth",
-            "resnet_filters",
-            "vdcnn_first_filters",
-            "lstm_embedding_size",
-        ):
+        for name in ("attention_size", "value_size"):
             _check(self, name, getattr(self, name) > 0, "must be a positive integer")
-        for name in ("dense_units", "vdcnn_block_filters"):
-            _check(
-                self,
-                name,
-                len(getattr(self, name)) > 0 and all(size > 0 for size in getattr(self, name)),
-                "must be positive integers",
-            )
-        _check(self, "seed", 0 <= self.seed < 2**32, "must be an integer in [0, 2**32)")
-        _check(self, "model_dir", bool(self.model_dir and self.model_dir.strip()), "must name a folder")
-        for name in ("learning_rate", "clip_value"):
-            _check(
-                self,
-                name,
-                math.isfinite(getattr(self, name)) and getattr(self, name) > 0,
-                "must be a finite number > 0",
-            )
-        _check(self, "decay_rate", 0 < self.decay_rate <= 1, "must be in (0, 1]")
         _check(self, "sparsity_weight", 0 <= self.sparsity_weight < math.inf, "must be >= 0")
         _check(self, "matching_loss_weight", 0 <= self.matching_loss_weight < math.inf, "must be >= 0")
         _check(self, "cosine_scale", 0 <= self.cosine_scale < math.inf, "must be >= 0 (0: the paper's dot product)")
@@ -235,10 +215,31 @@ class ExperimentConfig:
             0 <= self.alpha_min <= self.alpha_max <= 1,
             f"must satisfy 0 <= alpha_min <= alpha_max ({self.alpha_max}) <= 1",
         )
-        _check(self, "label_noise", 0 <= self.label_noise < 1, "must be in [0, 1)")
-        _check(self, "validation_fraction", 0 <= self.validation_fraction < 1, "must be in [0, 1)")
-        for name in ("lstm_dropout", "encoder_dropout"):
-            _check(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
+
+    def _check_training(self):
+        """The optimiser, the schedule, the databases of a step and the run's bookkeeping."""
+        for name in (
+            "train_steps",
+            "batch_size",
+            "train_database_size",
+            "infer_database_size",
+            "decay_steps",
+            "checkpoint_every",
+            "eval_every",
+            "log_every",
+            "eval_batch_size",
+        ):
+            _check(self, name, getattr(self, name) > 0, "must be a positive integer")
+        _check(self, "seed", 0 <= self.seed < 2**32, "must be an integer in [0, 2**32)")
+        _check(self, "model_dir", bool(self.model_dir and self.model_dir.strip()), "must name a folder")
+        for name in ("learning_rate", "clip_value"):
+            _check(
+                self,
+                name,
+                math.isfinite(getattr(self, name)) and getattr(self, name) > 0,
+                "must be a finite number > 0",
+            )
+        _check(self, "decay_rate", 0 < self.decay_rate <= 1, "must be in (0, 1]")
         _check(self, "weight_decay", 0 <= self.weight_decay < math.inf, "must be >= 0")
         _check(self, "batchnorm_batches", self.batchnorm_batches >= 0, "must be >= 0")
         _check(
@@ -253,13 +254,25 @@ class ExperimentConfig:
             0 <= self.candidate_refresh <= self.train_database_size,
             f"must be in [0, train_database_size={self.train_database_size}]",
         )
-        # Lists given by a caller become tuples (hashable, as stored in config.json);
-        # the configuration is frozen after this.
+
+    def _check_encoders(self):
+        """The Appendix A encoders' sizes and dropouts."""
+        for name in ("resnet_depth", "resnet_filters", "vdcnn_first_filters", "lstm_embedding_size"):
+            _check(self, name, getattr(self, name) > 0, "must be a positive integer")
         for name in ("dense_units", "vdcnn_block_filters"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        for name in USER_DATA_FIELDS:
-            if isinstance(getattr(self, name), list):
-                object.__setattr__(self, name, tuple(getattr(self, name)))
+            _check(
+                self,
+                name,
+                len(getattr(self, name)) > 0 and all(size > 0 for size in getattr(self, name)),
+                "must be positive integers",
+            )
+        for name in ("lstm_dropout", "encoder_dropout"):
+            _check(self, name, 0 <= getattr(self, name) < 1, "must be in [0, 1)")
+
+    def _check_data(self):
+        """The data's options: noise, splits, a user's files, text and image shapes."""
+        _check(self, "label_noise", 0 <= self.label_noise < 1, "must be in [0, 1)")
+        _check(self, "validation_fraction", 0 <= self.validation_fraction < 1, "must be in [0, 1)")
         _check(self, "max_categories", self.max_categories > 0, "must be a positive integer")
         _check(self, "test_fraction", 0 < self.test_fraction < 1, "must be in (0, 1)")
         for name, datasets in USER_DATA_FIELDS.items():
@@ -290,47 +303,6 @@ class ExperimentConfig:
             "must be two positive integers H,W (or empty: the images' own size)",
         )
 
-    def _check_backbone(self):
-        _check(
-            self, "backbone_pooling", self.backbone_pooling in POOLINGS, f"is not valid; valid: {', '.join(POOLINGS)}"
-        )
-        _check(
-            self,
-            "feature_dtype",
-            self.feature_dtype in FEATURE_DTYPES,
-            f"is not valid; valid: {', '.join(FEATURE_DTYPES)}",
-        )
-        _check(
-            self,
-            "backbone_learning_rate_scale",
-            0 < self.backbone_learning_rate_scale < math.inf,
-            "must be a number > 0 (0.1: the backbone learns at a tenth of the heads' rate)",
-        )
-        if not self.backbone:
-            for name in ("backbone_pooling", "feature_dtype", "backbone_trainable"):
-                default = ExperimentConfig.__dataclass_fields__[name].default
-                _check(
-                    self, name, getattr(self, name) == default, f"applies with --backbone only; leave it at {default!r}"
-                )
-        if not self.backbone_trainable:
-            _check(
-                self,
-                "backbone_learning_rate_scale",
-                self.backbone_learning_rate_scale == 0.1,
-                "applies with --backbone_trainable only; leave it at 0.1",
-            )
-        else:
-            _check(
-                self,
-                "feature_dtype",
-                self.feature_dtype == "float32",
-                "applies to cached features; a fine-tuned backbone (--backbone_trainable) caches none",
-            )
-        if self.backbone:
-            # A backbone's BatchNorm layers stay in inference mode (keras-hub's advice);
-            # re-estimating their statistics would change the pretrained model.
-            _check(self, "batchnorm_batches", self.batchnorm_batches == 0, "must be 0 with --backbone")
-
     @property
     def dataset_reads_user_files(self) -> bool:
         return dataset_info(self.dataset).user_data
@@ -340,6 +312,49 @@ class ExperimentConfig:
         options of the dataset's kind, from this configuration."""
         info = dataset_info(self.dataset)
         return info.kind.user_options(self) if info.user_data else None
+
+
+def _check_backbone(config: ExperimentConfig) -> None:
+    """The pretrained backbone's options: each applies only with the one it needs."""
+    _check(
+        config, "backbone_pooling", config.backbone_pooling in POOLINGS, f"is not valid; valid: {', '.join(POOLINGS)}"
+    )
+    _check(
+        config,
+        "feature_dtype",
+        config.feature_dtype in FEATURE_DTYPES,
+        f"is not valid; valid: {', '.join(FEATURE_DTYPES)}",
+    )
+    _check(
+        config,
+        "backbone_learning_rate_scale",
+        0 < config.backbone_learning_rate_scale < math.inf,
+        "must be a number > 0 (0.1: the backbone learns at a tenth of the heads' rate)",
+    )
+    if not config.backbone:
+        for name in ("backbone_pooling", "feature_dtype", "backbone_trainable"):
+            default = ExperimentConfig.__dataclass_fields__[name].default
+            _check(
+                config, name, getattr(config, name) == default, f"applies with --backbone only; leave it at {default!r}"
+            )
+    if not config.backbone_trainable:
+        _check(
+            config,
+            "backbone_learning_rate_scale",
+            config.backbone_learning_rate_scale == 0.1,
+            "applies with --backbone_trainable only; leave it at 0.1",
+        )
+    else:
+        _check(
+            config,
+            "feature_dtype",
+            config.feature_dtype == "float32",
+            "applies to cached features; a fine-tuned backbone (--backbone_trainable) caches none",
+        )
+    if config.backbone:
+        # A backbone's BatchNorm layers stay in inference mode (keras-hub's advice);
+        # re-estimating their statistics would change the pretrained model.
+        _check(config, "batchnorm_batches", config.batchnorm_batches == 0, "must be 0 with --backbone")
 
 
 def _check(config, name, valid, rule):
