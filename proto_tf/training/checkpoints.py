@@ -10,7 +10,12 @@ depend on what else the process created. A different architecture fails to resto
 on the first shape that differs.
 """
 
+import os
+
 import tensorflow as tf
+
+from proto_tf.errors import RunDirectoryError, first_line
+from proto_tf.training import run_directory
 
 
 def _by_position(variables):
@@ -34,3 +39,24 @@ def make_checkpoint(model, optimizer=None, run_state=None):
     if run_state:
         objects["run"] = dict(run_state)
     return tf.train.Checkpoint(**objects)
+
+
+def save_checkpoint(manager: tf.train.CheckpointManager, step: int, write_dir: str) -> None:
+    """Saves a checkpoint of `step`; a full disk or an unwritable folder stops the run
+    with one line saying that the earlier checkpoints (in `write_dir`) are intact."""
+    try:
+        manager.save(checkpoint_number=step)
+    except (
+        tf.errors.ResourceExhaustedError,
+        tf.errors.PermissionDeniedError,
+        tf.errors.UnavailableError,
+        OSError,
+    ) as error:
+        kept = run_directory.checkpoint_paths(os.path.join(write_dir, "checkpoints"))
+        raise RunDirectoryError(
+            f"could not save the checkpoint of step {step} in {manager.directory} "
+            f"({first_line(error)}). The earlier checkpoints are intact "
+            f"({', '.join(os.path.basename(p) for p in kept) or 'none yet'}): free space "
+            "(or fix the folder) and run the same command again to resume exactly from "
+            f"{os.path.basename(kept[0]) if kept else 'step 0'}."
+        ) from None

@@ -218,3 +218,39 @@ def check_same_data(model_dir: str, fingerprint: dict, data_dir: str | None, run
             f"({'; '.join(differences)}; the run read {run_data_dir}). Give the run's data (its "
             "standardisation, classes and prototypes come from it), or train into another --model_dir."
         )
+
+
+def stored_data_dir(model_dir: str, config_file: str) -> str | None:
+    """The `--data_dir` a run in `model_dir` was trained with (None: no run yet)."""
+    path = os.path.join(model_dir, config_file)
+    if not os.path.isfile(path):
+        return None
+    return read_json(path, "the run's flags").get("data_dir")
+
+
+def finished_summary(model_dir: str, summary_file: str, start: int, train_steps: int) -> dict | None:
+    """The run's summary when it has finished at step `start`: it reached
+    `train_steps`, or a callback stopped it there (None otherwise, or when the file is
+    unreadable: the final evaluation is then made again)."""
+    path = os.path.join(model_dir, summary_file)
+    if not start or not os.path.isfile(path):
+        return None
+    try:
+        summary = read_json(path, "the run's final results")
+    except RunDirectoryError as error:
+        print(f"warning: {error} The final evaluation is made again and the file rewritten.")
+        return None
+    done = start == train_steps or summary.get("stopped_by_callback_at") == start
+    return summary if done and summary.get("steps") == start else None
+
+
+def read_best(write_dir: str, best_file: str) -> dict | None:
+    """The validation result of the run's best checkpoint, or None before the first."""
+    path = os.path.join(write_dir, best_file)
+    if os.path.exists(path):
+        return read_json(
+            path,
+            f"the validation result of the best checkpoint in {write_dir}/best; restore "
+            "it, or move it and that folder away to resume without the earlier best",
+        )
+    return None

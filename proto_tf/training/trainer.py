@@ -17,9 +17,9 @@ from proto_tf.data import candidates
 from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.registry import dataset_info
 from proto_tf.errors import ConfigError, RunDirectoryError, first_line
-from proto_tf.training import batchnorm, distribute, features, health, run_directory
+from proto_tf.training import batchnorm, distribute, features, health, run_directory, summaries
 from proto_tf.training import config as config_lib
-from proto_tf.training.checkpoints import make_checkpoint
+from proto_tf.training.checkpoints import make_checkpoint, save_checkpoint
 from proto_tf.training.config import ExperimentConfig
 from proto_tf.training.progress import TRAIN_TAGS, ConsoleProgress, hparams, tagged, validation_tags
 from proto_tf.training.run_store import CONFIG_FILE, SUMMARY_FILE, load_experiment_dataset
@@ -237,18 +237,19 @@ class Trainer:
             # A fine-tuned backbone's features are standardised by the training split's
             # statistics under its pretrained weights (as the frozen path's).
             features.set_feature_scaling(self.model, self.dataset.train)
-        finished = self._finished_summary(start)
+        finished = run_directory.finished_summary(config.model_dir, SUMMARY_FILE, start, config.train_steps)
         if finished is not None:
             print(f"The run in {config.model_dir} has finished {start} steps; nothing to do.")
             return finished
         if self.is_chief:
             fingerprint = run_directory.data_fingerprint(self.dataset)
             if start:
-                run_directory.check_same_data(config.model_dir, fingerprint, config.data_dir, self._stored_data_dir())
+                stored = run_directory.stored_data_dir(config.model_dir, CONFIG_FILE)
+                run_directory.check_same_data(config.model_dir, fingerprint, config.data_dir, stored)
             json_files.write_json(os.path.join(config.model_dir, run_directory.DATA_FILE), fingerprint)
             json_files.write_json(os.path.join(config.model_dir, CONFIG_FILE), dataclasses.asdict(config))
-        best_state = self._read_best()
-        writers = self._summary_writers()
+        best_state = run_directory.read_best(self.write_dir, BEST_FILE)
+        writers = summaries.summary_writers(config.model_dir) if self.is_chief else {}
         if start:
             print(f"Resuming from step {start} ({self.restored_path}).")
         elif "train" in writers:
@@ -259,26 +260,6 @@ class Trainer:
         summary = self._final_summary(start, best_state)
         self._cleanup()
         return summary
-
-    def _stored_data_dir(self):
-        path = os.path.join(self.config.model_dir, CONFIG_FILE)
-        if not os.path.isfile(path):
-            return None
-        return json_files.read_json(path, "the run's flags").get("data_dir")
-
-    def _finished_summary(self, start):
-        """The run's summary.json when it has finished at `start`: it reached
-        train_steps, or a callback stopped it there."""
-        path = os.path.join(self.config.model_dir, SUMMARY_FILE)
-        if not start or not os.path.isfile(path):
-            return None
-        try:
-            summary = json_files.read_json(path, "the run's final results")
-        except RunDirectoryError as error:
-            print(f"warning: {error} The final evaluation is made again and the file rewritten.")
-            return None
-        done = start == self.config.train_steps or summary.get("stopped_by_callback_at") == start
-        return summary if done and summary.get("steps") == start else None
 
     def _run_steps(self, start, writers, best_state):
         """Steps `start + 1 .. train_steps` with logging, checkpoints and validation;
@@ -309,7 +290,7 @@ class Trainer:
                 scalars["steps_per_second"] = (step - window[1]) / (time.time() - window[0])
                 # Keras returns the schedule's value at the current step.
                 scalars["learning_rate"] = float(tf.identity(self.optimizer.learning_rate))
-                self._write(writers, "train", tagged(scalars, TRAIN_TAGS), step)
+                summaries.write_scalars(writers, "train", tagged(scalars, TRAIN_TAGS), step)
                 progress.train(step, scalars)
                 hub_watch.check(step, scalars)
                 callbacks.on_train_batch_end(step, scalars)
@@ -319,7 +300,7 @@ class Trainer:
             save_due = save_due or step % config.checkpoint_every == 0
             if save_due and monitor.safe_to_save():
                 self.train_seconds.assign(seconds_before + time.time() - started)
-                self._save(self.latest, step)
+                save_checkpoint(self.latest, step, self.write_dir)
                 save_due = False
             if self.dataset.validation is not None and (step % config.eval_every == 0 or step == config.train_steps):
                 best_state = self._validate(step, writers, best_state)
@@ -332,53 +313,24 @@ class Trainer:
         callbacks.on_train_end()
         self.reestimate_batchnorm()  # The last checkpoint is what gets evaluated and exported.
         self.train_seconds.assign(seconds_before + time.time() - started)
-        self._save(self.latest, step)
+        save_checkpoint(self.latest, step, self.write_dir)
         return best_state
-
-    def _save(self, manager, step):
-        """Saves a checkpoint of `step`; a full disk or an unwritable folder stops the
-        run with one line saying that the earlier checkpoints are intact."""
-        try:
-            manager.save(checkpoint_number=step)
-        except (
-            tf.errors.ResourceExhaustedError,
-            tf.errors.PermissionDeniedError,
-            tf.errors.UnavailableError,
-            OSError,
-        ) as error:
-            kept = run_directory.checkpoint_paths(os.path.join(self.write_dir, "checkpoints"))
-            raise RunDirectoryError(
-                f"could not save the checkpoint of step {step} in {manager.directory} "
-                f"({first_line(error)}). The earlier checkpoints are intact "
-                f"({', '.join(os.path.basename(p) for p in kept) or 'none yet'}): free space "
-                "(or fix the folder) and run the same command again to resume exactly from "
-                f"{os.path.basename(kept[0]) if kept else 'step 0'}."
-            ) from None
 
     def _validate(self, step, writers, best_state):
         result = self.last_validation = self.evaluate(self.dataset.validation)
-        self._write(writers, "validation", tagged(result, validation_tags(self.model.uses_database)), step)
+        summaries.write_scalars(writers, "validation", tagged(result, validation_tags(self.model.uses_database)), step)
         self.progress.validation(step, result)
         if self.info.kind.examples_are_images and self.model.uses_database and "validation" in writers:
-            self._write_prototype_images(writers["validation"], step)
+            inputs = self.dataset.validation.inputs[:4]
+            summaries.write_prototype_images(
+                writers["validation"], step, self.model, self.dataset.preprocess, inputs, self.inference_split.inputs
+            )
         if best_state is None or result["accuracy"] > best_state["accuracy"]:
             best_state = {"step": step, **result}
-            self._save(self.best, step)
+            save_checkpoint(self.best, step, self.write_dir)
             if self.is_chief:
                 json_files.write_json(os.path.join(self.write_dir, BEST_FILE), best_state)
         return best_state
-
-    def _write_prototype_images(self, writer, step, examples=4, prototypes=3):
-        """Validation images next to their top prototypes (the database is set)."""
-        inputs = self.dataset.validation.inputs[:examples]
-        weights = self.model(self.dataset.preprocess(inputs), training=False)["weights"]
-        top = tf.math.top_k(weights, k=min(prototypes, weights.shape[-1]))
-        rows = []
-        for image, indices in zip(inputs, top.indices.numpy()):
-            rows.append(tf.concat([image] + [self.inference_split.inputs[i] for i in indices], axis=1))
-        description = "; ".join("weights " + ", ".join(f"{w:.2f}" for w in row) for row in top.values.numpy())
-        with writer.as_default(step=step):
-            tf.summary.image("input_and_prototypes", tf.stack(rows), max_outputs=examples, description=description)
 
     def _final_summary(self, start, best_state):
         summary = {
@@ -401,33 +353,6 @@ class Trainer:
         if self.is_chief:
             json_files.write_json(os.path.join(self.config.model_dir, SUMMARY_FILE), summary)
         return summary
-
-    def _read_best(self):
-        path = os.path.join(self.write_dir, BEST_FILE)
-        if os.path.exists(path):
-            return json_files.read_json(
-                path,
-                f"the validation result of the best checkpoint in {self.write_dir}/best; restore "
-                "it, or move it and that folder away to resume without the earlier best",
-            )
-        return None
-
-    def _summary_writers(self):
-        if not self.is_chief:
-            return {}
-        return {
-            name: tf.summary.create_file_writer(os.path.join(self.config.model_dir, "logs", name))
-            for name in ("train", "validation")
-        }
-
-    @staticmethod
-    def _write(writers, name, scalars, step):
-        if name not in writers:
-            return
-        with writers[name].as_default(step=step):
-            for key, value in scalars.items():  # Numbers only: `progress.tagged` drops None.
-                tf.summary.scalar(key, value)
-            writers[name].flush()
 
     def _cleanup(self):
         if not self.is_chief:
