@@ -279,6 +279,44 @@ def test_label_noise_uses_a_datasets_per_level_flagfile_where_one_exists(tmp_pat
     assert table_2.train_steps == experiment_flags.config_for(["--experiment=fashion_mnist_baseline"]).train_steps
 
 
+def test_each_experiment_file_holds_only_what_its_row_changes():
+    """Every dataset has its shared settings in flags/datasets/ (and a CPU-sized variant);
+    an experiment's own file restates none of them."""
+    import glob
+
+    from proto_tf.data.registry import DATASETS
+
+    root = experiment_flags.FLAGS_DIR
+    for dataset in DATASETS:
+        for folder in ("datasets", "small"):
+            assert os.path.isfile(os.path.join(root, folder, dataset + ".cfg")), (folder, dataset)
+    for path in glob.glob(os.path.join(root, "*.cfg")):
+        lines = {line.strip() for line in open(path) if line.startswith("--")}
+        dataset = next(line.split("=", 1)[1] for line in lines if line.startswith("--dataset="))
+        shared = {line.strip() for line in open(os.path.join(root, "datasets", dataset + ".cfg"))}
+        assert not (lines - {f"--dataset={dataset}"}) & shared, path
+
+
+def test_a_dataset_whose_rows_differ_only_in_the_attention_needs_no_row_files(capsys):
+    # Fruits: flags/datasets/fruits.cfg alone, whatever the attention; `--experiment=fruits_A`
+    # still names its rows, an unknown name is one line listing the valid ones.
+    for args in (["--dataset=fruits", "--attention=softmax"], ["--experiment=fruits_softmax"]):
+        config = experiment_flags.config_for(args)
+        assert (config.attention, config.learning_rate, config.train_steps, config.resnet_depth) == (
+            "softmax",
+            0.001,
+            100000,
+            32,
+        )
+        assert config.model_dir == os.path.join("runs", "fruits_softmax")
+    assert experiment_flags.config_for(["--experiment=fruits_baseline"]).attention == "none"
+    assert experiment_flags.config_for(["--dataset=fruits", "--attention=entmax15", "--small"]).resnet_depth == 8
+    with pytest.raises(SystemExit):
+        experiment_flags.config_for(["--experiment=fruits_cosine"])
+    error = capsys.readouterr().err
+    assert error.startswith("error: no flagfile") and "adult_softmax" in error and error.count("\n") == 1
+
+
 def test_every_experiment_reads_the_shared_paper_settings_first(tmp_path, monkeypatch):
     """flags/base/paper.cfg (batch 128, clip 20, attention size 16) is read before each
     experiment's flagfile, which no longer restates it and may override it."""

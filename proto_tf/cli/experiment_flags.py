@@ -1,8 +1,12 @@
 """absl flags for an ExperimentConfig, with the experiment's flagfile loaded first.
 
-`--dataset=D --attention=A` loads `flags/D_A.cfg` (`D_baseline.cfg` for
-attention=none), or `--experiment=NAME` loads `flags/NAME.cfg`; `--small` adds
-`flags/small/D.cfg`. Flags given on the command line override both.
+Read in this order, each overriding the one before: `flags/base/paper.cfg` (what every
+experiment of the paper shares), `flags/datasets/D.cfg` (what every experiment of dataset D
+shares), the experiment's own file, `flags/small/D.cfg` with `--small`, then the command
+line. The experiment's own file is `flags/NAME.cfg` for `--experiment=NAME`; for
+`--dataset=D --attention=A` it is `flags/D_A.cfg` (`D_baseline.cfg` for attention=none),
+holding only what that row of the paper changes, and where D has none for A (a dataset whose
+rows differ only in the attention) the dataset's file alone is read.
 """
 
 import dataclasses
@@ -153,7 +157,7 @@ def define_flags(flag_values):
     flags.DEFINE_string(
         "experiment",
         None,
-        "Flagfile name in flags/ (default <dataset>_<attention>).",
+        "Flagfile name in flags/ (default <dataset>_<attention>, where the dataset has one).",
         flag_values=flag_values,
     )
     flags.DEFINE_bool("small", False, "Apply flags/small/<dataset>.cfg: a CPU-sized run.", flag_values=flag_values)
@@ -203,13 +207,26 @@ def _parse_with_flagfiles(argv, user):
         )
     name = user.experiment or _default_experiment(user.dataset, user.attention)
     flagfile = os.path.join(FLAGS_DIR, name + ".cfg")
-    if not os.path.isfile(flagfile):
-        valid = sorted(f[:-4] for f in os.listdir(FLAGS_DIR) if f.endswith(".cfg"))
-        _exit_usage(f"no flagfile {flagfile}; valid experiments: {', '.join(valid)}.")
+    if os.path.isfile(flagfile):
+        stated = _stated_dataset_and_attention(flagfile)
+    elif user.experiment:
+        # `D_A` of a dataset whose rows differ only in the attention: its file alone.
+        stated = _dataset_and_attention_of(name)
+        if stated is None:
+            valid = sorted(f[:-4] for f in os.listdir(FLAGS_DIR) if f.endswith(".cfg"))
+            _exit_usage(
+                f"no flagfile {flagfile}; valid experiments: {', '.join(valid)} (or <dataset>_<attention> "
+                "for a dataset of flags/datasets/ without a file for that attention)."
+            )
+    else:
+        stated = {}
     if user.experiment:
-        _check_experiment_agrees(user, flagfile)
-    # The settings all experiments share first, then the experiment's own.
-    prefix = [f"--flagfile={os.path.join(FLAGS_DIR, 'base', 'paper.cfg')}", f"--flagfile={flagfile}"]
+        _check_experiment_agrees(user, flagfile, stated)
+    dataset = stated.get("dataset", user.dataset)
+    # The settings all experiments share first, then the dataset's, then the experiment's own.
+    prefix = [f"--flagfile={os.path.join(FLAGS_DIR, 'base', 'paper.cfg')}"]
+    prefix.append(f"--flagfile={os.path.join(FLAGS_DIR, 'datasets', dataset + '.cfg')}")
+    prefix += [f"--flagfile={flagfile}"] if os.path.isfile(flagfile) else [f"--{k}={v}" for k, v in stated.items()]
     user.unparse_flags()
     user([argv[0]] + prefix + argv[1:], known_only=True)
     if user.small:
@@ -218,13 +235,28 @@ def _parse_with_flagfiles(argv, user):
     return user([argv[0]] + prefix + argv[1:])
 
 
-def _check_experiment_agrees(user, flagfile):
-    """Refuses a --dataset or --attention on the command line that contradicts the
-    experiment's flagfile (its other flags would be mixed into another dataset's run)."""
+def _dataset_and_attention_of(name):
+    """`{"dataset": D, "attention": A}` for an experiment name `D_A` (`D_baseline`: none)
+    of a dataset with a file in flags/datasets/, else None."""
+    for dataset in DATASETS:
+        row = name[len(dataset) + 1 :] if name.startswith(dataset + "_") else None
+        attention = "none" if row == "baseline" else row
+        if attention in ATTENTIONS and os.path.isfile(os.path.join(FLAGS_DIR, "datasets", dataset + ".cfg")):
+            return {"dataset": dataset, "attention": attention}
+    return None
+
+
+def _stated_dataset_and_attention(flagfile):
+    """`{"dataset": ..., "attention": ...}` as an experiment's flagfile sets them."""
     with open(flagfile) as handle:
-        stated = dict(
+        return dict(
             line.strip()[2:].split("=", 1) for line in handle if line.startswith(("--dataset=", "--attention="))
         )
+
+
+def _check_experiment_agrees(user, flagfile, stated):
+    """Refuses a --dataset or --attention on the command line that contradicts the
+    experiment's flagfile (its other flags would be mixed into another dataset's run)."""
     for name in ("dataset", "attention"):
         if user[name].present and name in stated and user[name].value != stated[name]:
             _exit_usage(

@@ -121,7 +121,7 @@ def register_dataset(info: DatasetInfo, load: Callable) -> None:
     Split, test Split, class names)` in stored form (uint8 images, character codes or
     feature vectors); `info` says what the inputs are. Training, evaluation, export,
     predict and explain then take `dataset=info.name` like the paper's datasets (the
-    command line also needs `flags/<name>_<attention>.cfg`)."""
+    command line also needs `flags/datasets/<name>.cfg`)."""
     if info.name in DATASETS:
         raise ValueError(f"a dataset named {info.name!r} exists already.")
     DATASETS[info.name] = dataclasses.replace(info, loader=load)
