@@ -29,7 +29,13 @@ setuptools.setup(
     version=VERSION,
     description=("Attention-based prototypical learning (ProtoAttend) in Keras 3 / TensorFlow 2."),
     packages=setuptools.find_packages(include=["proto_tf", "proto_tf.*"])
-    + ["proto_tf.flagfiles", "proto_tf.flagfiles.base", "proto_tf.flagfiles.datasets", "proto_tf.flagfiles.small", "proto_tf.adult_data"],
+    + [
+        "proto_tf.flagfiles",
+        "proto_tf.flagfiles.base",
+        "proto_tf.flagfiles.datasets",
+        "proto_tf.flagfiles.small",
+        "proto_tf.adult_data",
+    ],
     package_dir={
         "proto_tf.flagfiles": "flags",
         "proto_tf.flagfiles.base": "flags/base",
