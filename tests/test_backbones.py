@@ -18,8 +18,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from data_files import write_learnable_images, write_learnable_table, write_own_images
+from data_files import write_learnable_documents, write_learnable_images, write_learnable_table, write_own_images
 
+from proto_tf.data.text import ALPHABET
 from proto_tf.encoders.backbone import backbone_layers, load_backbone
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.training import features as features_lib
@@ -276,7 +277,7 @@ def test_bad_keras_files_and_misfit_backbones_say_what_is_wrong(tmp_path):
     with pytest.raises(ConfigError, match=r"does not take this data's inputs \(shape \(16, 16, 3\)\)"):
         load_backbone(str(tmp_path / "vectors.keras"), (16, 16, 3), "image")
     preset = write_preset(str(tmp_path / "preset"))
-    with pytest.raises(ConfigError, match="presets are used for image data here; this dataset holds tabular"):
+    with pytest.raises(ConfigError, match="presets are used for images and text here; this dataset holds tabular"):
         load_backbone(preset, (8,), "tabular")
     with pytest.raises(ConfigError, match="takes 3-channel images; the data has 2 channels"):
         load_backbone(preset, (16, 16, 2), "image")
@@ -436,6 +437,90 @@ def test_a_fine_tuned_export_answers_png_bytes_as_the_keras_model(fine_tuned, tm
     images = np.stack([tf.io.decode_png(open(f, "rb").read(), channels=3).numpy() for f in files])
     expected = tf.nn.softmax(model(dataset.preprocess(images), training=False)["logits"]).numpy()
     np.testing.assert_allclose(answer["probabilities"].numpy(), expected, atol=1e-5)
+
+
+def write_text_preset(folder, words, seed=0):
+    """A one-layer BERT and its classifier preprocessor, the tokenizer's vocabulary the
+    given words, saved as a preset (as a user's local copy of a hub preset)."""
+    keras.utils.set_random_seed(seed)
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=32)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocabulary),
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=32,
+        intermediate_dim=64,
+        max_sequence_length=32,
+    )
+    backbone.save_to_preset(folder)
+    preprocessor.save_to_preset(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_a_text_preset_learns_documents_from_keras_hubs_own_features(tmp_path):
+    import csv
+    import re
+
+    data_dir = write_learnable_documents(str(tmp_path / "data"), train=600, test=150)
+    with open(os.path.join(data_dir, "train.csv"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    words = sorted({w for row in rows for w in re.findall(r"[a-z]+|\.", f"{row['title']} {row['body']}".lower())})
+    preset = write_text_preset(str(tmp_path / "preset"), words)
+    model_dir = str(tmp_path / "run")
+    done = train(data_dir, model_dir, f"--backbone={preset}", dataset="text_csv", steps=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.load(open(os.path.join(model_dir, "summary.json")))
+    assert summary["test_best"]["accuracy"] > 0.8, summary["test_best"]  # 5 topics: chance 0.2.
+    # The cached test features are keras-hub's own: its preprocessor and backbone on the
+    # texts the stored character codes spell (decoded here with NumPy).
+    config = run_store.read_config(model_dir)
+    raw = run_store.load_experiment_dataset(config, model_dir).features.raw.test.inputs[:8]
+    alphabet = np.array([" ", *ALPHABET])
+    texts = ["".join(alphabet[row]) for row in raw]
+    preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(preset)
+    backbone = keras_hub.models.Backbone.from_preset(preset)
+    expected = backbone(preprocessor(tf.constant(texts)))["pooled_output"].numpy()
+    (cached_path,) = glob.glob(os.path.join(model_dir, "features", "test-*-float32.npy"))
+    np.testing.assert_allclose(np.load(cached_path)[:8], expected, atol=1e-5)
+    # The export is refused in one line: TF Serving cannot run the tokenizer's ops.
+    export = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "run", "export.py"),
+            f"--model_dir={model_dir}",
+            f"--export_dir={tmp_path}/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert export.returncode != 0 and "is a keras-hub text preset" in export.stderr
+    assert len(export.stderr.strip().splitlines()) == 1, export.stderr
+
+
+def test_text_presets_that_do_not_fit_say_why_in_one_line(tmp_path):
+    from proto_tf.data.registry import dataset_info
+    from proto_tf.training import builders
+
+    alphabet = "".join(ALPHABET)
+    with pytest.raises(ConfigError, match=r"takes images; this dataset holds text: give a keras-hub text preset\."):
+        load_backbone(write_preset(str(tmp_path / "image")), (448,), "text", alphabet=alphabet)
+    bare = str(tmp_path / "bare")  # A text backbone saved without its preprocessor.
+    keras_hub.models.BertBackbone(
+        vocabulary_size=8, num_layers=1, num_heads=1, hidden_dim=8, intermediate_dim=8, max_sequence_length=8
+    ).save_to_preset(bare)
+    with pytest.raises(ConfigError, match="no text preprocessor in the preset"):
+        load_backbone(bare, (448,), "text", alphabet=alphabet)
+    preset = write_text_preset(str(tmp_path / "text"), ["cat", "dog"])
+    config = ExperimentConfig(dataset="text_csv", backbone=preset, backbone_trainable=True, model_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="fine-tuning a text preset is not built"):
+        builders.build_encoder(config, dataset_info("text_csv"))
+    # Fitting: 448 stored characters, the preset's 32 tokens at most.
+    backbone = load_backbone(preset, (448,), "text", alphabet=alphabet)
+    assert backbone.feature_size == 32 and backbone.features.converter.preprocessor.sequence_length == 32
 
 
 def test_scaled_adam_moves_the_scaled_variables_at_that_share_of_adams_step():

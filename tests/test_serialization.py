@@ -126,6 +126,29 @@ def test_a_model_with_a_candidate_memory_keeps_it_in_a_keras_file(tmp_path):
     assert int(loaded.memory.writes.numpy()) == 9
 
 
+def test_a_text_presets_features_survive_a_keras_file(tmp_path):
+    # The tokenizer's vocabulary is a saved asset, not a config entry (keras-hub's way),
+    # so a text preset's feature layer round-trips through a `.keras` file only.
+    keras_hub = pytest.importorskip("keras_hub")
+    from proto_tf.encoders.backbone import TextPreparation
+
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cab", "bad", "a", "b"]
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=8)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocabulary),
+        num_layers=1,
+        num_heads=1,
+        hidden_dim=8,
+        intermediate_dim=8,
+        max_sequence_length=8,
+    )
+    layer = BackboneFeatures(backbone, TextPreparation("abc ", preprocessor))
+    codes = np.array([[1, 3, 2, 0, 0], [2, 1, 4, 0, 0], [1, 0, 0, 0, 0]], "int32")  # "acb", "bad"->"ba ", "a".
+    loaded = run_model_saving_test(layer, codes, tmp_path)
+    assert loaded.layers[-1].converter.preprocessor.tokenizer.get_vocabulary() == vocabulary
+
+
 def test_every_registered_class_is_covered_here():
     """A class registered later with `register_keras_serializable` fails this until it
     has a round-trip case above."""
@@ -140,6 +163,7 @@ def test_every_registered_class_is_covered_here():
         "ProtoAttend",
         "ScaledAdam",
         "CandidateMemory",
+        "TextPreparation",
     }
     assert registered == covered
 

@@ -16,12 +16,54 @@ import zipfile
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from proto_tf.array_hashing import arrays_sha256
 from proto_tf.errors import ConfigError
 
 POOLINGS = ("avg", "max")
 HUB_PREFIXES = ("kaggle://", "hf://", "modelscope://")
+
+
+@keras.saving.register_keras_serializable(package="proto_tf")
+class TextPreparation(keras.layers.Layer):
+    """Stored text (character codes of `alphabet`, `data.text.CharacterQuantizer`: code
+    i is the alphabet's i-th character, 0 outside it and padding) back to strings, then
+    a keras-hub text preset's `preprocessor` (its tokenizer, special tokens, padding).
+
+    The stored form is lower-cased and cut at the dataset's sequence length, so an
+    uncased preset sees the text it was trained on; characters outside the alphabet
+    become spaces.
+    """
+
+    def __init__(self, alphabet: str, preprocessor, **kwargs):
+        super().__init__(**kwargs)
+        self.alphabet = alphabet
+        self.preprocessor = preprocessor
+        self._characters = tf.constant([" "] + list(alphabet))
+
+    def call(self, codes):
+        texts = tf.strings.reduce_join(tf.gather(self._characters, tf.cast(codes, tf.int32)), axis=-1)
+        return self.preprocessor(texts)
+
+    def get_config(self):
+        # keras-hub keeps a tokenizer's vocabulary as a saved asset, read after the
+        # model is rebuilt (too late: rebuilding calls this layer); it is kept here.
+        return {
+            **super().get_config(),
+            "alphabet": self.alphabet,
+            "preprocessor": keras.saving.serialize_keras_object(self.preprocessor),
+            "vocabulary": list(self.preprocessor.tokenizer.get_vocabulary()),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        vocabulary = config.pop("vocabulary", None)
+        config["preprocessor"] = keras.saving.deserialize_keras_object(config["preprocessor"])
+        if vocabulary is not None:
+            config["preprocessor"].tokenizer.set_vocabulary(vocabulary)
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="proto_tf")
@@ -44,12 +86,16 @@ class BackboneFeatures(keras.layers.Layer):
         self.channels = channels
 
     def call(self, inputs):
+        if isinstance(self.converter, TextPreparation):  # Character codes -> token ids.
+            return self._pooled(self.backbone(self.converter(inputs), training=False))
         x = keras.ops.cast(inputs, "float32")
         if self.channels is not None and x.shape[-1] == 1 and self.channels > 1:
             x = keras.ops.repeat(x, self.channels, axis=-1)
         if self.converter is not None:
             x = self.converter(x)
-        features = self.backbone(x, training=False)
+        return self._pooled(self.backbone(x, training=False))
+
+    def _pooled(self, features):
         if isinstance(features, dict):  # keras-hub text backbones: the pooled output.
             features = features["pooled_output"]
         axes = tuple(range(1, len(features.shape) - 1))
@@ -94,20 +140,32 @@ class Backbone:
         )
 
 
-def load_backbone(spec: str, input_shape: tuple, kind: str, pooling: str = "avg", download: bool = False) -> Backbone:
+def load_backbone(
+    spec: str,
+    input_shape: tuple,
+    kind: str,
+    pooling: str = "avg",
+    download: bool = False,
+    alphabet: str | None = None,
+) -> Backbone:
     """The backbone `spec` names, checked against stored inputs of `input_shape` and
     `kind` ("image", "text", "tabular"); a ConfigError naming `--backbone` says what is
-    wrong and what is valid. Images are resized to the preset's size by its converter."""
+    wrong and what is valid. Images are resized to the preset's size by its converter;
+    text (character codes of `alphabet`) is turned back into strings and tokenized by
+    a text preset's preprocessor (`TextPreparation`)."""
     if pooling not in POOLINGS:
         raise ConfigError(f"--backbone_pooling={pooling!r} is not valid; valid: {', '.join(POOLINGS)}.")
+    channels = None
     if spec.endswith(".keras"):
         model, converter = _keras_file(spec), None
-        channels = None
+    elif kind == "text":
+        model, preprocessor = _text_preset(spec, download, input_shape[0])
+        converter = TextPreparation(alphabet, preprocessor, name="text_preparation")
     else:
         model, converter = _preset(spec, download)
         if kind != "image":
             raise ConfigError(
-                f"--backbone={spec}: keras-hub presets are used for image data here; this dataset holds "
+                f"--backbone={spec}: keras-hub presets are used for images and text here; this dataset holds "
                 f"{kind} data. Give a .keras model that maps its stored inputs to features."
             )
         channels = _image_channels(model, spec)
@@ -116,7 +174,7 @@ def load_backbone(spec: str, input_shape: tuple, kind: str, pooling: str = "avg"
                 f"--backbone={spec} takes {channels}-channel images; the data has {input_shape[-1]} channels."
             )
     features = BackboneFeatures(model, converter, pooling, channels, name="backbone_features")
-    probe = np.zeros((2, *input_shape), np.float32)
+    probe = np.zeros((2, *input_shape), np.int32 if kind == "text" else np.float32)
     try:
         output = features(probe)
     except (ValueError, TypeError) as error:
@@ -135,7 +193,11 @@ def load_backbone(spec: str, input_shape: tuple, kind: str, pooling: str = "avg"
 def weights_fingerprint(features: BackboneFeatures, input_shape: tuple) -> str:
     """sha256 of a feature layer's weights and its preprocessing settings."""
     settings = {"pooling": features.pooling, "channels": features.channels, "input_shape": list(input_shape)}
-    if features.converter is not None:
+    if isinstance(features.converter, TextPreparation):
+        tokenizer = features.converter.preprocessor.tokenizer
+        settings["text"] = {"alphabet": features.converter.alphabet, "vocabulary": tokenizer.get_vocabulary()}
+        settings["sequence_length"] = features.converter.preprocessor.sequence_length
+    elif features.converter is not None:
         settings["converter"] = {k: v for k, v in features.converter.get_config().items() if k != "name"}
     return arrays_sha256(_numpy_weights(features), json.dumps(settings, sort_keys=True, default=str).encode())
 
@@ -192,6 +254,26 @@ def _preset(spec, download):
         except ValueError:
             converter = None  # A preset without an image converter (a text backbone, say).
     return backbone, converter
+
+
+def _text_preset(spec, download, sequence_length):
+    """A keras-hub text backbone and its classifier preprocessor, tokenizing at most
+    `sequence_length` tokens (the stored characters) or the backbone's maximum."""
+    import keras_hub
+
+    backbone, converter = _preset(spec, download)
+    if converter is not None or getattr(backbone, "image_shape", None) is not None:
+        raise ConfigError(f"--backbone={spec} takes images; this dataset holds text: give a keras-hub text preset.")
+    try:
+        preprocessor = keras_hub.models.TextClassifierPreprocessor.from_preset(spec)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        raise ConfigError(
+            f"--backbone={spec}: no text preprocessor in the preset ({str(error).strip().splitlines()[0][:160]}); "
+            "save the preset's TextClassifierPreprocessor beside its backbone (save_to_preset)."
+        ) from None
+    longest = getattr(backbone, "max_sequence_length", None) or sequence_length
+    preprocessor.sequence_length = min(int(sequence_length), int(longest))
+    return backbone, preprocessor
 
 
 def _image_channels(model, spec):

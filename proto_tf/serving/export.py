@@ -16,6 +16,7 @@ from proto_tf.data.common import Split
 from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.data.kinds import EXPORT_DATA_FILE, ServingInputs
 from proto_tf.data.raw_examples import load_raw, take
+from proto_tf.encoders.backbone import TextPreparation
 from proto_tf.errors import ConfigError, RunDirectoryError
 from proto_tf.evaluation import Evaluator, calibrate_on
 from proto_tf.index import DEFAULT_STREAM_ABOVE, PrototypeIndex
@@ -369,7 +370,14 @@ def _raw_inputs_of(dataset):
     frozen backbone, the data's own kind, and the backbone run in the graph."""
     if dataset.features is None:
         return dataset.info, dataset.preprocess, ()
-    return dataset.features.info, dataset.features.preprocess, (dataset.features.backbone.features,)
+    backbone = dataset.features.backbone
+    if isinstance(backbone.features.converter, TextPreparation):
+        raise ConfigError(
+            f"--backbone={backbone.spec} is a keras-hub text preset: its tokenizer runs TensorFlow Text ops, which "
+            "TF Serving's standard build cannot load, so exporting such a run is not built; evaluate it with "
+            "run/evaluate.py."
+        )
+    return dataset.features.info, dataset.features.preprocess, (backbone.features,)
 
 
 def _check_model_name(name):

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from proto_tf import json_files
 from proto_tf.array_hashing import arrays_sha256
+from proto_tf.data import text
 from proto_tf.data.common import LoadedDataset, Split
 from proto_tf.data.kinds import FeaturesKind
 from proto_tf.encoders.backbone import Backbone, backbone_layers, load_backbone, standardization_layers
@@ -83,6 +84,15 @@ class FeatureSource:
         return Split(features, split.labels, split.indices)
 
 
+def backbone_of_run(config, info) -> Backbone:
+    """`config.backbone` loaded for the stored inputs `info` describes (text: the
+    dataset's alphabet, to turn character codes back into strings)."""
+    alphabet = "".join(info.alphabet or text.ALPHABET) if info.kind.name == "text" else None
+    return load_backbone(
+        config.backbone, tuple(info.input_shape), info.kind.name, config.backbone_pooling, config.download, alphabet
+    )
+
+
 def with_backbone_features(dataset: LoadedDataset, config, model_dir: str, report=print) -> LoadedDataset:
     """`dataset` with its splits replaced by `config.backbone`'s features (cached under
     `model_dir/features/`, keyed by the backbone's weights and each split's data),
@@ -90,9 +100,7 @@ def with_backbone_features(dataset: LoadedDataset, config, model_dir: str, repor
     shape `[F]` for the identity encoder. The backbone must be the one the run in
     `model_dir` was trained with (its `backbone.json`), else a RunDirectoryError."""
     info = dataset.info
-    backbone = load_backbone(
-        config.backbone, tuple(info.input_shape), info.kind.name, config.backbone_pooling, config.download
-    )
+    backbone = backbone_of_run(config, info)
     report(f"{backbone.describe()}.")
     _check_same_backbone(model_dir, backbone)
     folder = os.path.join(model_dir, FEATURES_FOLDER)
