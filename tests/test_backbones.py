@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from data_files import write_learnable_documents, write_learnable_images, write_learnable_table, write_own_images
+from hub_presets import tiny_bert
 
 from proto_tf.data.text import ALPHABET
 from proto_tf.encoders.backbone import backbone_layers, load_backbone
@@ -443,17 +444,7 @@ def write_text_preset(folder, words, seed=0):
     """A one-layer BERT and its classifier preprocessor, the tokenizer's vocabulary the
     given words, saved as a preset (as a user's local copy of a hub preset)."""
     keras.utils.set_random_seed(seed)
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=32)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocabulary),
-        num_layers=1,
-        num_heads=2,
-        hidden_dim=32,
-        intermediate_dim=64,
-        max_sequence_length=32,
-    )
+    backbone, preprocessor = tiny_bert(words)
     backbone.save_to_preset(folder)
     preprocessor.save_to_preset(folder)
     return folder

@@ -127,22 +127,15 @@ def test_a_model_with_a_candidate_memory_keeps_it_in_a_keras_file(tmp_path):
 
 
 def test_a_text_presets_features_survive_a_keras_file(tmp_path):
-    # The tokenizer's vocabulary is a saved asset, not a config entry (keras-hub's way),
-    # so a text preset's feature layer round-trips through a `.keras` file only.
-    keras_hub = pytest.importorskip("keras_hub")
+    # keras-hub keeps a tokenizer's vocabulary as an asset, read only after the model is
+    # rebuilt; TextPreparation keeps it in its config, so the rebuilt layer tokenizes.
+    pytest.importorskip("keras_hub")
+    from hub_presets import SPECIAL_TOKENS, tiny_bert
+
     from proto_tf.encoders.backbone import TextPreparation
 
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cab", "bad", "a", "b"]
-    tokenizer = keras_hub.models.BertTokenizer(vocabulary=vocabulary, lowercase=True)
-    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(tokenizer, sequence_length=8)
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocabulary),
-        num_layers=1,
-        num_heads=1,
-        hidden_dim=8,
-        intermediate_dim=8,
-        max_sequence_length=8,
-    )
+    backbone, preprocessor = tiny_bert(["cab", "bad", "a", "b"], width=8, sequence_length=8)
+    vocabulary = [*SPECIAL_TOKENS, "cab", "bad", "a", "b"]
     layer = BackboneFeatures(backbone, TextPreparation("abc ", preprocessor))
     codes = np.array([[1, 3, 2, 0, 0], [2, 1, 4, 0, 0], [1, 0, 0, 0, 0]], "int32")  # "acb", "bad"->"ba ", "a".
     loaded = run_model_saving_test(layer, codes, tmp_path)
