@@ -52,24 +52,28 @@ def write_preset(folder, seed=0):
     return folder
 
 
-def train(data_dir, model_dir, *flags, dataset="image_folder", attention="sparsemax", steps=300):
+def run_command(name, *flags, timeout=600):
+    """`python run/<name>.py FLAGS` as a user runs it: the finished process."""
     return subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "run", "train.py"),
-            f"--dataset={dataset}",
-            f"--attention={attention}",
-            "--small",
-            f"--train_steps={steps}",
-            f"--eval_every={steps}",
-            f"--checkpoint_every={steps}",
-            f"--data_dir={data_dir}",
-            f"--model_dir={model_dir}",
-            *flags,
-        ],
+        [sys.executable, os.path.join(REPO, "run", f"{name}.py"), *flags],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
+    )
+
+
+def train(data_dir, model_dir, *flags, dataset="image_folder", attention="sparsemax", steps=300):
+    return run_command(
+        "train",
+        f"--dataset={dataset}",
+        f"--attention={attention}",
+        "--small",
+        f"--train_steps={steps}",
+        f"--eval_every={steps}",
+        f"--checkpoint_every={steps}",
+        f"--data_dir={data_dir}",
+        f"--model_dir={model_dir}",
+        *flags,
     )
 
 
@@ -162,14 +166,11 @@ def test_the_export_answers_png_bytes_as_the_keras_model_on_the_decoded_image(tr
 @pytest.mark.slow
 def test_predict_on_a_folder_gives_evaluates_accuracy(trained, tmp_path):
     _, data_dir, model_dir, _ = trained
-    run = lambda name, *flags: subprocess.run(  # noqa: E731
-        [sys.executable, os.path.join(REPO, "run", f"{name}.py"), *flags], capture_output=True, text=True, timeout=600
-    )
-    exported = run("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'exports'}")
+    exported = run_command("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'exports'}")
     assert exported.returncode == 0, exported.stderr[-2000:]
     saved_model = glob.glob(str(tmp_path / "exports" / "*" / "1"))[0]
     output = str(tmp_path / "predictions.jsonl")
-    done = run("predict", f"--saved_model={saved_model}", f"--inputs={data_dir}/test", f"--output={output}")
+    done = run_command("predict", f"--saved_model={saved_model}", f"--inputs={data_dir}/test", f"--output={output}")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in open(output)]
     right = np.mean([row["class_name"] == os.path.basename(os.path.dirname(row["source"])) for row in rows])
@@ -368,12 +369,7 @@ def test_a_runs_encoder_saved_as_keras_is_a_backbone_that_gives_its_features(tmp
     done = train(data_dir, model_dir, "--resnet_depth=8", "--dense_units=8", attention="none", steps=5)
     assert done.returncode == 0, done.stderr[-3000:]
     path = str(tmp_path / "encoder.keras")
-    saved = subprocess.run(
-        [sys.executable, os.path.join(REPO, "run", "save_encoder.py"), f"--model_dir={model_dir}", f"--output={path}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    saved = run_command("save_encoder", f"--model_dir={model_dir}", f"--output={path}", timeout=300)
     assert saved.returncode == 0, saved.stderr[-2000:]
     _, dataset, model, _ = run_store.load_run(model_dir)
     images = dataset.test.inputs[:5]
@@ -477,17 +473,7 @@ def test_a_text_preset_learns_documents_from_keras_hubs_own_features(tmp_path):
     (cached_path,) = glob.glob(os.path.join(model_dir, "features", "test-*-float32.npy"))
     np.testing.assert_allclose(np.load(cached_path)[:8], expected, atol=1e-5)
     # The export is refused in one line: TF Serving cannot run the tokenizer's ops.
-    export = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "run", "export.py"),
-            f"--model_dir={model_dir}",
-            f"--export_dir={tmp_path}/x",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    export = run_command("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path}/x")
     assert export.returncode != 0 and "is a keras-hub text preset" in export.stderr
     assert len(export.stderr.strip().splitlines()) == 1, export.stderr
 
@@ -570,17 +556,7 @@ def test_the_papers_image_datasets_train_and_export_on_a_backbone(dataset, tmp_p
     done = train(data_dir, model_dir, f"--backbone={preset}", *sizes, dataset=dataset, steps=4)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "32-d features" in done.stdout
-    exported = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO, "run", "export.py"),
-            f"--model_dir={model_dir}",
-            f"--export_dir={tmp_path / 'e'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    exported = run_command("export", f"--model_dir={model_dir}", f"--export_dir={tmp_path / 'e'}", timeout=300)
     assert exported.returncode == 0, exported.stderr[-3000:]
     signature = tf.saved_model.load(glob.glob(str(tmp_path / "e" / "*" / "1"))[0]).signatures["serving_default"]
     shape = signature.structured_input_signature[1]["images"].shape
