@@ -479,9 +479,6 @@ def test_a_text_preset_learns_documents_from_keras_hubs_own_features(tmp_path):
 
 
 def test_text_presets_that_do_not_fit_say_why_in_one_line(tmp_path):
-    from proto_tf.data.registry import dataset_info
-    from proto_tf.training import builders
-
     alphabet = "".join(ALPHABET)
     with pytest.raises(ConfigError, match=r"takes images; this dataset holds text: give a keras-hub text preset\."):
         load_backbone(write_preset(str(tmp_path / "image")), (448,), "text", alphabet=alphabet)
@@ -492,9 +489,9 @@ def test_text_presets_that_do_not_fit_say_why_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="no text preprocessor in the preset"):
         load_backbone(bare, (448,), "text", alphabet=alphabet)
     preset = write_text_preset(str(tmp_path / "text"), ["cat", "dog"])
-    config = ExperimentConfig(dataset="text_csv", backbone=preset, backbone_trainable=True, model_dir=str(tmp_path))
+    # Refused with the flags, before any data is read.
     with pytest.raises(ConfigError, match="fine-tuning a text preset is not built"):
-        builders.build_encoder(config, dataset_info("text_csv"))
+        ExperimentConfig(dataset="text_csv", backbone=preset, backbone_trainable=True, model_dir=str(tmp_path))
     # Fitting: 448 stored characters, the preset's 32 tokens at most.
     backbone = load_backbone(preset, (448,), "text", alphabet=alphabet)
     assert backbone.feature_size == 32 and backbone.features.converter.preprocessor.sequence_length == 32

@@ -9,7 +9,6 @@ from proto_tf.baseline import BaselineClassifier
 from proto_tf.data.dataset_info import DatasetInfo
 from proto_tf.encoders import VDCNN, ResNet, TabularLSTM
 from proto_tf.encoders.backbone import backbone_layers, fine_tuned_encoder
-from proto_tf.errors import ConfigError
 from proto_tf.model import ProtoAttend
 from proto_tf.training import features
 from proto_tf.training.scaled_adam import ScaledAdam
@@ -67,11 +66,6 @@ def build_encoder(config, info: DatasetInfo):
     its own dropout (0.5). With `--backbone_trainable`, the backbone itself
     (`fine_tuned_encoder`)."""
     if config.backbone_trainable:
-        if info.kind.name == "text":
-            raise ConfigError(
-                "--backbone_trainable with text: fine-tuning a text preset is not built; its frozen features "
-                "train (leave --backbone_trainable out)."
-            )
         backbone = features.backbone_of_run(config, info)
         return _with_dropout(fine_tuned_encoder(backbone), config)
     return ENCODERS[info.kind.encoder](config)

@@ -345,6 +345,11 @@ def _check_backbone(config: ExperimentConfig) -> None:
             "applies with --backbone_trainable only; leave it at 0.1",
         )
     else:
+        if dataset_info(config.dataset).kind.name == "text":
+            raise ConfigError(
+                "--backbone_trainable with text: fine-tuning a text preset is not built; its frozen features "
+                "train (leave --backbone_trainable out)."
+            )
         _check(
             config,
             "feature_dtype",
